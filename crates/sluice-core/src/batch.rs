@@ -1,0 +1,212 @@
+//! A batch: one signal's export request, kept in its protobuf encoding.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::gate::Reservation;
+use crate::wire::{self, WireError};
+use crate::Signal;
+
+/// An encoded `Export*ServiceRequest` with its item count and the memory it holds.
+///
+/// Cloning is cheap (reference counts), which is how fan-out gives every exporter its own copy.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    signal: Signal,
+    data: Bytes,
+    items: usize,
+    held: Vec<Arc<Reservation>>,
+}
+
+impl Batch {
+    /// Validates an encoded request and wraps it.
+    ///
+    /// # Errors
+    /// A [`WireError`] naming the first malformed field.
+    pub fn decode(signal: Signal, data: Bytes) -> Result<Batch, WireError> {
+        let items = wire::validate_and_count(signal, &data)?;
+        Ok(Batch {
+            signal,
+            data,
+            items,
+            held: Vec::new(),
+        })
+    }
+
+    /// Wraps bytes known to be a valid request of `items` items (produced by sluice itself).
+    pub fn from_trusted(signal: Signal, data: Bytes, items: usize) -> Batch {
+        Batch {
+            signal,
+            data,
+            items,
+            held: Vec::new(),
+        }
+    }
+
+    /// Attaches a memory reservation that is released when the last copy of this data is dropped.
+    pub fn hold(&mut self, reservation: Reservation) {
+        self.held.push(Arc::new(reservation));
+    }
+
+    /// The signal.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// The encoded request.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// Spans, metric data points or log records in the batch.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    /// Encoded size in bytes.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the batch holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    /// Replaces the encoded data (a processor rewrote it) keeping the item count and reservations.
+    pub fn with_data(mut self, data: Bytes) -> Batch {
+        self.data = data;
+        self
+    }
+
+    /// Splits off everything after the first `n` items; `self` keeps the first `n`.
+    ///
+    /// Both halves share the memory reservations.
+    pub fn split_off(&mut self, n: usize) -> Batch {
+        if n >= self.items {
+            return Batch {
+                signal: self.signal,
+                data: Bytes::new(),
+                items: 0,
+                held: Vec::new(),
+            };
+        }
+        let (head, tail) = wire::split(self.signal, &self.data, n);
+        let tail = Batch {
+            signal: self.signal,
+            data: tail,
+            items: self.items - n,
+            held: self.held.clone(),
+        };
+        self.data = head;
+        self.items = n;
+        tail
+    }
+}
+
+/// Accumulates batches of one signal by concatenating their encodings.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    signal: Signal,
+    data: BytesMut,
+    items: usize,
+    held: Vec<Arc<Reservation>>,
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new(signal: Signal) -> Self {
+        BatchBuilder {
+            signal,
+            data: BytesMut::new(),
+            items: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// Appends a batch: `repeated` fields concatenate, so this is a byte copy.
+    pub fn push(&mut self, batch: Batch) {
+        debug_assert_eq!(batch.signal, self.signal);
+        self.data.extend_from_slice(&batch.data);
+        self.items += batch.items;
+        self.held.extend(batch.held);
+    }
+
+    /// Items accumulated so far.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    /// Bytes accumulated so far.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether nothing has been pushed since the last [`BatchBuilder::take`].
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Takes what has accumulated as one batch and leaves the builder empty.
+    pub fn take(&mut self) -> Batch {
+        let data = self.data.split().freeze();
+        Batch {
+            signal: self.signal,
+            data,
+            items: std::mem::take(&mut self.items),
+            held: std::mem::take(&mut self.held),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::MemoryGate;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    fn request(spans: usize) -> Bytes {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); spans],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[test]
+    fn builder_merges_and_split_off_divides() {
+        let mut builder = BatchBuilder::new(Signal::Traces);
+        builder.push(Batch::decode(Signal::Traces, request(3)).unwrap());
+        builder.push(Batch::decode(Signal::Traces, request(4)).unwrap());
+        let mut batch = builder.take();
+        assert_eq!(batch.items(), 7);
+        assert!(builder.is_empty());
+        let tail = batch.split_off(5);
+        assert_eq!((batch.items(), tail.items()), (5, 2));
+        assert_eq!(wire::count(Signal::Traces, batch.data()), 5);
+        assert_eq!(wire::count(Signal::Traces, tail.data()), 2);
+    }
+
+    #[test]
+    fn reservation_outlives_every_piece() {
+        let gate = MemoryGate::new("m", 1000);
+        let mut batch = Batch::decode(Signal::Traces, request(4)).unwrap();
+        batch.hold(gate.reserve(100).unwrap());
+        let copy = batch.clone();
+        let tail = batch.split_off(2);
+        drop(batch);
+        drop(copy);
+        assert_eq!(gate.in_flight(), 100);
+        drop(tail);
+        assert_eq!(gate.in_flight(), 0);
+    }
+}

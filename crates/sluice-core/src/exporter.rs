@@ -1,0 +1,660 @@
+//! The exporter helper every exporter shares: a bounded sending queue, consumer workers, retry
+//! with capped, jittered exponential backoff, a per-attempt timeout, and the exporter metrics.
+//!
+//! Exporters implement only [`Exporter::export`] and say whether a failure is worth retrying; the
+//! helper owns everything else, so retry and queueing behave the same for every backend.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{Counter, Gauge};
+use serde::Deserialize;
+use sluice_config::{HumanDuration, Problem};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Batch, ConsumeError, Consumer, Signal, metrics as names};
+
+/// Why an export attempt failed, and whether another attempt may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExportError {
+    /// Whether retrying the same data may succeed (backend down, throttled, timed out).
+    pub retryable: bool,
+    /// A delay the backend asked for (gRPC RetryInfo, HTTP Retry-After).
+    pub retry_after: Option<Duration>,
+    /// What happened, lowercase.
+    pub message: String,
+}
+
+impl ExportError {
+    /// A failure worth retrying.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ExportError {
+            retryable: true,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failure no retry can fix (the backend rejected the data).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ExportError {
+            retryable: false,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// Sets the delay the backend asked for.
+    pub fn with_retry_after(mut self, delay: Option<Duration>) -> Self {
+        self.retry_after = delay;
+        self
+    }
+}
+
+/// A backend client: encodes a batch and sends it once.
+#[async_trait]
+pub trait Exporter: Send + Sync + 'static {
+    /// Sends one batch once; the helper retries.
+    ///
+    /// # Errors
+    /// An [`ExportError`] saying whether the failure is retryable.
+    ///
+    /// # Cancel safety
+    /// The helper drops the future when the attempt times out; an exporter must not leave shared
+    /// state half-updated across an await.
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError>;
+}
+
+/// `retry_on_failure`: how failed exports are retried. Defaults are the Collector's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Retry retryable failures at all (default `true`).
+    pub enabled: bool,
+    /// First pause after a failure (default `5s`).
+    pub initial_interval: HumanDuration,
+    /// Longest pause between attempts (default `30s`).
+    pub max_interval: HumanDuration,
+    /// Give up on a batch after this long (default `300s`; `0` retries forever).
+    pub max_elapsed_time: HumanDuration,
+    /// Growth of the pause after each failure (default `1.5`).
+    pub multiplier: f64,
+    /// Jitter: each pause is drawn from `pause × (1 ± randomization_factor)` (default `0.5`).
+    pub randomization_factor: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: HumanDuration::from_secs(5),
+            max_interval: HumanDuration::from_secs(30),
+            max_elapsed_time: HumanDuration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// What a sending queue's `queue_size` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    /// Batches (the Collector's default).
+    #[default]
+    Requests,
+    /// Spans, metric data points or log records.
+    Items,
+    /// Encoded bytes: the way to bound a queue's memory.
+    Bytes,
+}
+
+/// `sending_queue`: the in-memory queue between the pipeline and the exporter's workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Queue batches and return to the pipeline at once (default `true`). Without a queue, the
+    /// pipeline waits for each export, retries included, and a failure reaches the client.
+    pub enabled: bool,
+    /// Workers sending from the queue concurrently (default `10`).
+    pub num_consumers: usize,
+    /// Capacity in `sizer` units (default `1000`). A full queue refuses new data with a retryable
+    /// error and counts it in `otelcol_exporter_enqueue_failed_*`.
+    pub queue_size: u64,
+    /// `requests` (default), `items` or `bytes`.
+    pub sizer: Sizer,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+            sizer: Sizer::Requests,
+        }
+    }
+}
+
+/// The helper settings every exporter config carries (`timeout`, `retry_on_failure`, `sending_queue`).
+#[derive(Debug, Clone)]
+pub struct HelperSettings {
+    /// Longest a single export attempt may take.
+    pub timeout: Duration,
+    /// Retry behaviour.
+    pub retry: RetrySettings,
+    /// Queue behaviour.
+    pub queue: QueueSettings,
+}
+
+impl HelperSettings {
+    /// Checks the settings; `path` is the exporter's path in the file.
+    pub fn check(&self, path: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let r = &self.retry;
+        if r.enabled {
+            if r.initial_interval.is_zero() {
+                problems.push(Problem::error(
+                    format!("{path}.retry_on_failure.initial_interval"),
+                    "must be greater than zero",
+                ));
+            }
+            if r.max_interval < r.initial_interval {
+                problems.push(Problem::error(
+                    format!("{path}.retry_on_failure.max_interval"),
+                    "must not be less than initial_interval",
+                ));
+            }
+            if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+                problems.push(Problem::error(
+                    format!("{path}.retry_on_failure.multiplier"),
+                    "must be at least 1",
+                ));
+            }
+            if !(0.0..1.0).contains(&r.randomization_factor) {
+                problems.push(Problem::error(
+                    format!("{path}.retry_on_failure.randomization_factor"),
+                    "must be at least 0 and less than 1",
+                ));
+            }
+        }
+        let q = &self.queue;
+        if q.enabled && q.num_consumers == 0 {
+            problems.push(Problem::error(
+                format!("{path}.sending_queue.num_consumers"),
+                "must be at least 1",
+            ));
+        }
+        if q.enabled && q.queue_size == 0 {
+            problems.push(Problem::error(
+                format!("{path}.sending_queue.queue_size"),
+                "must be at least 1",
+            ));
+        }
+        if self.timeout.is_zero() {
+            problems.push(Problem::error(
+                format!("{path}.timeout"),
+                "must be greater than zero",
+            ));
+        }
+        problems
+    }
+}
+
+struct Metrics {
+    sent: Counter,
+    send_failed: Counter,
+    enqueue_failed: Counter,
+    queue_size: Gauge,
+    in_flight: Gauge,
+}
+
+impl Metrics {
+    fn new(id: &str, signal: Signal, settings: &QueueSettings) -> Self {
+        let exporter = id.to_owned();
+        let data_type = signal.as_str();
+        let capacity = metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => exporter.clone(), "data_type" => data_type);
+        capacity.set(if settings.enabled {
+            settings.queue_size as f64
+        } else {
+            0.0
+        });
+        Metrics {
+            sent: metrics::counter!(names::exporter_sent(signal), "exporter" => exporter.clone()),
+            send_failed: metrics::counter!(names::exporter_send_failed(signal), "exporter" => exporter.clone()),
+            enqueue_failed: metrics::counter!(names::exporter_enqueue_failed(signal), "exporter" => exporter.clone()),
+            queue_size: metrics::gauge!(names::EXPORTER_QUEUE_SIZE, "exporter" => exporter.clone(), "data_type" => data_type),
+            in_flight: metrics::gauge!(names::EXPORTER_IN_FLIGHT, "exporter" => exporter),
+        }
+    }
+}
+
+/// Logs a repeated warning at most once per interval, counting what it suppressed.
+struct Throttle {
+    last: std::sync::Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Throttle {
+            last: std::sync::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns how many were suppressed since the last log when it is time to log again.
+    fn ready(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::INTERVAL) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+struct QueueState {
+    batches: VecDeque<Batch>,
+    size: u64,
+    closed: bool,
+}
+
+struct Shared {
+    id: String,
+    signal: Signal,
+    exporter: Arc<dyn Exporter>,
+    settings: HelperSettings,
+    metrics: Metrics,
+    state: std::sync::Mutex<QueueState>,
+    notify: Notify,
+    /// Cancelled when the drain deadline passes: in-flight retries stop.
+    abort: CancellationToken,
+    retry_log: Throttle,
+    full_log: Throttle,
+}
+
+/// Drives one exporter for one signal: the [`Consumer`] a pipeline's fan-out hands batches to.
+pub struct ExporterHelper {
+    shared: Arc<Shared>,
+}
+
+impl ExporterHelper {
+    /// Wraps an exporter. Call [`ExporterHelper::start`] to run its queue workers.
+    pub fn new(
+        id: impl Into<String>,
+        signal: Signal,
+        exporter: Arc<dyn Exporter>,
+        settings: HelperSettings,
+    ) -> Arc<Self> {
+        let id = id.into();
+        let metrics = Metrics::new(&id, signal, &settings.queue);
+        Arc::new(ExporterHelper {
+            shared: Arc::new(Shared {
+                id,
+                signal,
+                exporter,
+                settings,
+                metrics,
+                state: std::sync::Mutex::new(QueueState {
+                    batches: VecDeque::new(),
+                    size: 0,
+                    closed: false,
+                }),
+                notify: Notify::new(),
+                abort: CancellationToken::new(),
+                retry_log: Throttle::new(),
+                full_log: Throttle::new(),
+            }),
+        })
+    }
+
+    /// Starts the queue workers (none when the queue is disabled).
+    pub fn start(&self) -> Vec<JoinHandle<()>> {
+        if !self.shared.settings.queue.enabled {
+            return Vec::new();
+        }
+        (0..self.shared.settings.queue.num_consumers)
+            .map(|_| tokio::spawn(worker(Arc::clone(&self.shared))))
+            .collect()
+    }
+
+    /// Stops taking new data; the workers send what is queued and then exit.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.notify.notify_waiters();
+    }
+
+    /// Called when the drain deadline passed: stops retries and drops what is still queued,
+    /// counting it as failed. Returns the number of items dropped from the queue.
+    pub fn abort(&self) -> usize {
+        self.shared.abort.cancel();
+        let dropped: Vec<Batch> = {
+            let mut state = self.shared.lock();
+            state.size = 0;
+            state.batches.drain(..).collect()
+        };
+        self.shared.metrics.queue_size.set(0.0);
+        self.shared.notify.notify_waiters();
+        let items: usize = dropped.iter().map(Batch::items).sum();
+        if items > 0 {
+            self.shared.metrics.send_failed.increment(items as u64);
+            tracing::error!(exporter = %self.shared.id, signal = %self.shared.signal, items, "shutdown deadline passed, queued data dropped");
+        }
+        items
+    }
+
+    /// The number of batches waiting.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().batches.len()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn size_of(&self, batch: &Batch) -> u64 {
+        match self.settings.queue.sizer {
+            Sizer::Requests => 1,
+            Sizer::Items => batch.items() as u64,
+            Sizer::Bytes => batch.size() as u64,
+        }
+    }
+
+    /// Sends with retries. Returns the error that ended the attempts.
+    async fn send(&self, batch: &Batch) -> Result<(), ExportError> {
+        let retry = &self.settings.retry;
+        let started = tokio::time::Instant::now();
+        let mut interval = retry.initial_interval.get();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.metrics.in_flight.increment(1.0);
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(self.settings.timeout, self.exporter.export(batch)) => r,
+                () = self.abort.cancelled() => {
+                    self.metrics.in_flight.decrement(1.0);
+                    return Err(ExportError::permanent("shutdown deadline passed during export"));
+                }
+            };
+            self.metrics.in_flight.decrement(1.0);
+            let err = match outcome {
+                Ok(Ok(())) => {
+                    self.metrics.sent.increment(batch.items() as u64);
+                    return Ok(());
+                }
+                Ok(Err(err)) => err,
+                Err(_) => ExportError::retryable(format!(
+                    "export timed out after {:?}",
+                    self.settings.timeout
+                )),
+            };
+            if !err.retryable || !retry.enabled {
+                return Err(err);
+            }
+            let pause = jittered(interval, retry.randomization_factor)
+                .max(err.retry_after.unwrap_or_default());
+            let max_elapsed = retry.max_elapsed_time.get();
+            if !max_elapsed.is_zero() && started.elapsed() + pause > max_elapsed {
+                return Err(ExportError::permanent(format!(
+                    "no more retries left after {attempt} attempts over {:?}: {}",
+                    started.elapsed(),
+                    err.message
+                )));
+            }
+            if let Some(suppressed) = self.retry_log.ready() {
+                tracing::warn!(exporter = %self.id, signal = %self.signal, error = %err.message, attempt, retry_in = ?pause, suppressed, "export failed, will retry");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.abort.cancelled() => {
+                    return Err(ExportError::permanent(format!("shutdown deadline passed while retrying: {}", err.message)));
+                }
+            }
+            interval = interval
+                .mul_f64(retry.multiplier)
+                .min(retry.max_interval.get());
+        }
+    }
+
+    fn failed(&self, batch: &Batch, err: &ExportError) {
+        self.metrics.send_failed.increment(batch.items() as u64);
+        tracing::error!(exporter = %self.id, signal = %self.signal, items = batch.items(), error = %err.message, "export failed, data dropped");
+    }
+}
+
+fn jittered(interval: Duration, factor: f64) -> Duration {
+    if factor <= 0.0 {
+        return interval;
+    }
+    let spread = rand::random_range(-factor..=factor);
+    interval.mul_f64((1.0 + spread).max(0.0))
+}
+
+async fn worker(shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut state = shared.lock();
+            match state.batches.pop_front() {
+                Some(batch) => {
+                    state.size = state.size.saturating_sub(shared.size_of(&batch));
+                    shared.metrics.queue_size.set(state.size as f64);
+                    Some(batch)
+                }
+                None if state.closed || shared.abort.is_cancelled() => return,
+                None => None,
+            }
+        };
+        match next {
+            Some(batch) => {
+                if let Err(err) = shared.send(&batch).await {
+                    shared.failed(&batch, &err);
+                }
+            }
+            None => {
+                // Register interest before re-checking, so a push between the check and the
+                // wait is not missed.
+                let notified = shared.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let empty = {
+                    let state = shared.lock();
+                    state.batches.is_empty() && !state.closed
+                };
+                if empty && !shared.abort.is_cancelled() {
+                    notified.await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for ExporterHelper {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        let shared = &self.shared;
+        if !shared.settings.queue.enabled {
+            return match shared.send(&batch).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    shared.failed(&batch, &err);
+                    Err(if err.retryable {
+                        ConsumeError::unavailable(format!("exporter {}: {}", shared.id, err.message))
+                    } else {
+                        ConsumeError::internal(format!("exporter {}: {}", shared.id, err.message))
+                    })
+                }
+            };
+        }
+        let size = shared.size_of(&batch);
+        let items = batch.items();
+        {
+            let mut state = shared.lock();
+            if state.closed {
+                drop(state);
+                shared.metrics.enqueue_failed.increment(items as u64);
+                return Err(ConsumeError::unavailable(format!(
+                    "exporter {} is shutting down",
+                    shared.id
+                )));
+            }
+            // An empty queue takes any one batch, so a batch larger than a bytes-sized queue is
+            // not refused forever.
+            if !state.batches.is_empty()
+                && state.size.saturating_add(size) > shared.settings.queue.queue_size
+            {
+                drop(state);
+                shared.metrics.enqueue_failed.increment(items as u64);
+                if let Some(suppressed) = shared.full_log.ready() {
+                    tracing::warn!(exporter = %shared.id, signal = %shared.signal, items, suppressed, "sending queue is full, data refused");
+                }
+                return Err(ConsumeError::unavailable(format!(
+                    "sending queue of exporter {} is full",
+                    shared.id
+                )));
+            }
+            state.size += size;
+            state.batches.push_back(batch);
+            shared.metrics.queue_size.set(state.size as f64);
+        }
+        shared.notify.notify_one();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Flaky {
+        failures_left: Mutex<u32>,
+        retryable: bool,
+        calls: AtomicU64,
+        delivered: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Exporter for Flaky {
+        async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let mut left = self.failures_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(if self.retryable {
+                    ExportError::retryable("backend down")
+                } else {
+                    ExportError::permanent("bad data")
+                });
+            }
+            self.delivered.lock().unwrap().push(batch.items());
+            Ok(())
+        }
+    }
+
+    fn flaky(failures: u32, retryable: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            failures_left: Mutex::new(failures),
+            retryable,
+            calls: AtomicU64::new(0),
+            delivered: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn settings(queue: bool) -> HelperSettings {
+        HelperSettings {
+            timeout: Duration::from_secs(5),
+            retry: RetrySettings {
+                initial_interval: HumanDuration::from_millis(100),
+                max_interval: HumanDuration::from_secs(1),
+                max_elapsed_time: HumanDuration::from_secs(60),
+                ..Default::default()
+            },
+            queue: QueueSettings {
+                enabled: queue,
+                num_consumers: 1,
+                queue_size: 2,
+                sizer: Sizer::Requests,
+            },
+        }
+    }
+
+    fn batch(items: usize) -> Batch {
+        Batch::from_trusted(Signal::Traces, bytes::Bytes::new(), items)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retryable_failures_until_delivered() {
+        let exporter = flaky(3, true);
+        let helper = ExporterHelper::new("otlp", Signal::Traces, exporter.clone(), settings(false));
+        helper.consume(batch(5)).await.unwrap();
+        assert_eq!(exporter.calls.load(Ordering::Relaxed), 4);
+        assert_eq!(*exporter.delivered.lock().unwrap(), [5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_are_not_retried() {
+        let exporter = flaky(1, false);
+        let helper = ExporterHelper::new("otlp", Signal::Traces, exporter.clone(), settings(false));
+        let err = helper.consume(batch(5)).await.unwrap_err();
+        assert!(!err.is_retryable());
+        assert_eq!(exporter.calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_max_elapsed_time() {
+        let exporter = flaky(u32::MAX, true);
+        let helper = ExporterHelper::new("otlp", Signal::Traces, exporter.clone(), settings(false));
+        let started = tokio::time::Instant::now();
+        let err = helper.consume(batch(1)).await.unwrap_err();
+        assert!(err.message.contains("no more retries"), "{}", err.message);
+        assert!(started.elapsed() <= Duration::from_secs(60));
+        assert!(exporter.calls.load(Ordering::Relaxed) > 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_with_a_retryable_error_and_drains_later() {
+        let exporter = flaky(2, true);
+        let helper = ExporterHelper::new("otlp", Signal::Traces, exporter.clone(), settings(true));
+        helper.consume(batch(1)).await.unwrap();
+        helper.consume(batch(2)).await.unwrap();
+        let err = helper.consume(batch(3)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let workers = helper.start();
+        helper.close();
+        for w in workers {
+            w.await.unwrap();
+        }
+        assert_eq!(*exporter.delivered.lock().unwrap(), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abort_drops_and_counts_what_is_queued() {
+        let exporter = flaky(u32::MAX, true);
+        let helper = ExporterHelper::new("otlp", Signal::Traces, exporter, settings(true));
+        helper.consume(batch(4)).await.unwrap();
+        helper.consume(batch(6)).await.unwrap();
+        assert_eq!(helper.abort(), 10);
+        assert_eq!(helper.queued(), 0);
+    }
+
+    #[test]
+    fn jitter_stays_within_the_randomization_factor() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_secs(10), 0.5);
+            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The core of sluice: signals and encoded batches, the consumer interface and fan-out, memory
+//! admission, the exporter helper (queue, retry, timeout), component factory traits and the
+//! names of self-metrics. It knows no concrete component.
+
+mod batch;
+mod component;
+mod consumer;
+mod error;
+pub mod exporter;
+mod gate;
+pub mod metrics;
+mod signal;
+pub mod wire;
+
+pub use batch::{Batch, BatchBuilder};
+pub use component::{
+    BuildError, BuiltExporter, BuiltProcessor, ExporterFactory, ProcessorContext,
+    ProcessorFactory, Receiver, ReceiverFactory, ReceiverOutputs, typed,
+};
+pub use consumer::{Consumer, Fanout, FanoutPolicy};
+pub use error::{ConsumeError, ErrorCode};
+pub use exporter::{ExportError, Exporter, ExporterHelper, HelperSettings};
+pub use gate::{MemoryGate, Reservation};
+pub use signal::Signal;

@@ -1,0 +1,84 @@
+//! Self-metric names, following the OpenTelemetry Collector's internal telemetry so that existing
+//! dashboards work unchanged. Labels: `receiver`, `transport`, `processor`, `exporter`,
+//! `data_type` — never ids of data, URLs or error strings.
+
+use crate::Signal;
+
+macro_rules! per_signal {
+    ($(#[$doc:meta])* $fn:ident, $prefix:literal) => {
+        $(#[$doc])*
+        pub fn $fn(signal: Signal) -> &'static str {
+            match signal {
+                Signal::Traces => concat!($prefix, "spans"),
+                Signal::Metrics => concat!($prefix, "metric_points"),
+                Signal::Logs => concat!($prefix, "log_records"),
+            }
+        }
+    };
+}
+
+per_signal!(
+    /// Items a receiver pushed into the pipeline successfully (`receiver`, `transport`).
+    receiver_accepted, "otelcol_receiver_accepted_"
+);
+per_signal!(
+    /// Items a receiver could not push into the pipeline (`receiver`, `transport`).
+    receiver_refused, "otelcol_receiver_refused_"
+);
+per_signal!(
+    /// Items a receiver rejected as malformed (`receiver`, `transport`).
+    receiver_failed, "otelcol_receiver_failed_"
+);
+per_signal!(
+    /// Items a processor refused (`processor`): the memory limiter under pressure.
+    processor_refused, "otelcol_processor_refused_"
+);
+per_signal!(
+    /// Items the memory limiter refused (`processor`), the Collector's newer name.
+    memory_limiter_refused, "otelcol_processor_memory_limiter_refused_"
+);
+per_signal!(
+    /// Items an exporter delivered (`exporter`).
+    exporter_sent, "otelcol_exporter_sent_"
+);
+per_signal!(
+    /// Items an exporter gave up on (`exporter`).
+    exporter_send_failed, "otelcol_exporter_send_failed_"
+);
+per_signal!(
+    /// Items refused because an exporter's sending queue was full (`exporter`).
+    exporter_enqueue_failed, "otelcol_exporter_enqueue_failed_"
+);
+
+/// Requests a receiver handled, by `outcome` (`success`, `refused`, `failure`).
+pub const RECEIVER_REQUESTS: &str = "otelcol_receiver_requests";
+/// Items per batch the batch processor sent (histogram; `processor`).
+pub const BATCH_SEND_SIZE: &str = "otelcol_processor_batch_batch_send_size";
+/// Bytes per batch the batch processor sent (histogram; `processor`).
+pub const BATCH_SEND_SIZE_BYTES: &str = "otelcol_processor_batch_batch_send_size_bytes";
+/// Batches sent because `send_batch_size` was reached (`processor`).
+pub const BATCH_SIZE_TRIGGER_SEND: &str = "otelcol_processor_batch_batch_size_trigger_send";
+/// Batches sent because `timeout` expired (`processor`).
+pub const BATCH_TIMEOUT_TRIGGER_SEND: &str = "otelcol_processor_batch_timeout_trigger_send";
+/// Items entering a processor (`processor`, `otel_signal`).
+pub const PROCESSOR_INCOMING_ITEMS: &str = "otelcol_processor_incoming_items";
+/// Items leaving a processor (`processor`, `otel_signal`).
+pub const PROCESSOR_OUTGOING_ITEMS: &str = "otelcol_processor_outgoing_items";
+/// Batches waiting in an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
+pub const EXPORTER_QUEUE_SIZE: &str = "otelcol_exporter_queue_size";
+/// Capacity of an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
+pub const EXPORTER_QUEUE_CAPACITY: &str = "otelcol_exporter_queue_capacity";
+/// Export requests under way (`exporter`).
+pub const EXPORTER_IN_FLIGHT: &str = "otelcol_exporter_in_flight_requests";
+/// Bytes the memory limiters hold for data in flight (`processor`); sluice's own.
+pub const MEMORY_LIMITER_IN_FLIGHT_BYTES: &str = "sluice_memory_limiter_in_flight_bytes";
+/// The memory limiters' measured memory (`processor`); sluice's own.
+pub const MEMORY_LIMITER_MEMORY_BYTES: &str = "sluice_memory_limiter_memory_bytes";
+/// Resident set size of the process.
+pub const PROCESS_MEMORY_RSS: &str = "otelcol_process_memory_rss";
+/// CPU seconds the process used.
+pub const PROCESS_CPU_SECONDS: &str = "otelcol_process_cpu_seconds";
+/// Seconds since the process started.
+pub const PROCESS_UPTIME: &str = "otelcol_process_uptime";
+/// Bytes the allocator holds for live objects.
+pub const PROCESS_HEAP_ALLOC_BYTES: &str = "otelcol_process_runtime_heap_alloc_bytes";
