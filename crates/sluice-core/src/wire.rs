@@ -257,9 +257,70 @@ fn shape(signal: Signal) -> &'static Shape {
 /// # Errors
 /// A [`WireError`] naming the path of the first problem found.
 pub fn validate_and_count(signal: Signal, request: &[u8]) -> Result<usize, WireError> {
+    let inspection = inspect(signal, request)?;
+    match inspection.first_rejection {
+        Some(err) => Err(err),
+        None => Ok(inspection.items),
+    }
+}
+
+/// What [`inspect`] found in a request whose framing is sound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Valid items.
+    pub items: usize,
+    /// Items with invalid ids, to be dropped and reported as a partial success.
+    pub rejected: usize,
+    /// The first of those problems, for the partial-success message.
+    pub first_rejection: Option<WireError>,
+}
+
+/// Validates framing like [`validate_and_count`], but counts items with invalid ids as rejected
+/// instead of failing the request, so that one bad span does not lose its neighbours.
+///
+/// # Errors
+/// A [`WireError`] when the framing itself is broken: nothing in the request can be trusted.
+pub fn inspect(signal: Signal, request: &[u8]) -> Result<Inspection, WireError> {
     let shape = shape(signal);
     let mut path = Vec::with_capacity(shape.levels.len());
-    count_level(shape, 0, request, &mut path)
+    let mut inspection = Inspection {
+        items: 0,
+        rejected: 0,
+        first_rejection: None,
+    };
+    inspect_level(shape, 0, request, &mut path, &mut inspection)?;
+    Ok(inspection)
+}
+
+/// Drops the items [`inspect`] rejected, keeping everything else byte for byte.
+pub fn retain_valid(signal: Signal, request: &[u8]) -> Bytes {
+    let shape = shape(signal);
+    let mut out = BytesMut::with_capacity(request.len());
+    retain_level(shape, shape.levels, request, &mut out);
+    out.freeze()
+}
+
+fn retain_level(shape: &Shape, levels: &[&[u32]], msg: &[u8], out: &mut BytesMut) {
+    let Some((children, rest)) = levels.split_first() else {
+        return;
+    };
+    let no_path = String::new;
+    for field in Fields::new(msg, &no_path).map_while(Result::ok) {
+        if !(children.contains(&field.number) && field.wire_type == WireType::Len) {
+            out.extend_from_slice(field.raw);
+            continue;
+        }
+        if rest.is_empty() {
+            if check_item(shape, field.payload, &[]).is_ok() {
+                out.extend_from_slice(field.raw);
+            }
+            continue;
+        }
+        let mut child = BytesMut::new();
+        retain_level(shape, rest, field.payload, &mut child);
+        put_len_header(out, field.number, child.len());
+        out.extend_from_slice(&child);
+    }
 }
 
 fn render_path(shape: &Shape, path: &[usize]) -> String {
@@ -279,18 +340,25 @@ fn render_path(shape: &Shape, path: &[usize]) -> String {
     out
 }
 
-fn count_level(
+fn inspect_level(
     shape: &Shape,
     depth: usize,
     msg: &[u8],
     path: &mut Vec<usize>,
-) -> Result<usize, WireError> {
+    inspection: &mut Inspection,
+) -> Result<(), WireError> {
     if depth == shape.levels.len() {
-        check_item(shape, msg, path)?;
-        return Ok(1);
+        match check_item(shape, msg, path) {
+            Ok(()) => inspection.items += 1,
+            Err(err @ WireError::IdLength { .. }) => {
+                inspection.rejected += 1;
+                inspection.first_rejection.get_or_insert(err);
+            }
+            Err(framing) => return Err(framing),
+        }
+        return Ok(());
     }
     let children = shape.levels[depth];
-    let mut total = 0;
     let mut index = 0;
     let snapshot = path.clone();
     let describe = || render_path(shape, &snapshot);
@@ -305,12 +373,12 @@ fn count_level(
                 });
             }
             path.push(index);
-            total += count_level(shape, depth + 1, field.payload, path)?;
+            inspect_level(shape, depth + 1, field.payload, path, inspection)?;
             path.pop();
             index += 1;
         }
     }
-    Ok(total)
+    Ok(())
 }
 
 fn check_item(shape: &Shape, item: &[u8], path: &[usize]) -> Result<(), WireError> {
@@ -754,6 +822,27 @@ mod tests {
             err.to_string(),
             "resource_spans[0].scope_spans[0].spans[1]: span_id must be 8 bytes, got 3"
         );
+    }
+
+    #[test]
+    fn inspect_rejects_only_the_bad_items_and_retain_drops_them() {
+        let mut bad = span(1);
+        bad.trace_id = vec![1; 15];
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(0), bad, span(2)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        let i = inspect(Signal::Traces, &bytes).unwrap();
+        assert_eq!((i.items, i.rejected), (2, 1));
+        let kept = ExportTraceServiceRequest::decode(retain_valid(Signal::Traces, &bytes)).unwrap();
+        let names: Vec<_> = kept.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names, ["span-0", "span-2"]);
     }
 
     #[test]

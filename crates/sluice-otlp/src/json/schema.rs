@@ -209,7 +209,12 @@ static RESOURCE: MessageDesc = MessageDesc {
     name: "Resource",
     fields: &[
         repeated("attributes", "attributes", 1, Kind::Message(&KEY_VALUE)),
-        singular("droppedAttributesCount", "dropped_attributes_count", 2, Kind::Uint32),
+        singular(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            2,
+            Kind::Uint32,
+        ),
         repeated("entityRefs", "entity_refs", 3, Kind::Message(&ENTITY_REF)),
     ],
 };
@@ -230,7 +235,12 @@ static INSTRUMENTATION_SCOPE: MessageDesc = MessageDesc {
         singular("name", "name", 1, Kind::String),
         singular("version", "version", 2, Kind::String),
         repeated("attributes", "attributes", 3, Kind::Message(&KEY_VALUE)),
-        singular("droppedAttributesCount", "dropped_attributes_count", 4, Kind::Uint32),
+        singular(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            4,
+            Kind::Uint32,
+        ),
     ],
 };
 
@@ -249,14 +259,44 @@ const ANY_VALUE_ONEOF: &str = "AnyValue.value";
 static ANY_VALUE: MessageDesc = MessageDesc {
     name: "AnyValue",
     fields: &[
-        oneof(ANY_VALUE_ONEOF, "stringValue", "string_value", 1, Kind::String),
+        oneof(
+            ANY_VALUE_ONEOF,
+            "stringValue",
+            "string_value",
+            1,
+            Kind::String,
+        ),
         oneof(ANY_VALUE_ONEOF, "boolValue", "bool_value", 2, Kind::Bool),
         oneof(ANY_VALUE_ONEOF, "intValue", "int_value", 3, Kind::Int64),
-        oneof(ANY_VALUE_ONEOF, "doubleValue", "double_value", 4, Kind::Double),
-        oneof(ANY_VALUE_ONEOF, "arrayValue", "array_value", 5, Kind::Message(&ARRAY_VALUE)),
-        oneof(ANY_VALUE_ONEOF, "kvlistValue", "kvlist_value", 6, Kind::Message(&KEY_VALUE_LIST)),
+        oneof(
+            ANY_VALUE_ONEOF,
+            "doubleValue",
+            "double_value",
+            4,
+            Kind::Double,
+        ),
+        oneof(
+            ANY_VALUE_ONEOF,
+            "arrayValue",
+            "array_value",
+            5,
+            Kind::Message(&ARRAY_VALUE),
+        ),
+        oneof(
+            ANY_VALUE_ONEOF,
+            "kvlistValue",
+            "kvlist_value",
+            6,
+            Kind::Message(&KEY_VALUE_LIST),
+        ),
         oneof(ANY_VALUE_ONEOF, "bytesValue", "bytes_value", 7, Kind::Bytes),
-        oneof(ANY_VALUE_ONEOF, "stringValueStrindex", "string_value_strindex", 8, Kind::Int32),
+        oneof(
+            ANY_VALUE_ONEOF,
+            "stringValueStrindex",
+            "string_value_strindex",
+            8,
+            Kind::Int32,
+        ),
     ],
 };
 
@@ -300,12 +340,27 @@ static SPAN: MessageDesc = MessageDesc {
         singular("parentSpanId", "parent_span_id", 4, SPAN_ID),
         singular("name", "name", 5, Kind::String),
         singular("kind", "kind", 6, Kind::Enum(&SPAN_KIND)),
-        singular("startTimeUnixNano", "start_time_unix_nano", 7, Kind::Fixed64),
+        singular(
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            7,
+            Kind::Fixed64,
+        ),
         singular("endTimeUnixNano", "end_time_unix_nano", 8, Kind::Fixed64),
         repeated("attributes", "attributes", 9, Kind::Message(&KEY_VALUE)),
-        singular("droppedAttributesCount", "dropped_attributes_count", 10, Kind::Uint32),
+        singular(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            10,
+            Kind::Uint32,
+        ),
         repeated("events", "events", 11, Kind::Message(&SPAN_EVENT)),
-        singular("droppedEventsCount", "dropped_events_count", 12, Kind::Uint32),
+        singular(
+            "droppedEventsCount",
+            "dropped_events_count",
+            12,
+            Kind::Uint32,
+        ),
         repeated("links", "links", 13, Kind::Message(&SPAN_LINK)),
         singular("droppedLinksCount", "dropped_links_count", 14, Kind::Uint32),
         singular("status", "status", 15, Kind::Message(&STATUS)),
@@ -319,7 +374,12 @@ static SPAN_EVENT: MessageDesc = MessageDesc {
         singular("timeUnixNano", "time_unix_nano", 1, Kind::Fixed64),
         singular("name", "name", 2, Kind::String),
         repeated("attributes", "attributes", 3, Kind::Message(&KEY_VALUE)),
-        singular("droppedAttributesCount", "dropped_attributes_count", 4, Kind::Uint32),
+        singular(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            4,
+            Kind::Uint32,
+        ),
     ],
 };
 
@@ -330,7 +390,12 @@ static SPAN_LINK: MessageDesc = MessageDesc {
         singular("spanId", "span_id", 2, SPAN_ID),
         singular("traceState", "trace_state", 3, Kind::String),
         repeated("attributes", "attributes", 4, Kind::Message(&KEY_VALUE)),
-        singular("droppedAttributesCount", "dropped_attributes_count", 5, Kind::Uint32),
+        singular(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            5,
+            Kind::Uint32,
+        ),
         singular("flags", "flags", 6, Kind::Fixed32),
     ],
 };
@@ -372,7 +437,12 @@ static RESOURCE_METRICS: MessageDesc = MessageDesc {
     name: "ResourceMetrics",
     fields: &[
         singular("resource", "resource", 1, Kind::Message(&RESOURCE)),
-        repeated("scopeMetrics", "scope_metrics", 2, Kind::Message(&SCOPE_METRICS)),
+        repeated(
+            "scopeMetrics",
+            "scope_metrics",
+            2,
+            Kind::Message(&SCOPE_METRICS),
+        ),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
 };
@@ -395,7 +465,13 @@ static METRIC: MessageDesc = MessageDesc {
         // oneof data (tags 5, 7, 9, 10, 11) is encoded at the position of tag 5.
         oneof("Metric.data", "gauge", "gauge", 5, Kind::Message(&GAUGE)),
         oneof("Metric.data", "sum", "sum", 7, Kind::Message(&SUM)),
-        oneof("Metric.data", "histogram", "histogram", 9, Kind::Message(&HISTOGRAM)),
+        oneof(
+            "Metric.data",
+            "histogram",
+            "histogram",
+            9,
+            Kind::Message(&HISTOGRAM),
+        ),
         oneof(
             "Metric.data",
             "exponentialHistogram",
@@ -403,20 +479,36 @@ static METRIC: MessageDesc = MessageDesc {
             10,
             Kind::Message(&EXPONENTIAL_HISTOGRAM),
         ),
-        oneof("Metric.data", "summary", "summary", 11, Kind::Message(&SUMMARY)),
+        oneof(
+            "Metric.data",
+            "summary",
+            "summary",
+            11,
+            Kind::Message(&SUMMARY),
+        ),
         repeated("metadata", "metadata", 12, Kind::Message(&KEY_VALUE)),
     ],
 };
 
 static GAUGE: MessageDesc = MessageDesc {
     name: "Gauge",
-    fields: &[repeated("dataPoints", "data_points", 1, Kind::Message(&NUMBER_DATA_POINT))],
+    fields: &[repeated(
+        "dataPoints",
+        "data_points",
+        1,
+        Kind::Message(&NUMBER_DATA_POINT),
+    )],
 };
 
 static SUM: MessageDesc = MessageDesc {
     name: "Sum",
     fields: &[
-        repeated("dataPoints", "data_points", 1, Kind::Message(&NUMBER_DATA_POINT)),
+        repeated(
+            "dataPoints",
+            "data_points",
+            1,
+            Kind::Message(&NUMBER_DATA_POINT),
+        ),
         singular(
             "aggregationTemporality",
             "aggregation_temporality",
@@ -430,7 +522,12 @@ static SUM: MessageDesc = MessageDesc {
 static HISTOGRAM: MessageDesc = MessageDesc {
     name: "Histogram",
     fields: &[
-        repeated("dataPoints", "data_points", 1, Kind::Message(&HISTOGRAM_DATA_POINT)),
+        repeated(
+            "dataPoints",
+            "data_points",
+            1,
+            Kind::Message(&HISTOGRAM_DATA_POINT),
+        ),
         singular(
             "aggregationTemporality",
             "aggregation_temporality",
@@ -460,17 +557,39 @@ static EXPONENTIAL_HISTOGRAM: MessageDesc = MessageDesc {
 
 static SUMMARY: MessageDesc = MessageDesc {
     name: "Summary",
-    fields: &[repeated("dataPoints", "data_points", 1, Kind::Message(&SUMMARY_DATA_POINT))],
+    fields: &[repeated(
+        "dataPoints",
+        "data_points",
+        1,
+        Kind::Message(&SUMMARY_DATA_POINT),
+    )],
 };
 
 static NUMBER_DATA_POINT: MessageDesc = MessageDesc {
     name: "NumberDataPoint",
     fields: &[
-        singular("startTimeUnixNano", "start_time_unix_nano", 2, Kind::Fixed64),
+        singular(
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            2,
+            Kind::Fixed64,
+        ),
         singular("timeUnixNano", "time_unix_nano", 3, Kind::Fixed64),
         // oneof value (tags 4, 6) is encoded at the position of tag 4.
-        oneof("NumberDataPoint.value", "asDouble", "as_double", 4, Kind::Double),
-        oneof("NumberDataPoint.value", "asInt", "as_int", 6, Kind::Sfixed64),
+        oneof(
+            "NumberDataPoint.value",
+            "asDouble",
+            "as_double",
+            4,
+            Kind::Double,
+        ),
+        oneof(
+            "NumberDataPoint.value",
+            "asInt",
+            "as_int",
+            6,
+            Kind::Sfixed64,
+        ),
         repeated("exemplars", "exemplars", 5, Kind::Message(&EXEMPLAR)),
         repeated("attributes", "attributes", 7, Kind::Message(&KEY_VALUE)),
         singular("flags", "flags", 8, Kind::Uint32),
@@ -480,7 +599,12 @@ static NUMBER_DATA_POINT: MessageDesc = MessageDesc {
 static HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc {
     name: "HistogramDataPoint",
     fields: &[
-        singular("startTimeUnixNano", "start_time_unix_nano", 2, Kind::Fixed64),
+        singular(
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            2,
+            Kind::Fixed64,
+        ),
         singular("timeUnixNano", "time_unix_nano", 3, Kind::Fixed64),
         singular("count", "count", 4, Kind::Fixed64),
         optional("sum", "sum", 5, Kind::Double),
@@ -498,7 +622,12 @@ static EXPONENTIAL_HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc {
     name: "ExponentialHistogramDataPoint",
     fields: &[
         repeated("attributes", "attributes", 1, Kind::Message(&KEY_VALUE)),
-        singular("startTimeUnixNano", "start_time_unix_nano", 2, Kind::Fixed64),
+        singular(
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            2,
+            Kind::Fixed64,
+        ),
         singular("timeUnixNano", "time_unix_nano", 3, Kind::Fixed64),
         singular("count", "count", 4, Kind::Fixed64),
         optional("sum", "sum", 5, Kind::Double),
@@ -525,11 +654,21 @@ static BUCKETS: MessageDesc = MessageDesc {
 static SUMMARY_DATA_POINT: MessageDesc = MessageDesc {
     name: "SummaryDataPoint",
     fields: &[
-        singular("startTimeUnixNano", "start_time_unix_nano", 2, Kind::Fixed64),
+        singular(
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            2,
+            Kind::Fixed64,
+        ),
         singular("timeUnixNano", "time_unix_nano", 3, Kind::Fixed64),
         singular("count", "count", 4, Kind::Fixed64),
         singular("sum", "sum", 5, Kind::Double),
-        repeated("quantileValues", "quantile_values", 6, Kind::Message(&VALUE_AT_QUANTILE)),
+        repeated(
+            "quantileValues",
+            "quantile_values",
+            6,
+            Kind::Message(&VALUE_AT_QUANTILE),
+        ),
         repeated("attributes", "attributes", 7, Kind::Message(&KEY_VALUE)),
         singular("flags", "flags", 8, Kind::Uint32),
     ],
@@ -552,7 +691,12 @@ static EXEMPLAR: MessageDesc = MessageDesc {
         oneof("Exemplar.value", "asInt", "as_int", 6, Kind::Sfixed64),
         singular("spanId", "span_id", 4, SPAN_ID),
         singular("traceId", "trace_id", 5, TRACE_ID),
-        repeated("filteredAttributes", "filtered_attributes", 7, Kind::Message(&KEY_VALUE)),
+        repeated(
+            "filteredAttributes",
+            "filtered_attributes",
+            7,
+            Kind::Message(&KEY_VALUE),
+        ),
     ],
 };
 
@@ -590,16 +734,31 @@ static LOG_RECORD: MessageDesc = MessageDesc {
     name: "LogRecord",
     fields: &[
         singular("timeUnixNano", "time_unix_nano", 1, Kind::Fixed64),
-        singular("severityNumber", "severity_number", 2, Kind::Enum(&SEVERITY_NUMBER)),
+        singular(
+            "severityNumber",
+            "severity_number",
+            2,
+            Kind::Enum(&SEVERITY_NUMBER),
+        ),
         singular("severityText", "severity_text", 3, Kind::String),
         // Field 4 is reserved.
         singular("body", "body", 5, Kind::Message(&ANY_VALUE)),
         repeated("attributes", "attributes", 6, Kind::Message(&KEY_VALUE)),
-        singular("droppedAttributesCount", "dropped_attributes_count", 7, Kind::Uint32),
+        singular(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            7,
+            Kind::Uint32,
+        ),
         singular("flags", "flags", 8, Kind::Fixed32),
         singular("traceId", "trace_id", 9, TRACE_ID),
         singular("spanId", "span_id", 10, SPAN_ID),
-        singular("observedTimeUnixNano", "observed_time_unix_nano", 11, Kind::Fixed64),
+        singular(
+            "observedTimeUnixNano",
+            "observed_time_unix_nano",
+            11,
+            Kind::Fixed64,
+        ),
         singular("eventName", "event_name", 12, Kind::String),
     ],
 };

@@ -64,7 +64,7 @@ fn error_of(signal: Signal, json: &str) -> String {
     }
 }
 
-fn any(value: any_value::Value) -> Option<AnyValue> {
+fn present(value: any_value::Value) -> Option<AnyValue> {
     Some(AnyValue { value: Some(value) })
 }
 
@@ -75,7 +75,7 @@ fn string(s: &str) -> any_value::Value {
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
-        value: any(value),
+        value: present(value),
         key_strindex: 0,
     }
 }
@@ -198,10 +198,16 @@ fn expected_trace_request() -> ExportTraceServiceRequest {
             kv("my.span.attr", string("some value")),
             kv("http.status_code", any_value::Value::IntValue(-404)),
             kv("retry", any_value::Value::BoolValue(true)),
-            kv("payload", any_value::Value::BytesValue(b"hello world".to_vec())),
+            kv(
+                "payload",
+                any_value::Value::BytesValue(b"hello world".to_vec()),
+            ),
             kv("ratio.nan", any_value::Value::DoubleValue(f64::NAN)),
             kv("ratio.inf", any_value::Value::DoubleValue(f64::INFINITY)),
-            kv("ratio.neg_inf", any_value::Value::DoubleValue(f64::NEG_INFINITY)),
+            kv(
+                "ratio.neg_inf",
+                any_value::Value::DoubleValue(f64::NEG_INFINITY),
+            ),
             kv(
                 "tags",
                 any_value::Value::ArrayValue(ArrayValue {
@@ -691,7 +697,7 @@ fn expected_logs_request() -> ExportLogsServiceRequest {
                         observed_time_unix_nano: T,
                         severity_number: SeverityNumber::Info2 as i32,
                         severity_text: "Information".to_owned(),
-                        body: any(string("Example log record")),
+                        body: present(string("Example log record")),
                         attributes: vec![
                             kv("string.attribute", string("some string")),
                             kv("boolean.attribute", any_value::Value::BoolValue(true)),
@@ -726,20 +732,23 @@ fn expected_logs_request() -> ExportLogsServiceRequest {
                     LogRecord {
                         time_unix_nano: T + 1,
                         severity_number: SeverityNumber::Error as i32,
-                        body: any(any_value::Value::KvlistValue(KeyValueList {
+                        body: present(any_value::Value::KvlistValue(KeyValueList {
                             values: vec![
                                 kv("msg", string("structured")),
-                                kv("raw", any_value::Value::BytesValue(vec![0xde, 0xad, 0xbe, 0xef])),
+                                kv(
+                                    "raw",
+                                    any_value::Value::BytesValue(vec![0xde, 0xad, 0xbe, 0xef]),
+                                ),
                             ],
                         })),
                         ..Default::default()
                     },
                     LogRecord {
-                        body: any(any_value::Value::IntValue(0)),
+                        body: present(any_value::Value::IntValue(0)),
                         ..Default::default()
                     },
                     LogRecord {
-                        body: any(string("")),
+                        body: present(string("")),
                         ..Default::default()
                     },
                 ],
@@ -761,7 +770,10 @@ fn logs_document_transcodes_field_by_field() {
 #[test]
 fn empty_requests() {
     assert_eq!(transcode(Signal::Traces, "{}"), Vec::<u8>::new());
-    assert_eq!(transcode(Signal::Metrics, r#"{"resourceMetrics": []}"#), Vec::<u8>::new());
+    assert_eq!(
+        transcode(Signal::Metrics, r#"{"resourceMetrics": []}"#),
+        Vec::<u8>::new()
+    );
     assert_eq!(
         logs(r#"{"resourceLogs": [{}]}"#),
         ExportLogsServiceRequest {
@@ -779,9 +791,15 @@ fn explicit_oneof_defaults_are_encoded() {
         (r#"{"intValue": "0"}"#, any_value::Value::IntValue(0)),
         (r#"{"intValue": 0}"#, any_value::Value::IntValue(0)),
         (r#"{"stringValue": ""}"#, string("")),
-        (r#"{"boolValue": false}"#, any_value::Value::BoolValue(false)),
+        (
+            r#"{"boolValue": false}"#,
+            any_value::Value::BoolValue(false),
+        ),
         (r#"{"doubleValue": 0}"#, any_value::Value::DoubleValue(0.0)),
-        (r#"{"bytesValue": ""}"#, any_value::Value::BytesValue(vec![])),
+        (
+            r#"{"bytesValue": ""}"#,
+            any_value::Value::BytesValue(vec![]),
+        ),
         (
             r#"{"arrayValue": {}}"#,
             any_value::Value::ArrayValue(ArrayValue::default()),
@@ -796,7 +814,7 @@ fn explicit_oneof_defaults_are_encoded() {
         ),
     ];
     for (json, expected) in cases {
-        assert_eq!(log_body(json), any(expected), "{json}");
+        assert_eq!(log_body(json), present(expected), "{json}");
     }
     // An empty object is an AnyValue with no member set, which is still present.
     assert_eq!(log_body("{}"), Some(AnyValue { value: None }));
@@ -834,7 +852,7 @@ fn int32_negative_values_are_sign_extended() {
                     severity_number: -1,
                     attributes: vec![KeyValue {
                         key: "k".to_owned(),
-                        value: any(any_value::Value::StringValueStrindex(-2)),
+                        value: present(any_value::Value::StringValueStrindex(-2)),
                         key_strindex: -5,
                     }],
                     ..Default::default()
@@ -853,7 +871,7 @@ fn long_messages_get_multi_byte_lengths() {
     for len in [126, 127, 128, 129, 300, 16_383, 16_384, 70_000] {
         let text = "x".repeat(len);
         let json = format!(r#"{{"stringValue": "{text}"}}"#);
-        assert_eq!(log_body(&json), any(string(&text)), "length {len}");
+        assert_eq!(log_body(&json), present(string(&text)), "length {len}");
         let request = format!(
             r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{json}}}]}}]}}]}}"#
         );
@@ -861,7 +879,7 @@ fn long_messages_get_multi_byte_lengths() {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
                     log_records: vec![LogRecord {
-                        body: any(string(&text)),
+                        body: present(string(&text)),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -945,7 +963,10 @@ fn non_hex_characters_name_the_path() {
 
 #[test]
 fn unknown_enum_name_names_the_path() {
-    let err = error_of(Signal::Traces, &span_at_depth(r#"{"kind":"SPAN_KIND_BOGUS"}"#));
+    let err = error_of(
+        Signal::Traces,
+        &span_at_depth(r#"{"kind":"SPAN_KIND_BOGUS"}"#),
+    );
     assert_eq!(
         err,
         r#"resourceSpans[0].scopeSpans[1].spans[3].kind: unknown SpanKind value "SPAN_KIND_BOGUS""#
@@ -1030,7 +1051,7 @@ fn wrong_types_name_the_path() {
         (
             Signal::Traces,
             &span_at_depth(r#"{"endTimeUnixNano":"99999999999999999999999999999999999999999"}"#),
-            r#"resourceSpans[0].scopeSpans[1].spans[3].endTimeUnixNano: "99999999999999999999999999999999999999999" is out of range for fixed64"#,
+            r#"resourceSpans[0].scopeSpans[1].spans[3].endTimeUnixNano: "9999999999999999999999999999999999999999"... is out of range for fixed64"#,
         ),
         (
             Signal::Logs,
@@ -1090,7 +1111,9 @@ fn wrong_types_name_the_path() {
         ),
         (
             Signal::Traces,
-            &span_at_depth(r#"{"name":"a very long string value that is truncated in messages", "kind":"a very long string value that is truncated in messages"}"#),
+            &span_at_depth(
+                r#"{"name":"a very long string value that is truncated in messages", "kind":"a very long string value that is truncated in messages"}"#,
+            ),
             r#"resourceSpans[0].scopeSpans[1].spans[3].kind: unknown SpanKind value "a very long string value that is truncat"..."#,
         ),
     ];
@@ -1118,16 +1141,28 @@ fn invalid_json_reports_line_and_column() {
         err.starts_with("invalid JSON at line 1 column 20: "),
         "{err}"
     );
-    assert!(!err.ends_with("column 20"), "position is not repeated: {err}");
+    assert!(
+        !err.ends_with("column 20"),
+        "position is not repeated: {err}"
+    );
 
     let err = error_of(Signal::Traces, "{\n  \"resourceSpans\": [\n");
-    assert!(err.starts_with("invalid JSON at line 3 column 0: EOF while parsing"), "{err}");
+    assert!(
+        err.starts_with("invalid JSON at line 3 column 0: EOF while parsing"),
+        "{err}"
+    );
 
     let err = error_of(Signal::Logs, "");
-    assert!(err.starts_with("invalid JSON at line 1 column 0: EOF"), "{err}");
+    assert!(
+        err.starts_with("invalid JSON at line 1 column 0: EOF"),
+        "{err}"
+    );
 
     let err = error_of(Signal::Logs, "{} trailing");
-    assert!(err.starts_with("invalid JSON at line 1 column 4: trailing characters"), "{err}");
+    assert!(
+        err.starts_with("invalid JSON at line 1 column 4: trailing characters"),
+        "{err}"
+    );
 
     match json_to_protobuf(Signal::Metrics, b"{\"a\": \xff}") {
         Err(JsonError::Syntax { line: 1, .. }) => {}
@@ -1164,7 +1199,11 @@ fn nested_arrays(levels: usize) -> String {
 fn deep_nesting_is_rejected() {
     // Reasonable nesting is fine.
     let request = logs(&nested_arrays(20));
-    assert!(request.resource_logs[0].scope_logs[0].log_records[0].body.is_some());
+    assert!(
+        request.resource_logs[0].scope_logs[0].log_records[0]
+            .body
+            .is_some()
+    );
 
     // Within serde_json's 128-level limit but beyond the transcoder's own
     // message-depth limit: the error names the path down to the culprit.
@@ -1182,7 +1221,11 @@ fn deep_nesting_is_rejected() {
     assert!(err.contains("recursion limit exceeded"), "{err}");
 
     // The same for deep garbage in an unknown field.
-    let garbage = format!(r#"{{"unknown":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let garbage = format!(
+        r#"{{"unknown":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let err = error_of(Signal::Traces, &garbage);
     assert!(err.contains("recursion limit exceeded"), "{err}");
 }
@@ -1245,7 +1288,10 @@ fn snake_case_keys_are_accepted() {
         }]
       }]
     }"#;
-    assert_eq!(transcode(Signal::Logs, snake), transcode(Signal::Logs, camel));
+    assert_eq!(
+        transcode(Signal::Logs, snake),
+        transcode(Signal::Logs, camel)
+    );
 
     let metrics_snake = r#"{"resource_metrics":[{"scope_metrics":[{"metrics":[
         {"exponential_histogram":{"aggregation_temporality":2,"data_points":[{"zero_count":1,"zero_threshold":0.5,
@@ -1270,7 +1316,10 @@ fn enum_names_and_numeric_strings_are_accepted() {
     ));
     let span = &request.resource_spans[0].scope_spans[1].spans[3];
     assert_eq!(span.kind, span::SpanKind::Consumer as i32);
-    assert_eq!(span.status.as_ref().map(|s| s.code), Some(status::StatusCode::Ok as i32));
+    assert_eq!(
+        span.status.as_ref().map(|s| s.code),
+        Some(status::StatusCode::Ok as i32)
+    );
 
     // Numeric strings, and integers outside the known range (open enums).
     let request = traces(&span_at_depth(r#"{"kind":"4","status":{"code":42}}"#));
@@ -1321,12 +1370,12 @@ fn nulls_are_absent() {
     // A null oneof member does not conflict with the member that is set.
     assert_eq!(
         log_body(r#"{"stringValue":null,"intValue":"3","doubleValue":null}"#),
-        any(any_value::Value::IntValue(3))
+        present(any_value::Value::IntValue(3))
     );
     // A null camelCase key falls back to the snake_case one.
     assert_eq!(
         log_body(r#"{"stringValue":null,"string_value":"s"}"#),
-        any(string("s"))
+        present(string("s"))
     );
 }
 
@@ -1358,23 +1407,23 @@ fn numbers_are_read_leniently() {
     // Booleans as strings, like the Go collector.
     assert_eq!(
         log_body(r#"{"boolValue":"true"}"#),
-        any(any_value::Value::BoolValue(true))
+        present(any_value::Value::BoolValue(true))
     );
     // i64 extremes as numbers and strings.
     assert_eq!(
         log_body(r#"{"intValue":-9223372036854775808}"#),
-        any(any_value::Value::IntValue(i64::MIN))
+        present(any_value::Value::IntValue(i64::MIN))
     );
     assert_eq!(
         log_body(r#"{"intValue":"-9223372036854775808"}"#),
-        any(any_value::Value::IntValue(i64::MIN))
+        present(any_value::Value::IntValue(i64::MIN))
     );
 }
 
 #[test]
 fn base64_variants_are_accepted() {
     let bytes = |b64: &str| log_body(&format!(r#"{{"bytesValue":"{b64}"}}"#));
-    let expected = any(any_value::Value::BytesValue(vec![0xfb, 0xff, 0xfe, 0x01]));
+    let expected = present(any_value::Value::BytesValue(vec![0xfb, 0xff, 0xfe, 0x01]));
     for b64 in ["+//+AQ==", "+//+AQ", "-__-AQ==", "-__-AQ"] {
         assert_eq!(bytes(b64), expected, "{b64}");
     }
@@ -1393,8 +1442,13 @@ fn hex_ids_are_case_insensitive_and_empty_means_absent() {
     assert_eq!(span.trace_id, id("abcdef0123456789abcdef0123456789"));
     assert_eq!(span.span_id, id("abcdef0123456789"));
 
-    let empty = traces(&span_at_depth(r#"{"traceId":"","spanId":"","parentSpanId":""}"#));
-    assert_eq!(empty.resource_spans[0].scope_spans[1].spans[3], Span::default());
+    let empty = traces(&span_at_depth(
+        r#"{"traceId":"","spanId":"","parentSpanId":""}"#,
+    ));
+    assert_eq!(
+        empty.resource_spans[0].scope_spans[1].spans[3],
+        Span::default()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1424,8 +1478,16 @@ fn schema_fields_are_in_prost_encoding_order() {
         let mut numbers = HashSet::new();
         let mut names = HashSet::new();
         for field in message.fields {
-            assert!(numbers.insert(field.number), "{}: duplicate number", message.name);
-            assert!(names.insert(field.json_name), "{}: duplicate name", message.name);
+            assert!(
+                numbers.insert(field.number),
+                "{}: duplicate number",
+                message.name
+            );
+            assert!(
+                names.insert(field.json_name),
+                "{}: duplicate name",
+                message.name
+            );
             assert_eq!(
                 to_snake_case(field.json_name),
                 field.proto_name,
@@ -1514,7 +1576,10 @@ impl<'s> Obj<'s> {
     fn new(style: &'s Style) -> Self {
         let mut map = Map::new();
         if style.unknown_fields {
-            map.insert("x-unknown".to_owned(), json!({"nested": [1, {"deep": null}]}));
+            map.insert(
+                "x-unknown".to_owned(),
+                json!({"nested": [1, {"deep": null}]}),
+            );
         }
         Obj { style, map }
     }
@@ -1663,12 +1728,12 @@ fn render_any_value(style: &Style, value: &AnyValue) -> Value {
 }
 
 fn render_key_value(style: &Style, kv: &KeyValue) -> Value {
-    Obj::new(style)
-        .string("key", &kv.key)
-        .option(
-            "value",
-            kv.value.as_ref().map(|v| render_any_value(style, v)),
-        )
+    let obj = Obj::new(style).string("key", &kv.key).option(
+        "value",
+        kv.value.as_ref().map(|v| render_any_value(style, v)),
+    );
+    let key_strindex = obj.int(i64::from(kv.key_strindex));
+    obj.scalar("keyStrindex", key_strindex, kv.key_strindex == 0)
         .done()
 }
 
@@ -1755,7 +1820,10 @@ fn render_trace_request(style: &Style, request: &ExportTraceServiceRequest) -> V
     Obj::new(style)
         .list("resourceSpans", &request.resource_spans, |rs| {
             Obj::new(style)
-                .option("resource", rs.resource.as_ref().map(|r| render_resource(style, r)))
+                .option(
+                    "resource",
+                    rs.resource.as_ref().map(|r| render_resource(style, r)),
+                )
                 .list("scopeSpans", &rs.scope_spans, |ss| {
                     Obj::new(style)
                         .option("scope", ss.scope.as_ref().map(|s| render_scope(style, s)))
@@ -1795,11 +1863,16 @@ fn render_logs_request(style: &Style, request: &ExportLogsServiceRequest) -> Val
     Obj::new(style)
         .list("resourceLogs", &request.resource_logs, |rl| {
             Obj::new(style)
-                .option("resource", rl.resource.as_ref().map(|r| render_resource(style, r)))
+                .option(
+                    "resource",
+                    rl.resource.as_ref().map(|r| render_resource(style, r)),
+                )
                 .list("scopeLogs", &rl.scope_logs, |sl| {
                     Obj::new(style)
                         .option("scope", sl.scope.as_ref().map(|s| render_scope(style, s)))
-                        .list("logRecords", &sl.log_records, |r| render_log_record(style, r))
+                        .list("logRecords", &sl.log_records, |r| {
+                            render_log_record(style, r)
+                        })
                         .string("schemaUrl", &sl.schema_url)
                         .done()
                 })
@@ -1860,7 +1933,11 @@ fn render_histogram_data_point(style: &Style, point: &HistogramDataPoint) -> Val
     let obj = obj
         .option("sum", sum)
         .list("bucketCounts", &point.bucket_counts, |c| {
-            if style.ints_as_numbers { json!(c) } else { json!(c.to_string()) }
+            if style.ints_as_numbers {
+                json!(c)
+            } else {
+                json!(c.to_string())
+            }
         })
         .list("explicitBounds", &point.explicit_bounds, |b| {
             render_double(style, *b)
@@ -1896,8 +1973,14 @@ fn render_exponential_histogram_data_point(
     obj.option("sum", sum)
         .scalar("scale", scale, point.scale == 0)
         .u64("zeroCount", point.zero_count)
-        .option("positive", point.positive.as_ref().map(|b| render_buckets(style, b)))
-        .option("negative", point.negative.as_ref().map(|b| render_buckets(style, b)))
+        .option(
+            "positive",
+            point.positive.as_ref().map(|b| render_buckets(style, b)),
+        )
+        .option(
+            "negative",
+            point.negative.as_ref().map(|b| render_buckets(style, b)),
+        )
         .u32("flags", point.flags)
         .list("exemplars", &point.exemplars, |e| render_exemplar(style, e))
         .option("min", min)
@@ -1950,8 +2033,7 @@ fn render_metric(style: &Style, metric: &Metric) -> Value {
                 render_number_data_point(style, p)
             });
             let data = render_temporality(data, sum.aggregation_temporality);
-            let is_monotonic = data.style.emit_defaults || sum.is_monotonic;
-            let data = data.scalar("isMonotonic", json!(sum.is_monotonic), !is_monotonic);
+            let data = data.scalar("isMonotonic", json!(sum.is_monotonic), !sum.is_monotonic);
             obj.option("sum", Some(data.done()))
         }
         Some(metric::Data::Histogram(histogram)) => {
@@ -1984,7 +2066,10 @@ fn render_metrics_request(style: &Style, request: &ExportMetricsServiceRequest) 
     Obj::new(style)
         .list("resourceMetrics", &request.resource_metrics, |rm| {
             Obj::new(style)
-                .option("resource", rm.resource.as_ref().map(|r| render_resource(style, r)))
+                .option(
+                    "resource",
+                    rm.resource.as_ref().map(|r| render_resource(style, r)),
+                )
                 .list("scopeMetrics", &rm.scope_metrics, |sm| {
                     Obj::new(style)
                         .option("scope", sm.scope.as_ref().map(|s| render_scope(style, s)))
@@ -2071,13 +2156,16 @@ fn any_value_strategy() -> impl Strategy<Value = AnyValue> {
 
 fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
     vec(
-        (text(), option::of(any_value_strategy()), prop_oneof![Just(0), -2i32..3]).prop_map(
-            |(key, value, key_strindex)| KeyValue {
+        (
+            text(),
+            option::of(any_value_strategy()),
+            prop_oneof![Just(0), -2i32..3],
+        )
+            .prop_map(|(key, value, key_strindex)| KeyValue {
                 key,
                 value,
                 key_strindex,
-            },
-        ),
+            }),
         0..3,
     )
 }
@@ -2134,9 +2222,23 @@ fn span_strategy() -> impl Strategy<Value = Span> {
     );
     let status = (text(), enum_values(2)).prop_map(|(message, code)| Status { message, code });
     (
-        (ids(16), ids(8), text(), ids(8), u32s(), text(), enum_values(5)),
+        (
+            ids(16),
+            ids(8),
+            text(),
+            ids(8),
+            u32s(),
+            text(),
+            enum_values(5),
+        ),
         (u64s(), u64s(), attributes(), u32s()),
-        (vec(event, 0..2), u32s(), vec(link, 0..2), u32s(), option::of(status)),
+        (
+            vec(event, 0..2),
+            u32s(),
+            vec(link, 0..2),
+            u32s(),
+            option::of(status),
+        ),
     )
         .prop_map(
             |(
@@ -2179,14 +2281,19 @@ fn trace_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
             schema_url,
         },
     );
-    vec(resource_spans, 0..3).prop_map(|resource_spans| ExportTraceServiceRequest {
-        resource_spans,
-    })
+    vec(resource_spans, 0..3)
+        .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
 }
 
 fn log_record() -> impl Strategy<Value = LogRecord> {
     (
-        (u64s(), u64s(), enum_values(24), text(), option::of(any_value_strategy())),
+        (
+            u64s(),
+            u64s(),
+            enum_values(24),
+            text(),
+            option::of(any_value_strategy()),
+        ),
         (attributes(), u32s(), u32s(), ids(16), ids(8), text()),
     )
         .prop_map(
@@ -2273,7 +2380,11 @@ fn number_data_point() -> impl Strategy<Value = NumberDataPoint> {
 fn histogram_data_point() -> impl Strategy<Value = HistogramDataPoint> {
     (
         (attributes(), u64s(), u64s(), u64s(), option::of(doubles())),
-        (vec(u64s(), 0..4), vec(doubles(), 0..3), vec(exemplar_strategy(), 0..2)),
+        (
+            vec(u64s(), 0..4),
+            vec(doubles(), 0..3),
+            vec(exemplar_strategy(), 0..2),
+        ),
         (u32s(), option::of(doubles()), option::of(doubles())),
     )
         .prop_map(
@@ -2298,16 +2409,29 @@ fn histogram_data_point() -> impl Strategy<Value = HistogramDataPoint> {
 }
 
 fn exponential_histogram_data_point() -> impl Strategy<Value = ExponentialHistogramDataPoint> {
-    let buckets = (prop_oneof![Just(0), any::<i32>()], vec(u64s(), 0..4)).prop_map(
-        |(offset, bucket_counts)| exponential_histogram_data_point::Buckets {
-            offset,
-            bucket_counts,
-        },
-    );
+    let buckets = || {
+        (prop_oneof![Just(0), any::<i32>()], vec(u64s(), 0..4)).prop_map(
+            |(offset, bucket_counts)| exponential_histogram_data_point::Buckets {
+                offset,
+                bucket_counts,
+            },
+        )
+    };
     (
         (attributes(), u64s(), u64s(), u64s(), option::of(doubles())),
-        (prop_oneof![Just(0), any::<i32>()], u64s(), option::of(buckets.clone()), option::of(buckets)),
-        (u32s(), vec(exemplar_strategy(), 0..2), option::of(doubles()), option::of(doubles()), doubles()),
+        (
+            prop_oneof![Just(0), any::<i32>()],
+            u64s(),
+            option::of(buckets()),
+            option::of(buckets()),
+        ),
+        (
+            u32s(),
+            vec(exemplar_strategy(), 0..2),
+            option::of(doubles()),
+            option::of(doubles()),
+            doubles(),
+        ),
     )
         .prop_map(
             |(
@@ -2346,7 +2470,15 @@ fn summary_data_point() -> impl Strategy<Value = SummaryDataPoint> {
         u32s(),
     )
         .prop_map(
-            |(attributes, start_time_unix_nano, time_unix_nano, count, sum, quantile_values, flags)| {
+            |(
+                attributes,
+                start_time_unix_nano,
+                time_unix_nano,
+                count,
+                sum,
+                quantile_values,
+                flags,
+            )| {
                 SummaryDataPoint {
                     attributes,
                     start_time_unix_nano,
@@ -2415,9 +2547,8 @@ fn metrics_request() -> impl Strategy<Value = ExportMetricsServiceRequest> {
             schema_url,
         },
     );
-    vec(resource_metrics, 0..2).prop_map(|resource_metrics| ExportMetricsServiceRequest {
-        resource_metrics,
-    })
+    vec(resource_metrics, 0..2)
+        .prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
 }
 
 /// Transcodes `json` and checks the result against prost's encoding of
@@ -2430,14 +2561,19 @@ where
     let bytes = json_to_protobuf(signal, text.as_bytes())
         .map_err(|err| TestCaseError::fail(format!("{err}\njson: {text}")))?;
     prop_assert_eq!(&bytes, &original.encode_to_vec(), "json: {}", text);
-    let decoded = M::decode(bytes.as_slice())
-        .map_err(|err| TestCaseError::fail(format!("decode: {err}")))?;
+    let decoded =
+        M::decode(bytes.as_slice()).map_err(|err| TestCaseError::fail(format!("decode: {err}")))?;
     prop_assert_eq!(&decoded, original);
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    // No failure persistence: a regressions file would land in the source tree.
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn traces_round_trip(request in trace_request(), style in style_strategy()) {

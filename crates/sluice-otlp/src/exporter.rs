@@ -1,0 +1,550 @@
+//! The `otlp` (gRPC) and `otlphttp` exporters: forward batches, still encoded, to another
+//! collector or backend. Neither decodes what it sends.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::{HumanDuration, Problem};
+use sluice_core::exporter::{QueueSettings, RetrySettings};
+use sluice_core::{
+    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
+    Signal, typed,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::codec::RawCodec;
+use crate::status;
+
+/// `tls` client settings shared by both exporters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsClientConfig {
+    /// Plaintext for gRPC endpoints without a scheme (the Collector's meaning; default `false`).
+    pub insecure: bool,
+    /// Skip verifying the server's certificate (testing only).
+    pub insecure_skip_verify: bool,
+    /// PEM file of CA certificates to trust instead of the system's.
+    pub ca_file: Option<String>,
+    /// PEM client certificate, for mutual TLS (with `key_file`).
+    pub cert_file: Option<String>,
+    /// PEM client key, for mutual TLS (with `cert_file`).
+    pub key_file: Option<String>,
+    /// Name to verify the server's certificate against, instead of the endpoint's host.
+    pub server_name_override: Option<String>,
+}
+
+impl TlsClientConfig {
+    fn check(&self, path: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            p.push(Problem::error(
+                format!("{path}.tls"),
+                "cert_file and key_file go together",
+            ));
+        }
+        p
+    }
+}
+
+/// Compression of export requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (the default, as in the Collector).
+    #[default]
+    Gzip,
+    /// No compression.
+    None,
+}
+
+/// `exporters.otlp` (gRPC) and `exporters.otlphttp`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// gRPC: `host:port` or `http(s)://host:port`. HTTP: the base URL; `/v1/<signal>` is appended.
+    pub endpoint: String,
+    /// HTTP only: full URL for traces, overriding `endpoint`.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// HTTP only: full URL for metrics, overriding `endpoint`.
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// HTTP only: full URL for logs, overriding `endpoint`.
+    #[serde(default)]
+    pub logs_endpoint: Option<String>,
+    /// HTTP only: `proto` (the only encoding sluice sends).
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Headers (gRPC metadata) sent with every request, e.g. `authorization`. Values are
+    /// redacted in logs.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `gzip` (default) or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    /// Per-attempt timeout (default `5s`).
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Retries.
+    #[serde(default)]
+    pub retry_on_failure: RetrySettings,
+    /// The in-memory queue.
+    #[serde(default)]
+    pub sending_queue: QueueSettings,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+impl OtlpExporterConfig {
+    fn helper(&self) -> HelperSettings {
+        HelperSettings {
+            timeout: self.timeout.get(),
+            retry: self.retry_on_failure.clone(),
+            queue: self.sending_queue.clone(),
+        }
+    }
+
+    fn check(&self, path: &str, http: bool) -> Vec<Problem> {
+        let mut p = self.helper().check(path);
+        p.extend(self.tls.check(path));
+        if self.endpoint.is_empty() {
+            p.push(Problem::error(format!("{path}.endpoint"), "is required"));
+        }
+        for (name, value) in &self.headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(Problem::error(
+                    format!("{path}.headers.{name}"),
+                    "invalid header name",
+                ));
+            }
+            if HeaderValue::from_str(value).is_err() {
+                p.push(Problem::error(
+                    format!("{path}.headers.{name}"),
+                    "invalid header value",
+                ));
+            }
+        }
+        if http {
+            for signal in Signal::ALL {
+                match http_url(self, signal) {
+                    Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+                    _ => p.push(Problem::error(
+                        format!("{path}.endpoint"),
+                        "must be a URL starting with http:// or https://",
+                    )),
+                }
+            }
+            if let Some(e) = &self.encoding {
+                if e != "proto" {
+                    p.push(Problem::error(
+                        format!("{path}.encoding"),
+                        format!("unsupported encoding `{e}`; sluice sends `proto`"),
+                    ));
+                }
+            }
+        } else {
+            for (key, set) in [
+                ("traces_endpoint", self.traces_endpoint.is_some()),
+                ("metrics_endpoint", self.metrics_endpoint.is_some()),
+                ("logs_endpoint", self.logs_endpoint.is_some()),
+                ("encoding", self.encoding.is_some()),
+            ] {
+                if set {
+                    p.push(Problem::error(
+                        format!("{path}.{key}"),
+                        "only the otlphttp exporter takes this setting",
+                    ));
+                }
+            }
+        }
+        p.dedup();
+        p
+    }
+}
+
+fn http_url(c: &OtlpExporterConfig, signal: Signal) -> Result<String, String> {
+    let specific = match signal {
+        Signal::Traces => &c.traces_endpoint,
+        Signal::Metrics => &c.metrics_endpoint,
+        Signal::Logs => &c.logs_endpoint,
+    };
+    match specific {
+        Some(url) => Ok(url.clone()),
+        None => Ok(format!(
+            "{}{}",
+            c.endpoint.trim_end_matches('/'),
+            signal.http_path()
+        )),
+    }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|e| BuildError::Other(format!("cannot read {path}: {e}")))
+}
+
+fn retryable_grpc(code: tonic::Code, has_retry_info: bool) -> bool {
+    use tonic::Code;
+    match code {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => true,
+        // Only with RetryInfo, per the OTLP specification.
+        Code::ResourceExhausted => has_retry_info,
+        _ => false,
+    }
+}
+
+struct GrpcExporter {
+    id: String,
+    channel: Channel,
+    path: http::uri::PathAndQuery,
+    metadata: tonic::metadata::MetadataMap,
+    gzip: bool,
+}
+
+#[async_trait]
+impl Exporter for GrpcExporter {
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        let mut client = tonic::client::Grpc::new(self.channel.clone());
+        if self.gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        client = client.accept_compressed(CompressionEncoding::Gzip);
+        client
+            .ready()
+            .await
+            .map_err(|e| ExportError::retryable(format!("cannot connect: {e}")))?;
+        let mut request = tonic::Request::new(batch.data().clone());
+        *request.metadata_mut() = self.metadata.clone();
+        match client
+            .unary::<Bytes, Bytes, _>(request, self.path.clone(), RawCodec)
+            .await
+        {
+            Ok(response) => {
+                if let Some((rejected, message)) =
+                    status::decode_partial_success(response.get_ref())
+                {
+                    tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
+                }
+                Ok(())
+            }
+            Err(s) => {
+                let delay = status::retry_delay(&s);
+                let message = format!("{:?}: {}", s.code(), s.message());
+                Err(if retryable_grpc(s.code(), delay.is_some()) {
+                    ExportError::retryable(message).with_retry_after(delay)
+                } else {
+                    ExportError::permanent(message)
+                })
+            }
+        }
+    }
+}
+
+fn grpc_exporter(id: &str, signal: Signal, c: &OtlpExporterConfig) -> Result<GrpcExporter, BuildError> {
+    let (uri, tls) = if c.endpoint.starts_with("https://") {
+        (c.endpoint.clone(), true)
+    } else if c.endpoint.starts_with("http://") {
+        (c.endpoint.clone(), false)
+    } else if c.tls.insecure {
+        (format!("http://{}", c.endpoint), false)
+    } else {
+        (format!("https://{}", c.endpoint), true)
+    };
+    let mut endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(|e| BuildError::Other(format!("invalid endpoint `{uri}`: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if tls {
+        let mut t = ClientTlsConfig::new();
+        match &c.tls.ca_file {
+            Some(ca) => t = t.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => t = t.with_native_roots(),
+        }
+        if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
+            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &c.tls.server_name_override {
+            t = t.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(t)
+            .map_err(|e| BuildError::Other(format!("invalid TLS settings: {e}")))?;
+    }
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (k, v) in &c.headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|_| BuildError::Other(format!("invalid header name `{k}`")))?;
+        let value = v
+            .parse()
+            .map_err(|_| BuildError::Other(format!("invalid value for header `{k}`")))?;
+        metadata.insert(key, value);
+    }
+    Ok(GrpcExporter {
+        id: id.to_owned(),
+        channel: endpoint.connect_lazy(),
+        path: http::uri::PathAndQuery::from_static(signal.grpc_path()),
+        metadata,
+        gzip: c.compression == Compression::Gzip,
+    })
+}
+
+struct HttpExporter {
+    id: String,
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    gzip: bool,
+}
+
+fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let v = value?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate_parse(v)?;
+    when.duration_since(std::time::SystemTime::now()).ok()
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date form servers send now.
+fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+fn gzip(data: &[u8]) -> Result<Vec<u8>, ExportError> {
+    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    e.write_all(data)
+        .and_then(|()| e.finish())
+        .map_err(|err| ExportError::permanent(format!("gzip failed: {err}")))
+}
+
+#[async_trait]
+impl Exporter for HttpExporter {
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        let data = batch.data().clone();
+        let mut request = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+        let body: Bytes = if self.gzip {
+            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+            // Compression of a large batch is CPU work: keep it off the async workers.
+            if data.len() > 64 * 1024 {
+                tokio::task::spawn_blocking(move || gzip(&data))
+                    .await
+                    .map_err(|e| ExportError::permanent(format!("gzip task failed: {e}")))??
+                    .into()
+            } else {
+                gzip(&data)?.into()
+            }
+        } else {
+            data
+        };
+        let response = request.body(body).send().await.map_err(|e| {
+            ExportError::retryable(format!("request to {} failed: {e}", self.url))
+        })?;
+        let code = response.status();
+        let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+        let body = response.bytes().await.unwrap_or_default();
+        if code.is_success() {
+            if let Some((rejected, message)) = status::decode_partial_success(&body) {
+                tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
+            }
+            return Ok(());
+        }
+        let detail = prost::Message::decode(body.as_ref())
+            .map(|s: status::RpcStatus| s.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned());
+        let message = format!("{} responded {code}: {detail}", self.url);
+        // Retryable per the OTLP specification: 429, 502, 503, 504.
+        Err(match code.as_u16() {
+            429 | 502 | 503 | 504 => ExportError::retryable(message).with_retry_after(retry_after),
+            _ => ExportError::permanent(message),
+        })
+    }
+}
+
+fn http_exporter(id: &str, signal: Signal, c: &OtlpExporterConfig) -> Result<HttpExporter, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .danger_accept_invalid_certs(c.tls.insecure_skip_verify);
+    if let Some(ca) = &c.tls.ca_file {
+        let cert = reqwest::Certificate::from_pem(&read(ca)?)
+            .map_err(|e| BuildError::Other(format!("invalid CA file {ca}: {e}")))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
+        let mut pem = read(cert)?;
+        pem.extend(read(key)?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| BuildError::Other(format!("invalid client certificate: {e}")))?;
+        builder = builder.identity(identity);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| BuildError::Other(format!("cannot build HTTP client: {e}")))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &c.headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| BuildError::Other(format!("invalid header name `{k}`")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(v)
+            .map_err(|_| BuildError::Other(format!("invalid value for header `{k}`")))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(HttpExporter {
+        id: id.to_owned(),
+        client,
+        url: http_url(c, signal).map_err(BuildError::Other)?,
+        headers,
+        gzip: c.compression == Compression::Gzip,
+    })
+}
+
+/// Builds `otlp` (gRPC) exporters.
+#[derive(Debug, Default)]
+pub struct OtlpExporterFactory;
+
+/// Builds `otlphttp` exporters.
+#[derive(Debug, Default)]
+pub struct OtlpHttpExporterFactory;
+
+impl ExporterFactory for OtlpExporterFactory {
+    fn type_name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces", "metrics", "logs"]
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        match sluice_config::component_config::<OtlpExporterConfig>(path, config) {
+            Ok(c) => c.check(path, false),
+            Err(p) => vec![p],
+        }
+    }
+
+    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+        let c: OtlpExporterConfig = typed(&format!("exporters.{id}"), config)?;
+        Ok(BuiltExporter {
+            exporter: Arc::new(grpc_exporter(id, signal, &c)?),
+            settings: c.helper(),
+        })
+    }
+}
+
+impl ExporterFactory for OtlpHttpExporterFactory {
+    fn type_name(&self) -> &'static str {
+        "otlphttp"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces", "metrics", "logs"]
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        match sluice_config::component_config::<OtlpExporterConfig>(path, config) {
+            Ok(c) => c.check(path, true),
+            Err(p) => vec![p],
+        }
+    }
+
+    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+        let c: OtlpExporterConfig = typed(&format!("exporters.{id}"), config)?;
+        Ok(BuiltExporter {
+            exporter: Arc::new(http_exporter(id, signal, &c)?),
+            settings: c.helper(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_grpc_codes_like_the_specification() {
+        assert!(retryable_grpc(tonic::Code::Unavailable, false));
+        assert!(!retryable_grpc(tonic::Code::ResourceExhausted, false));
+        assert!(retryable_grpc(tonic::Code::ResourceExhausted, true));
+        assert!(!retryable_grpc(tonic::Code::InvalidArgument, false));
+    }
+
+    #[test]
+    fn parses_retry_after_in_both_forms() {
+        let v = reqwest::header::HeaderValue::from_static("7");
+        assert_eq!(parse_retry_after(Some(&v)), Some(Duration::from_secs(7)));
+        assert_eq!(
+            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(httpdate_parse("yesterday"), None);
+    }
+
+    #[test]
+    fn http_urls_append_the_signal_path_unless_overridden() {
+        let c: OtlpExporterConfig = serde_json::from_value(serde_json::json!({
+            "endpoint": "http://collector:4318/", "logs_endpoint": "http://logs:9000/ingest"
+        }))
+        .unwrap();
+        assert_eq!(http_url(&c, Signal::Traces).unwrap(), "http://collector:4318/v1/traces");
+        assert_eq!(http_url(&c, Signal::Logs).unwrap(), "http://logs:9000/ingest");
+    }
+
+    #[test]
+    fn config_problems_have_paths() {
+        let p = OtlpExporterFactory.check(
+            "exporters.otlp",
+            &serde_json::json!({"endpoint": "x:1", "logs_endpoint": "http://y", "retry_on_failure": {"multiplier": 0.5}}),
+        );
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert!(text.contains(&"error: exporters.otlp.retry_on_failure.multiplier: must be at least 1".to_owned()), "{text:#?}");
+        assert!(text.contains(&"error: exporters.otlp.logs_endpoint: only the otlphttp exporter takes this setting".to_owned()), "{text:#?}");
+        let p = OtlpHttpExporterFactory.check("exporters.otlphttp", &serde_json::json!({"endpoint": "collector:4318"}));
+        assert_eq!(p[0].to_string(), "error: exporters.otlphttp.endpoint: must be a URL starting with http:// or https://");
+    }
+}

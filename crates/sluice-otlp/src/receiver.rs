@@ -1,0 +1,511 @@
+//! The `otlp` receiver: OTLP over gRPC and HTTP (protobuf and JSON).
+//!
+//! Both transports end in [`Intake::accept`]: admission against the memory gates, framing
+//! validation by the wire walker (no decoding), hand-off to the pipeline, and the metrics.
+
+mod grpc;
+mod http;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use metrics::Counter;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::{ByteSize, HumanDuration, Problem, check_endpoint};
+use sluice_core::{
+    Batch, BuildError, ConsumeError, Consumer, MemoryGate, Receiver, ReceiverFactory,
+    ReceiverOutputs, Signal, metrics as names, typed, wire,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// `receivers.otlp`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// Which transports to serve; at least one.
+    pub protocols: Protocols,
+}
+
+/// `receivers.otlp.protocols`. A transport listed with no settings (`grpc:`) runs with defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    /// OTLP/gRPC.
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<GrpcConfig>,
+    /// OTLP/HTTP.
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<HttpConfig>,
+}
+
+/// Treats a key that is present but empty (`grpc:`) as "enabled with defaults".
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let v = Option::<Value>::deserialize(d)?;
+    match v {
+        None | Some(Value::Null) => Ok(Some(T::default())),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// `protocols.grpc`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listening `host:port` (default `localhost:4317`; containers bind `0.0.0.0:4317`).
+    pub endpoint: String,
+    /// Only `tcp` is supported.
+    pub transport: String,
+    /// Largest request accepted, after decompression, in MiB (default `4`). Larger ones get
+    /// RESOURCE_EXHAUSTED.
+    pub max_recv_msg_size_mib: u64,
+    /// HTTP/2 streams per connection (default: unlimited).
+    pub max_concurrent_streams: Option<u32>,
+    /// Connection keepalive.
+    pub keepalive: KeepaliveConfig,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            endpoint: "localhost:4317".to_owned(),
+            transport: "tcp".to_owned(),
+            max_recv_msg_size_mib: 4,
+            max_concurrent_streams: None,
+            keepalive: KeepaliveConfig::default(),
+        }
+    }
+}
+
+/// `protocols.grpc.keepalive`, in the Collector's shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    /// Server-side keepalive.
+    pub server_parameters: ServerParameters,
+    /// Accepted for compatibility; sluice does not police client pings.
+    pub enforcement_policy: Option<Value>,
+}
+
+/// `keepalive.server_parameters`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerParameters {
+    /// Close connections older than this (plus a grace period).
+    pub max_connection_age: Option<HumanDuration>,
+    /// Accepted for compatibility (not enforced).
+    pub max_connection_age_grace: Option<HumanDuration>,
+    /// Accepted for compatibility (not enforced).
+    pub max_connection_idle: Option<HumanDuration>,
+    /// Ping an idle client this often.
+    pub time: Option<HumanDuration>,
+    /// Close the connection when a ping is not answered within this.
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `protocols.http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listening `host:port` (default `localhost:4318`; containers bind `0.0.0.0:4318`).
+    pub endpoint: String,
+    /// Largest body accepted, compressed and again after decompression (default `20MiB`);
+    /// larger ones get 413.
+    pub max_request_body_size: ByteSize,
+    /// Path for traces (default `/v1/traces`).
+    pub traces_url_path: String,
+    /// Path for metrics (default `/v1/metrics`).
+    pub metrics_url_path: String,
+    /// Path for logs (default `/v1/logs`).
+    pub logs_url_path: String,
+    /// Cross-origin requests from browser apps; off unless origins are listed.
+    pub cors: Option<CorsConfig>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            endpoint: "localhost:4318".to_owned(),
+            max_request_body_size: ByteSize::mib(20),
+            traces_url_path: "/v1/traces".to_owned(),
+            metrics_url_path: "/v1/metrics".to_owned(),
+            logs_url_path: "/v1/logs".to_owned(),
+            cors: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub(crate) fn path(&self, signal: Signal) -> &str {
+        match signal {
+            Signal::Traces => &self.traces_url_path,
+            Signal::Metrics => &self.metrics_url_path,
+            Signal::Logs => &self.logs_url_path,
+        }
+    }
+}
+
+/// `protocols.http.cors`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed, exactly or with one `*` wildcard (`https://*.example.com`). A lone `*`
+    /// is refused, as in the Collector.
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed besides the CORS-safelisted ones.
+    pub allowed_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer, in seconds.
+    pub max_age: Option<u64>,
+}
+
+impl OtlpReceiverConfig {
+    fn check(&self, path: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let p = format!("{path}.protocols");
+        if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
+            problems.push(Problem::error(&p, "enable at least one of grpc and http"));
+        }
+        if let Some(g) = &self.protocols.grpc {
+            if let Err(m) = check_endpoint(&g.endpoint) {
+                problems.push(Problem::error(format!("{p}.grpc.endpoint"), m));
+            }
+            if g.transport != "tcp" {
+                problems.push(Problem::error(
+                    format!("{p}.grpc.transport"),
+                    format!("unsupported transport `{}`; only tcp", g.transport),
+                ));
+            }
+            if g.max_recv_msg_size_mib == 0 {
+                problems.push(Problem::error(
+                    format!("{p}.grpc.max_recv_msg_size_mib"),
+                    "must be at least 1",
+                ));
+            }
+            let sp = &g.keepalive.server_parameters;
+            for (key, set) in [
+                ("max_connection_age_grace", sp.max_connection_age_grace.is_some()),
+                ("max_connection_idle", sp.max_connection_idle.is_some()),
+            ] {
+                if set {
+                    problems.push(Problem::warning(
+                        format!("{p}.grpc.keepalive.server_parameters.{key}"),
+                        "not enforced by sluice; ignored",
+                    ));
+                }
+            }
+            if g.keepalive.enforcement_policy.is_some() {
+                problems.push(Problem::warning(
+                    format!("{p}.grpc.keepalive.enforcement_policy"),
+                    "not enforced by sluice; ignored",
+                ));
+            }
+        }
+        if let Some(h) = &self.protocols.http {
+            if let Err(m) = check_endpoint(&h.endpoint) {
+                problems.push(Problem::error(format!("{p}.http.endpoint"), m));
+            }
+            if h.max_request_body_size.bytes() == 0 {
+                problems.push(Problem::error(
+                    format!("{p}.http.max_request_body_size"),
+                    "must be greater than zero",
+                ));
+            }
+            for signal in Signal::ALL {
+                let url = h.path(signal);
+                if !url.starts_with('/') {
+                    problems.push(Problem::error(
+                        format!("{p}.http.{}_url_path", signal.as_str()),
+                        format!("`{url}` must start with `/`"),
+                    ));
+                }
+            }
+            if let Some(cors) = &h.cors {
+                for (i, o) in cors.allowed_origins.iter().enumerate() {
+                    if o == "*" {
+                        problems.push(Problem::error(
+                            format!("{p}.http.cors.allowed_origins[{i}]"),
+                            "a lone `*` is not allowed; list the origins (wildcards like `https://*.example.com` are fine)",
+                        ));
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Per-transport, per-signal receiver metrics.
+struct IntakeMetrics {
+    accepted: Counter,
+    refused: Counter,
+    failed: Counter,
+    success: Counter,
+    refused_requests: Counter,
+    failed_requests: Counter,
+}
+
+/// The receiving side shared by both transports: admission, validation, hand-off, metrics.
+pub(crate) struct Intake {
+    consumers: BTreeMap<Signal, Arc<dyn Consumer>>,
+    gates: BTreeMap<Signal, Vec<Arc<MemoryGate>>>,
+    metrics: BTreeMap<(Signal, &'static str), IntakeMetrics>,
+}
+
+/// What a successful request reports back.
+pub(crate) struct Accepted {
+    pub(crate) rejected: u64,
+    pub(crate) message: String,
+}
+
+impl Intake {
+    fn new(id: &str, outputs: ReceiverOutputs) -> Self {
+        let mut metrics = BTreeMap::new();
+        for &signal in outputs.consumers.keys() {
+            for transport in ["grpc", "http"] {
+                let r = || (id.to_owned(), transport);
+                let counter = |name: &'static str| {
+                    let (receiver, transport) = r();
+                    metrics::counter!(name, "receiver" => receiver, "transport" => transport)
+                };
+                let (receiver, t) = r();
+                let requests = |outcome: &'static str| {
+                    metrics::counter!(names::RECEIVER_REQUESTS, "receiver" => receiver.clone(), "transport" => t, "outcome" => outcome)
+                };
+                metrics.insert(
+                    (signal, transport),
+                    IntakeMetrics {
+                        accepted: counter(names::receiver_accepted(signal)),
+                        refused: counter(names::receiver_refused(signal)),
+                        failed: counter(names::receiver_failed(signal)),
+                        success: requests("success"),
+                        refused_requests: requests("refused"),
+                        failed_requests: requests("failure"),
+                    },
+                );
+            }
+        }
+        Intake {
+            consumers: outputs.consumers,
+            gates: outputs.gates,
+            metrics,
+        }
+    }
+
+    pub(crate) fn serves(&self, signal: Signal) -> bool {
+        self.consumers.contains_key(&signal)
+    }
+
+    /// A cheap check before reading a body of about `hint` bytes.
+    pub(crate) fn admit(
+        &self,
+        signal: Signal,
+        transport: &'static str,
+        hint: usize,
+    ) -> Result<(), ConsumeError> {
+        for gate in self.gates.get(&signal).into_iter().flatten() {
+            if let Err(err) = gate.check(hint) {
+                if let Some(m) = self.metrics.get(&(signal, transport)) {
+                    m.refused_requests.increment(1);
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates an encoded request and pushes it into the pipeline.
+    pub(crate) async fn accept(
+        &self,
+        signal: Signal,
+        transport: &'static str,
+        data: Bytes,
+    ) -> Result<Accepted, ConsumeError> {
+        let (Some(consumer), Some(metrics)) = (
+            self.consumers.get(&signal),
+            self.metrics.get(&(signal, transport)),
+        ) else {
+            return Err(ConsumeError::invalid(format!(
+                "this receiver is not configured for {signal}"
+            )));
+        };
+        let inspection = match wire::inspect(signal, &data) {
+            Ok(i) => i,
+            Err(err) => {
+                metrics.failed_requests.increment(1);
+                return Err(ConsumeError::invalid(format!(
+                    "invalid {signal} request: {err}"
+                )));
+            }
+        };
+        let (data, accepted) = if inspection.rejected > 0 {
+            metrics.failed.increment(inspection.rejected as u64);
+            let message = format!(
+                "{} {} rejected: {}",
+                inspection.rejected,
+                signal.item_name().replace('_', " "),
+                inspection
+                    .first_rejection
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            );
+            (
+                wire::retain_valid(signal, &data),
+                Accepted {
+                    rejected: inspection.rejected as u64,
+                    message,
+                },
+            )
+        } else {
+            (
+                data,
+                Accepted {
+                    rejected: 0,
+                    message: String::new(),
+                },
+            )
+        };
+        if inspection.items == 0 {
+            metrics.success.increment(1);
+            return Ok(accepted);
+        }
+        let mut batch = Batch::from_trusted(signal, data, inspection.items);
+        for gate in self.gates.get(&signal).into_iter().flatten() {
+            match gate.reserve(batch.size()) {
+                Ok(reservation) => batch.hold(reservation),
+                Err(err) => {
+                    metrics.refused.increment(inspection.items as u64);
+                    metrics.refused_requests.increment(1);
+                    return Err(err);
+                }
+            }
+        }
+        match consumer.consume(batch).await {
+            Ok(()) => {
+                metrics.accepted.increment(inspection.items as u64);
+                metrics.success.increment(1);
+                Ok(accepted)
+            }
+            Err(err) => {
+                metrics.refused.increment(inspection.items as u64);
+                metrics.refused_requests.increment(1);
+                Err(err)
+            }
+        }
+    }
+}
+
+struct OtlpReceiver {
+    id: String,
+    config: OtlpReceiverConfig,
+}
+
+#[async_trait]
+impl Receiver for OtlpReceiver {
+    async fn start(
+        self: Box<Self>,
+        outputs: ReceiverOutputs,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, BuildError> {
+        let intake = Arc::new(Intake::new(&self.id, outputs));
+        let mut tasks = Vec::new();
+        if let Some(g) = &self.config.protocols.grpc {
+            tasks.push(grpc::serve(&self.id, g, Arc::clone(&intake), shutdown.clone()).await?);
+        }
+        if let Some(h) = &self.config.protocols.http {
+            tasks.push(http::serve(&self.id, h, Arc::clone(&intake), shutdown.clone()).await?);
+        }
+        Ok(tasks)
+    }
+}
+
+/// Builds `otlp` receivers.
+#[derive(Debug, Default)]
+pub struct OtlpReceiverFactory;
+
+impl ReceiverFactory for OtlpReceiverFactory {
+    fn type_name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces", "metrics", "logs"]
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        match sluice_config::component_config::<OtlpReceiverConfig>(path, config) {
+            Ok(c) => c.check(path),
+            Err(p) => vec![p],
+        }
+    }
+
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn Receiver>, BuildError> {
+        let config = typed(&format!("receivers.{id}"), config)?;
+        Ok(Box::new(OtlpReceiver {
+            id: id.to_owned(),
+            config,
+        }))
+    }
+}
+
+/// Resolves `host:port` to socket addresses, for binding.
+pub(crate) async fn bind(endpoint: &str) -> Result<tokio::net::TcpListener, BuildError> {
+    tokio::net::TcpListener::bind(endpoint)
+        .await
+        .map_err(|source| BuildError::Bind {
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(v: Value) -> Vec<String> {
+        OtlpReceiverFactory
+            .check("receivers.otlp", &v)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_bare_protocol_is_enabled_with_defaults() {
+        let c: OtlpReceiverConfig =
+            serde_json::from_value(serde_json::json!({"protocols": {"grpc": null}})).unwrap();
+        assert_eq!(c.protocols.grpc.unwrap().endpoint, "localhost:4317");
+        assert!(c.protocols.http.is_none());
+    }
+
+    #[test]
+    fn reports_bad_settings_with_paths() {
+        let p = check(serde_json::json!({"protocols": {
+            "grpc": {"endpoint": "0.0.0.0:70000"},
+            "http": {"endpoint": "localhost", "cors": {"allowed_origins": ["*"]}, "traces_url_path": "v1/t"}
+        }}));
+        let expected = [
+            "error: receivers.otlp.protocols.grpc.endpoint: invalid port `70000` in endpoint `0.0.0.0:70000`; ports are 0 to 65535",
+            "error: receivers.otlp.protocols.http.endpoint: endpoint `localhost` needs a port, like `localhost:4317`",
+            "error: receivers.otlp.protocols.http.traces_url_path: `v1/t` must start with `/`",
+        ];
+        for e in expected {
+            assert!(p.iter().any(|x| x == e), "missing {e}: {p:#?}");
+        }
+        assert!(p.iter().any(|x| x.contains("cors.allowed_origins[0]")), "{p:#?}");
+        let p = check(serde_json::json!({"protocols": {"grpc": {"max_recv_msg_size": 4}}}));
+        assert!(p[0].contains("receivers.otlp.protocols.grpc"), "{p:#?}");
+        assert!(p[0].contains("unknown field `max_recv_msg_size`"), "{p:#?}");
+        let p = check(serde_json::json!({"protocols": {}}));
+        assert_eq!(p, ["error: receivers.otlp.protocols: enable at least one of grpc and http"]);
+    }
+}

@@ -1,0 +1,384 @@
+//! OTLP/HTTP: `POST /v1/{traces,metrics,logs}` with protobuf or JSON bodies, optionally gzip- or
+//! zlib-compressed. Bodies are capped before and after decompression; JSON is transcoded straight
+//! to protobuf; responses use the request's content type.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+use sluice_core::{BuildError, ConsumeError, Signal};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::{CorsConfig, HttpConfig, Intake};
+use crate::{json, status};
+
+/// Bodies larger than this are decompressed and transcoded off the async workers.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    intake: Arc<Intake>,
+    max_body: usize,
+}
+
+/// An HTTP failure: status, message, and the encoding its `google.rpc.Status` body takes.
+struct Failure {
+    status: StatusCode,
+    message: String,
+    encoding: Option<Encoding>,
+    retry_after: Option<u64>,
+    code: i32,
+}
+
+impl Failure {
+    fn plain(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+            encoding: None,
+            retry_after: None,
+            code: 0,
+        }
+    }
+
+    fn bad_request(encoding: Encoding, message: impl Into<String>) -> Self {
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            encoding: Some(encoding),
+            retry_after: None,
+            code: tonic::Code::InvalidArgument as i32,
+        }
+    }
+
+    fn too_large(encoding: Encoding, limit: usize) -> Self {
+        Failure {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("request body is larger than the {limit} byte limit"),
+            encoding: Some(encoding),
+            retry_after: None,
+            code: tonic::Code::ResourceExhausted as i32,
+        }
+    }
+
+    fn from_consume(encoding: Encoding, err: &ConsumeError) -> Self {
+        let rpc = status::rpc_status(err);
+        Failure {
+            status: status::http_status(err.code),
+            message: err.message.clone(),
+            encoding: Some(encoding),
+            retry_after: status::retry_after_secs(err),
+            code: rpc.code,
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = match self.encoding {
+            None => (self.status, self.message).into_response(),
+            Some(encoding) => {
+                let body = match encoding {
+                    Encoding::Protobuf => status::RpcStatus {
+                        code: self.code,
+                        message: self.message,
+                        details: Vec::new(),
+                    }
+                    .encode_to_vec(),
+                    Encoding::Json => serde_json::to_vec(&serde_json::json!({
+                        "code": self.code,
+                        "message": self.message,
+                        "details": [],
+                    }))
+                    .unwrap_or_default(),
+                };
+                let mut r = (self.status, body).into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(encoding.content_type()),
+                );
+                r
+            }
+        };
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Option<&'static str>, String> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    match value.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(None),
+        "gzip" | "x-gzip" => Ok(Some("gzip")),
+        "deflate" | "zlib" => Ok(Some("deflate")),
+        other => Err(format!(
+            "unsupported Content-Encoding `{other}`; use gzip, deflate or none"
+        )),
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(format!(
+            "unsupported Content-Type `{raw}`; use application/x-protobuf or application/json"
+        )),
+    }
+}
+
+/// Decompresses at most `limit` bytes; `Ok(None)` when the output would exceed it.
+fn decompress(kind: &str, body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, String> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let reader: Box<dyn Read + '_> = match kind {
+        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        _ => Box::new(flate2::read::ZlibDecoder::new(body)),
+    };
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("cannot decompress {kind} body: {e}"))?;
+    Ok((out.len() <= limit).then_some(out))
+}
+
+/// Decompresses and transcodes a body into an encoded protobuf request.
+fn prepare(
+    signal: Signal,
+    encoding: Encoding,
+    compression: Option<&'static str>,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, Failure> {
+    let body = match compression {
+        None => body,
+        Some(kind) => match decompress(kind, &body, limit) {
+            Ok(Some(b)) => Bytes::from(b),
+            Ok(None) => return Err(Failure::too_large(encoding, limit)),
+            Err(m) => return Err(Failure::bad_request(encoding, m)),
+        },
+    };
+    match encoding {
+        Encoding::Protobuf => Ok(body),
+        Encoding::Json => json::json_to_protobuf(signal, &body)
+            .map(Bytes::from)
+            .map_err(|e| Failure::bad_request(encoding, format!("invalid OTLP/JSON: {e}"))),
+    }
+}
+
+async fn export(signal: Signal, state: AppState, request: Request) -> Result<Response, Failure> {
+    let headers = request.headers();
+    let encoding = media_type(headers).map_err(|m| Failure::plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
+    let compression = content_encoding(headers).map_err(|m| Failure::bad_request(encoding, m))?;
+    let hint = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if hint > state.max_body {
+        return Err(Failure::too_large(encoding, state.max_body));
+    }
+    state
+        .intake
+        .admit(signal, "http", hint)
+        .map_err(|e| Failure::from_consume(encoding, &e))?;
+    let body = Limited::new(request.into_body(), state.max_body)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                Failure::too_large(encoding, state.max_body)
+            } else {
+                Failure::bad_request(encoding, format!("cannot read request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let limit = state.max_body;
+    let data = if body.len() > BLOCKING_THRESHOLD
+        && (compression.is_some() || encoding == Encoding::Json)
+    {
+        tokio::task::spawn_blocking(move || prepare(signal, encoding, compression, body, limit))
+            .await
+            .map_err(|_| {
+                Failure::from_consume(encoding, &ConsumeError::internal("request decoding failed"))
+            })??
+    } else {
+        prepare(signal, encoding, compression, body, limit)?
+    };
+    let accepted = state
+        .intake
+        .accept(signal, "http", data)
+        .await
+        .map_err(|e| Failure::from_consume(encoding, &e))?;
+    let body: Vec<u8> = match encoding {
+        Encoding::Protobuf => status::encode_response(accepted.rejected, &accepted.message).to_vec(),
+        Encoding::Json => {
+            let value = if accepted.rejected == 0 && accepted.message.is_empty() {
+                serde_json::json!({})
+            } else {
+                let key = match signal {
+                    Signal::Traces => "rejectedSpans",
+                    Signal::Metrics => "rejectedDataPoints",
+                    Signal::Logs => "rejectedLogRecords",
+                };
+                serde_json::json!({"partialSuccess": {key: accepted.rejected.to_string(), "errorMessage": accepted.message}})
+            };
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    Ok(response)
+}
+
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern.eq_ignore_ascii_case(origin),
+        Some((prefix, suffix)) => {
+            origin.len() >= prefix.len() + suffix.len()
+                && origin[..prefix.len()].eq_ignore_ascii_case(prefix)
+                && origin[origin.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+    }
+}
+
+fn cors_layer(config: &CorsConfig) -> CorsLayer {
+    let patterns = config.allowed_origins.clone();
+    let mut headers: Vec<http::HeaderName> = vec![
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::ACCEPT,
+    ];
+    headers.extend(
+        config
+            .allowed_headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+    );
+    let mut layer = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            let origin = origin.to_str().unwrap_or("");
+            patterns.iter().any(|p| origin_matches(p, origin))
+        }))
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers(headers);
+    if let Some(secs) = config.max_age {
+        layer = layer.max_age(Duration::from_secs(secs));
+    }
+    layer
+}
+
+/// Binds the HTTP endpoint and serves until `shutdown`.
+pub(crate) async fn serve(
+    id: &str,
+    config: &HttpConfig,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, BuildError> {
+    let state = AppState {
+        intake,
+        max_body: config.max_request_body_size.bytes() as usize,
+    };
+    let mut router = Router::new();
+    for signal in Signal::ALL {
+        if !state.intake.serves(signal) {
+            continue;
+        }
+        router = router.route(
+            config.path(signal),
+            post(move |State(state): State<AppState>, request: Request| async move {
+                match export(signal, state, request).await {
+                    Ok(r) => r,
+                    Err(f) => f.into_response(),
+                }
+            }),
+        );
+    }
+    let mut router = router.with_state(state);
+    if let Some(cors) = config.cors.as_ref().filter(|c| !c.allowed_origins.is_empty()) {
+        router = router.layer(cors_layer(cors));
+    }
+    let router = router.fallback(|| async { (StatusCode::NOT_FOUND, "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs") });
+    let listener = super::bind(&config.endpoint).await?;
+    let local = listener.local_addr().ok();
+    let id = id.to_owned();
+    tracing::info!(receiver = %id, endpoint = ?local, "otlp http receiver listening");
+    Ok(tokio::spawn(async move {
+        let result = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(err) = result {
+            tracing::error!(receiver = %id, error = %err, "otlp http server failed");
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn decompression_is_capped() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 10 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 100 << 10);
+        assert_eq!(decompress("gzip", &bomb, 1 << 20).unwrap(), None);
+        assert_eq!(decompress("gzip", &bomb, 20 << 20).unwrap().unwrap().len(), 10 << 20);
+        assert!(decompress("gzip", b"not gzip", 100).unwrap_err().contains("cannot decompress gzip"));
+    }
+
+    #[test]
+    fn origins_match_with_one_wildcard() {
+        assert!(origin_matches("https://*.example.com", "https://app.example.com"));
+        assert!(!origin_matches("https://*.example.com", "https://example.org"));
+        assert!(origin_matches("http://localhost:3000", "http://localhost:3000"));
+    }
+
+    #[test]
+    fn content_types_ignore_parameters() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        assert_eq!(media_type(&h).unwrap(), Encoding::Json);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(media_type(&h).unwrap_err().contains("unsupported Content-Type `text/plain`"));
+    }
+}
