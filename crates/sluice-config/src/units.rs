@@ -32,6 +32,20 @@ impl HumanDuration {
     }
 }
 
+impl HumanDuration {
+    /// Parses `200ms`, `5s`, `1m30s`, or a bare number of seconds.
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn deserialize_str(text: &str) -> Result<Self, String> {
+        let value = match text.trim().parse::<u64>() {
+            Ok(n) => serde_json::Value::from(n),
+            Err(_) => serde_json::Value::String(text.to_owned()),
+        };
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))

@@ -1,1 +1,185 @@
-fn main(){}
+//! `sluice`: an OpenTelemetry collector daemon. OTLP in, memory-limited, enriched, batched, and
+//! fanned out to exporters; self-metrics on `/metrics`, health on `/health`.
+
+mod health;
+mod registry;
+mod service;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sluice_config::{Problems, RawConfig};
+use sluice_processors::{MemoryProbe, MemoryReading};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::registry::Registry;
+
+// jemalloc: its live-bytes statistic lets the memory limiter tell data held from memory an
+// allocator merely keeps for reuse, and it avoids glibc's cross-thread-free arena contention.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "An OpenTelemetry collector: OTLP in, bounded memory, fan-out to exporters")]
+struct Cli {
+    /// Configuration file in the OpenTelemetry Collector's YAML shape. Without it sluice runs a
+    /// built-in config: OTLP on localhost:4317/4318 into the debug exporter.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// How long shutdown may take to flush batches and drain exporter queues.
+    #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+    shutdown_timeout: Duration,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the collector (the default).
+    Run,
+    /// Checks a configuration and lists every problem; exits non-zero if any is an error.
+    Validate,
+    /// Prints the built-in default configuration.
+    PrintDefaultConfig,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    sluice_config::HumanDuration::deserialize_str(s).map(|d| d.get())
+}
+
+/// Live bytes from jemalloc's statistics.
+fn allocated() -> Option<u64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    tikv_jemalloc_ctl::stats::allocated::read().ok().map(|v| v as u64)
+}
+
+fn probe() -> MemoryProbe {
+    Arc::new(|| MemoryReading {
+        rss: sluice_processors::rss_bytes(),
+        allocated: allocated(),
+    })
+}
+
+fn load(cli: &Cli) -> anyhow::Result<(String, String)> {
+    match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            Ok((path.display().to_string(), text))
+        }
+        None => Ok(("<built-in default>".to_owned(), DEFAULT_CONFIG.to_owned())),
+    }
+}
+
+/// Parses and validates; `Err` carries every problem.
+fn parse_and_validate(text: &str, registry: &Registry) -> Result<(RawConfig, Problems), Problems> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = sluice_config::parse(text, &env)?;
+    let problems = sluice_config::validate(&config, registry);
+    if problems.has_errors() {
+        return Err(problems);
+    }
+    Ok((config, problems))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::PrintDefaultConfig) => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate) => validate(&cli),
+        Some(Command::Run) | None => match run(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("sluice: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn validate(cli: &Cli) -> ExitCode {
+    let (name, text) = match load(cli) {
+        Ok(v) => v,
+        Err(err) => {
+            eprintln!("sluice: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let registry = Registry::builtin(probe());
+    match parse_and_validate(&text, &registry) {
+        Ok((_, warnings)) => {
+            for w in &warnings.0 {
+                eprintln!("{w}");
+            }
+            println!("{name}: valid");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{name}: invalid");
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let (name, text) = load(cli)?;
+    let registry = Registry::builtin(probe());
+    let (config, warnings) = parse_and_validate(&text, &registry)
+        .map_err(|p| anyhow::anyhow!("invalid configuration {name}:\n{p}"))?;
+    telemetry::init_logs(&config.service.telemetry);
+    for w in warnings.warnings() {
+        tracing::warn!(path = %w.path, "{}", w.message);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let last = CancellationToken::new();
+        let health = Health::new();
+        let mut side = Vec::new();
+        let metrics = &config.service.telemetry.metrics;
+        if !metrics.address.is_empty() && metrics.level != "none" {
+            let handle = telemetry::install_recorder()?;
+            side.push(telemetry::serve_metrics(&metrics.address, handle, allocated, last.clone()).await?);
+        }
+        side.extend(service::start_extensions(&config, health.clone(), last.clone()).await?);
+        tracing::info!(config = %name, version = env!("CARGO_PKG_VERSION"), "starting sluice");
+        let service = service::Service::start(&config, &registry, health, side, last).await?;
+        wait_for_signal().await;
+        service.shutdown(cli.shutdown_timeout).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

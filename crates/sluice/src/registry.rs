@@ -1,0 +1,81 @@
+//! The built-in components: the one place that knows every component type.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_config::{Catalog, Class, ComponentId, Problem};
+use sluice_core::{ExporterFactory, ProcessorFactory, ReceiverFactory};
+use sluice_processors::{BatchFactory, MemoryLimiterFactory, MemoryProbe, ResourceFactory};
+
+use crate::health::HealthCheckFactory;
+
+/// Every component type this binary can run, by class.
+pub(crate) struct Registry {
+    pub(crate) receivers: Vec<Arc<dyn ReceiverFactory>>,
+    pub(crate) processors: Vec<Arc<dyn ProcessorFactory>>,
+    pub(crate) exporters: Vec<Arc<dyn ExporterFactory>>,
+    pub(crate) health_check: HealthCheckFactory,
+}
+
+impl Registry {
+    /// The built-in components; `probe` measures memory for the memory limiter.
+    pub(crate) fn builtin(probe: MemoryProbe) -> Self {
+        Registry {
+            receivers: vec![Arc::new(sluice_otlp::OtlpReceiverFactory)],
+            processors: vec![
+                Arc::new(MemoryLimiterFactory::new(probe)),
+                Arc::new(ResourceFactory),
+                Arc::new(BatchFactory),
+            ],
+            exporters: vec![
+                Arc::new(sluice_otlp::OtlpExporterFactory),
+                Arc::new(sluice_otlp::OtlpHttpExporterFactory),
+                Arc::new(sluice_otlp::DebugExporterFactory),
+            ],
+            health_check: HealthCheckFactory,
+        }
+    }
+
+    pub(crate) fn receiver(&self, type_name: &str) -> Option<&Arc<dyn ReceiverFactory>> {
+        self.receivers.iter().find(|f| f.type_name() == type_name)
+    }
+
+    pub(crate) fn processor(&self, type_name: &str) -> Option<&Arc<dyn ProcessorFactory>> {
+        self.processors.iter().find(|f| f.type_name() == type_name)
+    }
+
+    pub(crate) fn exporter(&self, type_name: &str) -> Option<&Arc<dyn ExporterFactory>> {
+        self.exporters.iter().find(|f| f.type_name() == type_name)
+    }
+}
+
+impl Catalog for Registry {
+    fn signals(&self, class: Class, type_name: &str) -> Option<&'static [&'static str]> {
+        match class {
+            Class::Receiver => self.receiver(type_name).map(|f| f.signals()),
+            Class::Processor => self.processor(type_name).map(|f| f.signals()),
+            Class::Exporter => self.exporter(type_name).map(|f| f.signals()),
+            Class::Extension => (type_name == "health_check").then_some(&[][..]),
+        }
+    }
+
+    fn type_names(&self, class: Class) -> Vec<&'static str> {
+        match class {
+            Class::Receiver => self.receivers.iter().map(|f| f.type_name()).collect(),
+            Class::Processor => self.processors.iter().map(|f| f.type_name()).collect(),
+            Class::Exporter => self.exporters.iter().map(|f| f.type_name()).collect(),
+            Class::Extension => vec!["health_check"],
+        }
+    }
+
+    fn check(&self, class: Class, id: &ComponentId, path: &str, value: &Value) -> Vec<Problem> {
+        let t = id.type_name();
+        match class {
+            Class::Receiver => self.receiver(t).map(|f| f.check(path, value)),
+            Class::Processor => self.processor(t).map(|f| f.check(path, value)),
+            Class::Exporter => self.exporter(t).map(|f| f.check(path, value)),
+            Class::Extension => Some(self.health_check.check(path, value)),
+        }
+        .unwrap_or_default()
+    }
+}
