@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `sluice` binary, real OTLP clients (the opentelemetry-otlp crate and
+//! the Python OpenTelemetry SDK), raw requests for edge cases, and an OTLP sink.
 
+mod config_files;
+mod edge_cases;
+mod overload;
+mod pipeline;
+mod python_sdk;
+mod rust_sdk;
+mod support;

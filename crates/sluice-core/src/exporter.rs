@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use metrics::{Counter, Gauge};
 use serde::Deserialize;
-use sluice_config::{HumanDuration, Problem};
+use sluice_config::{ByteSize, HumanDuration, Problem};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -124,9 +124,10 @@ pub struct QueueSettings {
     pub enabled: bool,
     /// Workers sending from the queue concurrently (default `10`).
     pub num_consumers: usize,
-    /// Capacity in `sizer` units (default `1000`). A full queue refuses new data with a retryable
-    /// error and counts it in `otelcol_exporter_enqueue_failed_*`.
-    pub queue_size: u64,
+    /// Capacity in `sizer` units (default `1000`); with `sizer: bytes` it may be written like
+    /// `64MiB`. A full queue refuses new data with a retryable error and counts it in
+    /// `otelcol_exporter_enqueue_failed_*`.
+    pub queue_size: ByteSize,
     /// `requests` (default), `items` or `bytes`.
     pub sizer: Sizer,
 }
@@ -136,7 +137,7 @@ impl Default for QueueSettings {
         QueueSettings {
             enabled: true,
             num_consumers: 10,
-            queue_size: 1000,
+            queue_size: ByteSize(1000),
             sizer: Sizer::Requests,
         }
     }
@@ -191,7 +192,7 @@ impl HelperSettings {
                 "must be at least 1",
             ));
         }
-        if q.enabled && q.queue_size == 0 {
+        if q.enabled && q.queue_size.bytes() == 0 {
             problems.push(Problem::error(
                 format!("{path}.sending_queue.queue_size"),
                 "must be at least 1",
@@ -221,7 +222,7 @@ impl Metrics {
         let data_type = signal.as_str();
         let capacity = metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => exporter.clone(), "data_type" => data_type);
         capacity.set(if settings.enabled {
-            settings.queue_size as f64
+            settings.queue_size.bytes() as f64
         } else {
             0.0
         });
@@ -513,7 +514,7 @@ impl Consumer for ExporterHelper {
             // An empty queue takes any one batch, so a batch larger than a bytes-sized queue is
             // not refused forever.
             if !state.batches.is_empty()
-                && state.size.saturating_add(size) > shared.settings.queue.queue_size
+                && state.size.saturating_add(size) > shared.settings.queue.queue_size.bytes()
             {
                 drop(state);
                 shared.metrics.enqueue_failed.increment(items as u64);
@@ -585,7 +586,7 @@ mod tests {
             queue: QueueSettings {
                 enabled: queue,
                 num_consumers: 1,
-                queue_size: 2,
+                queue_size: ByteSize(2),
                 sizer: Sizer::Requests,
             },
         }

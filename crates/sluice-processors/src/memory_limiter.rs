@@ -10,8 +10,10 @@
 //!    live bytes where the binary provides them, else RSS) and refuses everything while usage is
 //!    above the soft limit (`limit - spike_limit`). This catches memory the budget does not see.
 //!
-//! The budget is half of the headroom between the soft limit and the memory in use at start-up:
-//! the other half covers transient copies (decompression, batch concatenation, export encoding).
+//! Memory in use is the allocator's live bytes plus the resident overhead they do not cover
+//! (code, stacks), measured at start. The budget is half of the headroom between the soft limit
+//! and that usage at start-up: the other half covers transient copies (decompression, batch
+//! concatenation, the encoded copy each export attempt holds).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -174,6 +176,7 @@ async fn watch(
     id: String,
     gate: Arc<MemoryGate>,
     probe: MemoryProbe,
+    overhead: u64,
     hard: u64,
     soft: u64,
     interval: Duration,
@@ -190,7 +193,7 @@ async fn watch(
             () = shutdown.cancelled() => return,
         }
         let reading = probe();
-        let used = reading.allocated.unwrap_or(reading.rss);
+        let used = reading.allocated.map_or(reading.rss, |a| a + overhead);
         used_gauge.set(used as f64);
         in_flight_gauge.set(gate.in_flight() as f64);
         let refuse = used >= soft || reading.rss >= hard;
@@ -277,10 +280,13 @@ impl ProcessorFactory for MemoryLimiterFactory {
                 Some(l) => Arc::clone(l),
                 None => {
                     let (hard, soft) = config.limits(self.available);
-                    let baseline = {
-                        let r = (self.probe)();
-                        r.allocated.unwrap_or(r.rss)
-                    };
+                    // Resident memory the heap statistic does not see (code, stacks, allocator
+                    // metadata), measured once: usage is then live heap plus this overhead.
+                    let start = (self.probe)();
+                    let overhead = start
+                        .allocated
+                        .map_or(0, |a| start.rss.saturating_sub(a));
+                    let baseline = start.allocated.unwrap_or(start.rss) + overhead;
                     let budget = (soft.saturating_sub(baseline) / 2).max(MIB);
                     let gate = MemoryGate::new(ctx.id.clone(), budget as usize);
                     tracing::info!(processor = %ctx.id, hard_limit_mib = hard / MIB, soft_limit_mib = soft / MIB, in_flight_budget_mib = budget / MIB, "memory limiter ready");
@@ -288,6 +294,7 @@ impl ProcessorFactory for MemoryLimiterFactory {
                         ctx.id.clone(),
                         Arc::clone(&gate),
                         Arc::clone(&self.probe),
+                        overhead,
                         hard,
                         soft,
                         config.check_interval.get(),

@@ -176,10 +176,12 @@ impl Service {
         self.health.set_ready(false);
         tracing::info!(deadline = ?deadline, "shutting down: receivers stop accepting");
         self.receivers.cancel();
-        join_all_until(self.receiver_tasks, until).await;
+        // Batchers flush now rather than after the receivers end: a request in flight waits for
+        // the batch its data went out in, so receivers cannot finish before batchers do.
         tracing::info!("flushing batches");
         self.processors.cancel();
         join_all_until(self.processor_tasks, until).await;
+        join_all_until(self.receiver_tasks, until).await;
         tracing::info!("draining exporter queues");
         for helper in &self.helpers {
             helper.close();

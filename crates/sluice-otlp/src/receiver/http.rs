@@ -212,10 +212,12 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     if hint > state.max_body {
         return Err(Failure::too_large(encoding, state.max_body));
     }
-    state
-        .intake
-        .admit(signal, "http", hint)
-        .map_err(|e| Failure::from_consume(encoding, &e))?;
+    if let Err(err) = state.intake.admit(signal, "http", hint) {
+        // Read and discard the body (frame by frame, never holding it) before answering: a
+        // server that answers mid-upload and closes makes clients see a reset, not the 503.
+        discard(request.into_body(), state.max_body).await;
+        return Err(Failure::from_consume(encoding, &err));
+    }
     let body = Limited::new(request.into_body(), state.max_body)
         .collect()
         .await
@@ -266,6 +268,16 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         HeaderValue::from_static(encoding.content_type()),
     );
     Ok(response)
+}
+
+async fn discard(mut body: axum::body::Body, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > limit {
+            return;
+        }
+    }
 }
 
 fn origin_matches(pattern: &str, origin: &str) -> bool {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README.md): installs what the tests need, then runs every test.
+#   - the Python OpenTelemetry SDK, from PyPI into a private venv (target/py-venv);
+#   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
+#     tests that start the real sluice binary against real OTLP clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "test.sh: installing python3 and venv support (apt-get)" >&2
+  apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
+
+venv="${SLUICE_VENV:-$PWD/target/py-venv}"
+stamp="$venv/.requirements.sha256"
+wanted="$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "test.sh: installing the Python OpenTelemetry SDK into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  echo "$wanted" > "$stamp"
+fi
+export SLUICE_PYTHON="$venv/bin/python"
+
+cargo test --workspace --all-targets "$@"

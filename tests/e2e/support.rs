@@ -1,0 +1,482 @@
+//! Test support: start the real `sluice` binary on free ports, and an OTLP sink (gRPC and HTTP)
+//! that records what arrives and can be told to stop answering.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tokio::sync::watch;
+
+/// A port nobody listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Ports of one sluice instance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ports {
+    pub(crate) grpc: u16,
+    pub(crate) http: u16,
+    pub(crate) metrics: u16,
+    pub(crate) health: u16,
+}
+
+impl Ports {
+    pub(crate) fn new() -> Self {
+        Ports {
+            grpc: free_port(),
+            http: free_port(),
+            metrics: free_port(),
+            health: free_port(),
+        }
+    }
+
+    /// The receiver, telemetry and health sections every test config shares.
+    pub(crate) fn common(&self) -> String {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{}\n      http:\n        endpoint: 127.0.0.1:{}\nextensions:\n  health_check:\n    endpoint: 127.0.0.1:{}\n",
+            self.grpc, self.http, self.health
+        )
+    }
+
+    pub(crate) fn telemetry(&self) -> String {
+        format!(
+            "  extensions: [health_check]\n  telemetry:\n    logs:\n      level: info\n    metrics:\n      address: 127.0.0.1:{}\n",
+            self.metrics
+        )
+    }
+}
+
+/// A running `sluice` process, killed on drop.
+pub(crate) struct Sluice {
+    pub(crate) child: Child,
+    pub(crate) ports: Ports,
+    pub(crate) log: PathBuf,
+    _dir: TempDir,
+}
+
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-e2e-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+impl Sluice {
+    /// Starts sluice with `config` (YAML) and waits until it reports ready.
+    pub(crate) fn start(ports: Ports, config: &str) -> Sluice {
+        let dir = TempDir::new("run");
+        let path = dir.0.join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.0.join("sluice.log");
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .arg("--shutdown-timeout")
+            .arg("5s")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("sluice starts");
+        let mut s = Sluice {
+            child,
+            ports,
+            log,
+            _dir: dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://127.0.0.1:{}/health/ready", self.ports.health);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sluice exited with {status}:\n{}", self.logs());
+            }
+            if let Ok(r) = get_status(&url) {
+                if r == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sluice did not become ready:\n{}", self.logs());
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sluice did not stop:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The value of one self-metric sample line (`name{labels}`) or 0 when absent.
+    pub(crate) async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ports.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET that returns the status code, for the readiness poll (outside any runtime).
+fn get_status(url: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+/// What an OTLP sink has received, decoded.
+#[derive(Default)]
+pub(crate) struct Received {
+    pub(crate) traces: Vec<ExportTraceServiceRequest>,
+    pub(crate) metrics: Vec<ExportMetricsServiceRequest>,
+    pub(crate) logs: Vec<ExportLogsServiceRequest>,
+    pub(crate) http_traces: Vec<(ExportTraceServiceRequest, Option<String>)>,
+}
+
+impl Received {
+    pub(crate) fn spans(&self) -> Vec<Span> {
+        self.traces
+            .iter()
+            .chain(self.http_traces.iter().map(|(r, _)| r))
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.clone())
+            .collect()
+    }
+
+    pub(crate) fn span_count(&self) -> usize {
+        self.spans().len()
+    }
+
+    pub(crate) fn log_count(&self) -> usize {
+        self.logs
+            .iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .map(|sl| sl.log_records.len())
+            .sum()
+    }
+
+    /// Items per request the sink received, in arrival order.
+    pub(crate) fn trace_batch_sizes(&self) -> Vec<usize> {
+        self.traces
+            .iter()
+            .map(|r| {
+                r.resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// An OTLP sink: gRPC for the three signals and HTTP `/v1/traces`.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    pub(crate) received: Arc<Mutex<Received>>,
+    /// While `true` the sink holds every request without answering.
+    hang: watch::Sender<bool>,
+    pub(crate) grpc_port: u16,
+    pub(crate) http_port: u16,
+}
+
+#[derive(Clone)]
+struct SinkService {
+    received: Arc<Mutex<Received>>,
+    hang: watch::Receiver<bool>,
+}
+
+impl SinkService {
+    async fn wait_while_hung(&self) {
+        let mut hang = self.hang.clone();
+        let _ = hang.wait_for(|h| !*h).await;
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for SinkService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.wait_while_hung().await;
+        self.received.lock().unwrap().traces.push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for SinkService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.wait_while_hung().await;
+        self.received.lock().unwrap().metrics.push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for SinkService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.wait_while_hung().await;
+        self.received.lock().unwrap().logs.push(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+impl Sink {
+    /// Starts the sink on free loopback ports, inside the current runtime.
+    pub(crate) async fn start() -> Sink {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let (hang, hang_rx) = watch::channel(false);
+        let service = SinkService {
+            received: received.clone(),
+            hang: hang_rx,
+        };
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_port = grpc.local_addr().unwrap().port();
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                TraceServiceServer::new(service.clone())
+                    .accept_compressed(gzip)
+                    .max_decoding_message_size(64 << 20),
+            )
+            .add_service(
+                MetricsServiceServer::new(service.clone())
+                    .accept_compressed(gzip)
+                    .max_decoding_message_size(64 << 20),
+            )
+            .add_service(
+                LogsServiceServer::new(service.clone())
+                    .accept_compressed(gzip)
+                    .max_decoding_message_size(64 << 20),
+            );
+        let incoming = futures_incoming(grpc);
+        tokio::spawn(async move {
+            let _ = router.serve_with_incoming(incoming).await;
+        });
+
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: Bytes| {
+                    let service = service.clone();
+                    async move {
+                        service.wait_while_hung().await;
+                        let encoding = headers
+                            .get("content-encoding")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let raw = if encoding.as_deref() == Some("gzip") {
+                            use std::io::Read;
+                            let mut out = Vec::new();
+                            flate2::read::GzDecoder::new(&body[..])
+                                .read_to_end(&mut out)
+                                .unwrap();
+                            out
+                        } else {
+                            body.to_vec()
+                        };
+                        let req = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
+                        service
+                            .received
+                            .lock()
+                            .unwrap()
+                            .http_traces
+                            .push((req, encoding));
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            Vec::<u8>::new(),
+                        )
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(http, app).await;
+        });
+        Sink {
+            received,
+            hang,
+            grpc_port,
+            http_port,
+        }
+    }
+
+    pub(crate) fn set_hang(&self, hang: bool) {
+        let _ = self.hang.send(hang);
+    }
+
+    /// Waits until `check` holds for what was received, or panics after `timeout`.
+    pub(crate) async fn wait_for(&self, timeout: Duration, what: &str, check: impl Fn(&Received) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check(&self.received.lock().unwrap()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn futures_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let next = l.accept().await.map(|(s, _)| s);
+        Some((next, l))
+    })
+}
+
+/// An attribute's value, for assertions.
+pub(crate) fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+pub(crate) fn string(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.to_owned())
+}
+
+/// A trace request with `n` spans named `{tag}-{i}` under one resource, padded with an attribute
+/// of `pad` bytes per span.
+pub(crate) fn trace_request(n: usize, tag: &str, pad: usize) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.to_owned(),
+        value: Some(AnyValue {
+            value: Some(string(v)),
+        }),
+        ..Default::default()
+    };
+    let padding = "x".repeat(pad);
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "raw-client")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..n)
+                    .map(|i| Span {
+                        trace_id: {
+                            let mut id = [0u8; 16];
+                            id[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+                            id[8..].copy_from_slice(&(tag.len() as u64 + 1).to_be_bytes());
+                            id.to_vec()
+                        },
+                        span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                        name: format!("{tag}-{i}"),
+                        attributes: if pad > 0 { vec![kv("pad", &padding)] } else { vec![] },
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
