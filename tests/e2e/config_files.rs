@@ -45,7 +45,11 @@ fn validate_lists_every_problem_and_fails() {
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:99999\n  kafka: {}\nprocessors:\n  batch:\n    timeout: soon\n  memory_limiter: {}\nexporters:\n  debug: {verbosity: loud}\n  otlp/unused: {endpoint: x:1}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch, missing]\n      exporters: [debug]\n",
     )
     .unwrap();
-    let out = Command::new(binary()).args(["validate", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(binary())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -70,22 +74,35 @@ fn an_unset_variable_fails_start_up_naming_it() {
         "receivers: {otlp: {protocols: {grpc: {endpoint: \"${env:SLUICE_E2E_NOT_SET}\"}}}}\nexporters: {debug: {}}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}\n",
     )
     .unwrap();
-    let out = Command::new(binary()).args(["--config"]).arg(&path).output().unwrap();
+    let out = Command::new(binary())
+        .args(["--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("receivers.otlp.protocols.grpc.endpoint"), "{text}");
+    assert!(
+        text.contains("receivers.otlp.protocols.grpc.endpoint"),
+        "{text}"
+    );
     assert!(text.contains("`SLUICE_E2E_NOT_SET` is not set"), "{text}");
 }
 
 #[test]
 fn prints_its_version() {
     let out = Command::new(binary()).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), concat!("sluice ", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        concat!("sluice ", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn config_default_yaml_is_the_built_in_default() {
-    let out = Command::new(binary()).arg("print-default-config").output().unwrap();
+    let out = Command::new(binary())
+        .arg("print-default-config")
+        .output()
+        .unwrap();
     let shipped = std::fs::read_to_string(repo_root().join("config/default.yaml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), shipped);
 }

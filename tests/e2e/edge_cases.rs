@@ -41,8 +41,16 @@ impl Fixture {
         format!("http://127.0.0.1:{}/v1/traces", self.sluice.ports.http)
     }
 
-    async fn post(&self, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String, Option<String>, Vec<u8>) {
-        let mut r = self.client.post(self.url()).header("content-type", content_type);
+    async fn post(
+        &self,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, String, Option<String>, Vec<u8>) {
+        let mut r = self
+            .client
+            .post(self.url())
+            .header("content-type", content_type);
         if let Some(e) = encoding {
             r = r.header("content-encoding", e);
         }
@@ -57,7 +65,12 @@ impl Fixture {
             .headers()
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_owned());
-        (status, ct, retry_after, response.bytes().await.unwrap().to_vec())
+        (
+            status,
+            ct,
+            retry_after,
+            response.bytes().await.unwrap().to_vec(),
+        )
     }
 }
 
@@ -86,16 +99,25 @@ async fn http_edge_cases_get_clear_answers() {
         "attributes":[{"key":"n","value":{"intValue":"42"}}],"unknownField":true}]}]}]}"#;
     let (status, ct, _, body) = f.post("application/json", None, json.into()).await;
     assert_eq!((status, ct.as_str()), (200, "application/json"));
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), serde_json::json!({}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({})
+    );
 
     // gzip-compressed protobuf.
     let (status, ct, _, _) = f
-        .post("application/x-protobuf", Some("gzip"), gzip(&trace_request(3, "gz", 0).encode_to_vec()))
+        .post(
+            "application/x-protobuf",
+            Some("gzip"),
+            gzip(&trace_request(3, "gz", 0).encode_to_vec()),
+        )
         .await;
     assert_eq!((status, ct.as_str()), (200, "application/x-protobuf"));
 
     f.sink
-        .wait_for(Duration::from_secs(10), "json and gzip spans", |r| r.span_count() == 4)
+        .wait_for(Duration::from_secs(10), "json and gzip spans", |r| {
+            r.span_count() == 4
+        })
         .await;
     let spans = f.sink.received.lock().unwrap().spans();
     let json_span = spans.iter().find(|s| s.name == "json-span").unwrap();
@@ -104,26 +126,53 @@ async fn http_edge_cases_get_clear_answers() {
     assert_eq!(json_span.end_time_unix_nano, 1_700_000_000_000_001_000);
 
     // Malformed protobuf: 400 with a google.rpc.Status naming the problem.
-    let (status, ct, retry, body) = f.post("application/x-protobuf", None, vec![0x0a, 0xff, 0x01, 0x02]).await;
-    assert_eq!((status, ct.as_str(), retry), (400, "application/x-protobuf", None));
+    let (status, ct, retry, body) = f
+        .post("application/x-protobuf", None, vec![0x0a, 0xff, 0x01, 0x02])
+        .await;
+    assert_eq!(
+        (status, ct.as_str(), retry),
+        (400, "application/x-protobuf", None)
+    );
     let s = RpcStatus::decode(body.as_slice()).unwrap();
     assert_eq!(s.code, 3, "INVALID_ARGUMENT");
-    assert!(s.message.contains("invalid traces request") && s.message.contains("exceeds"), "{}", s.message);
+    assert!(
+        s.message.contains("invalid traces request") && s.message.contains("exceeds"),
+        "{}",
+        s.message
+    );
 
     // Malformed JSON: 400 with a JSON status naming the path.
     let (status, _, _, body) = f
-        .post("application/json", None, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"xyz"}]}]}]}"#.to_vec())
+        .post(
+            "application/json",
+            None,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"xyz"}]}]}]}"#.to_vec(),
+        )
         .await;
     assert_eq!(status, 400);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(v["message"].as_str().unwrap().contains("resourceSpans[0].scopeSpans[0].spans[0].spanId"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("resourceSpans[0].scopeSpans[0].spans[0].spanId"),
+        "{v}"
+    );
 
     // Wrong content type: 415; unknown encoding: 400; wrong method: 405; unknown path: 404.
     assert_eq!(f.post("text/plain", None, b"hello".to_vec()).await.0, 415);
-    assert_eq!(f.post("application/x-protobuf", Some("br"), vec![]).await.0, 400);
+    assert_eq!(
+        f.post("application/x-protobuf", Some("br"), vec![]).await.0,
+        400
+    );
     let get = f.client.get(f.url()).send().await.unwrap();
     assert_eq!(get.status(), 405);
-    let nowhere = f.client.post(f.url().replace("traces", "profiles")).send().await.unwrap();
+    let nowhere = f
+        .client
+        .post(f.url().replace("traces", "profiles"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(nowhere.status(), 404);
 
     // Oversize: a body over 1 MiB gets 413, and so does a small gzip body that inflates past it.
@@ -133,23 +182,49 @@ async fn http_edge_cases_get_clear_answers() {
     assert!(bomb.len() < 256 << 10);
     let (status, _, _, body) = f.post("application/x-protobuf", Some("gzip"), bomb).await;
     assert_eq!(status, 413);
-    assert!(RpcStatus::decode(body.as_slice()).unwrap().message.contains("limit"));
+    assert!(
+        RpcStatus::decode(body.as_slice())
+            .unwrap()
+            .message
+            .contains("limit")
+    );
 
     // A span with a bad id is rejected alone: partial success, the others delivered.
     let mut req = trace_request(3, "partial", 0);
     req.resource_spans[0].scope_spans[0].spans[1].span_id = vec![1, 2, 3];
-    let (status, _, _, body) = f.post("application/x-protobuf", None, req.encode_to_vec()).await;
+    let (status, _, _, body) = f
+        .post("application/x-protobuf", None, req.encode_to_vec())
+        .await;
     assert_eq!(status, 200);
     let response = ExportTraceServiceResponse::decode(body.as_slice()).unwrap();
     let partial = response.partial_success.unwrap();
     assert_eq!(partial.rejected_spans, 1);
-    assert!(partial.error_message.contains("span_id must be 8 bytes, got 3"), "{}", partial.error_message);
+    assert!(
+        partial
+            .error_message
+            .contains("span_id must be 8 bytes, got 3"),
+        "{}",
+        partial.error_message
+    );
     f.sink
-        .wait_for(Duration::from_secs(10), "the two valid partial spans", |r| {
-            r.spans().iter().filter(|s| s.name.starts_with("partial-")).count() == 2
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "the two valid partial spans",
+            |r| {
+                r.spans()
+                    .iter()
+                    .filter(|s| s.name.starts_with("partial-"))
+                    .count()
+                    == 2
+            },
+        )
         .await;
-    assert_eq!(f.sluice.metric("otelcol_receiver_failed_spans{receiver=\"otlp\",transport=\"http\"}").await, 1.0);
+    assert_eq!(
+        f.sluice
+            .metric("otelcol_receiver_failed_spans{receiver=\"otlp\",transport=\"http\"}")
+            .await,
+        1.0
+    );
     assert!(f.sluice.logs().lines().all(|l| !l.contains("panicked")));
 }
 
@@ -191,26 +266,51 @@ impl Decoder for Raw {
 async fn grpc_edge_cases_get_the_right_status_codes() {
     let f = fixture().await;
     let endpoint = format!("http://127.0.0.1:{}", f.sluice.ports.grpc);
-    let channel = tonic::transport::Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
 
     // Malformed protobuf: INVALID_ARGUMENT naming the problem.
     let mut raw = tonic::client::Grpc::new(channel.clone());
     raw.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
     let err = raw
-        .unary::<Bytes, Bytes, _>(tonic::Request::new(Bytes::from_static(&[0x0a, 0x7f])), path.clone(), Raw)
+        .unary::<Bytes, Bytes, _>(
+            tonic::Request::new(Bytes::from_static(&[0x0a, 0x7f])),
+            path.clone(),
+            Raw,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("invalid traces request"), "{}", err.message());
+    assert!(
+        err.message().contains("invalid traces request"),
+        "{}",
+        err.message()
+    );
 
     // Over max_recv_msg_size_mib: RESOURCE_EXHAUSTED, and gzip is accepted.
     let mut client = TraceServiceClient::new(channel.clone())
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_encoding_message_size(64 << 20);
-    let err = client.export(trace_request(10, "huge", 200 * 1024)).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{}", err.message());
-    let ok = client.export(trace_request(2, "grpc-gzip", 0)).await.unwrap();
+    let err = client
+        .export(trace_request(10, "huge", 200 * 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::ResourceExhausted,
+        "{}",
+        err.message()
+    );
+    let ok = client
+        .export(trace_request(2, "grpc-gzip", 0))
+        .await
+        .unwrap();
     assert!(ok.get_ref().partial_success.is_none());
 
     // Partial success over gRPC.
@@ -220,7 +320,9 @@ async fn grpc_edge_cases_get_the_right_status_codes() {
     assert_eq!(response.partial_success.unwrap().rejected_spans, 1);
 
     f.sink
-        .wait_for(Duration::from_secs(10), "gzip and partial spans", |r| r.span_count() == 3)
+        .wait_for(Duration::from_secs(10), "gzip and partial spans", |r| {
+            r.span_count() == 3
+        })
         .await;
 }
 

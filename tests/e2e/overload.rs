@@ -18,7 +18,14 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -97,7 +104,10 @@ service:
                                 "unexpected status {}",
                                 r.status()
                             );
-                            assert!(r.headers().contains_key("retry-after"), "503 without Retry-After");
+                            assert!(
+                                r.headers().contains_key("retry-after"),
+                                "503 without Retry-After"
+                            );
                             refused.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
@@ -116,7 +126,10 @@ service:
         .await
         .unwrap()
         .max_encoding_message_size(8 << 20);
-    let err = grpc.export(trace_request(400, "grpc-pressure", 2560)).await.unwrap_err();
+    let err = grpc
+        .export(trace_request(400, "grpc-pressure", 2560))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
 
     stop.store(true, Ordering::Relaxed);
@@ -128,21 +141,31 @@ service:
         baseline / 1024,
         refused.load(Ordering::Relaxed)
     );
-    assert!(refused.load(Ordering::Relaxed) > 0, "the flood was never refused");
+    assert!(
+        refused.load(Ordering::Relaxed) > 0,
+        "the flood was never refused"
+    );
     assert!(accepted_before > 0, "nothing was accepted");
-    assert!(peak_mib < LIMIT_MIB, "peak RSS {peak_mib} MiB reached the {LIMIT_MIB} MiB limit");
+    assert!(
+        peak_mib < LIMIT_MIB,
+        "peak RSS {peak_mib} MiB reached the {LIMIT_MIB} MiB limit"
+    );
 
     // The backend comes back: everything acknowledged arrives, and new data is accepted again.
     sink.set_hang(false);
     let expected: HashSet<String> = accepted.lock().unwrap().clone();
-    sink.wait_for(Duration::from_secs(60), "every acknowledged request at the sink", |r| {
-        let seen: HashSet<String> = r
-            .spans()
-            .into_iter()
-            .filter_map(|s| s.name.strip_suffix("-0").map(str::to_owned))
-            .collect();
-        expected.is_subset(&seen)
-    })
+    sink.wait_for(
+        Duration::from_secs(60),
+        "every acknowledged request at the sink",
+        |r| {
+            let seen: HashSet<String> = r
+                .spans()
+                .into_iter()
+                .filter_map(|s| s.name.strip_suffix("-0").map(str::to_owned))
+                .collect();
+            expected.is_subset(&seen)
+        },
+    )
     .await;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -157,7 +180,11 @@ service:
         if r.status() == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "did not recover: still {}", r.status());
+        assert!(
+            Instant::now() < deadline,
+            "did not recover: still {}",
+            r.status()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(sluice.metric("otelcol_receiver_refused_spans{receiver=\"otlp\",transport=\"http\"}").await > 0.0

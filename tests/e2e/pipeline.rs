@@ -31,25 +31,45 @@ async fn batches_are_split_at_send_batch_max_size_and_nothing_is_lost() {
     // One request of 25 spans reaches send_batch_size at once and is split exactly at 10.
     let r = post(ports.http, trace_request(25, "big", 0).encode_to_vec()).await;
     assert_eq!(r.status(), 200);
-    sink.wait_for(Duration::from_secs(10), "25 spans", |r| r.span_count() == 25).await;
+    sink.wait_for(Duration::from_secs(10), "25 spans", |r| {
+        r.span_count() == 25
+    })
+    .await;
     let mut sizes = sink.received.lock().unwrap().trace_batch_sizes();
     sizes.sort();
     assert_eq!(sizes, [5, 10, 10]);
     // Small concurrent requests are merged until the timeout; none is lost or duplicated.
-    let sends = (0..5).map(|i| post(ports.http, trace_request(3, &format!("r{i}"), 0).encode_to_vec()));
+    let sends = (0..5).map(|i| {
+        post(
+            ports.http,
+            trace_request(3, &format!("r{i}"), 0).encode_to_vec(),
+        )
+    });
     for r in futures::future::join_all(sends).await {
         assert_eq!(r.status(), 200);
     }
-    sink.wait_for(Duration::from_secs(10), "40 spans", |r| r.span_count() == 40).await;
-    let received = sink.received.lock().unwrap();
+    sink.wait_for(Duration::from_secs(10), "40 spans", |r| {
+        r.span_count() == 40
+    })
+    .await;
+    let received = sink.snapshot();
     assert!(received.trace_batch_sizes().iter().all(|&s| s <= 10));
     let mut names: Vec<String> = received.spans().into_iter().map(|s| s.name).collect();
-    drop(received);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 40, "every span exactly once");
-    assert!(sluice.metric("otelcol_processor_batch_batch_size_trigger_send{processor=\"batch\"}").await >= 3.0);
-    assert!(sluice.metric("otelcol_processor_batch_timeout_trigger_send{processor=\"batch\"}").await >= 1.0);
+    assert!(
+        sluice
+            .metric("otelcol_processor_batch_batch_size_trigger_send{processor=\"batch\"}")
+            .await
+            >= 3.0
+    );
+    assert!(
+        sluice
+            .metric("otelcol_processor_batch_timeout_trigger_send{processor=\"batch\"}")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -65,20 +85,39 @@ async fn a_dead_exporter_does_not_block_the_others_and_otlphttp_sends_gzip() {
     );
     let sluice = Sluice::start(ports, &config);
     for i in 0..10 {
-        let r = post(ports.http, trace_request(3, &format!("d{i}"), 0).encode_to_vec()).await;
+        let r = post(
+            ports.http,
+            trace_request(3, &format!("d{i}"), 0).encode_to_vec(),
+        )
+        .await;
         assert_eq!(r.status(), 200, "request {i}");
         // Give the batcher time to flush each request separately, so the dead queue fills.
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
-    sink.wait_for(Duration::from_secs(10), "30 spans over otlphttp", |r| r.span_count() == 30).await;
-    let received = sink.received.lock().unwrap();
-    assert!(received.http_traces.iter().all(|(_, enc)| enc.as_deref() == Some("gzip")));
-    drop(received);
+    sink.wait_for(Duration::from_secs(10), "30 spans over otlphttp", |r| {
+        r.span_count() == 30
+    })
+    .await;
+    let received = sink.snapshot();
     assert!(
-        sluice.metric("otelcol_exporter_enqueue_failed_spans{exporter=\"otlp/dead\"}").await > 0.0,
+        received
+            .http_traces
+            .iter()
+            .all(|(_, enc)| enc.as_deref() == Some("gzip"))
+    );
+    assert!(
+        sluice
+            .metric("otelcol_exporter_enqueue_failed_spans{exporter=\"otlp/dead\"}")
+            .await
+            > 0.0,
         "the dead exporter's full queue refused and counted"
     );
-    assert_eq!(sluice.metric("otelcol_exporter_sent_spans{exporter=\"otlphttp\"}").await, 30.0);
+    assert_eq!(
+        sluice
+            .metric("otelcol_exporter_sent_spans{exporter=\"otlphttp\"}")
+            .await,
+        30.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,7 +132,10 @@ async fn sigterm_flushes_batched_data_and_exits_zero() {
     );
     let mut sluice = Sluice::start(ports, &config);
     // The batcher holds the request (timeout 1h); the client waits for its result.
-    let pending = tokio::spawn(post(ports.http, trace_request(4, "flush", 0).encode_to_vec()));
+    let pending = tokio::spawn(post(
+        ports.http,
+        trace_request(4, "flush", 0).encode_to_vec(),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.received.lock().unwrap().span_count(), 0);
     let status = tokio::task::spawn_blocking(move || {
@@ -102,7 +144,12 @@ async fn sigterm_flushes_batched_data_and_exits_zero() {
     })
     .await
     .unwrap();
-    assert!(status.0.success(), "exit status {:?}\n{}", status.0, status.1);
+    assert!(
+        status.0.success(),
+        "exit status {:?}\n{}",
+        status.0,
+        status.1
+    );
     assert_eq!(pending.await.unwrap().status(), 200);
     assert_eq!(sink.received.lock().unwrap().span_count(), 4);
 }

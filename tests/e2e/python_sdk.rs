@@ -37,7 +37,12 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
         let out = Command::new(&python)
             .arg(script())
             .args(["--endpoint", &format!("http://127.0.0.1:{port}")])
-            .args(["--protocol", protocol, "--service-name", &format!("py-{protocol}")])
+            .args([
+                "--protocol",
+                protocol,
+                "--service-name",
+                &format!("py-{protocol}"),
+            ])
             .args(["--spans", "6", "--logs", "4", "--metrics"])
             .output()
             .expect("python runs");
@@ -47,18 +52,23 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
             String::from_utf8_lossy(&out.stderr)
         );
         let summary: serde_json::Value = serde_json::from_slice(
-            out.stdout.split(|b| *b == b'\n').rfind(|l| !l.is_empty()).unwrap(),
+            out.stdout
+                .split(|b| *b == b'\n')
+                .rfind(|l| !l.is_empty())
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(summary["spans"], 7);
         trace_ids.push((protocol, summary["trace_id"].as_str().unwrap().to_owned()));
     }
 
-    sink.wait_for(Duration::from_secs(20), "14 spans and 8 logs from python", |r| {
-        r.span_count() == 14 && r.log_count() == 8 && r.metrics.len() >= 2
-    })
+    sink.wait_for(
+        Duration::from_secs(20),
+        "14 spans and 8 logs from python",
+        |r| r.span_count() == 14 && r.log_count() == 8 && r.metrics.len() >= 2,
+    )
     .await;
-    let received = sink.received.lock().unwrap();
+    let received = sink.snapshot();
     for (protocol, trace_id) in &trace_ids {
         let rs: Vec<_> = received
             .traces
@@ -76,7 +86,11 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
             assert_eq!(attr(res, "test.run"), Some(&Value::IntValue(42)));
             assert_eq!(attr(res, "collector.name"), Some(&string("sluice-e2e")));
         }
-        let spans: Vec<_> = rs.iter().flat_map(|r| &r.scope_spans).flat_map(|s| s.spans.clone()).collect();
+        let spans: Vec<_> = rs
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| s.spans.clone())
+            .collect();
         assert_eq!(spans.len(), 7);
         let root = spans.iter().find(|s| s.name == "root").unwrap();
         assert_eq!(&hex(&root.trace_id), trace_id);
@@ -85,10 +99,20 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
             assert_eq!(s.parent_span_id, root.span_id);
             assert_eq!(s.trace_id, root.trace_id);
             assert_eq!(attr(&s.attributes, "i"), Some(&Value::IntValue(i)));
-            assert_eq!(attr(&s.attributes, "f"), Some(&Value::DoubleValue(i as f64 + 0.5)));
-            assert_eq!(attr(&s.attributes, "b"), Some(&Value::BoolValue(i % 2 == 0)));
-            assert!(matches!(attr(&s.attributes, "sa"), Some(Value::ArrayValue(a)) if a.values.len() == 2));
-            assert!(matches!(attr(&s.attributes, "ia"), Some(Value::ArrayValue(a)) if a.values.len() == 3));
+            assert_eq!(
+                attr(&s.attributes, "f"),
+                Some(&Value::DoubleValue(i as f64 + 0.5))
+            );
+            assert_eq!(
+                attr(&s.attributes, "b"),
+                Some(&Value::BoolValue(i % 2 == 0))
+            );
+            assert!(
+                matches!(attr(&s.attributes, "sa"), Some(Value::ArrayValue(a)) if a.values.len() == 2)
+            );
+            assert!(
+                matches!(attr(&s.attributes, "ia"), Some(Value::ArrayValue(a)) if a.values.len() == 3)
+            );
             if i == 1 {
                 assert_eq!(s.status.as_ref().unwrap().code, 2, "error status");
                 assert_eq!(s.events[0].name, "exception");
@@ -121,11 +145,21 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
             .flat_map(|rm| &rm.scope_metrics)
             .flat_map(|sm| sm.metrics.clone())
             .collect();
-        let counter = metrics.iter().find(|m| m.name == "e2e.requests").expect("counter");
-        let Some(metric::Data::Sum(sum)) = &counter.data else { panic!("{counter:?}") };
+        let counter = metrics
+            .iter()
+            .find(|m| m.name == "e2e.requests")
+            .expect("counter");
+        let Some(metric::Data::Sum(sum)) = &counter.data else {
+            panic!("{counter:?}")
+        };
         assert_eq!(sum.data_points.len(), 1);
-        let histogram = metrics.iter().find(|m| m.name == "e2e.latency").expect("histogram");
-        let Some(metric::Data::Histogram(h)) = &histogram.data else { panic!("{histogram:?}") };
+        let histogram = metrics
+            .iter()
+            .find(|m| m.name == "e2e.latency")
+            .expect("histogram");
+        let Some(metric::Data::Histogram(h)) = &histogram.data else {
+            panic!("{histogram:?}")
+        };
         assert_eq!(h.data_points[0].count, 3);
         assert_eq!(h.data_points[0].sum, Some(270.0));
     }

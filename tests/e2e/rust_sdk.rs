@@ -60,16 +60,43 @@ fn send(protocol: &str, ports: Ports) {
     let (spans, logs, metrics) = if protocol == "grpc" {
         let endpoint = format!("http://127.0.0.1:{}", ports.grpc);
         (
-            opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(&endpoint).build().unwrap(),
-            opentelemetry_otlp::LogExporter::builder().with_tonic().with_endpoint(&endpoint).build().unwrap(),
-            opentelemetry_otlp::MetricExporter::builder().with_tonic().with_endpoint(&endpoint).build().unwrap(),
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&endpoint)
+                .build()
+                .unwrap(),
+            opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(&endpoint)
+                .build()
+                .unwrap(),
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(&endpoint)
+                .build()
+                .unwrap(),
         )
     } else {
         let base = format!("http://127.0.0.1:{}", ports.http);
         (
-            opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_endpoint(format!("{base}/v1/traces")).build().unwrap(),
-            opentelemetry_otlp::LogExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_endpoint(format!("{base}/v1/logs")).build().unwrap(),
-            opentelemetry_otlp::MetricExporter::builder().with_http().with_protocol(Protocol::HttpBinary).with_endpoint(format!("{base}/v1/metrics")).build().unwrap(),
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(format!("{base}/v1/traces"))
+                .build()
+                .unwrap(),
+            opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(format!("{base}/v1/logs"))
+                .build()
+                .unwrap(),
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(format!("{base}/v1/metrics"))
+                .build()
+                .unwrap(),
         )
     };
     let tracer_provider = SdkTracerProvider::builder()
@@ -106,7 +133,10 @@ fn send(protocol: &str, ports: Ports) {
         .with_periodic_exporter(metrics)
         .with_resource(resource(&tag))
         .build();
-    let counter = meter_provider.meter("sluice-e2e").u64_counter(format!("{tag}.requests")).build();
+    let counter = meter_provider
+        .meter("sluice-e2e")
+        .u64_counter(format!("{tag}.requests"))
+        .build();
     counter.add(3, &[KeyValue::new("route", "/a")]);
     counter.add(4, &[KeyValue::new("route", "/b")]);
     meter_provider.shutdown().expect("metrics exported");
@@ -118,14 +148,18 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
     let ports = Ports::new();
     let sluice = Sluice::start(ports, &config(&ports, &sink));
     for protocol in ["grpc", "http"] {
-        tokio::task::spawn_blocking(move || send(protocol, ports)).await.unwrap();
+        tokio::task::spawn_blocking(move || send(protocol, ports))
+            .await
+            .unwrap();
     }
-    sink.wait_for(Duration::from_secs(20), "40 spans, 10 logs, 2 metrics", |r| {
-        r.span_count() == 40 && r.log_count() == 10 && r.metrics.len() >= 2
-    })
+    sink.wait_for(
+        Duration::from_secs(20),
+        "40 spans, 10 logs, 2 metrics",
+        |r| r.span_count() == 40 && r.log_count() == 10 && r.metrics.len() >= 2,
+    )
     .await;
 
-    let received = sink.received.lock().unwrap();
+    let received = sink.snapshot();
     for rs in received.traces.iter().flat_map(|r| &r.resource_spans) {
         let res = &rs.resource.as_ref().unwrap().attributes;
         let service = attr(res, "service.name").cloned();
@@ -134,8 +168,16 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
             "{service:?}"
         );
         assert_eq!(attr(res, "service.version"), Some(&string("9.9.9")));
-        assert_eq!(attr(res, "collector.name"), Some(&string("sluice-e2e")), "inserted");
-        assert_eq!(attr(res, "cloud.region"), Some(&string("eu-west-1")), "env default expanded");
+        assert_eq!(
+            attr(res, "collector.name"),
+            Some(&string("sluice-e2e")),
+            "inserted"
+        );
+        assert_eq!(
+            attr(res, "cloud.region"),
+            Some(&string("eu-west-1")),
+            "env default expanded"
+        );
         assert_eq!(attr(res, "secret.token"), None, "deleted");
         for ss in &rs.scope_spans {
             assert_eq!(ss.scope.as_ref().unwrap().name, "sluice-e2e");
@@ -144,9 +186,18 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
                     panic!("index attribute missing on {}", span.name);
                 };
                 assert!(span.name.ends_with(&format!("-span-{i}")));
-                assert_eq!(attr(&span.attributes, "ratio"), Some(&Value::DoubleValue(i as f64 / 4.0)));
-                assert_eq!(attr(&span.attributes, "even"), Some(&Value::BoolValue(i % 2 == 0)));
-                assert_eq!(attr(&span.attributes, "label"), Some(&string(&format!("label-{i}"))));
+                assert_eq!(
+                    attr(&span.attributes, "ratio"),
+                    Some(&Value::DoubleValue(i as f64 / 4.0))
+                );
+                assert_eq!(
+                    attr(&span.attributes, "even"),
+                    Some(&Value::BoolValue(i % 2 == 0))
+                );
+                assert_eq!(
+                    attr(&span.attributes, "label"),
+                    Some(&string(&format!("label-{i}")))
+                );
                 assert_eq!(span.events.len(), 1);
                 assert_eq!(span.events[0].name, "checkpoint");
                 assert_eq!(span.trace_id.len(), 16);
@@ -180,7 +231,10 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
         .collect();
     for protocol in ["grpc", "http"] {
         for i in 0..5 {
-            assert!(bodies.contains(&format!("{protocol}-log-{i}")), "{bodies:?}");
+            assert!(
+                bodies.contains(&format!("{protocol}-log-{i}")),
+                "{bodies:?}"
+            );
         }
     }
 
@@ -201,16 +255,37 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
             .data_points
             .iter()
             .map(|p| match p.value {
-                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v)) => v,
+                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
+                    v,
+                )) => v,
                 other => panic!("{other:?}"),
             })
             .collect();
         values.sort();
         assert_eq!(values, [3, 4]);
     }
-    drop(received);
-    assert_eq!(sluice.metric("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"}").await, 20.0);
-    assert_eq!(sluice.metric("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"http\"}").await, 20.0);
-    assert_eq!(sluice.metric("otelcol_exporter_sent_spans{exporter=\"otlp\"}").await, 40.0);
-    assert_eq!(sluice.metric("otelcol_exporter_sent_log_records{exporter=\"otlp\"}").await, 10.0);
+    assert_eq!(
+        sluice
+            .metric("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"}")
+            .await,
+        20.0
+    );
+    assert_eq!(
+        sluice
+            .metric("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"http\"}")
+            .await,
+        20.0
+    );
+    assert_eq!(
+        sluice
+            .metric("otelcol_exporter_sent_spans{exporter=\"otlp\"}")
+            .await,
+        40.0
+    );
+    assert_eq!(
+        sluice
+            .metric("otelcol_exporter_sent_log_records{exporter=\"otlp\"}")
+            .await,
+        10.0
+    );
 }

@@ -140,10 +140,10 @@ impl Sluice {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("sluice exited with {status}:\n{}", self.logs());
             }
-            if let Ok(r) = get_status(&url) {
-                if r == 200 {
-                    return;
-                }
+            if let Ok(r) = get_status(&url)
+                && r == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -169,7 +169,11 @@ impl Sluice {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "sluice did not stop:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not stop:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -213,7 +217,7 @@ fn get_status(url: &str) -> std::io::Result<u16> {
 }
 
 /// What an OTLP sink has received, decoded.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Received {
     pub(crate) traces: Vec<ExportTraceServiceRequest>,
     pub(crate) metrics: Vec<ExportMetricsServiceRequest>,
@@ -290,7 +294,11 @@ impl TraceService for SinkService {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.wait_while_hung().await;
-        self.received.lock().unwrap().traces.push(request.into_inner());
+        self.received
+            .lock()
+            .unwrap()
+            .traces
+            .push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -302,7 +310,11 @@ impl MetricsService for SinkService {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         self.wait_while_hung().await;
-        self.received.lock().unwrap().metrics.push(request.into_inner());
+        self.received
+            .lock()
+            .unwrap()
+            .metrics
+            .push(request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -314,7 +326,11 @@ impl LogsService for SinkService {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         self.wait_while_hung().await;
-        self.received.lock().unwrap().logs.push(request.into_inner());
+        self.received
+            .lock()
+            .unwrap()
+            .logs
+            .push(request.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -356,39 +372,37 @@ impl Sink {
         let http_port = http.local_addr().unwrap().port();
         let app = axum::Router::new().route(
             "/v1/traces",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: Bytes| {
-                    let service = service.clone();
-                    async move {
-                        service.wait_while_hung().await;
-                        let encoding = headers
-                            .get("content-encoding")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        let raw = if encoding.as_deref() == Some("gzip") {
-                            use std::io::Read;
-                            let mut out = Vec::new();
-                            flate2::read::GzDecoder::new(&body[..])
-                                .read_to_end(&mut out)
-                                .unwrap();
-                            out
-                        } else {
-                            body.to_vec()
-                        };
-                        let req = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
-                        service
-                            .received
-                            .lock()
-                            .unwrap()
-                            .http_traces
-                            .push((req, encoding));
-                        (
-                            [("content-type", "application/x-protobuf")],
-                            Vec::<u8>::new(),
-                        )
-                    }
-                },
-            ),
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                let service = service.clone();
+                async move {
+                    service.wait_while_hung().await;
+                    let encoding = headers
+                        .get("content-encoding")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let raw = if encoding.as_deref() == Some("gzip") {
+                        use std::io::Read;
+                        let mut out = Vec::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut out)
+                            .unwrap();
+                        out
+                    } else {
+                        body.to_vec()
+                    };
+                    let req = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
+                    service
+                        .received
+                        .lock()
+                        .unwrap()
+                        .http_traces
+                        .push((req, encoding));
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            }),
         );
         tokio::spawn(async move {
             let _ = axum::serve(http, app).await;
@@ -401,12 +415,22 @@ impl Sink {
         }
     }
 
+    /// A copy of what has arrived so far.
+    pub(crate) fn snapshot(&self) -> Received {
+        self.received.lock().unwrap().clone()
+    }
+
     pub(crate) fn set_hang(&self, hang: bool) {
         let _ = self.hang.send(hang);
     }
 
     /// Waits until `check` holds for what was received, or panics after `timeout`.
-    pub(crate) async fn wait_for(&self, timeout: Duration, what: &str, check: impl Fn(&Received) -> bool) {
+    pub(crate) async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Received) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             if check(&self.received.lock().unwrap()) {
@@ -470,7 +494,11 @@ pub(crate) fn trace_request(n: usize, tag: &str, pad: usize) -> ExportTraceServi
                         },
                         span_id: (i as u64 + 1).to_be_bytes().to_vec(),
                         name: format!("{tag}-{i}"),
-                        attributes: if pad > 0 { vec![kv("pad", &padding)] } else { vec![] },
+                        attributes: if pad > 0 {
+                            vec![kv("pad", &padding)]
+                        } else {
+                            vec![]
+                        },
                         ..Default::default()
                     })
                     .collect(),

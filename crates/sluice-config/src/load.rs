@@ -272,7 +272,9 @@ fn yaml_scalar(text: &str) -> Option<Value> {
     }
     let looks_numeric = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.');
     match text.parse::<f64>() {
-        Ok(f) if looks_numeric && f.is_finite() => serde_json::Number::from_f64(f).map(Value::Number),
+        Ok(f) if looks_numeric && f.is_finite() => {
+            serde_json::Number::from_f64(f).map(Value::Number)
+        }
         _ => None,
     }
 }
@@ -297,9 +299,7 @@ fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
         None => (rest, None),
     };
     let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
     if !valid {
         return Err(format!(
@@ -333,7 +333,10 @@ mod tests {
         let c = parse("exporters:\n  debug:\n  otlp/Upstream: {}\n", &env).unwrap();
         assert_eq!(c.exporters.len(), 2);
         assert_eq!(c.exporters["debug"], Value::Null);
-        assert!(c.exporters.contains_key("otlp/Upstream"), "ids keep their case");
+        assert!(
+            c.exporters.contains_key("otlp/Upstream"),
+            "ids keep their case"
+        );
     }
 
     #[test]

@@ -78,11 +78,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 if v == "0" {
                     return Ok(HumanDuration(Duration::ZERO));
                 }
-                humantime::parse_duration(v).map(HumanDuration).map_err(|e| {
-                    E::custom(format!(
-                        "invalid duration `{v}` ({e}); write it like `200ms`, `5s` or `1m`"
-                    ))
-                })
+                humantime::parse_duration(v)
+                    .map(HumanDuration)
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration `{v}` ({e}); write it like `200ms`, `5s` or `1m`"
+                        ))
+                    })
             }
         }
         d.deserialize_any(V)
@@ -184,7 +186,10 @@ mod tests {
         let d: HumanDuration = serde_json::from_str("5").unwrap();
         assert_eq!(d.get(), Duration::from_secs(5));
         let err = serde_json::from_str::<HumanDuration>("\"5 parsecs\"").unwrap_err();
-        assert!(err.to_string().contains("invalid duration `5 parsecs`"), "{err}");
+        assert!(
+            err.to_string().contains("invalid duration `5 parsecs`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -192,6 +197,10 @@ mod tests {
         assert_eq!(ByteSize::parse("4MiB").unwrap().bytes(), 4 << 20);
         assert_eq!(ByteSize::parse("10 KB").unwrap().bytes(), 10_000);
         assert_eq!(ByteSize::parse("123").unwrap().bytes(), 123);
-        assert!(ByteSize::parse("4 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            ByteSize::parse("4 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
     }
 }

@@ -70,12 +70,12 @@ impl ComponentId {
                 "invalid component id `{id}`: the type must start with a letter and hold only letters, digits and `_`"
             ));
         }
-        if let Some(n) = name {
-            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/') {
-                return Err(format!(
-                    "invalid component id `{id}`: the name after `/` must be non-empty, without spaces or `/`"
-                ));
-            }
+        if let Some(n) = name
+            && (n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/'))
+        {
+            return Err(format!(
+                "invalid component id `{id}`: the name after `/` must be non-empty, without spaces or `/`"
+            ));
         }
         Ok(ComponentId {
             type_name: type_name.to_owned(),
@@ -192,9 +192,24 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
             }
         };
         let lists = [
-            (Class::Receiver, "receivers", &pipeline.receivers, &config.receivers),
-            (Class::Processor, "processors", &pipeline.processors, &config.processors),
-            (Class::Exporter, "exporters", &pipeline.exporters, &config.exporters),
+            (
+                Class::Receiver,
+                "receivers",
+                &pipeline.receivers,
+                &config.receivers,
+            ),
+            (
+                Class::Processor,
+                "processors",
+                &pipeline.processors,
+                &config.processors,
+            ),
+            (
+                Class::Exporter,
+                "exporters",
+                &pipeline.exporters,
+                &config.exporters,
+            ),
         ];
         for (class, key, list, defined) in lists {
             if list.is_empty() && class != Class::Processor {
@@ -227,17 +242,17 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
                 let (Some(signal), Ok(parsed)) = (signal, ComponentId::parse(id)) else {
                     continue;
                 };
-                if let Some(supported) = catalog.signals(class, parsed.type_name()) {
-                    if !supported.contains(&signal) {
-                        problems.push(Problem::error(
-                            &item_path,
-                            format!(
-                                "{} `{id}` does not support {signal}; it supports {}",
-                                class.noun(),
-                                supported.join(", ")
-                            ),
-                        ));
-                    }
+                if let Some(supported) = catalog.signals(class, parsed.type_name())
+                    && !supported.contains(&signal)
+                {
+                    problems.push(Problem::error(
+                        &item_path,
+                        format!(
+                            "{} `{id}` does not support {signal}; it supports {}",
+                            class.noun(),
+                            supported.join(", ")
+                        ),
+                    ));
                 }
             }
         }
@@ -271,7 +286,8 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
     }
 
     let logs = &config.service.telemetry.logs;
-    if !["debug", "info", "warn", "error", "trace"].contains(&logs.level.to_ascii_lowercase().as_str())
+    if !["debug", "info", "warn", "error", "trace"]
+        .contains(&logs.level.to_ascii_lowercase().as_str())
     {
         problems.push(Problem::error(
             "service.telemetry.logs.level",
@@ -288,10 +304,10 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         ));
     }
     let metrics = &config.service.telemetry.metrics;
-    if !metrics.address.is_empty() {
-        if let Err(message) = check_endpoint(&metrics.address) {
-            problems.push(Problem::error("service.telemetry.metrics.address", message));
-        }
+    if !metrics.address.is_empty()
+        && let Err(message) = check_endpoint(&metrics.address)
+    {
+        problems.push(Problem::error("service.telemetry.metrics.address", message));
     }
     if !["none", "basic", "normal", "detailed"].contains(&metrics.level.as_str()) {
         problems.push(Problem::error(
@@ -426,7 +442,15 @@ mod tests {
     fn checks_endpoints() {
         assert!(check_endpoint("localhost:4317").is_ok());
         assert!(check_endpoint("[::1]:4317").is_ok());
-        assert!(check_endpoint("localhost").unwrap_err().contains("needs a port"));
-        assert!(check_endpoint("0.0.0.0:99999").unwrap_err().contains("invalid port `99999`"));
+        assert!(
+            check_endpoint("localhost")
+                .unwrap_err()
+                .contains("needs a port")
+        );
+        assert!(
+            check_endpoint("0.0.0.0:99999")
+                .unwrap_err()
+                .contains("invalid port `99999`")
+        );
     }
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::Signal;
 use crate::gate::Reservation;
 use crate::wire::{self, WireError};
-use crate::Signal;
 
 /// An encoded `Export*ServiceRequest` with its item count and the memory it holds.
 ///

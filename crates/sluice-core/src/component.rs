@@ -131,8 +131,7 @@ pub trait ExporterFactory: Send + Sync {
     ///
     /// # Errors
     /// A [`BuildError`] when the config is invalid or a client cannot be made.
-    fn build(&self, id: &str, signal: Signal, config: &Value)
-    -> Result<BuiltExporter, BuildError>;
+    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError>;
 }
 
 /// Deserializes and checks a component config in one call, for factories.

@@ -39,7 +39,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// Fans out to `consumers`; with one consumer this is a plain hand-off.
-    pub fn new(consumers: Vec<Arc<dyn Consumer>>, policy: FanoutPolicy) -> Arc<dyn Consumer> {
+    pub fn build(consumers: Vec<Arc<dyn Consumer>>, policy: FanoutPolicy) -> Arc<dyn Consumer> {
         if consumers.len() == 1 {
             return consumers.into_iter().next().expect("one consumer");
         }
@@ -104,18 +104,22 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn any_policy_accepts_when_one_exporter_takes_the_batch() {
         let (ok, full) = (recorder(false), recorder(true));
-        let fanout = Fanout::new(vec![ok.clone(), full.clone()], FanoutPolicy::Any);
+        let fanout = Fanout::build(vec![ok.clone(), full.clone()], FanoutPolicy::Any);
         fanout.consume(batch()).await.unwrap();
         assert_eq!(*ok.got.lock().unwrap(), [3]);
-        let all_full = Fanout::new(vec![full.clone(), full], FanoutPolicy::Any);
+        let all_full = Fanout::build(vec![full.clone(), full], FanoutPolicy::Any);
         assert!(all_full.consume(batch()).await.unwrap_err().is_retryable());
     }
 
     #[tokio::test]
     async fn all_policy_refuses_when_one_pipeline_refuses() {
         let (ok, full) = (recorder(false), recorder(true));
-        let fanout = Fanout::new(vec![ok.clone(), full], FanoutPolicy::All);
+        let fanout = Fanout::build(vec![ok.clone(), full], FanoutPolicy::All);
         assert!(fanout.consume(batch()).await.is_err());
-        assert_eq!(*ok.got.lock().unwrap(), [3], "the other pipeline still got its copy");
+        assert_eq!(
+            *ok.got.lock().unwrap(),
+            [3],
+            "the other pipeline still got its copy"
+        );
     }
 }

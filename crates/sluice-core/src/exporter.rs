@@ -492,7 +492,10 @@ impl Consumer for ExporterHelper {
                 Err(err) => {
                     shared.failed(&batch, &err);
                     Err(if err.retryable {
-                        ConsumeError::unavailable(format!("exporter {}: {}", shared.id, err.message))
+                        ConsumeError::unavailable(format!(
+                            "exporter {}: {}",
+                            shared.id, err.message
+                        ))
                     } else {
                         ConsumeError::internal(format!("exporter {}: {}", shared.id, err.message))
                     })
@@ -655,7 +658,10 @@ mod tests {
     fn jitter_stays_within_the_randomization_factor() {
         for _ in 0..1000 {
             let d = jittered(Duration::from_secs(10), 0.5);
-            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_secs(15),
+                "{d:?}"
+            );
         }
     }
 }

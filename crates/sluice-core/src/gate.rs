@@ -112,10 +112,7 @@ impl MemoryGate {
     }
 
     fn refusal(&self, why: &str) -> ConsumeError {
-        ConsumeError::unavailable(format!(
-            "data refused by {}: {why}, retry later",
-            self.name
-        ))
+        ConsumeError::unavailable(format!("data refused by {}: {why}, retry later", self.name))
     }
 }
 

@@ -14,8 +14,8 @@ pub mod wire;
 
 pub use batch::{Batch, BatchBuilder};
 pub use component::{
-    BuildError, BuiltExporter, BuiltProcessor, ExporterFactory, ProcessorContext,
-    ProcessorFactory, Receiver, ReceiverFactory, ReceiverOutputs, typed,
+    BuildError, BuiltExporter, BuiltProcessor, ExporterFactory, ProcessorContext, ProcessorFactory,
+    Receiver, ReceiverFactory, ReceiverOutputs, typed,
 };
 pub use consumer::{Consumer, Fanout, FanoutPolicy};
 pub use error::{ConsumeError, ErrorCode};

@@ -161,11 +161,10 @@ impl<'a> Iterator for Fields<'a, '_> {
                     self.pos += width;
                 }
                 WireType::Len => {
-                    let len = read_varint(self.buf, &mut self.pos).ok_or_else(|| {
-                        WireError::Varint {
+                    let len =
+                        read_varint(self.buf, &mut self.pos).ok_or_else(|| WireError::Varint {
                             path: (self.path)(),
-                        }
-                    })?;
+                        })?;
                     if len > remaining(self.pos) as u64 {
                         return Err(WireError::Truncated {
                             path: (self.path)(),
@@ -209,7 +208,7 @@ fn put_varint(out: &mut BytesMut, mut value: u64) {
 }
 
 fn varint_len(value: u64) -> usize {
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// The shape of one signal's request: per nesting level, the field numbers that hold children.
@@ -224,14 +223,24 @@ struct Shape {
 const TRACES: Shape = Shape {
     levels: &[&[1], &[2], &[2]],
     names: &["resource_spans", "scope_spans", "spans"],
-    item_ids: &[(1, "trace_id", 16), (2, "span_id", 8), (4, "parent_span_id", 8)],
+    item_ids: &[
+        (1, "trace_id", 16),
+        (2, "span_id", 8),
+        (4, "parent_span_id", 8),
+    ],
 };
 
 // Metric.data is a oneof: gauge = 5, sum = 7, histogram = 9, exponential_histogram = 10,
 // summary = 11; each holds `data_points = 1`.
 const METRICS: Shape = Shape {
     levels: &[&[1], &[2], &[2], &[5, 7, 9, 10, 11], &[1]],
-    names: &["resource_metrics", "scope_metrics", "metrics", "data", "data_points"],
+    names: &[
+        "resource_metrics",
+        "scope_metrics",
+        "metrics",
+        "data",
+        "data_points",
+    ],
     item_ids: &[],
 };
 
@@ -571,7 +580,9 @@ mod tests {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
@@ -666,13 +677,12 @@ mod tests {
             metrics,
             ..Default::default()
         });
-        let resource = prop::collection::vec(scope, 0..3).prop_map(|scope_metrics| {
-            ResourceMetrics {
+        let resource =
+            prop::collection::vec(scope, 0..3).prop_map(|scope_metrics| ResourceMetrics {
                 resource: Some(Resource::default()),
                 scope_metrics,
                 schema_url: String::new(),
-            }
-        });
+            });
         prop::collection::vec(resource, 0..3)
             .prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
     }
@@ -684,10 +694,14 @@ mod tests {
                 for m in &sm.metrics {
                     match &m.data {
                         Some(metric::Data::Gauge(g)) => out.extend(
-                            g.data_points.iter().map(|p| ("g".to_owned(), p.time_unix_nano)),
+                            g.data_points
+                                .iter()
+                                .map(|p| ("g".to_owned(), p.time_unix_nano)),
                         ),
                         Some(metric::Data::Sum(s)) => out.extend(
-                            s.data_points.iter().map(|p| ("s".to_owned(), p.time_unix_nano)),
+                            s.data_points
+                                .iter()
+                                .map(|p| ("s".to_owned(), p.time_unix_nano)),
                         ),
                         Some(metric::Data::Histogram(h)) => {
                             out.extend(h.data_points.iter().map(|p| ("h".to_owned(), p.count)))
@@ -708,7 +722,10 @@ mod tests {
                     ss.spans.iter().map(move |s| {
                         (
                             rs.resource.clone(),
-                            ss.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                            ss.scope
+                                .as_ref()
+                                .map(|s| s.name.clone())
+                                .unwrap_or_default(),
                             s.clone(),
                         )
                     })
@@ -841,7 +858,11 @@ mod tests {
         let i = inspect(Signal::Traces, &bytes).unwrap();
         assert_eq!((i.items, i.rejected), (2, 1));
         let kept = ExportTraceServiceRequest::decode(retain_valid(Signal::Traces, &bytes)).unwrap();
-        let names: Vec<_> = kept.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.name.clone()).collect();
+        let names: Vec<_> = kept.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         assert_eq!(names, ["span-0", "span-2"]);
     }
 
@@ -853,7 +874,17 @@ mod tests {
         let mut bytes = req.encode_to_vec();
         bytes.extend_from_slice(&[0x0a, 0x05, 0x01]);
         let err = validate_and_count(Signal::Traces, &bytes).unwrap_err();
-        assert!(matches!(err, WireError::Truncated { field: 1, len: 5, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                WireError::Truncated {
+                    field: 1,
+                    len: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -41,4 +41,3 @@ impl Decoder for RawCodec {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
-

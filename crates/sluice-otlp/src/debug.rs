@@ -54,14 +54,20 @@ fn hex(id: &[u8]) -> String {
 impl DebugExporter {
     fn write(&self, batch: &Batch) -> Result<(), ExportError> {
         let data = batch.data().as_ref();
-        let undecodable = |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
+        let undecodable =
+            |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
         let (resources, items) = match self.signal {
             Signal::Traces => {
                 let r = ExportTraceServiceRequest::decode(data).map_err(undecodable)?;
                 if self.verbosity == Verbosity::Detailed {
                     tracing::info!(target: "sluice::debug", exporter = %self.id, "{r:#?}");
                 } else if self.verbosity == Verbosity::Normal {
-                    for s in r.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                    for s in r
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .flat_map(|s| &s.spans)
+                    {
                         tracing::info!(target: "sluice::debug", exporter = %self.id, trace_id = %hex(&s.trace_id), span_id = %hex(&s.span_id), name = %s.name, "span");
                     }
                 }
@@ -72,7 +78,12 @@ impl DebugExporter {
                 if self.verbosity == Verbosity::Detailed {
                     tracing::info!(target: "sluice::debug", exporter = %self.id, "{r:#?}");
                 } else if self.verbosity == Verbosity::Normal {
-                    for m in r.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+                    for m in r
+                        .resource_metrics
+                        .iter()
+                        .flat_map(|r| &r.scope_metrics)
+                        .flat_map(|s| &s.metrics)
+                    {
                         tracing::info!(target: "sluice::debug", exporter = %self.id, name = %m.name, unit = %m.unit, "metric");
                     }
                 }
@@ -83,7 +94,12 @@ impl DebugExporter {
                 if self.verbosity == Verbosity::Detailed {
                     tracing::info!(target: "sluice::debug", exporter = %self.id, "{r:#?}");
                 } else if self.verbosity == Verbosity::Normal {
-                    for l in r.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+                    for l in r
+                        .resource_logs
+                        .iter()
+                        .flat_map(|r| &r.scope_logs)
+                        .flat_map(|s| &s.log_records)
+                    {
                         tracing::info!(target: "sluice::debug", exporter = %self.id, severity = %l.severity_text, body = ?l.body, "log record");
                     }
                 }

@@ -147,13 +147,13 @@ impl OtlpExporterConfig {
                     )),
                 }
             }
-            if let Some(e) = &self.encoding {
-                if e != "proto" {
-                    p.push(Problem::error(
-                        format!("{path}.encoding"),
-                        format!("unsupported encoding `{e}`; sluice sends `proto`"),
-                    ));
-                }
+            if let Some(e) = &self.encoding
+                && e != "proto"
+            {
+                p.push(Problem::error(
+                    format!("{path}.encoding"),
+                    format!("unsupported encoding `{e}`; sluice sends `proto`"),
+                ));
             }
         } else {
             for (key, set) in [
@@ -257,7 +257,11 @@ impl Exporter for GrpcExporter {
     }
 }
 
-fn grpc_exporter(id: &str, signal: Signal, c: &OtlpExporterConfig) -> Result<GrpcExporter, BuildError> {
+fn grpc_exporter(
+    id: &str,
+    signal: Signal,
+    c: &OtlpExporterConfig,
+) -> Result<GrpcExporter, BuildError> {
     let (uri, tls) = if c.endpoint.starts_with("https://") {
         (c.endpoint.clone(), true)
     } else if c.endpoint.starts_with("http://") {
@@ -342,7 +346,11 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
         return None;
     };
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * mo + 2) / 5 + day - 1;
@@ -353,7 +361,10 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
 }
 
 fn gzip(data: &[u8]) -> Result<Vec<u8>, ExportError> {
-    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
     e.write_all(data)
         .and_then(|()| e.finish())
         .map_err(|err| ExportError::permanent(format!("gzip failed: {err}")))
@@ -382,9 +393,10 @@ impl Exporter for HttpExporter {
         } else {
             data
         };
-        let response = request.body(body).send().await.map_err(|e| {
-            ExportError::retryable(format!("request to {} failed: {e}", self.url))
-        })?;
+        let response =
+            request.body(body).send().await.map_err(|e| {
+                ExportError::retryable(format!("request to {} failed: {e}", self.url))
+            })?;
         let code = response.status();
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
         let body = response.bytes().await.unwrap_or_default();
@@ -406,7 +418,11 @@ impl Exporter for HttpExporter {
     }
 }
 
-fn http_exporter(id: &str, signal: Signal, c: &OtlpExporterConfig) -> Result<HttpExporter, BuildError> {
+fn http_exporter(
+    id: &str,
+    signal: Signal,
+    c: &OtlpExporterConfig,
+) -> Result<HttpExporter, BuildError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(90))
@@ -531,8 +547,14 @@ mod tests {
             "endpoint": "http://collector:4318/", "logs_endpoint": "http://logs:9000/ingest"
         }))
         .unwrap();
-        assert_eq!(http_url(&c, Signal::Traces).unwrap(), "http://collector:4318/v1/traces");
-        assert_eq!(http_url(&c, Signal::Logs).unwrap(), "http://logs:9000/ingest");
+        assert_eq!(
+            http_url(&c, Signal::Traces).unwrap(),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            http_url(&c, Signal::Logs).unwrap(),
+            "http://logs:9000/ingest"
+        );
     }
 
     #[test]
@@ -542,9 +564,20 @@ mod tests {
             &serde_json::json!({"endpoint": "x:1", "logs_endpoint": "http://y", "retry_on_failure": {"multiplier": 0.5}}),
         );
         let text: Vec<String> = p.iter().map(ToString::to_string).collect();
-        assert!(text.contains(&"error: exporters.otlp.retry_on_failure.multiplier: must be at least 1".to_owned()), "{text:#?}");
+        assert!(
+            text.contains(
+                &"error: exporters.otlp.retry_on_failure.multiplier: must be at least 1".to_owned()
+            ),
+            "{text:#?}"
+        );
         assert!(text.contains(&"error: exporters.otlp.logs_endpoint: only the otlphttp exporter takes this setting".to_owned()), "{text:#?}");
-        let p = OtlpHttpExporterFactory.check("exporters.otlphttp", &serde_json::json!({"endpoint": "collector:4318"}));
-        assert_eq!(p[0].to_string(), "error: exporters.otlphttp.endpoint: must be a URL starting with http:// or https://");
+        let p = OtlpHttpExporterFactory.check(
+            "exporters.otlphttp",
+            &serde_json::json!({"endpoint": "collector:4318"}),
+        );
+        assert_eq!(
+            p[0].to_string(),
+            "error: exporters.otlphttp.endpoint: must be a URL starting with http:// or https://"
+        );
     }
 }

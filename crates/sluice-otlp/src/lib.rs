@@ -15,8 +15,7 @@ mod status;
 
 pub use debug::{DebugConfig, DebugExporterFactory, Verbosity};
 pub use exporter::{
-    Compression, OtlpExporterConfig, OtlpExporterFactory, OtlpHttpExporterFactory,
-    TlsClientConfig,
+    Compression, OtlpExporterConfig, OtlpExporterFactory, OtlpHttpExporterFactory, TlsClientConfig,
 };
 pub use receiver::{
     CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, OtlpReceiverFactory, Protocols,

@@ -192,7 +192,10 @@ impl OtlpReceiverConfig {
             }
             let sp = &g.keepalive.server_parameters;
             for (key, set) in [
-                ("max_connection_age_grace", sp.max_connection_age_grace.is_some()),
+                (
+                    "max_connection_age_grace",
+                    sp.max_connection_age_grace.is_some(),
+                ),
                 ("max_connection_idle", sp.max_connection_idle.is_some()),
             ] {
                 if set {
@@ -277,9 +280,7 @@ impl Intake {
                     metrics::counter!(name, "receiver" => receiver, "transport" => transport)
                 };
                 let (receiver, t) = r();
-                let requests = |outcome: &'static str| {
-                    metrics::counter!(names::RECEIVER_REQUESTS, "receiver" => receiver.clone(), "transport" => t, "outcome" => outcome)
-                };
+                let requests = |outcome: &'static str| metrics::counter!(names::RECEIVER_REQUESTS, "receiver" => receiver.clone(), "transport" => t, "outcome" => outcome);
                 metrics.insert(
                     (signal, transport),
                     IntakeMetrics {
@@ -501,11 +502,17 @@ mod tests {
         for e in expected {
             assert!(p.iter().any(|x| x == e), "missing {e}: {p:#?}");
         }
-        assert!(p.iter().any(|x| x.contains("cors.allowed_origins[0]")), "{p:#?}");
+        assert!(
+            p.iter().any(|x| x.contains("cors.allowed_origins[0]")),
+            "{p:#?}"
+        );
         let p = check(serde_json::json!({"protocols": {"grpc": {"max_recv_msg_size": 4}}}));
         assert!(p[0].contains("receivers.otlp.protocols.grpc"), "{p:#?}");
         assert!(p[0].contains("unknown field `max_recv_msg_size`"), "{p:#?}");
         let p = check(serde_json::json!({"protocols": {}}));
-        assert_eq!(p, ["error: receivers.otlp.protocols: enable at least one of grpc and http"]);
+        assert_eq!(
+            p,
+            ["error: receivers.otlp.protocols: enable at least one of grpc and http"]
+        );
     }
 }

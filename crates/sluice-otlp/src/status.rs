@@ -191,8 +191,14 @@ mod tests {
     #[test]
     fn maps_codes_to_http_like_the_collector() {
         assert_eq!(http_status(ErrorCode::InvalidData), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status(ErrorCode::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(http_status(ErrorCode::TooManyRequests), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            http_status(ErrorCode::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            http_status(ErrorCode::TooManyRequests),
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
 
     #[test]

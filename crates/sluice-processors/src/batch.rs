@@ -76,8 +76,17 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let error = self.error.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(tx) = self.done.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+        let error = self
+            .error
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tx) = self
+            .done
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = tx.send(error.map_or(Ok(()), Err));
         }
     }
@@ -226,7 +235,9 @@ impl Consumer for BatchProcessor {
                 return Err(ConsumeError::unavailable("batch processor is saturated"));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(ConsumeError::unavailable("batch processor is shutting down"));
+                return Err(ConsumeError::unavailable(
+                    "batch processor is shutting down",
+                ));
             }
         }
         wait.await
@@ -281,11 +292,11 @@ impl ProcessorFactory for BatchFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use bytes::Bytes;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
+    use std::time::Duration;
 
     struct Sink {
         got: Mutex<Vec<usize>>,
@@ -295,7 +306,10 @@ mod tests {
     #[async_trait]
     impl Consumer for Sink {
         async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-            assert_eq!(sluice_core::wire::count(Signal::Logs, batch.data()), batch.items());
+            assert_eq!(
+                sluice_core::wire::count(Signal::Logs, batch.data()),
+                batch.items()
+            );
             if self.refuse {
                 return Err(ConsumeError::unavailable("queue full"));
             }
@@ -319,7 +333,15 @@ mod tests {
         Batch::decode(Signal::Logs, data).unwrap()
     }
 
-    fn build(config: serde_json::Value, refuse: bool) -> (Arc<dyn Consumer>, Arc<Sink>, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    fn build(
+        config: serde_json::Value,
+        refuse: bool,
+    ) -> (
+        Arc<dyn Consumer>,
+        Arc<Sink>,
+        CancellationToken,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
         let sink = Arc::new(Sink {
             got: Mutex::new(Vec::new()),
             refuse,

@@ -146,12 +146,15 @@ pub fn rss_bytes() -> u64 {
 
 /// The memory the process may use: the cgroup limit where one is set, else physical memory.
 pub fn available_memory() -> u64 {
-    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .filter_map(|s| s.trim().parse::<u64>().ok())
-        // cgroup v1 reports "no limit" as a huge number.
-        .find(|&v| v < (1 << 60));
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|s| s.trim().parse::<u64>().ok())
+    // cgroup v1 reports "no limit" as a huge number.
+    .find(|&v| v < (1 << 60));
     let physical = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -172,16 +175,27 @@ struct Limiter {
 }
 
 /// Watches memory and flips the gate's refusal flag.
-async fn watch(
+struct Watcher {
     id: String,
     gate: Arc<MemoryGate>,
     probe: MemoryProbe,
+    /// Resident bytes the heap statistic does not cover.
     overhead: u64,
     hard: u64,
     soft: u64,
     interval: Duration,
-    shutdown: CancellationToken,
-) {
+}
+
+async fn watch(w: Watcher, shutdown: CancellationToken) {
+    let Watcher {
+        id,
+        gate,
+        probe,
+        overhead,
+        hard,
+        soft,
+        interval,
+    } = w;
     let used_gauge = metrics::gauge!(names::MEMORY_LIMITER_MEMORY_BYTES, "processor" => id.clone());
     let in_flight_gauge =
         metrics::gauge!(names::MEMORY_LIMITER_IN_FLIGHT_BYTES, "processor" => id.clone());
@@ -283,21 +297,21 @@ impl ProcessorFactory for MemoryLimiterFactory {
                     // Resident memory the heap statistic does not see (code, stacks, allocator
                     // metadata), measured once: usage is then live heap plus this overhead.
                     let start = (self.probe)();
-                    let overhead = start
-                        .allocated
-                        .map_or(0, |a| start.rss.saturating_sub(a));
+                    let overhead = start.allocated.map_or(0, |a| start.rss.saturating_sub(a));
                     let baseline = start.allocated.unwrap_or(start.rss) + overhead;
                     let budget = (soft.saturating_sub(baseline) / 2).max(MIB);
                     let gate = MemoryGate::new(ctx.id.clone(), budget as usize);
                     tracing::info!(processor = %ctx.id, hard_limit_mib = hard / MIB, soft_limit_mib = soft / MIB, in_flight_budget_mib = budget / MIB, "memory limiter ready");
                     tasks.push(tokio::spawn(watch(
-                        ctx.id.clone(),
-                        Arc::clone(&gate),
-                        Arc::clone(&self.probe),
-                        overhead,
-                        hard,
-                        soft,
-                        config.check_interval.get(),
+                        Watcher {
+                            id: ctx.id.clone(),
+                            gate: Arc::clone(&gate),
+                            probe: Arc::clone(&self.probe),
+                            overhead,
+                            hard,
+                            soft,
+                            interval: config.check_interval.get(),
+                        },
                         ctx.shutdown.clone(),
                     )));
                     let l = Arc::new(Limiter {
@@ -356,7 +370,10 @@ mod tests {
     #[test]
     fn config_problems_name_their_keys() {
         let f = MemoryLimiterFactory::new(Arc::new(MemoryReading::default));
-        let p = f.check("processors.memory_limiter", &serde_json::json!({"check_interval": "1s"}));
+        let p = f.check(
+            "processors.memory_limiter",
+            &serde_json::json!({"check_interval": "1s"}),
+        );
         assert_eq!(
             p[0].to_string(),
             "error: processors.memory_limiter: set `limit_mib` or `limit_percentage`"
@@ -365,7 +382,10 @@ mod tests {
             "processors.memory_limiter",
             &serde_json::json!({"limit_mib": 100, "spike_limit_mib": 100}),
         );
-        assert!(p[0].to_string().contains("spike_limit_mib: must be less than limit_mib"));
+        assert!(
+            p[0].to_string()
+                .contains("spike_limit_mib: must be less than limit_mib")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -392,7 +412,11 @@ mod tests {
             )
             .unwrap();
         let gate = built.gate.unwrap();
-        assert_eq!(gate.budget() as u64, 35 * MIB, "half of soft (80) minus baseline (10)");
+        assert_eq!(
+            gate.budget() as u64,
+            35 * MIB,
+            "half of soft (80) minus baseline (10)"
+        );
         let batch = || Batch::from_trusted(Signal::Traces, bytes::Bytes::new(), 1);
         built.consumer.consume(batch()).await.unwrap();
         used.store(90 * MIB, Ordering::Relaxed);

@@ -14,8 +14,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_config::Problem;
 use sluice_core::{
-    Batch, BuildError, BuiltProcessor, ConsumeError, Consumer, ProcessorContext,
-    ProcessorFactory, typed, wire,
+    Batch, BuildError, BuiltProcessor, ConsumeError, Consumer, ProcessorContext, ProcessorFactory,
+    typed, wire,
 };
 
 /// `processors.resource`.
@@ -226,9 +226,8 @@ impl ResourceProcessor {
     fn rewrite(&self, batch: &Batch) -> Result<bytes::Bytes, ConsumeError> {
         wire::rewrite_resources(batch.data(), |resource| {
             let mut r = match resource {
-                Some(bytes) => Resource::decode(bytes).map_err(|e| {
-                    ConsumeError::invalid(format!("invalid resource: {e}"))
-                })?,
+                Some(bytes) => Resource::decode(bytes)
+                    .map_err(|e| ConsumeError::invalid(format!("invalid resource: {e}")))?,
                 None => Resource::default(),
             };
             apply(&self.actions, &mut r.attributes);
@@ -268,8 +267,7 @@ impl ProcessorFactory for ResourceFactory {
     fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {
         let path = format!("processors.{}", ctx.id);
         let c: ResourceConfig = typed(&path, config)?;
-        let actions = compile(&path, &c)
-            .map_err(|mut p| BuildError::Config(p.remove(0)))?;
+        let actions = compile(&path, &c).map_err(|mut p| BuildError::Config(p.remove(0)))?;
         Ok(BuiltProcessor {
             consumer: Arc::new(ResourceProcessor {
                 actions: Arc::new(actions),
@@ -347,8 +345,15 @@ mod tests {
                 {"key": "b", "action": "explode"},
             ]}),
         );
-        let text = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-        assert!(text.contains("processors.resource.attributes[1].action"), "{text}");
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("processors.resource.attributes[1].action"),
+            "{text}"
+        );
         let problems = ResourceFactory.check(
             "processors.resource",
             &serde_json::json!({"attributes": [{"key": "a", "action": "insert"}]}),

@@ -51,7 +51,10 @@ impl HealthCheckFactory {
                     p.push(Problem::error(format!("{path}.endpoint"), m));
                 }
                 if !c.path.starts_with('/') {
-                    p.push(Problem::error(format!("{path}.path"), "must start with `/`"));
+                    p.push(Problem::error(
+                        format!("{path}.path"),
+                        "must start with `/`",
+                    ));
                 }
                 p
             }
@@ -86,9 +89,15 @@ async fn live(State(h): State<Arc<Health>>) -> impl IntoResponse {
 
 async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
     if h.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, Json(json!({"status": "ready", "uptime_seconds": h.started.elapsed().as_secs()})))
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "uptime_seconds": h.started.elapsed().as_secs()})),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable"})),
+        )
     }
 }
 

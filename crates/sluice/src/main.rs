@@ -28,7 +28,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const DEFAULT_CONFIG: &str = include_str!("default.yaml");
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "An OpenTelemetry collector: OTLP in, bounded memory, fan-out to exporters")]
+#[command(
+    name = "sluice",
+    version,
+    about = "An OpenTelemetry collector: OTLP in, bounded memory, fan-out to exporters"
+)]
 struct Cli {
     /// Configuration file in the OpenTelemetry Collector's YAML shape. Without it sluice runs a
     /// built-in config: OTLP on localhost:4317/4318 into the debug exporter.
@@ -58,7 +62,9 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 /// Live bytes from jemalloc's statistics.
 fn allocated() -> Option<u64> {
     tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::allocated::read().ok().map(|v| v as u64)
+    tikv_jemalloc_ctl::stats::allocated::read()
+        .ok()
+        .map(|v| v as u64)
 }
 
 fn probe() -> MemoryProbe {
@@ -156,7 +162,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let metrics = &config.service.telemetry.metrics;
         if !metrics.address.is_empty() && metrics.level != "none" {
             let handle = telemetry::install_recorder()?;
-            side.push(telemetry::serve_metrics(&metrics.address, handle, allocated, last.clone()).await?);
+            side.push(
+                telemetry::serve_metrics(&metrics.address, handle, allocated, last.clone()).await?,
+            );
         }
         side.extend(service::start_extensions(&config, health.clone(), last.clone()).await?);
         tracing::info!(config = %name, version = env!("CARGO_PKG_VERSION"), "starting sluice");

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use sluice_config::{ComponentId, RawConfig};
 use sluice_core::{
-    Consumer, ExporterHelper, Fanout, FanoutPolicy, MemoryGate, ProcessorContext,
-    ReceiverOutputs, Signal,
+    Consumer, ExporterHelper, Fanout, FanoutPolicy, MemoryGate, ProcessorContext, ReceiverOutputs,
+    Signal,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,9 @@ struct PipelineHead {
     consumer: Arc<dyn Consumer>,
     gates: Vec<Arc<MemoryGate>>,
 }
+
+/// The pipelines a receiver feeds for one signal, and their memory gates.
+type Inputs = (Vec<Arc<dyn Consumer>>, Vec<Arc<MemoryGate>>);
 
 /// A running collector.
 pub(crate) struct Service {
@@ -38,11 +41,15 @@ pub(crate) struct Service {
 
 fn signal_of(pipeline_id: &str) -> anyhow::Result<Signal> {
     let id = ComponentId::parse(pipeline_id).map_err(|e| anyhow!(e))?;
-    Signal::from_name(id.type_name()).ok_or_else(|| anyhow!("unknown pipeline type in `{pipeline_id}`"))
+    Signal::from_name(id.type_name())
+        .ok_or_else(|| anyhow!("unknown pipeline type in `{pipeline_id}`"))
 }
 
 fn type_of(id: &str) -> anyhow::Result<String> {
-    Ok(ComponentId::parse(id).map_err(|e| anyhow!(e))?.type_name().to_owned())
+    Ok(ComponentId::parse(id)
+        .map_err(|e| anyhow!(e))?
+        .type_name()
+        .to_owned())
 }
 
 impl Service {
@@ -77,12 +84,17 @@ impl Service {
                 let built = factory
                     .build(exporter_id, signal, raw)
                     .with_context(|| format!("cannot build exporter {exporter_id}"))?;
-                let helper = ExporterHelper::new(exporter_id.clone(), signal, built.exporter, built.settings);
+                let helper = ExporterHelper::new(
+                    exporter_id.clone(),
+                    signal,
+                    built.exporter,
+                    built.settings,
+                );
                 helpers.insert(key, helper.clone());
                 outputs.push(helper);
             }
             // A dead exporter whose queue is full must not block the others.
-            let mut next = Fanout::new(outputs, FanoutPolicy::Any);
+            let mut next = Fanout::build(outputs, FanoutPolicy::Any);
             let mut gates = Vec::new();
             for processor_id in pipeline.processors.iter().rev() {
                 let factory = registry
@@ -98,7 +110,9 @@ impl Service {
                             shutdown: processors.clone(),
                         },
                     )
-                    .with_context(|| format!("cannot build processor {processor_id} in pipeline {pipeline_id}"))?;
+                    .with_context(|| {
+                        format!("cannot build processor {processor_id} in pipeline {pipeline_id}")
+                    })?;
                 next = built.consumer;
                 gates.extend(built.gate);
                 processor_tasks.extend(built.tasks);
@@ -118,8 +132,7 @@ impl Service {
 
         let mut receiver_tasks = Vec::new();
         for (receiver_id, raw) in &config.receivers {
-            let mut per_signal: BTreeMap<Signal, (Vec<Arc<dyn Consumer>>, Vec<Arc<MemoryGate>>)> =
-                BTreeMap::new();
+            let mut per_signal: BTreeMap<Signal, Inputs> = BTreeMap::new();
             for (pipeline_id, pipeline) in &config.service.pipelines {
                 if pipeline.receivers.contains(receiver_id) {
                     let head = &heads[pipeline_id];
@@ -138,7 +151,9 @@ impl Service {
             let mut outputs = ReceiverOutputs::default();
             for (signal, (consumers, gates)) in per_signal {
                 // Every pipeline must take the data, or the client retries (at-least-once).
-                outputs.consumers.insert(signal, Fanout::new(consumers, FanoutPolicy::All));
+                outputs
+                    .consumers
+                    .insert(signal, Fanout::build(consumers, FanoutPolicy::All));
                 outputs.gates.insert(signal, gates);
             }
             let factory = registry
@@ -155,7 +170,10 @@ impl Service {
         }
 
         health.set_ready(true);
-        tracing::info!(pipelines = config.service.pipelines.len(), "sluice is ready");
+        tracing::info!(
+            pipelines = config.service.pipelines.len(),
+            "sluice is ready"
+        );
         Ok(Service {
             receivers,
             processors,
@@ -188,10 +206,17 @@ impl Service {
         }
         if !join_all_until(self.exporter_tasks, until).await {
             let dropped: usize = self.helpers.iter().map(|h| h.abort()).sum();
-            tracing::error!(dropped_items = dropped, "shutdown deadline passed before queues drained");
+            tracing::error!(
+                dropped_items = dropped,
+                "shutdown deadline passed before queues drained"
+            );
         }
         self.last.cancel();
-        join_all_until(self.side_tasks, tokio::time::Instant::now() + Duration::from_secs(2)).await;
+        join_all_until(
+            self.side_tasks,
+            tokio::time::Instant::now() + Duration::from_secs(2),
+        )
+        .await;
         tracing::info!("sluice stopped");
     }
 }

@@ -38,14 +38,17 @@ const BATCH_SIZE_BUCKETS: &[f64] = &[
 const BATCH_BYTES_BUCKETS: &[f64] = &[
     10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0,
     6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0, 200000.0,
-    300000.0, 400000.0, 500000.0, 600000.0, 700000.0, 800000.0, 900000.0, 1e6, 2e6, 3e6, 4e6,
-    5e6, 6e6, 7e6, 8e6, 9e6,
+    300000.0, 400000.0, 500000.0, 600000.0, 700000.0, 800000.0, 900000.0, 1e6, 2e6, 3e6, 4e6, 5e6,
+    6e6, 7e6, 8e6, 9e6,
 ];
 
 /// Installs the global metrics recorder (once per process).
 pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(names::BATCH_SEND_SIZE.to_owned()), BATCH_SIZE_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(names::BATCH_SEND_SIZE.to_owned()),
+            BATCH_SIZE_BUCKETS,
+        )?
         .set_buckets_for_metric(
             Matcher::Full(names::BATCH_SEND_SIZE_BYTES.to_owned()),
             BATCH_BYTES_BUCKETS,
@@ -62,7 +65,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Clock ticks are 100 per second on Linux for every architecture sluice ships on.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -95,7 +103,10 @@ pub(crate) async fn serve_metrics(
             let render = render.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     render(),
                 )
             }
@@ -111,4 +122,3 @@ pub(crate) async fn serve_metrics(
             .await;
     }))
 }
-

@@ -109,10 +109,8 @@ where
         let max = self.max_message_size;
         Box::pin(async move {
             if req.uri().path() != S::SIGNAL.grpc_path() || !intake.serves(S::SIGNAL) {
-                let status = Status::unimplemented(format!(
-                    "{} is not served here",
-                    req.uri().path()
-                ));
+                let status =
+                    Status::unimplemented(format!("{} is not served here", req.uri().path()));
                 return Ok(status.into_http());
             }
             // Refuse under memory pressure before tonic reads the message.

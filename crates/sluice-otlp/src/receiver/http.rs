@@ -138,7 +138,13 @@ fn content_encoding(headers: &HeaderMap) -> Result<Option<&'static str>, String>
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(None);
     };
-    match value.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+    match value
+        .to_str()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "" | "identity" => Ok(None),
         "gzip" | "x-gzip" => Ok(Some("gzip")),
         "deflate" | "zlib" => Ok(Some("deflate")),
@@ -153,7 +159,12 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
@@ -203,7 +214,8 @@ fn prepare(
 
 async fn export(signal: Signal, state: AppState, request: Request) -> Result<Response, Failure> {
     let headers = request.headers();
-    let encoding = media_type(headers).map_err(|m| Failure::plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
+    let encoding =
+        media_type(headers).map_err(|m| Failure::plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
     let compression = content_encoding(headers).map_err(|m| Failure::bad_request(encoding, m))?;
     let hint = headers
         .get(header::CONTENT_LENGTH)
@@ -247,7 +259,9 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         .await
         .map_err(|e| Failure::from_consume(encoding, &e))?;
     let body: Vec<u8> = match encoding {
-        Encoding::Protobuf => status::encode_response(accepted.rejected, &accepted.message).to_vec(),
+        Encoding::Protobuf => {
+            status::encode_response(accepted.rejected, &accepted.message).to_vec()
+        }
         Encoding::Json => {
             let value = if accepted.rejected == 0 && accepted.message.is_empty() {
                 serde_json::json!({})
@@ -335,19 +349,30 @@ pub(crate) async fn serve(
         }
         router = router.route(
             config.path(signal),
-            post(move |State(state): State<AppState>, request: Request| async move {
-                match export(signal, state, request).await {
-                    Ok(r) => r,
-                    Err(f) => f.into_response(),
-                }
-            }),
+            post(
+                move |State(state): State<AppState>, request: Request| async move {
+                    match export(signal, state, request).await {
+                        Ok(r) => r,
+                        Err(f) => f.into_response(),
+                    }
+                },
+            ),
         );
     }
     let mut router = router.with_state(state);
-    if let Some(cors) = config.cors.as_ref().filter(|c| !c.allowed_origins.is_empty()) {
+    if let Some(cors) = config
+        .cors
+        .as_ref()
+        .filter(|c| !c.allowed_origins.is_empty())
+    {
         router = router.layer(cors_layer(cors));
     }
-    let router = router.fallback(|| async { (StatusCode::NOT_FOUND, "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs") });
+    let router = router.fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs",
+        )
+    });
     let listener = super::bind(&config.endpoint).await?;
     let local = listener.local_addr().ok();
     let id = id.to_owned();
@@ -374,23 +399,46 @@ mod tests {
         let bomb = gz.finish().unwrap();
         assert!(bomb.len() < 100 << 10);
         assert_eq!(decompress("gzip", &bomb, 1 << 20).unwrap(), None);
-        assert_eq!(decompress("gzip", &bomb, 20 << 20).unwrap().unwrap().len(), 10 << 20);
-        assert!(decompress("gzip", b"not gzip", 100).unwrap_err().contains("cannot decompress gzip"));
+        assert_eq!(
+            decompress("gzip", &bomb, 20 << 20).unwrap().unwrap().len(),
+            10 << 20
+        );
+        assert!(
+            decompress("gzip", b"not gzip", 100)
+                .unwrap_err()
+                .contains("cannot decompress gzip")
+        );
     }
 
     #[test]
     fn origins_match_with_one_wildcard() {
-        assert!(origin_matches("https://*.example.com", "https://app.example.com"));
-        assert!(!origin_matches("https://*.example.com", "https://example.org"));
-        assert!(origin_matches("http://localhost:3000", "http://localhost:3000"));
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://example.org"
+        ));
+        assert!(origin_matches(
+            "http://localhost:3000",
+            "http://localhost:3000"
+        ));
     }
 
     #[test]
     fn content_types_ignore_parameters() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         assert_eq!(media_type(&h).unwrap(), Encoding::Json);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(media_type(&h).unwrap_err().contains("unsupported Content-Type `text/plain`"));
+        assert!(
+            media_type(&h)
+                .unwrap_err()
+                .contains("unsupported Content-Type `text/plain`")
+        );
     }
 }
