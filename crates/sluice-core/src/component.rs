@@ -141,3 +141,15 @@ pub trait ExporterFactory: Send + Sync {
 pub fn typed<T: serde::de::DeserializeOwned>(path: &str, config: &Value) -> Result<T, BuildError> {
     sluice_config::component_config(path, config).map_err(BuildError::Config)
 }
+
+/// The usual `check` of a factory: deserialize the typed config, then run its own checks.
+pub fn check_typed<T: serde::de::DeserializeOwned>(
+    path: &str,
+    config: &Value,
+    checks: impl FnOnce(&T) -> Vec<Problem>,
+) -> Vec<Problem> {
+    match sluice_config::component_config::<T>(path, config) {
+        Ok(typed) => checks(&typed),
+        Err(problem) => vec![problem],
+    }
+}

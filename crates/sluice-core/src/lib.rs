@@ -15,7 +15,7 @@ pub mod wire;
 pub use batch::{Batch, BatchBuilder};
 pub use component::{
     BuildError, BuiltExporter, BuiltProcessor, ExporterFactory, ProcessorContext, ProcessorFactory,
-    Receiver, ReceiverFactory, ReceiverOutputs, typed,
+    Receiver, ReceiverFactory, ReceiverOutputs, check_typed, typed,
 };
 pub use consumer::{Consumer, Fanout, FanoutPolicy};
 pub use error::{ConsumeError, ErrorCode};

@@ -136,10 +136,7 @@ impl ExporterFactory for DebugExporterFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<DebugConfig>(path, config) {
-            Ok(_) => Vec::new(),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed::<DebugConfig>(path, config, |_| Vec::new())
     }
 
     fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {

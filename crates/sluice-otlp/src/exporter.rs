@@ -478,10 +478,7 @@ impl ExporterFactory for OtlpExporterFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<OtlpExporterConfig>(path, config) {
-            Ok(c) => c.check(path, false),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed(path, config, |c: &OtlpExporterConfig| c.check(path, false))
     }
 
     fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
@@ -503,10 +500,7 @@ impl ExporterFactory for OtlpHttpExporterFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<OtlpExporterConfig>(path, config) {
-            Ok(c) => c.check(path, true),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed(path, config, |c: &OtlpExporterConfig| c.check(path, true))
     }
 
     fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {

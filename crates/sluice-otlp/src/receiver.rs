@@ -443,10 +443,7 @@ impl ReceiverFactory for OtlpReceiverFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<OtlpReceiverConfig>(path, config) {
-            Ok(c) => c.check(path),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed(path, config, |c: &OtlpReceiverConfig| c.check(path))
     }
 
     fn build(&self, id: &str, config: &Value) -> Result<Box<dyn Receiver>, BuildError> {

@@ -126,25 +126,28 @@ pub(crate) fn retry_after_secs(err: &ConsumeError) -> Option<u64> {
     Some(d.as_secs_f64().ceil().max(1.0) as u64)
 }
 
-/// Encodes `Export*ServiceResponse` for any signal: `partial_success = 1` holding
-/// `rejected_* = 1` and `error_message = 2` (the same field numbers for all three).
+/// `Export*PartialSuccess` of any signal: `rejected_* = 1`, `error_message = 2`.
+#[derive(Clone, PartialEq, Message)]
+struct PartialSuccess {
+    #[prost(int64, tag = "1")]
+    rejected: i64,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
+
+/// `Export*ServiceResponse` of any signal: `partial_success = 1`.
+#[derive(Clone, PartialEq, Message)]
+struct ExportResponse {
+    #[prost(message, optional, tag = "1")]
+    partial_success: Option<PartialSuccess>,
+}
+
+/// Encodes an `Export*ServiceResponse`; empty (full success) when nothing was rejected.
 pub(crate) fn encode_response(rejected: u64, message: &str) -> Bytes {
     if rejected == 0 && message.is_empty() {
         return Bytes::new();
     }
-    #[derive(Clone, PartialEq, Message)]
-    struct PartialSuccess {
-        #[prost(int64, tag = "1")]
-        rejected: i64,
-        #[prost(string, tag = "2")]
-        error_message: String,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct Response {
-        #[prost(message, optional, tag = "1")]
-        partial_success: Option<PartialSuccess>,
-    }
-    Response {
+    ExportResponse {
         partial_success: Some(PartialSuccess {
             rejected: rejected as i64,
             error_message: message.to_owned(),
@@ -156,19 +159,7 @@ pub(crate) fn encode_response(rejected: u64, message: &str) -> Bytes {
 
 /// Decodes the partial success of any `Export*ServiceResponse`: (rejected, message).
 pub(crate) fn decode_partial_success(body: &[u8]) -> Option<(i64, String)> {
-    #[derive(Clone, PartialEq, Message)]
-    struct PartialSuccess {
-        #[prost(int64, tag = "1")]
-        rejected: i64,
-        #[prost(string, tag = "2")]
-        error_message: String,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct Response {
-        #[prost(message, optional, tag = "1")]
-        partial_success: Option<PartialSuccess>,
-    }
-    let p = Response::decode(body).ok()?.partial_success?;
+    let p = ExportResponse::decode(body).ok()?.partial_success?;
     (p.rejected != 0 || !p.error_message.is_empty()).then_some((p.rejected, p.error_message))
 }
 

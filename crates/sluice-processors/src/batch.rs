@@ -259,10 +259,7 @@ impl ProcessorFactory for BatchFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<BatchConfig>(path, config) {
-            Ok(c) => c.check(path),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed(path, config, |c: &BatchConfig| c.check(path))
     }
 
     fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {

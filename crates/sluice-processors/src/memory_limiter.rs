@@ -275,10 +275,7 @@ impl ProcessorFactory for MemoryLimiterFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<MemoryLimiterConfig>(path, config) {
-            Ok(c) => c.check(path),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed(path, config, |c: &MemoryLimiterConfig| c.check(path))
     }
 
     fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {

@@ -258,10 +258,9 @@ impl ProcessorFactory for ResourceFactory {
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
-        match sluice_config::component_config::<ResourceConfig>(path, config) {
-            Ok(c) => compile(path, &c).err().unwrap_or_default(),
-            Err(p) => vec![p],
-        }
+        sluice_core::check_typed(path, config, |c: &ResourceConfig| {
+            compile(path, c).err().unwrap_or_default()
+        })
     }
 
     fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {
