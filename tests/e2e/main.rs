@@ -3,6 +3,7 @@
 
 mod config_files;
 mod edge_cases;
+mod jaeger;
 mod overload;
 mod pipeline;
 mod python_sdk;

@@ -283,6 +283,7 @@ struct Shared {
     abort: CancellationToken,
     retry_log: Throttle,
     full_log: Throttle,
+    failed_log: Throttle,
 }
 
 /// Drives one exporter for one signal: the [`Consumer`] a pipeline's fan-out hands batches to.
@@ -316,6 +317,7 @@ impl ExporterHelper {
                 abort: CancellationToken::new(),
                 retry_log: Throttle::new(),
                 full_log: Throttle::new(),
+                failed_log: Throttle::new(),
             }),
         })
     }
@@ -432,7 +434,10 @@ impl Shared {
 
     fn failed(&self, batch: &Batch, err: &ExportError) {
         self.metrics.send_failed.increment(batch.items() as u64);
-        tracing::error!(exporter = %self.id, signal = %self.signal, items = batch.items(), error = %err.message, "export failed, data dropped");
+        // Every drop is counted; the log says so once per burst, with how many it folded in.
+        if let Some(suppressed) = self.failed_log.ready() {
+            tracing::error!(exporter = %self.id, signal = %self.signal, items = batch.items(), error = %err.message, permanent = !err.retryable, suppressed, "export failed, data dropped");
+        }
     }
 }
 

@@ -17,53 +17,9 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, typed,
 };
-use tonic::codec::CompressionEncoding;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use sluice_grpc::{Compression, TlsClientConfig, UnaryClient};
 
-use crate::codec::RawCodec;
 use crate::status;
-
-/// `tls` client settings shared by both exporters.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsClientConfig {
-    /// Plaintext for gRPC endpoints without a scheme (the Collector's meaning; default `false`).
-    pub insecure: bool,
-    /// Skip verifying the server's certificate (testing only).
-    pub insecure_skip_verify: bool,
-    /// PEM file of CA certificates to trust instead of the system's.
-    pub ca_file: Option<String>,
-    /// PEM client certificate, for mutual TLS (with `key_file`).
-    pub cert_file: Option<String>,
-    /// PEM client key, for mutual TLS (with `cert_file`).
-    pub key_file: Option<String>,
-    /// Name to verify the server's certificate against, instead of the endpoint's host.
-    pub server_name_override: Option<String>,
-}
-
-impl TlsClientConfig {
-    fn check(&self, path: &str) -> Vec<Problem> {
-        let mut p = Vec::new();
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            p.push(Problem::error(
-                format!("{path}.tls"),
-                "cert_file and key_file go together",
-            ));
-        }
-        p
-    }
-}
-
-/// Compression of export requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// gzip (the default, as in the Collector).
-    #[default]
-    Gzip,
-    /// No compression.
-    None,
-}
 
 /// `exporters.otlp` (gRPC) and `exporters.otlphttp`.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,7 +44,7 @@ pub struct OtlpExporterConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// `gzip` (default) or `none`.
-    #[serde(default)]
+    #[serde(default = "gzip_default")]
     pub compression: Compression,
     /// TLS settings.
     #[serde(default)]
@@ -102,6 +58,10 @@ pub struct OtlpExporterConfig {
     /// The in-memory queue.
     #[serde(default)]
     pub sending_queue: QueueSettings,
+}
+
+fn gzip_default() -> Compression {
+    Compression::Gzip
 }
 
 fn default_timeout() -> HumanDuration {
@@ -191,69 +151,19 @@ fn http_url(c: &OtlpExporterConfig, signal: Signal) -> Result<String, String> {
     }
 }
 
-fn read(path: &str) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(path).map_err(|e| BuildError::Other(format!("cannot read {path}: {e}")))
-}
-
-fn retryable_grpc(code: tonic::Code, has_retry_info: bool) -> bool {
-    use tonic::Code;
-    match code {
-        Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::Unavailable
-        | Code::DataLoss => true,
-        // Only with RetryInfo, per the OTLP specification.
-        Code::ResourceExhausted => has_retry_info,
-        _ => false,
-    }
-}
-
 struct GrpcExporter {
     id: String,
-    channel: Channel,
-    path: http::uri::PathAndQuery,
-    metadata: tonic::metadata::MetadataMap,
-    gzip: bool,
+    client: UnaryClient,
 }
 
 #[async_trait]
 impl Exporter for GrpcExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let mut client = tonic::client::Grpc::new(self.channel.clone());
-        if self.gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip);
+        let response = self.client.call(batch.data().clone()).await?;
+        if let Some((rejected, message)) = status::decode_partial_success(&response) {
+            tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
         }
-        client = client.accept_compressed(CompressionEncoding::Gzip);
-        client
-            .ready()
-            .await
-            .map_err(|e| ExportError::retryable(format!("cannot connect: {e}")))?;
-        let mut request = tonic::Request::new(batch.data().clone());
-        *request.metadata_mut() = self.metadata.clone();
-        match client
-            .unary::<Bytes, Bytes, _>(request, self.path.clone(), RawCodec)
-            .await
-        {
-            Ok(response) => {
-                if let Some((rejected, message)) =
-                    status::decode_partial_success(response.get_ref())
-                {
-                    tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
-                }
-                Ok(())
-            }
-            Err(s) => {
-                let delay = status::retry_delay(&s);
-                let message = format!("{:?}: {}", s.code(), s.message());
-                Err(if retryable_grpc(s.code(), delay.is_some()) {
-                    ExportError::retryable(message).with_retry_after(delay)
-                } else {
-                    ExportError::permanent(message)
-                })
-            }
-        }
+        Ok(())
     }
 }
 
@@ -262,53 +172,21 @@ fn grpc_exporter(
     signal: Signal,
     c: &OtlpExporterConfig,
 ) -> Result<GrpcExporter, BuildError> {
-    let (uri, tls) = if c.endpoint.starts_with("https://") {
-        (c.endpoint.clone(), true)
-    } else if c.endpoint.starts_with("http://") {
-        (c.endpoint.clone(), false)
-    } else if c.tls.insecure {
-        (format!("http://{}", c.endpoint), false)
-    } else {
-        (format!("https://{}", c.endpoint), true)
-    };
-    let mut endpoint = Endpoint::from_shared(uri.clone())
-        .map_err(|e| BuildError::Other(format!("invalid endpoint `{uri}`: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    if tls {
-        let mut t = ClientTlsConfig::new();
-        match &c.tls.ca_file {
-            Some(ca) => t = t.ca_certificate(Certificate::from_pem(read(ca)?)),
-            None => t = t.with_native_roots(),
-        }
-        if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
-            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        if let Some(name) = &c.tls.server_name_override {
-            t = t.domain_name(name.clone());
-        }
-        endpoint = endpoint
-            .tls_config(t)
-            .map_err(|e| BuildError::Other(format!("invalid TLS settings: {e}")))?;
-    }
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    for (k, v) in &c.headers {
-        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-            .map_err(|_| BuildError::Other(format!("invalid header name `{k}`")))?;
-        let value = v
-            .parse()
-            .map_err(|_| BuildError::Other(format!("invalid value for header `{k}`")))?;
-        metadata.insert(key, value);
-    }
+    let channel = sluice_grpc::channel(&c.endpoint, &c.tls)?;
+    let metadata = sluice_grpc::metadata(&c.headers)?;
     Ok(GrpcExporter {
         id: id.to_owned(),
-        channel: endpoint.connect_lazy(),
-        path: http::uri::PathAndQuery::from_static(signal.grpc_path()),
-        metadata,
-        gzip: c.compression == Compression::Gzip,
+        client: UnaryClient::new(
+            channel,
+            signal.grpc_path(),
+            metadata,
+            c.compression == Compression::Gzip,
+        ),
     })
+}
+
+fn read(path: &str) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|e| BuildError::Other(format!("cannot read {path}: {e}")))
 }
 
 struct HttpExporter {
@@ -407,7 +285,7 @@ impl Exporter for HttpExporter {
             return Ok(());
         }
         let detail = prost::Message::decode(body.as_ref())
-            .map(|s: status::RpcStatus| s.message)
+            .map(|s: sluice_grpc::RpcStatus| s.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned());
         let message = format!("{} responded {code}: {detail}", self.url);
         // Retryable per the OTLP specification: 429, 502, 503, 504.
@@ -515,14 +393,6 @@ impl ExporterFactory for OtlpHttpExporterFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_grpc_codes_like_the_specification() {
-        assert!(retryable_grpc(tonic::Code::Unavailable, false));
-        assert!(!retryable_grpc(tonic::Code::ResourceExhausted, false));
-        assert!(retryable_grpc(tonic::Code::ResourceExhausted, true));
-        assert!(!retryable_grpc(tonic::Code::InvalidArgument, false));
-    }
 
     #[test]
     fn parses_retry_after_in_both_forms() {

@@ -6,7 +6,6 @@
 //! to protobuf) and only the debug exporter decodes. This crate must not depend on any other
 //! component crate.
 
-mod codec;
 mod debug;
 mod exporter;
 mod json;
@@ -14,9 +13,7 @@ mod receiver;
 mod status;
 
 pub use debug::{DebugConfig, DebugExporterFactory, Verbosity};
-pub use exporter::{
-    Compression, OtlpExporterConfig, OtlpExporterFactory, OtlpHttpExporterFactory, TlsClientConfig,
-};
+pub use exporter::{OtlpExporterConfig, OtlpExporterFactory, OtlpHttpExporterFactory};
 pub use receiver::{
     CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, OtlpReceiverFactory, Protocols,
 };

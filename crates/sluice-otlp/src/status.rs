@@ -7,44 +7,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use prost::Message;
 use sluice_core::{ConsumeError, ErrorCode};
-
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub(crate) code: i32,
-    #[prost(string, tag = "2")]
-    pub(crate) message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub(crate) details: Vec<RpcAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct RpcAny {
-    #[prost(string, tag = "1")]
-    pub(crate) type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    pub(crate) value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    pub(crate) retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    pub(crate) seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub(crate) nanos: i32,
-}
-
-pub(crate) const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+use sluice_grpc::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus};
 
 fn grpc_code(code: ErrorCode) -> tonic::Code {
     match code {
@@ -106,17 +69,6 @@ pub(crate) fn grpc_status(err: &ConsumeError) -> tonic::Status {
     )
 }
 
-/// The retry delay a gRPC status asks for, from its `RetryInfo` detail.
-pub(crate) fn retry_delay(status: &tonic::Status) -> Option<Duration> {
-    let details = RpcStatus::decode(status.details()).ok()?;
-    details
-        .details
-        .iter()
-        .filter(|a| a.type_url == RETRY_INFO_TYPE)
-        .find_map(|a| RetryInfo::decode(a.value.as_slice()).ok()?.retry_delay)
-        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-}
-
 /// The Retry-After header value for an error, in whole seconds (at least 1).
 pub(crate) fn retry_after_secs(err: &ConsumeError) -> Option<u64> {
     if !err.is_retryable() {
@@ -172,11 +124,14 @@ mod tests {
         let err = ConsumeError::unavailable("busy");
         let status = grpc_status(&err);
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert_eq!(retry_delay(&status), Some(Duration::from_secs(1)));
+        assert_eq!(
+            sluice_grpc::retry_delay(&status),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(retry_after_secs(&err), Some(1));
         let invalid = grpc_status(&ConsumeError::invalid("bad"));
         assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
-        assert_eq!(retry_delay(&invalid), None);
+        assert_eq!(sluice_grpc::retry_delay(&invalid), None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ impl Registry {
                 Arc::new(sluice_otlp::OtlpExporterFactory),
                 Arc::new(sluice_otlp::OtlpHttpExporterFactory),
                 Arc::new(sluice_otlp::DebugExporterFactory),
+                Arc::new(sluice_jaeger::JaegerExporterFactory),
             ],
             health_check: HealthCheckFactory,
         }

@@ -16,8 +16,8 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use super::{GrpcConfig, Intake};
-use crate::codec::RawCodec;
 use crate::status;
+use sluice_grpc::RawCodec;
 
 /// Which signal a service type serves (tonic names services by a constant).
 pub(crate) trait SignalService: Send + Sync + 'static {

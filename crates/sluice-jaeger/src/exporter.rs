@@ -1,0 +1,259 @@
+//! The `jaeger` exporter: translate each batch and send it with `CollectorService/PostSpans`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::{ByteSize, HumanDuration, Problem};
+use sluice_core::exporter::{QueueSettings, RetrySettings};
+use sluice_core::{
+    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
+    Signal, check_typed, typed,
+};
+use sluice_grpc::{Compression, TlsClientConfig, UnaryClient};
+
+use crate::proto::{self, POST_SPANS_PATH, PostSpansRequest};
+use crate::translate;
+
+/// `exporters.jaeger`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JaegerConfig {
+    /// The Jaeger collector's gRPC endpoint, `host:port` (TLS unless `tls.insecure: true`) or a
+    /// URL; Jaeger listens on 14250.
+    pub endpoint: String,
+    /// TLS settings (rustls).
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    /// gRPC metadata sent with every request, e.g. `authorization`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `none` (default: Jaeger's collector is not known to accept compressed requests) or `gzip`.
+    #[serde(default = "no_compression")]
+    pub compression: Compression,
+    /// Largest `PostSpans` request sent; bigger batches are split (default `4MiB`, the gRPC
+    /// default receive limit of Jaeger's collector).
+    #[serde(default = "default_max_request")]
+    pub max_request_size: ByteSize,
+    /// Per-attempt timeout (default `5s`).
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Retries.
+    #[serde(default)]
+    pub retry_on_failure: RetrySettings,
+    /// The in-memory queue.
+    #[serde(default)]
+    pub sending_queue: QueueSettings,
+}
+
+fn no_compression() -> Compression {
+    Compression::None
+}
+
+fn default_max_request() -> ByteSize {
+    ByteSize::mib(4)
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+impl JaegerConfig {
+    fn helper(&self) -> HelperSettings {
+        HelperSettings {
+            timeout: self.timeout.get(),
+            retry: self.retry_on_failure.clone(),
+            queue: self.sending_queue.clone(),
+        }
+    }
+
+    fn check(&self, path: &str) -> Vec<Problem> {
+        let mut p = self.helper().check(path);
+        p.extend(self.tls.check(path));
+        if self.endpoint.is_empty() {
+            p.push(Problem::error(format!("{path}.endpoint"), "is required"));
+        }
+        if self.max_request_size.bytes() < 1024 {
+            p.push(Problem::error(
+                format!("{path}.max_request_size"),
+                "must be at least 1KiB",
+            ));
+        }
+        p
+    }
+}
+
+/// Encodes Jaeger batches as `PostSpansRequest`s no larger than `max` bytes, splitting a batch's
+/// spans in halves until each part fits. A single span larger than `max` is sent alone: the
+/// collector may refuse it, which is reported as a permanent error for that request.
+pub(crate) fn encode_requests(batches: Vec<proto::Batch>, max: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut pending = batches;
+    while let Some(batch) = pending.pop() {
+        let request = PostSpansRequest { batch: Some(batch) };
+        if request.encoded_len() <= max
+            || request.batch.as_ref().is_some_and(|b| b.spans.len() <= 1)
+        {
+            out.push(Bytes::from(request.encode_to_vec()));
+            continue;
+        }
+        let Some(mut batch) = request.batch else {
+            continue;
+        };
+        let tail = batch.spans.split_off(batch.spans.len() / 2);
+        pending.push(proto::Batch {
+            spans: tail,
+            process: batch.process.clone(),
+        });
+        pending.push(batch);
+    }
+    out
+}
+
+/// Batches above this size are decoded and translated off the async workers.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+struct JaegerExporter {
+    client: UnaryClient,
+    max_request: usize,
+}
+
+fn prepare(data: &[u8], max: usize) -> Result<Vec<Bytes>, ExportError> {
+    let request = ExportTraceServiceRequest::decode(data)
+        .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+    Ok(encode_requests(translate(&request), max))
+}
+
+#[async_trait]
+impl Exporter for JaegerExporter {
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        let max = self.max_request;
+        let requests = if batch.size() > BLOCKING_THRESHOLD {
+            let data = batch.data().clone();
+            tokio::task::spawn_blocking(move || prepare(&data, max))
+                .await
+                .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??
+        } else {
+            prepare(batch.data(), max)?
+        };
+        // One call per Jaeger batch, as the Collector's exporter did. A retry resends every
+        // request of the batch: delivery is at least once.
+        for request in requests {
+            self.client.call(request).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds `jaeger` exporters.
+#[derive(Debug, Default)]
+pub struct JaegerExporterFactory;
+
+impl ExporterFactory for JaegerExporterFactory {
+    fn type_name(&self) -> &'static str {
+        "jaeger"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces"]
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        check_typed(path, config, |c: &JaegerConfig| c.check(path))
+    }
+
+    fn build(&self, id: &str, _: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+        let c: JaegerConfig = typed(&format!("exporters.{id}"), config)?;
+        let channel = sluice_grpc::channel(&c.endpoint, &c.tls)?;
+        let metadata = sluice_grpc::metadata(&c.headers)?;
+        Ok(BuiltExporter {
+            exporter: Arc::new(JaegerExporter {
+                client: UnaryClient::new(
+                    channel,
+                    POST_SPANS_PATH,
+                    metadata,
+                    c.compression == Compression::Gzip,
+                ),
+                max_request: c.max_request_size.bytes() as usize,
+            }),
+            settings: c.helper(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(i: u8) -> proto::Span {
+        proto::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![i; 8],
+            operation_name: "x".repeat(100),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn oversized_batches_are_split_until_every_request_fits() {
+        let process = proto::Process {
+            service_name: "svc".into(),
+            tags: vec![],
+        };
+        let batch = proto::Batch {
+            spans: (0..50).map(span).collect(),
+            process: Some(process.clone()),
+        };
+        let requests = encode_requests(vec![batch], 1024);
+        assert!(requests.len() > 1);
+        let mut ids = Vec::new();
+        for r in &requests {
+            assert!(r.len() <= 1024);
+            let decoded = PostSpansRequest::decode(r.clone()).unwrap().batch.unwrap();
+            assert_eq!(
+                decoded.process.as_ref(),
+                Some(&process),
+                "every part keeps its process"
+            );
+            ids.extend(decoded.spans.into_iter().map(|s| s.span_id[0]));
+        }
+        ids.sort();
+        assert_eq!(ids, (0..50).collect::<Vec<u8>>(), "every span exactly once");
+    }
+
+    #[test]
+    fn a_single_span_too_large_is_sent_alone() {
+        let mut big = span(1);
+        big.operation_name = "y".repeat(5000);
+        let requests = encode_requests(
+            vec![proto::Batch {
+                spans: vec![big],
+                process: None,
+            }],
+            1024,
+        );
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn config_defaults_and_problems() {
+        let c: JaegerConfig =
+            serde_json::from_value(serde_json::json!({"endpoint": "jaeger:14250"})).unwrap();
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.max_request_size.bytes(), 4 << 20);
+        let p = JaegerExporterFactory.check(
+            "exporters.jaeger",
+            &serde_json::json!({"endpoint": "", "max_request_size": 10}),
+        );
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert!(text.contains(&"error: exporters.jaeger.endpoint: is required".to_owned()));
+        assert!(text.contains(
+            &"error: exporters.jaeger.max_request_size: must be at least 1KiB".to_owned()
+        ));
+    }
+}
