@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md): installs what the tests need, then runs every test.
 #   - the Python OpenTelemetry SDK, from PyPI into a private venv (target/py-venv);
+#   - Prometheus (Debian's package), which the remote-write tests start on a free port;
 #   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
 #     tests that start the real sluice binary against real OTLP clients.
 set -euo pipefail
@@ -9,6 +10,11 @@ cd "$(dirname "$0")/.."
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   echo "test.sh: installing python3 and venv support (apt-get)" >&2
   apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "test.sh: installing Prometheus (Debian's package) for the remote-write tests" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus curl >/dev/null
 fi
 
 venv="${SLUICE_VENV:-$PWD/target/py-venv}"

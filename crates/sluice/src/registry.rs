@@ -32,6 +32,7 @@ impl Registry {
                 Arc::new(sluice_otlp::OtlpHttpExporterFactory),
                 Arc::new(sluice_otlp::DebugExporterFactory),
                 Arc::new(sluice_jaeger::JaegerExporterFactory),
+                Arc::new(sluice_prometheus::RemoteWriteExporterFactory),
             ],
             health_check: HealthCheckFactory,
         }

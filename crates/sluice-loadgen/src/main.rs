@@ -1,0 +1,554 @@
+//! `sluice-loadgen`: sends realistic OTLP load to a collector (`send`) and counts what a collector
+//! delivers (`sink`), for benchmarks and soak tests. In the spirit of the Collector's
+//! telemetrygen, with pre-encoded request pools so that the generator itself is cheap.
+
+mod payload;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_core::Signal;
+use sluice_grpc::RawCodec;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-loadgen",
+    version,
+    about = "OTLP load generator and counting sink"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SignalArg {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl From<SignalArg> for Signal {
+    fn from(s: SignalArg) -> Signal {
+        match s {
+            SignalArg::Traces => Signal::Traces,
+            SignalArg::Metrics => Signal::Metrics,
+            SignalArg::Logs => Signal::Logs,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sends OTLP load and prints a JSON summary.
+    Send {
+        /// What to send.
+        #[arg(long, value_enum, default_value = "traces")]
+        signal: SignalArg,
+        /// OTLP/gRPC or OTLP/HTTP (protobuf).
+        #[arg(long, value_enum, default_value = "grpc")]
+        protocol: Protocol,
+        /// Base URL (default http://127.0.0.1:4317 for gRPC, http://127.0.0.1:4318 for HTTP).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Compress requests with gzip.
+        #[arg(long)]
+        gzip: bool,
+        /// Requests in flight (closed loop), or the most in flight at a fixed rate.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Fixed rate in items (spans, data points, log records) per second; closed loop when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Stop after this many requests instead.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Items per request.
+        #[arg(long, default_value_t = 100)]
+        items: usize,
+        /// Distinct pre-encoded requests to cycle through.
+        #[arg(long, default_value_t = 32)]
+        pool: usize,
+        /// Per-request timeout.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Allow targets that are not on this machine.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Runs an OTLP sink that counts what it receives; `GET /stats` on the HTTP port reports.
+    Sink {
+        /// OTLP/gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:14317")]
+        grpc: String,
+        /// OTLP/HTTP listen address (also serves `/stats`).
+        #[arg(long, default_value = "127.0.0.1:14318")]
+        http: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Send {
+                signal,
+                protocol,
+                endpoint,
+                gzip,
+                concurrency,
+                rate,
+                duration,
+                count,
+                items,
+                pool,
+                timeout,
+                allow_remote,
+            } => {
+                let endpoint = endpoint.unwrap_or_else(|| match protocol {
+                    Protocol::Grpc => "http://127.0.0.1:4317".to_owned(),
+                    Protocol::Http => "http://127.0.0.1:4318".to_owned(),
+                });
+                if !allow_remote {
+                    ensure_loopback(&endpoint)?;
+                }
+                let settings = Settings {
+                    signal: signal.into(),
+                    protocol,
+                    endpoint,
+                    gzip,
+                    concurrency: concurrency.max(1),
+                    rate,
+                    duration,
+                    count,
+                    items: items.max(1),
+                    pool: pool.max(1),
+                    timeout,
+                };
+                let summary = send(settings).await?;
+                println!("{summary}");
+                Ok(())
+            }
+            Command::Sink { grpc, http } => sink(&grpc, &http).await,
+        }
+    })
+}
+
+/// Refuses targets that do not resolve to loopback addresses only.
+fn ensure_loopback(endpoint: &str) -> anyhow::Result<()> {
+    let uri: http::Uri = endpoint.parse().context("invalid endpoint")?;
+    let host = uri.host().context("endpoint has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!("{endpoint} is not on this machine; pass --allow-remote to send load elsewhere");
+    }
+    Ok(())
+}
+
+struct Settings {
+    signal: Signal,
+    protocol: Protocol,
+    endpoint: String,
+    gzip: bool,
+    concurrency: usize,
+    rate: Option<f64>,
+    duration: Duration,
+    count: Option<u64>,
+    items: usize,
+    pool: usize,
+    timeout: Duration,
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    accepted: u64,
+    refused: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.accepted += other.accepted;
+        for (k, v) in other.refused {
+            *self.refused.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+enum Client {
+    Grpc(
+        tonic::client::Grpc<tonic::transport::Channel>,
+        http::uri::PathAndQuery,
+    ),
+    Http(reqwest::Client, String),
+}
+
+impl Client {
+    async fn new(s: &Settings) -> anyhow::Result<Client> {
+        Ok(match s.protocol {
+            Protocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone())?
+                    .timeout(s.timeout)
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .with_context(|| format!("cannot connect to {}", s.endpoint))?;
+                let mut grpc = tonic::client::Grpc::new(channel);
+                if s.gzip {
+                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                Client::Grpc(
+                    grpc,
+                    http::uri::PathAndQuery::from_static(s.signal.grpc_path()),
+                )
+            }
+            Protocol::Http => Client::Http(
+                reqwest::Client::builder().timeout(s.timeout).build()?,
+                format!(
+                    "{}{}",
+                    s.endpoint.trim_end_matches('/'),
+                    s.signal.http_path()
+                ),
+            ),
+        })
+    }
+
+    /// Sends one request; `Ok(None)` when accepted, `Ok(Some(code))` when refused.
+    async fn send(&self, body: Bytes, gzip: bool) -> Result<Option<String>, String> {
+        match self {
+            Client::Grpc(grpc, path) => {
+                let mut grpc = grpc.clone();
+                grpc.ready().await.map_err(|e| e.to_string())?;
+                match grpc
+                    .unary::<Bytes, Bytes, _>(tonic::Request::new(body), path.clone(), RawCodec)
+                    .await
+                {
+                    Ok(_) => Ok(None),
+                    Err(status) => Ok(Some(format!("{:?}", status.code()))),
+                }
+            }
+            Client::Http(client, url) => {
+                let mut r = client
+                    .post(url)
+                    .header("content-type", "application/x-protobuf");
+                if gzip {
+                    r = r.header("content-encoding", "gzip");
+                }
+                match r.body(body).send().await {
+                    Ok(resp) if resp.status().is_success() => Ok(None),
+                    Ok(resp) => Ok(Some(resp.status().as_u16().to_string())),
+                    Err(e) => Err(if e.is_timeout() {
+                        "timeout".into()
+                    } else {
+                        "connection".into()
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
+async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
+    // HTTP bodies are compressed once, up front; gRPC compresses per message in tonic.
+    let pool: Arc<Vec<Bytes>> = Arc::new(
+        payload::pool(s.signal, s.items, s.pool)
+            .into_iter()
+            .map(|b| {
+                if s.gzip && s.protocol == Protocol::Http {
+                    gzip(&b)
+                } else {
+                    b
+                }
+            })
+            .map(Bytes::from)
+            .collect(),
+    );
+    let client = Arc::new(Client::new(&s).await?);
+    let started = Instant::now();
+    let deadline = started + s.duration;
+    let issued = Arc::new(AtomicU64::new(0));
+    let limit = s.count.unwrap_or(u64::MAX);
+    let http_gzip = s.gzip && s.protocol == Protocol::Http;
+    let mut total = Tally::default();
+    match s.rate {
+        None => {
+            let workers: Vec<_> = (0..s.concurrency)
+                .map(|w| {
+                    let (client, pool, issued) = (client.clone(), pool.clone(), issued.clone());
+                    tokio::spawn(async move {
+                        let mut tally = Tally::default();
+                        let mut i = w;
+                        while Instant::now() < deadline
+                            && issued.fetch_add(1, Ordering::Relaxed) < limit
+                        {
+                            let body = pool[i % pool.len()].clone();
+                            i += 1;
+                            let t = Instant::now();
+                            let r = client.send(body, http_gzip).await;
+                            record(&mut tally, r, t.elapsed());
+                        }
+                        tally
+                    })
+                })
+                .collect();
+            for w in workers {
+                total.merge(w.await?);
+            }
+        }
+        Some(rate) => {
+            let per_request = Duration::from_secs_f64(s.items as f64 / rate.max(0.001));
+            let mut ticker = tokio::time::interval(per_request);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let slots = Arc::new(tokio::sync::Semaphore::new(s.concurrency.max(64)));
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Tally>();
+            let mut i = 0usize;
+            let mut skipped = 0u64;
+            while Instant::now() < deadline && (i as u64) < limit {
+                ticker.tick().await;
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    skipped += 1;
+                    continue;
+                };
+                let (client, body, tx) = (client.clone(), pool[i % pool.len()].clone(), tx.clone());
+                i += 1;
+                tokio::spawn(async move {
+                    let mut tally = Tally::default();
+                    let t = Instant::now();
+                    let r = client.send(body, http_gzip).await;
+                    record(&mut tally, r, t.elapsed());
+                    let _ = tx.send(tally);
+                    drop(permit);
+                });
+            }
+            drop(tx);
+            while let Some(t) = rx.recv().await {
+                total.merge(t);
+            }
+            if skipped > 0 {
+                *total.errors.entry("rate_not_reached".into()).or_default() += skipped;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat = std::mem::take(&mut total.latencies_us);
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i.min(lat.len() - 1)] as f64 / 1000.0
+    };
+    let items = s.items as u64;
+    Ok(serde_json::json!({
+        "signal": s.signal.as_str(),
+        "protocol": if s.protocol == Protocol::Grpc { "grpc" } else { "http" },
+        "gzip": s.gzip,
+        "seconds": elapsed,
+        "requests_sent": total.requests,
+        "items_sent": total.requests * items,
+        "requests_accepted": total.accepted,
+        "items_accepted": total.accepted * items,
+        "items_accepted_per_second": (total.accepted * items) as f64 / elapsed.max(1e-9),
+        "refused": total.refused,
+        "errors": total.errors,
+        "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)},
+    }))
+}
+
+fn record(tally: &mut Tally, r: Result<Option<String>, String>, latency: Duration) {
+    tally.requests += 1;
+    tally.latencies_us.push(latency.as_micros() as u64);
+    match r {
+        Ok(None) => tally.accepted += 1,
+        Ok(Some(code)) => *tally.refused.entry(code).or_default() += 1,
+        Err(e) => *tally.errors.entry(e).or_default() += 1,
+    }
+}
+
+/// Requests and items a sink counted per signal.
+#[derive(Default)]
+struct Counts {
+    requests: [AtomicU64; 3],
+    items: [AtomicU64; 3],
+}
+
+fn index(signal: Signal) -> usize {
+    match signal {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+impl Counts {
+    fn add(&self, signal: Signal, data: &[u8]) {
+        let i = index(signal);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        self.items[i].fetch_add(
+            sluice_core::wire::count(signal, data) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for signal in Signal::ALL {
+            let i = index(signal);
+            out.insert(
+                signal.as_str().to_owned(),
+                serde_json::json!({
+                    "requests": self.requests[i].load(Ordering::Relaxed),
+                    "items": self.items[i].load(Ordering::Relaxed),
+                }),
+            );
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+struct Count(Arc<Counts>, Signal);
+
+impl tonic::server::UnaryService<Bytes> for Count {
+    type Response = Bytes;
+    type Future = futures::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        self.0.add(self.1, request.get_ref());
+        futures::future::ready(Ok(tonic::Response::new(Bytes::new())))
+    }
+}
+
+async fn grpc_export(
+    signal: Signal,
+    counts: Arc<Counts>,
+    request: Request,
+) -> axum::response::Response {
+    let mut encodings = tonic::codec::EnabledCompressionEncodings::default();
+    encodings.enable(tonic::codec::CompressionEncoding::Gzip);
+    let mut grpc = tonic::server::Grpc::new(RawCodec)
+        .apply_compression_config(encodings, Default::default())
+        .apply_max_message_size_config(Some(256 << 20), None);
+    grpc.unary(Count(counts, signal), request)
+        .await
+        .map(axum::body::Body::new)
+}
+
+async fn http_export(
+    signal: Signal,
+    counts: Arc<Counts>,
+    request: Request,
+) -> axum::response::Response {
+    let gzipped = request
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 256 << 20).await else {
+        return (http::StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response();
+    };
+    let body = if gzipped {
+        let mut out = Vec::new();
+        if flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return (http::StatusCode::BAD_REQUEST, "bad gzip").into_response();
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    counts.add(signal, &body);
+    (
+        [("content-type", "application/x-protobuf")],
+        Vec::<u8>::new(),
+    )
+        .into_response()
+}
+
+async fn sink(grpc: &str, http_addr: &str) -> anyhow::Result<()> {
+    let counts = Arc::new(Counts::default());
+    let mut grpc_router = Router::new();
+    let mut http_router = Router::new();
+    for signal in Signal::ALL {
+        let c = counts.clone();
+        grpc_router = grpc_router.route(
+            signal.grpc_path(),
+            post(move |r: Request| grpc_export(signal, c.clone(), r)),
+        );
+        let c = counts.clone();
+        http_router = http_router.route(
+            signal.http_path(),
+            post(move |r: Request| http_export(signal, c.clone(), r)),
+        );
+    }
+    let stats = counts.clone();
+    let http_router = http_router
+        .route(
+            "/stats",
+            get(move |State(()): State<()>| {
+                let stats = stats.clone();
+                async move { axum::Json(stats.json()) }
+            }),
+        )
+        .with_state(());
+    let g = tokio::net::TcpListener::bind(grpc)
+        .await
+        .with_context(|| format!("cannot bind {grpc}"))?;
+    let h = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot bind {http_addr}"))?;
+    eprintln!("sink: gRPC on {grpc}, HTTP on {http_addr} (GET /stats)");
+    let g = tokio::spawn(async move { axum::serve(g, grpc_router).await });
+    let h = tokio::spawn(async move { axum::serve(h, http_router).await });
+    tokio::select! {
+        _ = g => {}
+        _ = h => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    println!("{}", counts.json());
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! The `prometheusremotewrite` exporter: translate, shard by series, encode, Snappy-compress and
+//! POST to a remote-write endpoint.
+//!
+//! Samples of one series must arrive in timestamp order. Batches are therefore exported one at a
+//! time (the sending queue has a single consumer), and parallelism comes from inside a batch:
+//! its series are split into `remote_write_queue.num_consumers` shards by a hash of their labels
+//! and the shards are sent concurrently. One series always lands in the same shard, and shard
+//! requests of one batch finish before the next batch starts, so per-series order holds.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::{ByteSize, HumanDuration, Problem};
+use sluice_core::exporter::{QueueSettings, RetrySettings};
+use sluice_core::{
+    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
+    Signal, check_typed, typed,
+};
+
+use crate::proto::{TimeSeries, WriteRequest};
+use crate::translate::{TranslateOptions, translate};
+
+/// Headers the remote-write specification reserves; configuration may not override them.
+const RESERVED_HEADERS: [&str; 4] = [
+    "content-encoding",
+    "content-type",
+    "user-agent",
+    "x-prometheus-remote-write-version",
+];
+
+/// `exporters.prometheusremotewrite`, in the shape of the Collector's exporter of that name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteConfig {
+    /// The remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
+    pub endpoint: String,
+    /// Extra headers (e.g. `authorization`); the protocol's own headers cannot be overridden.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Labels added to every series (a series' own label of the same name wins).
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+    /// Put every resource attribute on every series instead of only on `target_info`.
+    #[serde(default)]
+    pub resource_to_telemetry_conversion: Enabled,
+    /// Append unit and `_total` suffixes to metric names (default `true`).
+    #[serde(default = "yes")]
+    pub add_metric_suffixes: bool,
+    /// Send metric metadata (type, help, unit) with each request (default `false`).
+    #[serde(default)]
+    pub send_metadata: bool,
+    /// Largest uncompressed request (default `3000000` bytes, the Collector's); a batch larger
+    /// than this is sent as several requests.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_size_bytes: ByteSize,
+    /// Parallel senders.
+    #[serde(default)]
+    pub remote_write_queue: RemoteWriteQueue,
+    /// TLS: `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`.
+    #[serde(default)]
+    pub tls: Tls,
+    /// Per-attempt timeout (default `5s`).
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Retries of 5xx and 429 answers and connection failures.
+    #[serde(default)]
+    pub retry_on_failure: RetrySettings,
+    /// The in-memory queue; it always has one consumer so that samples stay in order.
+    #[serde(default)]
+    pub sending_queue: QueueSettings,
+}
+
+/// `{ enabled: bool }`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enabled {
+    /// Whether the feature is on.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `remote_write_queue`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteQueue {
+    /// Accepted for compatibility; the sending queue carries the batches.
+    pub enabled: bool,
+    /// Accepted for compatibility; see `sending_queue.queue_size`.
+    pub queue_size: Option<u64>,
+    /// Concurrent requests per batch, each carrying a disjoint shard of series (default `5`).
+    pub num_consumers: usize,
+}
+
+impl Default for RemoteWriteQueue {
+    fn default() -> Self {
+        RemoteWriteQueue {
+            enabled: true,
+            queue_size: None,
+            num_consumers: 5,
+        }
+    }
+}
+
+/// Client TLS for HTTPS endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM CA certificates to trust besides the system's.
+    pub ca_file: Option<String>,
+    /// PEM client certificate (with `key_file`).
+    pub cert_file: Option<String>,
+    /// PEM client key (with `cert_file`).
+    pub key_file: Option<String>,
+    /// Skip server certificate verification (testing only).
+    pub insecure_skip_verify: bool,
+    /// Accepted for compatibility (plain `http://` URLs are never encrypted).
+    pub insecure: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_batch() -> ByteSize {
+    ByteSize(3_000_000)
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+impl RemoteWriteConfig {
+    fn helper(&self) -> HelperSettings {
+        let mut queue = self.sending_queue.clone();
+        queue.num_consumers = 1;
+        HelperSettings {
+            timeout: self.timeout.get(),
+            retry: self.retry_on_failure.clone(),
+            queue,
+        }
+    }
+
+    fn options(&self) -> TranslateOptions {
+        TranslateOptions {
+            add_metric_suffixes: self.add_metric_suffixes,
+            resource_to_telemetry_conversion: self.resource_to_telemetry_conversion.enabled,
+            external_labels: self
+                .external_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            send_metadata: self.send_metadata,
+        }
+    }
+
+    fn check(&self, path: &str) -> Vec<Problem> {
+        let mut p = self.helper().check(path);
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            p.push(Problem::error(
+                format!("{path}.endpoint"),
+                "must be a URL starting with http:// or https://",
+            ));
+        }
+        for name in self.headers.keys() {
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                p.push(Problem::error(
+                    format!("{path}.headers.{name}"),
+                    "is set by the remote-write protocol and cannot be overridden",
+                ));
+            }
+        }
+        if self.remote_write_queue.num_consumers == 0 {
+            p.push(Problem::error(
+                format!("{path}.remote_write_queue.num_consumers"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_batch_size_bytes.bytes() < 1024 {
+            p.push(Problem::error(
+                format!("{path}.max_batch_size_bytes"),
+                "must be at least 1KiB",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            p.push(Problem::error(
+                format!("{path}.tls"),
+                "cert_file and key_file go together",
+            ));
+        }
+        p
+    }
+}
+
+/// Splits series into `shards` groups by a hash of their labels, so that one series always goes
+/// to the same shard.
+pub(crate) fn shard(series: Vec<TimeSeries>, shards: usize) -> Vec<Vec<TimeSeries>> {
+    let shards = shards.max(1);
+    let mut out: Vec<Vec<TimeSeries>> = (0..shards).map(|_| Vec::new()).collect();
+    for s in series {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for l in &s.labels {
+            l.name.hash(&mut h);
+            l.value.hash(&mut h);
+        }
+        out[(h.finish() % shards as u64) as usize].push(s);
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Encodes a shard as requests of at most `max` bytes (a single series larger than `max` goes
+/// alone). Metadata rides with the first request.
+pub(crate) fn encode(
+    series: Vec<TimeSeries>,
+    mut metadata: Vec<crate::proto::MetricMetadata>,
+    max: usize,
+) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut current = WriteRequest {
+        timeseries: Vec::new(),
+        metadata: std::mem::take(&mut metadata),
+    };
+    let mut size = current.encoded_len();
+    for s in series {
+        let len = s.encoded_len() + 8;
+        if !current.timeseries.is_empty() && size + len > max {
+            out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
+            size = 0;
+        }
+        size += len;
+        current.timeseries.push(s);
+    }
+    if !current.timeseries.is_empty() || !current.metadata.is_empty() {
+        out.push(Bytes::from(current.encode_to_vec()));
+    }
+    out
+}
+
+struct RemoteWriteExporter {
+    id: String,
+    client: reqwest::Client,
+    endpoint: String,
+    headers: reqwest::header::HeaderMap,
+    options: TranslateOptions,
+    shards: usize,
+    max_request: usize,
+    drops: metrics::Counter,
+}
+
+/// Parses `Retry-After` in seconds (HTTP-dates are treated as "soon").
+fn retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let v = value?.to_str().ok()?.trim();
+    Some(
+        v.parse::<u64>()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1)),
+    )
+}
+
+impl RemoteWriteExporter {
+    async fn post(&self, body: Bytes) -> Result<(), ExportError> {
+        let compressed = snap::raw::Encoder::new()
+            .compress_vec(&body)
+            .map_err(|e| ExportError::permanent(format!("snappy compression failed: {e}")))?;
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_ENCODING, "snappy")
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(compressed)
+            .send()
+            .await
+            .map_err(|e| {
+                ExportError::retryable(format!("request to {} failed: {e}", self.endpoint))
+            })?;
+        let code = response.status();
+        if code.is_success() {
+            return Ok(());
+        }
+        let delay = retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+        let text = response.text().await.unwrap_or_default();
+        let message = format!("{} responded {code}: {}", self.endpoint, text.trim());
+        // The specification: retry 5xx, may retry 429, never other 4xx (Prometheus answers
+        // out-of-order and duplicate samples with 400).
+        if code.is_server_error() || code.as_u16() == 429 {
+            Err(ExportError::retryable(message).with_retry_after(delay))
+        } else {
+            Err(ExportError::permanent(message))
+        }
+    }
+}
+
+#[async_trait]
+impl Exporter for RemoteWriteExporter {
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        let data = batch.data().clone();
+        let options = self.options.clone();
+        let (shards, max) = (self.shards, self.max_request);
+        // Decoding and translating a batch is CPU work: keep it off the async workers.
+        let (requests, dropped) = tokio::task::spawn_blocking(move || {
+            let request = ExportMetricsServiceRequest::decode(data)
+                .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+            let t = translate(&request, &options);
+            let mut metadata = Some(t.metadata);
+            let requests: Vec<Vec<Bytes>> = shard(t.series, shards)
+                .into_iter()
+                .map(|s| encode(s, metadata.take().unwrap_or_default(), max))
+                .collect();
+            Ok::<_, ExportError>((requests, t.dropped))
+        })
+        .await
+        .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??;
+        for (reason, count) in dropped {
+            self.drops.increment(count as u64);
+            tracing::debug!(exporter = %self.id, reason, count, "data points not translated");
+        }
+        let sends = requests.into_iter().map(|shard| async move {
+            for body in shard {
+                self.post(body).await?;
+            }
+            Ok::<(), ExportError>(())
+        });
+        let results = futures::future::join_all(sends).await;
+        // A retryable failure wins, so the batch is retried; repeated samples with the same
+        // timestamp and value are accepted by Prometheus.
+        let mut permanent = None;
+        for r in results {
+            match r {
+                Err(e) if e.retryable => return Err(e),
+                Err(e) => permanent = Some(e),
+                Ok(()) => {}
+            }
+        }
+        permanent.map_or(Ok(()), Err)
+    }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|e| BuildError::Other(format!("cannot read {path}: {e}")))
+}
+
+/// Builds `prometheusremotewrite` exporters.
+#[derive(Debug, Default)]
+pub struct RemoteWriteExporterFactory;
+
+impl ExporterFactory for RemoteWriteExporterFactory {
+    fn type_name(&self) -> &'static str {
+        "prometheusremotewrite"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["metrics"]
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        check_typed(path, config, |c: &RemoteWriteConfig| c.check(path))
+    }
+
+    fn build(&self, id: &str, _: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+        let c: RemoteWriteConfig = typed(&format!("exporters.{id}"), config)?;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(c.tls.insecure_skip_verify);
+        if let Some(ca) = &c.tls.ca_file {
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&read(ca)?)
+                    .map_err(|e| BuildError::Other(format!("invalid CA file {ca}: {e}")))?,
+            );
+        }
+        if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
+            let mut pem = read(cert)?;
+            pem.extend(read(key)?);
+            builder = builder.identity(
+                reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| BuildError::Other(format!("invalid client certificate: {e}")))?,
+            );
+        }
+        let client = builder
+            .build()
+            .map_err(|e| BuildError::Other(format!("cannot build HTTP client: {e}")))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &c.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| BuildError::Other(format!("invalid header name `{k}`")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| BuildError::Other(format!("invalid value for header `{k}`")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(BuiltExporter {
+            exporter: Arc::new(RemoteWriteExporter {
+                id: id.to_owned(),
+                client,
+                endpoint: c.endpoint.clone(),
+                headers,
+                options: c.options(),
+                shards: c.remote_write_queue.num_consumers,
+                max_request: c.max_batch_size_bytes.bytes() as usize,
+                drops: metrics::counter!("otelcol_exporter_prometheusremotewrite_dropped_metric_points", "exporter" => id.to_owned()),
+            }),
+            settings: c.helper(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Label, Sample};
+
+    fn series(name: &str, n: usize) -> TimeSeries {
+        TimeSeries {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: name.into(),
+            }],
+            samples: (0..n)
+                .map(|i| Sample {
+                    value: i as f64,
+                    timestamp: i as i64,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_series_always_lands_in_the_same_shard() {
+        let all: Vec<TimeSeries> = (0..100).map(|i| series(&format!("m{i}"), 1)).collect();
+        let a = shard(all.clone(), 5);
+        let b = shard(all, 5);
+        assert_eq!(a, b);
+        assert!(a.len() > 1);
+        assert_eq!(a.iter().map(Vec::len).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn requests_stay_under_the_size_limit_and_keep_every_series() {
+        let all: Vec<TimeSeries> = (0..50).map(|i| series(&format!("m{i}"), 20)).collect();
+        let bodies = encode(all, vec![], 2048);
+        assert!(bodies.len() > 1);
+        let mut n = 0;
+        for b in &bodies {
+            assert!(b.len() <= 2048, "{}", b.len());
+            n += WriteRequest::decode(b.clone()).unwrap().timeseries.len();
+        }
+        assert_eq!(n, 50);
+    }
+
+    #[test]
+    fn reserved_headers_cannot_be_overridden() {
+        let p = RemoteWriteExporterFactory.check(
+            "exporters.prometheusremotewrite",
+            &serde_json::json!({"endpoint": "http://p:9090/api/v1/write", "headers": {"Content-Type": "text/plain"}}),
+        );
+        assert_eq!(
+            p[0].to_string(),
+            "error: exporters.prometheusremotewrite.headers.Content-Type: is set by the remote-write protocol and cannot be overridden"
+        );
+    }
+}
