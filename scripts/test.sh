@@ -3,7 +3,8 @@
 #   - the Python OpenTelemetry SDK, from PyPI into a private venv (target/py-venv);
 #   - Prometheus (Debian's package), which the remote-write tests start on a free port;
 #   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
-#     tests that start the real sluice binary against real OTLP clients.
+#     tests that start the real sluice binary against real OTLP clients;
+#   - a smoke run of the load generator and bench/run.sh (debug build, a few seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,6 @@ fi
 export SLUICE_PYTHON="$venv/bin/python"
 
 cargo test --workspace --all-targets "$@"
+
+# A few seconds of the load generator and the benchmark script, so neither rots.
+bench/run.sh --smoke

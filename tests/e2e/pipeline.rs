@@ -131,7 +131,7 @@ async fn sigterm_flushes_batched_data_and_exits_zero() {
         ports.telemetry()
     );
     let mut sluice = Sluice::start(ports, &config);
-    // The batcher holds the request (timeout 1h); the client waits for its result.
+    // The batcher holds the data (timeout 1h); the client was answered when it was admitted.
     let pending = tokio::spawn(post(
         ports.http,
         trace_request(4, "flush", 0).encode_to_vec(),

@@ -65,7 +65,15 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
     sink.wait_for(
         Duration::from_secs(20),
         "14 spans and 8 logs from python",
-        |r| r.span_count() == 14 && r.log_count() == 8 && r.metrics.len() >= 2,
+        |r| {
+            r.span_count() == 14
+                && r.log_count() == 8
+                && r.metric_names()
+                    .iter()
+                    .filter(|n| *n == "e2e.latency")
+                    .count()
+                    == 2
+        },
     )
     .await;
     let received = sink.snapshot();

@@ -155,7 +155,13 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
     sink.wait_for(
         Duration::from_secs(20),
         "40 spans, 10 logs, 2 metrics",
-        |r| r.span_count() == 40 && r.log_count() == 10 && r.metrics.len() >= 2,
+        |r| {
+            let names = r.metric_names();
+            r.span_count() == 40
+                && r.log_count() == 10
+                && names.contains(&"grpc.requests".to_owned())
+                && names.contains(&"http.requests".to_owned())
+        },
     )
     .await;
 

@@ -249,6 +249,16 @@ impl Received {
             .sum()
     }
 
+    /// Names of every metric received.
+    pub(crate) fn metric_names(&self) -> Vec<String> {
+        self.metrics
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| sm.metrics.iter().map(|m| m.name.clone()))
+            .collect()
+    }
+
     /// Items per request the sink received, in arrival order.
     pub(crate) fn trace_batch_sizes(&self) -> Vec<usize> {
         self.traces
@@ -436,7 +446,15 @@ impl Sink {
             if check(&self.received.lock().unwrap()) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                let r = self.received.lock().unwrap();
+                panic!(
+                    "timed out waiting for {what}: the sink has {} spans, {} log records, metrics {:?}",
+                    r.span_count(),
+                    r.log_count(),
+                    r.metric_names()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -38,6 +38,10 @@ per_signal!(
     memory_limiter_refused, "otelcol_processor_memory_limiter_refused_"
 );
 per_signal!(
+    /// Items a processor dropped after admitting them (`processor`): a permanent refusal downstream.
+    processor_dropped, "otelcol_processor_dropped_"
+);
+per_signal!(
     /// Items an exporter delivered (`exporter`).
     exporter_sent, "otelcol_exporter_sent_"
 );

@@ -1,11 +1,17 @@
 //! The `batch` processor: accumulates batches by concatenating their encodings and sends them on
 //! when `send_batch_size` items have gathered or `timeout` has passed since the first arrived.
 //!
-//! Unlike the Collector's batch processor, a caller waits for the downstream result of the batch
-//! its data went out in, so refusals (full exporter queues) reach the client as retryable
-//! statuses instead of being swallowed. The wait is bounded by `timeout`.
+//! A caller is answered as soon as its data is in the batcher, so throughput does not depend on
+//! how many requests a client keeps in flight. Refusals are not swallowed, as they are in the
+//! Collector's batch processor: a batch the pipeline refuses (every exporter queue full) is held
+//! and retried with backoff, and while any batch is held, new data is refused with a retryable
+//! error, so back-pressure still reaches clients and nothing admitted is dropped for it. Only a
+//! permanent refusal drops a batch, counted and logged. Memory stays bounded by the memory
+//! limiter's reservations, which the held batches keep.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use metrics::{Counter, Histogram};
@@ -16,7 +22,7 @@ use sluice_core::{
     Batch, BatchBuilder, BuildError, BuiltProcessor, ConsumeError, Consumer, ProcessorContext,
     ProcessorFactory, Signal, metrics as names, typed,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// `processors.batch`.
@@ -59,40 +65,8 @@ impl BatchConfig {
     }
 }
 
-/// Completion of one caller's data: the result is sent when the last part of it is done.
-struct Ticket {
-    error: Mutex<Option<ConsumeError>>,
-    done: Mutex<Option<oneshot::Sender<Result<(), ConsumeError>>>>,
-}
-
-impl Ticket {
-    fn fail(&self, err: &ConsumeError) {
-        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(err.clone());
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let error = self
-            .error
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(tx) = self
-            .done
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = tx.send(error.map_or(Ok(()), Err));
-        }
-    }
-}
-
 struct Metrics {
+    dropped: Counter,
     send_size: Histogram,
     send_size_bytes: Histogram,
     size_trigger: Counter,
@@ -106,7 +80,14 @@ struct Batcher {
     /// Bounds concurrent sends downstream so a slow exporter without a queue slows the batcher
     /// instead of piling up tasks.
     sends: Arc<Semaphore>,
+    /// Batches the pipeline refused and that are being retried; new data is refused meanwhile.
+    stalled: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
 }
+
+/// The first pause before retrying a refused batch, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 const MAX_CONCURRENT_SENDS: usize = 8;
 /// Requests waiting for the batcher task; beyond this callers are refused (retryable).
@@ -123,60 +104,49 @@ impl Batcher {
     async fn run(
         self: Arc<Self>,
         signal: Signal,
-        mut rx: mpsc::Receiver<(Batch, Arc<Ticket>)>,
+        mut rx: mpsc::Receiver<Batch>,
         shutdown: CancellationToken,
     ) {
         let mut builder = BatchBuilder::new(signal);
-        let mut tickets: Vec<Arc<Ticket>> = Vec::new();
         let timeout = self.config.timeout.get();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 message = rx.recv() => {
-                    let Some((batch, ticket)) = message else { break };
+                    let Some(batch) = message else { break };
                     if builder.is_empty() {
                         deadline = Some(tokio::time::Instant::now() + timeout);
                     }
                     builder.push(batch);
-                    tickets.push(ticket);
                     if timeout.is_zero() || builder.items() >= self.config.send_batch_size {
                         let trigger = if timeout.is_zero() { Trigger::Timeout } else { Trigger::Size };
-                        self.flush(&mut builder, &mut tickets, trigger).await;
+                        self.flush(&mut builder, trigger).await;
                         deadline = None;
                     }
                 }
                 () = sleep_until(deadline) => {
-                    self.flush(&mut builder, &mut tickets, Trigger::Timeout).await;
+                    self.flush(&mut builder, Trigger::Timeout).await;
                     deadline = None;
                 }
                 () = shutdown.cancelled() => {
                     rx.close();
-                    while let Ok((batch, ticket)) = rx.try_recv() {
+                    while let Ok(batch) = rx.try_recv() {
                         builder.push(batch);
-                        tickets.push(ticket);
                     }
                     break;
                 }
             }
         }
-        self.flush(&mut builder, &mut tickets, Trigger::Shutdown)
-            .await;
+        self.flush(&mut builder, Trigger::Shutdown).await;
         // Wait for sends under way so that shutdown hands everything to the exporters.
         let _ = self.sends.acquire_many(MAX_CONCURRENT_SENDS as u32).await;
     }
 
-    async fn flush(
-        self: &Arc<Self>,
-        builder: &mut BatchBuilder,
-        tickets: &mut Vec<Arc<Ticket>>,
-        trigger: Trigger,
-    ) {
+    async fn flush(self: &Arc<Self>, builder: &mut BatchBuilder, trigger: Trigger) {
         if builder.is_empty() {
-            tickets.clear();
             return;
         }
         let mut batch = builder.take();
-        let tickets = std::mem::take(tickets);
         let max = self.config.send_batch_max_size;
         let mut parts = Vec::new();
         while max > 0 && batch.items() > max {
@@ -196,16 +166,39 @@ impl Batcher {
             let Ok(permit) = Arc::clone(&self.sends).acquire_owned().await else {
                 return;
             };
-            let next = Arc::clone(&self.next);
-            let tickets = tickets.clone();
+            let this = Arc::clone(self);
             tokio::spawn(async move {
-                if let Err(err) = next.consume(part).await {
-                    for t in &tickets {
-                        t.fail(&err);
-                    }
-                }
+                this.send(part).await;
                 drop(permit);
             });
+        }
+    }
+
+    /// Sends one batch downstream, holding and retrying it while the pipeline refuses it.
+    async fn send(&self, batch: Batch) {
+        let mut pause = RETRY_FIRST;
+        let mut stalled = false;
+        loop {
+            match self.next.consume(batch.clone()).await {
+                Ok(()) => break,
+                Err(err) if err.is_retryable() && !self.shutdown.is_cancelled() => {
+                    if !stalled {
+                        stalled = true;
+                        self.stalled.fetch_add(1, Ordering::AcqRel);
+                        tracing::warn!(items = batch.items(), error = %err.message, "pipeline refused a batch; holding it and refusing new data until it goes through");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(err) => {
+                    self.metrics.dropped.increment(batch.items() as u64);
+                    tracing::error!(items = batch.items(), error = %err.message, "pipeline refused a batch permanently, data dropped");
+                    break;
+                }
+            }
+        }
+        if stalled {
+            self.stalled.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -218,30 +211,27 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 struct BatchProcessor {
-    tx: mpsc::Sender<(Batch, Arc<Ticket>)>,
+    tx: mpsc::Sender<Batch>,
+    stalled: Arc<AtomicUsize>,
 }
 
 #[async_trait]
 impl Consumer for BatchProcessor {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let (done, wait) = oneshot::channel();
-        let ticket = Arc::new(Ticket {
-            error: Mutex::new(None),
-            done: Mutex::new(Some(done)),
-        });
-        match self.tx.try_send((batch, ticket)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(ConsumeError::unavailable("batch processor is saturated"));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(ConsumeError::unavailable(
-                    "batch processor is shutting down",
-                ));
-            }
+        if self.stalled.load(Ordering::Acquire) > 0 {
+            return Err(ConsumeError::unavailable(
+                "the pipeline behind the batch processor is refusing data",
+            ));
         }
-        wait.await
-            .unwrap_or_else(|_| Err(ConsumeError::unavailable("batch processor stopped")))
+        match self.tx.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(ConsumeError::unavailable("batch processor is saturated"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ConsumeError::unavailable(
+                "batch processor is shutting down",
+            )),
+        }
     }
 }
 
@@ -265,10 +255,14 @@ impl ProcessorFactory for BatchFactory {
     fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {
         let config: BatchConfig = typed(&format!("processors.{}", ctx.id), config)?;
         let label = ctx.id.clone();
+        let stalled = Arc::new(AtomicUsize::new(0));
         let batcher = Arc::new(Batcher {
             config,
             next: ctx.next,
+            stalled: Arc::clone(&stalled),
+            shutdown: ctx.shutdown.clone(),
             metrics: Metrics {
+                dropped: metrics::counter!(names::processor_dropped(ctx.signal), "processor" => label.clone()),
                 send_size: metrics::histogram!(names::BATCH_SEND_SIZE, "processor" => label.clone()),
                 send_size_bytes: metrics::histogram!(names::BATCH_SEND_SIZE_BYTES, "processor" => label.clone()),
                 size_trigger: metrics::counter!(names::BATCH_SIZE_TRIGGER_SEND, "processor" => label.clone()),
@@ -279,7 +273,7 @@ impl ProcessorFactory for BatchFactory {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(batcher.run(ctx.signal, rx, ctx.shutdown));
         Ok(BuiltProcessor {
-            consumer: Arc::new(BatchProcessor { tx }),
+            consumer: Arc::new(BatchProcessor { tx, stalled }),
             gate: None,
             tasks: vec![task],
         })
@@ -296,8 +290,8 @@ mod tests {
     use std::time::Duration;
 
     struct Sink {
-        got: Mutex<Vec<usize>>,
-        refuse: bool,
+        got: std::sync::Mutex<Vec<usize>>,
+        refuse: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
@@ -307,7 +301,7 @@ mod tests {
                 sluice_core::wire::count(Signal::Logs, batch.data()),
                 batch.items()
             );
-            if self.refuse {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(ConsumeError::unavailable("queue full"));
             }
             self.got.lock().unwrap().push(batch.items());
@@ -340,8 +334,8 @@ mod tests {
         Vec<tokio::task::JoinHandle<()>>,
     ) {
         let sink = Arc::new(Sink {
-            got: Mutex::new(Vec::new()),
-            refuse,
+            got: std::sync::Mutex::new(Vec::new()),
+            refuse: std::sync::atomic::AtomicBool::new(refuse),
         });
         let shutdown = CancellationToken::new();
         let built = BatchFactory
@@ -358,48 +352,66 @@ mod tests {
         (built.consumer, sink, shutdown, built.tasks)
     }
 
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn sends_when_size_is_reached_and_splits_at_max_size() {
         let (batcher, sink, _, _) = build(
             serde_json::json!({"send_batch_size": 10, "send_batch_max_size": 10, "timeout": "1h"}),
             false,
         );
-        let a = tokio::spawn({
-            let b = batcher.clone();
-            async move { b.consume(logs(7)).await }
-        });
-        tokio::task::yield_now().await;
+        batcher.consume(logs(7)).await.unwrap();
         batcher.consume(logs(16)).await.unwrap();
-        a.await.unwrap().unwrap();
+        settle().await;
         assert_eq!(*sink.got.lock().unwrap(), [10, 10, 3]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn sends_after_timeout() {
+    async fn callers_are_answered_at_once_and_the_batch_goes_at_the_timeout() {
         let (batcher, sink, _, _) = build(serde_json::json!({"timeout": "200ms"}), false);
         let started = tokio::time::Instant::now();
         batcher.consume(logs(3)).await.unwrap();
-        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(199)).await;
+        assert!(sink.got.lock().unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        settle().await;
         assert_eq!(*sink.got.lock().unwrap(), [3]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn downstream_refusal_reaches_the_caller() {
-        let (batcher, _, _, _) = build(serde_json::json!({"timeout": "10ms"}), true);
-        let err = batcher.consume(logs(3)).await.unwrap_err();
-        assert!(err.is_retryable());
+    async fn a_refused_batch_is_held_and_retried_while_new_data_is_refused() {
+        let (batcher, sink, _, _) = build(serde_json::json!({"timeout": "10ms"}), true);
+        batcher.consume(logs(3)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
+        let err = batcher.consume(logs(1)).await.unwrap_err();
+        assert!(err.is_retryable(), "back-pressure reaches callers");
+        sink.refuse
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        settle().await;
+        assert_eq!(
+            *sink.got.lock().unwrap(),
+            [3],
+            "the held batch went through, once"
+        );
+        batcher.consume(logs(2)).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_flushes_what_is_pending() {
         let (batcher, sink, shutdown, tasks) = build(serde_json::json!({"timeout": "1h"}), false);
-        let pending = tokio::spawn(async move { batcher.consume(logs(5)).await });
-        tokio::task::yield_now().await;
+        batcher.consume(logs(5)).await.unwrap();
+        settle().await;
         shutdown.cancel();
         for t in tasks {
             t.await.unwrap();
         }
-        pending.await.unwrap().unwrap();
         assert_eq!(*sink.got.lock().unwrap(), [5]);
     }
 

@@ -1,0 +1,97 @@
+"""Turns bench/run.sh's runs into bench/RESULTS.md (medians, ratios) and a PNG plot."""
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+runs_path, md_path, png_path, command = sys.argv[1:5]
+runs = [json.loads(line) for line in open(runs_path)]
+
+by = defaultdict(list)
+for r in runs:
+    by[(r["scenario"], r["collector"])].append(r)
+scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
+
+
+def med(scenario, collector, key):
+    values = [r[key] for r in by[(scenario, collector)]]
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001 - the report says "unknown" rather than failing
+        return "unknown"
+
+
+lines = [
+    "# Benchmarks: sluice and rotel, side by side",
+    "",
+    f"Made by `{command}` on {platform.node()}: {cpu_model()}, "
+    f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
+    f"Linux {platform.release()}. Collectors: `{version(['target/release/sluice', '--version'])}` and rotel "
+    f"(`{version(['sh', '-c', 'ls target/bench-venv/lib/python3*/site-packages/rotel-*.dist-info | head -1'])}`).",
+    "",
+    "Each run: the load generator (`sluice-loadgen send`, closed loop, 8 requests in flight, 100 items per "
+    "request, pre-encoded) and the counting sink (`sluice-loadgen sink`) on core 0, the collector alone on "
+    "core 1. Both collectors run OTLP in -> resource attribute upsert -> batch (8192 items / 200 ms) -> OTLP "
+    "out without compression; sluice also runs its memory_limiter. CPU is the collector's user+system time "
+    "from /proc/<pid>/stat; peak RSS is VmHWM. Items are counted at the sink. Medians of "
+    f"{max(len(v) for v in by.values())} runs, sluice and rotel alternating.",
+    "",
+    "| scenario | collector | delivered items / collector CPU-s | accepted items/s | CPU % of one core | peak RSS MiB | delivered / accepted | p99 latency ms |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+]
+for s in scenarios:
+    for c in ("sluice", "rotel"):
+        if not by[(s, c)]:
+            continue
+        acc = med(s, c, "items_accepted")
+        dl = med(s, c, "items_delivered")
+        lines.append(
+            f"| {s} | {c} | {med(s, c, 'items_per_cpu_second'):,.0f} | {med(s, c, 'accepted_per_second'):,.0f} | "
+            f"{med(s, c, 'cpu_percent_of_one_core'):.1f} | {med(s, c, 'peak_rss_mib'):.1f} | "
+            f"{(dl / acc if acc else float('nan')):.3f} | {med(s, c, 'latency_p99_ms'):.1f} |"
+        )
+lines += ["", "Ratios (sluice / rotel, medians of the same run):", "",
+          "| scenario | items per CPU-second | peak RSS |", "|---|---:|---:|"]
+for s in scenarios:
+    if by[(s, "sluice")] and by[(s, "rotel")]:
+        cpu_ratio = med(s, "sluice", "items_per_cpu_second") / max(med(s, "rotel", "items_per_cpu_second"), 1e-9)
+        rss_ratio = med(s, "sluice", "peak_rss_mib") / max(med(s, "rotel", "peak_rss_mib"), 1e-9)
+        lines.append(f"| {s} | {cpu_ratio:.2f}x | {rss_ratio:.2f}x |")
+lines += ["", "![items per CPU-second and peak RSS](results.png)", ""]
+open(md_path, "w").write("\n".join(lines))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+width = 0.38
+xs = range(len(scenarios))
+for i, c in enumerate(("sluice", "rotel")):
+    axes[0].bar([x + (i - 0.5) * width for x in xs], [med(s, c, "items_per_cpu_second") for s in scenarios], width, label=c)
+    axes[1].bar([x + (i - 0.5) * width for x in xs], [med(s, c, "peak_rss_mib") for s in scenarios], width, label=c)
+for ax, title in zip(axes, ("items delivered per collector CPU-second (higher is better)", "peak RSS, MiB (lower is better)")):
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(scenarios, rotation=20, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+fig.tight_layout()
+fig.savefig(png_path, dpi=110)
