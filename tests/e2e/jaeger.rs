@@ -486,7 +486,7 @@ async fn every_mapping_rule_arrives_at_the_jaeger_peer() {
     assert_eq!(process.tags, vec![tag_str("k8s.pod.name", "worker-0")]);
     assert_eq!(
         sluice
-            .metric("otelcol_exporter_sent_spans{exporter=\"jaeger\"}")
+            .wait_metric("otelcol_exporter_sent_spans{exporter=\"jaeger\"}", 4.0)
             .await,
         4.0
     );

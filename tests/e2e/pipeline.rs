@@ -114,7 +114,7 @@ async fn a_dead_exporter_does_not_block_the_others_and_otlphttp_sends_gzip() {
     );
     assert_eq!(
         sluice
-            .metric("otelcol_exporter_sent_spans{exporter=\"otlphttp\"}")
+            .wait_metric("otelcol_exporter_sent_spans{exporter=\"otlphttp\"}", 30.0)
             .await,
         30.0
     );

@@ -463,7 +463,10 @@ async fn every_metric_type_is_queryable_in_prometheus() {
     );
     assert_eq!(
         sluice
-            .metric("otelcol_exporter_sent_metric_points{exporter=\"prometheusremotewrite\"}")
+            .wait_metric(
+                "otelcol_exporter_sent_metric_points{exporter=\"prometheusremotewrite\"}",
+                9.0
+            )
             .await,
         9.0
     );

@@ -284,13 +284,13 @@ async fn rust_sdk_delivers_every_signal_over_grpc_and_http_intact_and_enriched()
     );
     assert_eq!(
         sluice
-            .metric("otelcol_exporter_sent_spans{exporter=\"otlp\"}")
+            .wait_metric("otelcol_exporter_sent_spans{exporter=\"otlp\"}", 40.0)
             .await,
         40.0
     );
     assert_eq!(
         sluice
-            .metric("otelcol_exporter_sent_log_records{exporter=\"otlp\"}")
+            .wait_metric("otelcol_exporter_sent_log_records{exporter=\"otlp\"}", 10.0)
             .await,
         10.0
     );

@@ -192,6 +192,21 @@ impl Sluice {
     }
 }
 
+impl Sluice {
+    /// Waits until a self-metric reaches `want` (counters lag the peer by one response), and
+    /// returns what it last read.
+    pub(crate) async fn wait_metric(&self, name_and_labels: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(name_and_labels).await;
+            if v == want || Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.kill();
