@@ -1,6 +1,7 @@
 """Turns bench/run.sh's runs into bench/RESULTS.md (medians, ratios) and a PNG plot."""
 
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -38,13 +39,25 @@ def version(cmd):
         return "unknown"
 
 
+def rotel_version():
+    from importlib.metadata import version as pkg_version
+
+    return pkg_version("rotel")
+
+
+def rotel_binary():
+    import rotel
+
+    return os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
+
+
 lines = [
     "# Benchmarks: sluice and rotel, side by side",
     "",
     f"Made by `{command}` on {platform.node()}: {cpu_model()}, "
     f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
     f"Linux {platform.release()}. Collectors: `{version(['target/release/sluice', '--version'])}` and rotel "
-    f"(`{version(['sh', '-c', 'ls target/bench-venv/lib/python3*/site-packages/rotel-*.dist-info | head -1'])}`).",
+    f"{rotel_version()} from PyPI (`{version([rotel_binary(), '--version'])}`).",
     "",
     "Each run: the load generator (`sluice-loadgen send`, closed loop, 8 requests in flight, 100 items per "
     "request, pre-encoded) and the counting sink (`sluice-loadgen sink`) on core 0, the collector alone on "
@@ -75,7 +88,14 @@ for s in scenarios:
         rss_ratio = med(s, "sluice", "peak_rss_mib") / max(med(s, "rotel", "peak_rss_mib"), 1e-9)
         lines.append(f"| {s} | {cpu_ratio:.2f}x | {rss_ratio:.2f}x |")
 lines += ["", "![items per CPU-second and peak RSS](results.png)", ""]
-open(md_path, "w").write("\n".join(lines))
+# Keep the hand-written sections (micro-benchmarks, analysis) that follow the marker.
+MARKER = "<!-- kept by report.py -->"
+kept = ""
+if os.path.exists(md_path):
+    previous = open(md_path).read()
+    if MARKER in previous:
+        kept = previous[previous.index(MARKER):]
+open(md_path, "w").write("\n".join(lines) + ("\n" + kept if kept else ""))
 
 import matplotlib  # noqa: E402
 

@@ -125,6 +125,15 @@ scenarios=("traces-grpc traces grpc" "traces-http traces http" "logs-grpc logs g
 [ $smoke = 1 ] && scenarios=("traces-grpc traces grpc")
 collectors=(sluice rotel)
 [ $smoke = 1 ] && collectors=(sluice)
+# Optional filters: COLLECTORS="sluice" SCENARIOS="traces-grpc logs-grpc" bench/run.sh
+[ -n "${COLLECTORS:-}" ] && read -r -a collectors <<< "$COLLECTORS"
+if [ -n "${SCENARIOS:-}" ]; then
+  filtered=()
+  for s in "${scenarios[@]}"; do
+    for want in $SCENARIOS; do [ "${s%% *}" = "$want" ] && filtered+=("$s"); done
+  done
+  scenarios=("${filtered[@]}")
+fi
 
 for rep in $(seq 1 "$REPS"); do
   for s in "${scenarios[@]}"; do
@@ -147,6 +156,7 @@ EOF
   exit 0
 fi
 
+[ -n "${COLLECTORS:-}${SCENARIOS:-}" ] && { echo "filtered run: report not written"; exit 0; }
 "$venv/bin/python" bench/report.py "$out/runs.jsonl" bench/RESULTS.md bench/results.png \
   "REPS=$REPS DURATION=$DURATION CONCURRENCY=$CONCURRENCY ITEMS=$ITEMS bench/run.sh"
 echo "wrote bench/RESULTS.md and bench/results.png"
