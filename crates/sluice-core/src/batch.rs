@@ -112,6 +112,9 @@ pub struct BatchBuilder {
     data: BytesMut,
     items: usize,
     held: Vec<Arc<Reservation>>,
+    /// Size of the last batch taken: the next one is allocated at about that size, so a batch
+    /// neither carries up to twice its size in spare capacity nor re-copies itself while growing.
+    last_size: usize,
 }
 
 impl BatchBuilder {
@@ -122,12 +125,16 @@ impl BatchBuilder {
             data: BytesMut::new(),
             items: 0,
             held: Vec::new(),
+            last_size: 0,
         }
     }
 
     /// Appends a batch: `repeated` fields concatenate, so this is a byte copy.
     pub fn push(&mut self, batch: Batch) {
         debug_assert_eq!(batch.signal, self.signal);
+        if self.data.capacity() == 0 {
+            self.data.reserve((self.last_size + self.last_size / 8).max(batch.data.len()));
+        }
         self.data.extend_from_slice(&batch.data);
         self.items += batch.items;
         self.held.extend(batch.held);
@@ -150,7 +157,10 @@ impl BatchBuilder {
 
     /// Takes what has accumulated as one batch and leaves the builder empty.
     pub fn take(&mut self) -> Batch {
-        let data = self.data.split().freeze();
+        self.last_size = self.data.len();
+        // `split_to` leaves no spare capacity behind to be shared with the next batch.
+        let data = self.data.split_to(self.data.len()).freeze();
+        self.data = BytesMut::new();
         Batch {
             signal: self.signal,
             data,
