@@ -133,7 +133,8 @@ impl BatchBuilder {
     pub fn push(&mut self, batch: Batch) {
         debug_assert_eq!(batch.signal, self.signal);
         if self.data.capacity() == 0 {
-            self.data.reserve((self.last_size + self.last_size / 8).max(batch.data.len()));
+            self.data
+                .reserve((self.last_size + self.last_size / 8).max(batch.data.len()));
         }
         self.data.extend_from_slice(&batch.data);
         self.items += batch.items;

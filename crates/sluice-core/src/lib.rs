@@ -2,6 +2,7 @@
 //! admission, the exporter helper (queue, retry, timeout), component factory traits and the
 //! names of self-metrics. It knows no concrete component.
 
+pub mod anyvalue;
 mod batch;
 mod component;
 mod consumer;

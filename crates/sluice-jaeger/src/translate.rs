@@ -12,11 +12,9 @@
 //! The translation is total: malformed input (ids of the wrong length, unknown enum values, end
 //! before start, arbitrarily nested values) yields a batch, never a panic.
 
-use std::fmt::Write as _;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue as OtlpKeyValue, any_value::Value,
+    InstrumentationScope, KeyValue as OtlpKeyValue, any_value::Value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -26,6 +24,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 
 use crate::proto;
+use sluice_core::anyvalue::to_string as value_to_string;
 
 #[cfg(test)]
 mod tests;
@@ -411,187 +410,5 @@ fn key_value(attribute: &OtlpKeyValue) -> proto::KeyValue {
             v_type: proto::ValueType::String as i32,
             ..Default::default()
         },
-    }
-}
-
-/// The specification's string form of an AnyValue for non-OTLP protocols: strings as they are,
-/// booleans, integers and floats as JSON literals (`NaN`, `Infinity`, `-Infinity` unquoted),
-/// bytes as base64, an empty value as the empty string, arrays and maps as JSON.
-fn value_to_string(value: Option<&Value>) -> String {
-    match value {
-        Some(Value::StringValue(value)) => value.clone(),
-        Some(Value::BoolValue(value)) => value.to_string(),
-        Some(Value::IntValue(value)) => value.to_string(),
-        Some(Value::DoubleValue(value)) => float_to_string(*value),
-        Some(Value::BytesValue(value)) => {
-            let mut out = String::with_capacity(value.len().div_ceil(3) * 4);
-            write_base64(&mut out, value);
-            out
-        }
-        Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => {
-            let mut out = String::new();
-            write_json(&mut out, value);
-            out
-        }
-        Some(Value::StringValueStrindex(_)) | None => String::new(),
-    }
-}
-
-/// A float as a JSON number, or `NaN`, `Infinity`, `-Infinity` for the values JSON lacks.
-fn float_to_string(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value == f64::INFINITY {
-        "Infinity".to_owned()
-    } else if value == f64::NEG_INFINITY {
-        "-Infinity".to_owned()
-    } else {
-        // Finite, so always Some; the shortest representation that reads back exactly.
-        serde_json::Number::from_f64(value)
-            .map_or_else(|| format!("{value:?}"), |number| number.to_string())
-    }
-}
-
-/// An open JSON container whose elements remain to be written.
-enum Frame<'a> {
-    Array {
-        items: std::slice::Iter<'a, AnyValue>,
-        first: bool,
-    },
-    Object {
-        entries: std::slice::Iter<'a, OtlpKeyValue>,
-        first: bool,
-    },
-}
-
-/// Writes a value as a JSON element, per the specification's rules for array elements and map
-/// values: strings, bytes (base64) and special floats as JSON strings, empty values as `null`,
-/// arrays and maps (keys in order, duplicates kept) nested. Iterative, so nesting depth is bounded
-/// only by memory, never by the stack.
-fn write_json(out: &mut String, value: Option<&Value>) {
-    let mut stack = Vec::new();
-    write_json_element(out, value, &mut stack);
-    loop {
-        let next = match stack.last_mut() {
-            None => break,
-            Some(Frame::Array { items, first }) => items.next().map(|item| {
-                if !std::mem::replace(first, false) {
-                    out.push(',');
-                }
-                Some(item)
-            }),
-            Some(Frame::Object { entries, first }) => entries.next().map(|entry| {
-                if !std::mem::replace(first, false) {
-                    out.push(',');
-                }
-                write_json_string(out, &entry.key);
-                out.push(':');
-                entry.value.as_ref()
-            }),
-        };
-        match next {
-            Some(element) => write_json_element(
-                out,
-                element.and_then(|element| element.value.as_ref()),
-                &mut stack,
-            ),
-            None => match stack.pop() {
-                Some(Frame::Array { .. }) => out.push(']'),
-                Some(Frame::Object { .. }) => out.push('}'),
-                None => {}
-            },
-        }
-    }
-}
-
-/// Writes a scalar element, or opens a container and pushes its frame.
-fn write_json_element<'a>(out: &mut String, value: Option<&'a Value>, stack: &mut Vec<Frame<'a>>) {
-    match value {
-        Some(Value::StringValue(value)) => write_json_string(out, value),
-        Some(Value::BoolValue(value)) => out.push_str(if *value { "true" } else { "false" }),
-        Some(Value::IntValue(value)) => out.push_str(&value.to_string()),
-        Some(Value::DoubleValue(value)) => {
-            let number = float_to_string(*value);
-            if value.is_finite() {
-                out.push_str(&number);
-            } else {
-                write_json_string(out, &number);
-            }
-        }
-        Some(Value::BytesValue(value)) => {
-            // The base64 alphabet needs no JSON escaping.
-            out.push('"');
-            write_base64(out, value);
-            out.push('"');
-        }
-        Some(Value::ArrayValue(array)) => {
-            out.push('[');
-            stack.push(Frame::Array {
-                items: array.values.iter(),
-                first: true,
-            });
-        }
-        Some(Value::KvlistValue(map)) => {
-            out.push('{');
-            stack.push(Frame::Object {
-                entries: map.values.iter(),
-                first: true,
-            });
-        }
-        Some(Value::StringValueStrindex(_)) | None => out.push_str("null"),
-    }
-}
-
-/// Writes a JSON string literal (RFC 8259): quotes, backslashes and control characters escaped.
-fn write_json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < '\u{20}' => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Writes bytes in base64 (RFC 4648 section 4: standard alphabet, padded).
-fn write_base64(out: &mut String, bytes: &[u8]) {
-    // The index is masked to 6 bits, so it is always within the 64-entry alphabet.
-    let sextet =
-        |group: u32, shift: u32| char::from(BASE64_ALPHABET[((group >> shift) & 0x3f) as usize]);
-    for chunk in bytes.chunks(3) {
-        match *chunk {
-            [a, b, c] => {
-                let group = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
-                out.extend([
-                    sextet(group, 18),
-                    sextet(group, 12),
-                    sextet(group, 6),
-                    sextet(group, 0),
-                ]);
-            }
-            [a, b] => {
-                let group = u32::from(a) << 16 | u32::from(b) << 8;
-                out.extend([sextet(group, 18), sextet(group, 12), sextet(group, 6), '=']);
-            }
-            [a] => {
-                let group = u32::from(a) << 16;
-                out.extend([sextet(group, 18), sextet(group, 12), '=', '=']);
-            }
-            _ => {}
-        }
     }
 }

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use proptest::prelude::*;
 use prost::Message as _;
 
-use super::{translate, value_to_string, write_base64, write_json_string};
+use super::{translate, value_to_string};
 use crate::proto::{self, ValueType};
 
 const TRACE_ID: [u8; 16] = [
@@ -996,23 +996,6 @@ fn nested_values_follow_the_json_element_rules() {
 }
 
 #[test]
-fn json_strings_are_escaped() {
-    let mut out = String::new();
-    write_json_string(&mut out, "q\"b\\n\nr\rt\tb\u{8}f\u{c}c\u{1}\u{1f}é\u{7f}/");
-    assert_eq!(
-        out,
-        format!("{}\u{7f}/\"", r#""q\"b\\n\nr\rt\tb\bf\fc\u0001\u001fé"#)
-    );
-    assert_eq!(
-        tags_of_attributes(vec![attr(
-            "l",
-            array(vec![Value::StringValue("say \"hi\"".to_owned())])
-        )]),
-        vec![jstr("l", r#"["say \"hi\""]"#)]
-    );
-}
-
-#[test]
 fn deep_nesting_does_not_exhaust_the_stack() {
     let depth = 100_000;
     let mut value = Value::IntValue(1);
@@ -1049,27 +1032,6 @@ fn empty_values_become_empty_strings() {
         ]),
         vec![jstr("absent", ""), jstr("empty", ""), jstr("strindex", "")]
     );
-}
-
-#[test]
-fn base64_matches_the_rfc_4648_test_vectors() {
-    let vectors = [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ];
-    for (input, expected) in vectors {
-        let mut out = String::new();
-        write_base64(&mut out, input.as_bytes());
-        assert_eq!(out, expected, "base64({input:?})");
-    }
-    let mut out = String::new();
-    write_base64(&mut out, &[0xfb, 0xff, 0xbf]);
-    assert_eq!(out, "+/+/");
 }
 
 // ---- Wire ----
