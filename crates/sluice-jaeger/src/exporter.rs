@@ -15,7 +15,7 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, check_typed, typed,
 };
-use sluice_grpc::{Compression, TlsClientConfig, UnaryClient};
+use sluice_net::{Compression, TlsClientConfig, UnaryClient};
 
 use crate::proto::{self, POST_SPANS_PATH, PostSpansRequest};
 use crate::translate;
@@ -169,8 +169,8 @@ impl ExporterFactory for JaegerExporterFactory {
 
     fn build(&self, id: &str, _: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
         let c: JaegerConfig = typed(&format!("exporters.{id}"), config)?;
-        let channel = sluice_grpc::channel(&c.endpoint, &c.tls)?;
-        let metadata = sluice_grpc::metadata(&c.headers)?;
+        let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
+        let metadata = sluice_net::metadata(&c.headers)?;
         Ok(BuiltExporter {
             exporter: Arc::new(JaegerExporter {
                 client: UnaryClient::new(

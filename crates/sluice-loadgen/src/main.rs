@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_core::Signal;
-use sluice_grpc::RawCodec;
+use sluice_net::RawCodec;
 
 #[derive(Parser)]
 #[command(

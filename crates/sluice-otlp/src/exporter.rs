@@ -17,7 +17,7 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, typed,
 };
-use sluice_grpc::{Compression, TlsClientConfig, UnaryClient};
+use sluice_net::{Compression, TlsClientConfig, UnaryClient};
 
 use crate::status;
 
@@ -172,8 +172,8 @@ fn grpc_exporter(
     signal: Signal,
     c: &OtlpExporterConfig,
 ) -> Result<GrpcExporter, BuildError> {
-    let channel = sluice_grpc::channel(&c.endpoint, &c.tls)?;
-    let metadata = sluice_grpc::metadata(&c.headers)?;
+    let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
+    let metadata = sluice_net::metadata(&c.headers)?;
     Ok(GrpcExporter {
         id: id.to_owned(),
         client: UnaryClient::new(
@@ -183,10 +183,6 @@ fn grpc_exporter(
             c.compression == Compression::Gzip,
         ),
     })
-}
-
-fn read(path: &str) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(path).map_err(|e| BuildError::Other(format!("cannot read {path}: {e}")))
 }
 
 struct HttpExporter {
@@ -285,7 +281,7 @@ impl Exporter for HttpExporter {
             return Ok(());
         }
         let detail = prost::Message::decode(body.as_ref())
-            .map(|s: sluice_grpc::RpcStatus| s.message)
+            .map(|s: sluice_net::RpcStatus| s.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned());
         let message = format!("{} responded {code}: {detail}", self.url);
         // Retryable per the OTLP specification: 429, 502, 503, 504.
@@ -301,34 +297,8 @@ fn http_exporter(
     signal: Signal,
     c: &OtlpExporterConfig,
 ) -> Result<HttpExporter, BuildError> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .danger_accept_invalid_certs(c.tls.insecure_skip_verify);
-    if let Some(ca) = &c.tls.ca_file {
-        let cert = reqwest::Certificate::from_pem(&read(ca)?)
-            .map_err(|e| BuildError::Other(format!("invalid CA file {ca}: {e}")))?;
-        builder = builder.add_root_certificate(cert);
-    }
-    if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
-        let mut pem = read(cert)?;
-        pem.extend(read(key)?);
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| BuildError::Other(format!("invalid client certificate: {e}")))?;
-        builder = builder.identity(identity);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| BuildError::Other(format!("cannot build HTTP client: {e}")))?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in &c.headers {
-        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| BuildError::Other(format!("invalid header name `{k}`")))?;
-        let mut value = reqwest::header::HeaderValue::from_str(v)
-            .map_err(|_| BuildError::Other(format!("invalid value for header `{k}`")))?;
-        value.set_sensitive(true);
-        headers.insert(name, value);
-    }
+    let client = sluice_net::http_client(&c.tls)?;
+    let headers = sluice_net::http_headers(&c.headers)?;
     Ok(HttpExporter {
         id: id.to_owned(),
         client,

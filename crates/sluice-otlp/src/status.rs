@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use prost::Message;
 use sluice_core::{ConsumeError, ErrorCode};
-use sluice_grpc::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus};
+use sluice_net::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus};
 
 fn grpc_code(code: ErrorCode) -> tonic::Code {
     match code {
@@ -125,13 +125,13 @@ mod tests {
         let status = grpc_status(&err);
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(
-            sluice_grpc::retry_delay(&status),
+            sluice_net::retry_delay(&status),
             Some(Duration::from_secs(1))
         );
         assert_eq!(retry_after_secs(&err), Some(1));
         let invalid = grpc_status(&ConsumeError::invalid("bad"));
         assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
-        assert_eq!(sluice_grpc::retry_delay(&invalid), None);
+        assert_eq!(sluice_net::retry_delay(&invalid), None);
     }
 
     #[test]

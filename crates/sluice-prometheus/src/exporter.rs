@@ -25,6 +25,8 @@ use sluice_core::{
     Signal, check_typed, typed,
 };
 
+use sluice_net::TlsClientConfig;
+
 use crate::proto::{TimeSeries, WriteRequest};
 use crate::translate::{TranslateOptions, translate};
 
@@ -66,7 +68,7 @@ pub struct RemoteWriteConfig {
     pub remote_write_queue: RemoteWriteQueue,
     /// TLS: `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`.
     #[serde(default)]
-    pub tls: Tls,
+    pub tls: TlsClientConfig,
     /// Per-attempt timeout (default `5s`).
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
@@ -107,22 +109,6 @@ impl Default for RemoteWriteQueue {
             num_consumers: 5,
         }
     }
-}
-
-/// Client TLS for HTTPS endpoints.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Tls {
-    /// PEM CA certificates to trust besides the system's.
-    pub ca_file: Option<String>,
-    /// PEM client certificate (with `key_file`).
-    pub cert_file: Option<String>,
-    /// PEM client key (with `cert_file`).
-    pub key_file: Option<String>,
-    /// Skip server certificate verification (testing only).
-    pub insecure_skip_verify: bool,
-    /// Accepted for compatibility (plain `http://` URLs are never encrypted).
-    pub insecure: bool,
 }
 
 fn yes() -> bool {
@@ -189,12 +175,7 @@ impl RemoteWriteConfig {
                 "must be at least 1KiB",
             ));
         }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            p.push(Problem::error(
-                format!("{path}.tls"),
-                "cert_file and key_file go together",
-            ));
-        }
+        p.extend(self.tls.check(path));
         p
     }
 }
@@ -345,10 +326,6 @@ impl Exporter for RemoteWriteExporter {
     }
 }
 
-fn read(path: &str) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(path).map_err(|e| BuildError::Other(format!("cannot read {path}: {e}")))
-}
-
 /// Builds `prometheusremotewrite` exporters.
 #[derive(Debug, Default)]
 pub struct RemoteWriteExporterFactory;
@@ -368,35 +345,8 @@ impl ExporterFactory for RemoteWriteExporterFactory {
 
     fn build(&self, id: &str, _: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
         let c: RemoteWriteConfig = typed(&format!("exporters.{id}"), config)?;
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(c.tls.insecure_skip_verify);
-        if let Some(ca) = &c.tls.ca_file {
-            builder = builder.add_root_certificate(
-                reqwest::Certificate::from_pem(&read(ca)?)
-                    .map_err(|e| BuildError::Other(format!("invalid CA file {ca}: {e}")))?,
-            );
-        }
-        if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
-            let mut pem = read(cert)?;
-            pem.extend(read(key)?);
-            builder = builder.identity(
-                reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| BuildError::Other(format!("invalid client certificate: {e}")))?,
-            );
-        }
-        let client = builder
-            .build()
-            .map_err(|e| BuildError::Other(format!("cannot build HTTP client: {e}")))?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &c.headers {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| BuildError::Other(format!("invalid header name `{k}`")))?;
-            let mut value = reqwest::header::HeaderValue::from_str(v)
-                .map_err(|_| BuildError::Other(format!("invalid value for header `{k}`")))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let client = sluice_net::http_client(&c.tls)?;
+        let headers = sluice_net::http_headers(&c.headers)?;
         Ok(BuiltExporter {
             exporter: Arc::new(RemoteWriteExporter {
                 id: id.to_owned(),

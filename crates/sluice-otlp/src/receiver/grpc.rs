@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::{GrpcConfig, Intake};
 use crate::status;
-use sluice_grpc::RawCodec;
+use sluice_net::RawCodec;
 
 /// Which signal a service type serves (tonic names services by a constant).
 pub(crate) trait SignalService: Send + Sync + 'static {

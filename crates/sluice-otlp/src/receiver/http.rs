@@ -104,7 +104,7 @@ impl IntoResponse for Failure {
             None => (self.status, self.message).into_response(),
             Some(encoding) => {
                 let body = match encoding {
-                    Encoding::Protobuf => sluice_grpc::RpcStatus {
+                    Encoding::Protobuf => sluice_net::RpcStatus {
                         code: self.code,
                         message: self.message,
                         details: Vec::new(),

@@ -1,0 +1,16 @@
+//! Network plumbing shared by sluice's receivers and exporters, so that it exists once: a tonic
+//! codec that keeps messages encoded, TLS client channels, HTTP clients, request metadata, the
+//! `google.rpc` status messages, and the OTLP specification's retry classification. Not a
+//! component.
+
+mod client;
+mod codec;
+mod http;
+mod status;
+
+pub use client::{
+    Compression, TlsClientConfig, UnaryClient, channel, export_error, metadata, retryable,
+};
+pub use codec::RawCodec;
+pub use http::{http_client, http_headers};
+pub use status::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, retry_delay};
