@@ -112,6 +112,20 @@ async fn a_dead_exporter_does_not_block_the_others_and_otlphttp_sends_gzip() {
             > 0.0,
         "the dead exporter's full queue refused and counted"
     );
+    // Readiness stays 200 and names the failing exporter.
+    let ready: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/health/ready", ports.health))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(
+        ready["exporters"]["otlp/dead/traces"], "degraded",
+        "{ready}"
+    );
+    assert_eq!(ready["exporters"]["otlphttp/traces"], "ok", "{ready}");
     assert_eq!(
         sluice
             .wait_metric("otelcol_exporter_sent_spans{exporter=\"otlphttp\"}", 30.0)

@@ -284,6 +284,9 @@ struct Shared {
     retry_log: Throttle,
     full_log: Throttle,
     failed_log: Throttle,
+    /// Set when an attempt fails, cleared when one succeeds: the backend is unreachable or
+    /// refusing, and data is waiting or being dropped.
+    degraded: std::sync::atomic::AtomicBool,
 }
 
 /// Drives one exporter for one signal: the [`Consumer`] a pipeline's fan-out hands batches to.
@@ -318,6 +321,7 @@ impl ExporterHelper {
                 retry_log: Throttle::new(),
                 full_log: Throttle::new(),
                 failed_log: Throttle::new(),
+                degraded: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -361,6 +365,21 @@ impl ExporterHelper {
     pub fn queued(&self) -> usize {
         self.shared.lock().batches.len()
     }
+
+    /// The exporter's id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The signal this helper exports.
+    pub fn signal(&self) -> Signal {
+        self.shared.signal
+    }
+
+    /// Whether the last export attempt failed (and none succeeded since).
+    pub fn is_degraded(&self) -> bool {
+        self.shared.degraded.load(Ordering::Relaxed)
+    }
 }
 
 impl Shared {
@@ -395,6 +414,7 @@ impl Shared {
             self.metrics.in_flight.decrement(1.0);
             let err = match outcome {
                 Ok(Ok(())) => {
+                    self.degraded.store(false, Ordering::Relaxed);
                     self.metrics.sent.increment(batch.items() as u64);
                     return Ok(());
                 }
@@ -404,6 +424,7 @@ impl Shared {
                     self.settings.timeout
                 )),
             };
+            self.degraded.store(true, Ordering::Relaxed);
             if !err.retryable || !retry.enabled {
                 return Err(err);
             }
@@ -611,6 +632,23 @@ mod tests {
         helper.consume(batch(5)).await.unwrap();
         assert_eq!(exporter.calls.load(Ordering::Relaxed), 4);
         assert_eq!(*exporter.delivered.lock().unwrap(), [5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn degraded_while_failing_and_healthy_after_a_success() {
+        let exporter = flaky(2, true);
+        let helper = ExporterHelper::new("otlp", Signal::Traces, exporter, settings(true));
+        assert!(!helper.is_degraded());
+        helper.consume(batch(1)).await.unwrap();
+        let workers = helper.start();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(helper.is_degraded(), "first attempt failed");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!helper.is_degraded(), "a later attempt succeeded");
+        helper.close();
+        for w in workers {
+            w.await.unwrap();
+        }
     }
 
     #[tokio::test(start_paused = true)]

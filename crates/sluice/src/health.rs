@@ -64,10 +64,10 @@ impl HealthCheckFactory {
 }
 
 /// Readiness shared between the service and the health endpoint.
-#[derive(Debug)]
 pub(crate) struct Health {
     ready: AtomicBool,
     started: Instant,
+    exporters: std::sync::Mutex<Vec<Arc<sluice_core::ExporterHelper>>>,
 }
 
 impl Health {
@@ -75,11 +75,37 @@ impl Health {
         Arc::new(Health {
             ready: AtomicBool::new(false),
             started: Instant::now(),
+            exporters: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Watches these exporters for the readiness report.
+    pub(crate) fn watch(&self, exporters: Vec<Arc<sluice_core::ExporterHelper>>) {
+        *self.exporters.lock().unwrap_or_else(|e| e.into_inner()) = exporters;
+    }
+
+    /// `{"otlp/traces": "ok" | "degraded", ...}` and whether any is degraded.
+    fn exporter_status(&self) -> (serde_json::Map<String, Value>, bool) {
+        let mut map = serde_json::Map::new();
+        let mut degraded = false;
+        for e in self
+            .exporters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let d = e.is_degraded();
+            degraded |= d;
+            map.insert(
+                format!("{}/{}", e.id(), e.signal()),
+                Value::from(if d { "degraded" } else { "ok" }),
+            );
+        }
+        (map, degraded)
     }
 }
 
@@ -87,16 +113,24 @@ async fn live(State(h): State<Arc<Health>>) -> impl IntoResponse {
     Json(json!({"status": "alive", "uptime_seconds": h.started.elapsed().as_secs()}))
 }
 
+/// Ready is 200 while pipelines run, even with a degraded exporter (a recoverable error, as in
+/// the Collector's health check v2): the body names the exporters that are failing.
 async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let (exporters, degraded) = h.exporter_status();
     if h.ready.load(Ordering::Relaxed) {
+        let status = if degraded { "degraded" } else { "ready" };
         (
             StatusCode::OK,
-            Json(json!({"status": "ready", "uptime_seconds": h.started.elapsed().as_secs()})),
+            Json(json!({
+                "status": status,
+                "uptime_seconds": h.started.elapsed().as_secs(),
+                "exporters": exporters,
+            })),
         )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable"})),
+            Json(json!({"status": "unavailable", "exporters": exporters})),
         )
     }
 }

@@ -169,6 +169,7 @@ impl Service {
             receiver_tasks.extend(tasks);
         }
 
+        health.watch(helpers.clone());
         health.set_ready(true);
         tracing::info!(
             pipelines = config.service.pipelines.len(),
