@@ -191,6 +191,11 @@ const TARGET_INFO: &str = "target_info";
 const TARGET_INFO_HELP: &str = "Target metadata";
 
 /// The stale marker.
+/// A sample's value, or the stale marker when the point has no recorded value.
+fn sample_value(stale: bool, value: f64) -> f64 {
+    if stale { stale_nan() } else { value }
+}
+
 pub(crate) fn stale_nan() -> f64 {
     f64::from_bits(proto::STALE_NAN_BITS)
 }
@@ -807,11 +812,7 @@ impl<'o> Translator<'o> {
         let mut cumulative: u64 = 0;
         for (position, bound) in bounds.iter().enumerate() {
             cumulative = cumulative.saturating_add(counts.get(position).copied().unwrap_or(0));
-            let value = if stale {
-                stale_nan()
-            } else {
-                cumulative as f64
-            };
+            let value = sample_value(stale, cumulative as f64);
             let labels = self.labels(
                 &base,
                 &bucket_name,
@@ -823,26 +824,11 @@ impl<'o> Translator<'o> {
                 .unwrap_or_default();
             self.push_sample(labels, Sample { value, timestamp }, bucket_exemplars);
         }
-        let value = if stale {
-            stale_nan()
-        } else {
-            point.count as f64
-        };
+        let value = sample_value(stale, point.count as f64);
         let labels = self.labels(&base, &bucket_name, Some((BUCKET_LABEL, "+Inf".to_owned())));
         let bucket_exemplars = exemplars.pop().unwrap_or_default();
         self.push_sample(labels, Sample { value, timestamp }, bucket_exemplars);
-        if let Some(sum) = point.sum {
-            let value = if stale { stale_nan() } else { canonical(sum) };
-            let labels = self.labels(&base, &format!("{name}_sum"), None);
-            self.push_sample(labels, Sample { value, timestamp }, Vec::new());
-        }
-        let value = if stale {
-            stale_nan()
-        } else {
-            point.count as f64
-        };
-        let labels = self.labels(&base, &format!("{name}_count"), None);
-        self.push_sample(labels, Sample { value, timestamp }, Vec::new());
+        self.push_sum_and_count(&base, name, point.sum, point.count, timestamp, stale);
         resource.touch(point.time_unix_nano);
     }
 
@@ -868,11 +854,7 @@ impl<'o> Translator<'o> {
         let mut quantiles: Vec<_> = point.quantile_values.iter().collect();
         quantiles.sort_by(|a, b| a.quantile.total_cmp(&b.quantile));
         for quantile in quantiles {
-            let value = if stale {
-                stale_nan()
-            } else {
-                canonical(quantile.value)
-            };
+            let value = sample_value(stale, canonical(quantile.value));
             let labels = self.labels(
                 &base,
                 name,
@@ -880,21 +862,28 @@ impl<'o> Translator<'o> {
             );
             self.push_sample(labels, Sample { value, timestamp }, Vec::new());
         }
-        let value = if stale {
-            stale_nan()
-        } else {
-            canonical(point.sum)
-        };
-        let labels = self.labels(&base, &format!("{name}_sum"), None);
-        self.push_sample(labels, Sample { value, timestamp }, Vec::new());
-        let value = if stale {
-            stale_nan()
-        } else {
-            point.count as f64
-        };
-        let labels = self.labels(&base, &format!("{name}_count"), None);
-        self.push_sample(labels, Sample { value, timestamp }, Vec::new());
+        self.push_sum_and_count(&base, name, Some(point.sum), point.count, timestamp, stale);
         resource.touch(point.time_unix_nano);
+    }
+
+    /// The `_sum` (when the point has one) and `_count` series shared by histograms and summaries.
+    fn push_sum_and_count(
+        &mut self,
+        base: &BTreeMap<String, String>,
+        name: &str,
+        sum: Option<f64>,
+        count: u64,
+        timestamp: i64,
+        stale: bool,
+    ) {
+        if let Some(sum) = sum {
+            let labels = self.labels(base, &format!("{name}_sum"), None);
+            let value = sample_value(stale, canonical(sum));
+            self.push_sample(labels, Sample { value, timestamp }, Vec::new());
+        }
+        let labels = self.labels(base, &format!("{name}_count"), None);
+        let value = sample_value(stale, count as f64);
+        self.push_sample(labels, Sample { value, timestamp }, Vec::new());
     }
 
     /// An exponential histogram point: one native histogram on the base-name series.
