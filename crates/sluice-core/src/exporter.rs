@@ -154,7 +154,22 @@ pub struct HelperSettings {
     pub queue: QueueSettings,
 }
 
+/// The Collector's per-attempt export timeout (`5s`), the default of every exporter's `timeout`.
+pub fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
 impl HelperSettings {
+    /// The helper settings from an exporter config's `timeout`, `retry_on_failure` and
+    /// `sending_queue` keys.
+    pub fn new(timeout: HumanDuration, retry: &RetrySettings, queue: &QueueSettings) -> Self {
+        HelperSettings {
+            timeout: timeout.get(),
+            retry: retry.clone(),
+            queue: queue.clone(),
+        }
+    }
+
     /// Checks the settings; `path` is the exporter's path in the file.
     pub fn check(&self, path: &str) -> Vec<Problem> {
         let mut problems = Vec::new();

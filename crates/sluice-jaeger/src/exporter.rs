@@ -41,7 +41,7 @@ pub struct JaegerConfig {
     #[serde(default = "default_max_request")]
     pub max_request_size: ByteSize,
     /// Per-attempt timeout (default `5s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "sluice_core::exporter::default_timeout")]
     pub timeout: HumanDuration,
     /// Retries.
     #[serde(default)]
@@ -59,17 +59,9 @@ fn default_max_request() -> ByteSize {
     ByteSize::mib(4)
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration::from_secs(5)
-}
-
 impl JaegerConfig {
     fn helper(&self) -> HelperSettings {
-        HelperSettings {
-            timeout: self.timeout.get(),
-            retry: self.retry_on_failure.clone(),
-            queue: self.sending_queue.clone(),
-        }
+        HelperSettings::new(self.timeout, &self.retry_on_failure, &self.sending_queue)
     }
 
     fn check(&self, path: &str) -> Vec<Problem> {

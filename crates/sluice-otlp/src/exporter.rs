@@ -50,7 +50,7 @@ pub struct OtlpExporterConfig {
     #[serde(default)]
     pub tls: TlsClientConfig,
     /// Per-attempt timeout (default `5s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "sluice_core::exporter::default_timeout")]
     pub timeout: HumanDuration,
     /// Retries.
     #[serde(default)]
@@ -64,17 +64,9 @@ fn gzip_default() -> Compression {
     Compression::Gzip
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration::from_secs(5)
-}
-
 impl OtlpExporterConfig {
     fn helper(&self) -> HelperSettings {
-        HelperSettings {
-            timeout: self.timeout.get(),
-            retry: self.retry_on_failure.clone(),
-            queue: self.sending_queue.clone(),
-        }
+        HelperSettings::new(self.timeout, &self.retry_on_failure, &self.sending_queue)
     }
 
     fn check(&self, path: &str, http: bool) -> Vec<Problem> {

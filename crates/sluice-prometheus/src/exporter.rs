@@ -70,7 +70,7 @@ pub struct RemoteWriteConfig {
     #[serde(default)]
     pub tls: TlsClientConfig,
     /// Per-attempt timeout (default `5s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "sluice_core::exporter::default_timeout")]
     pub timeout: HumanDuration,
     /// Retries of 5xx and 429 answers and connection failures.
     #[serde(default)]
@@ -119,19 +119,11 @@ fn default_max_batch() -> ByteSize {
     ByteSize(3_000_000)
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration::from_secs(5)
-}
-
 impl RemoteWriteConfig {
     fn helper(&self) -> HelperSettings {
         let mut queue = self.sending_queue.clone();
         queue.num_consumers = 1;
-        HelperSettings {
-            timeout: self.timeout.get(),
-            retry: self.retry_on_failure.clone(),
-            queue,
-        }
+        HelperSettings::new(self.timeout, &self.retry_on_failure, &queue)
     }
 
     fn options(&self) -> TranslateOptions {
