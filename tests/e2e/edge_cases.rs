@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use sluice_net::RawCodec;
 
-use crate::support::{Ports, Sink, Sluice, trace_request};
+use crate::support::{Ports, Sink, Sluice, hex, trace_request};
 
 struct Fixture {
     sink: Sink,
@@ -228,40 +228,6 @@ async fn http_edge_cases_get_clear_answers() {
     assert!(f.sluice.logs().lines().all(|l| !l.contains("panicked")));
 }
 
-/// A codec that sends raw bytes, for malformed gRPC requests.
-#[derive(Clone, Copy, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_edge_cases_get_the_right_status_codes() {
     let f = fixture().await;
@@ -282,7 +248,7 @@ async fn grpc_edge_cases_get_the_right_status_codes() {
         .unary::<Bytes, Bytes, _>(
             tonic::Request::new(Bytes::from_static(&[0x0a, 0x7f])),
             path.clone(),
-            Raw,
+            RawCodec,
         )
         .await
         .unwrap_err();
@@ -324,8 +290,4 @@ async fn grpc_edge_cases_get_the_right_status_codes() {
             r.span_count() == 3
         })
         .await;
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

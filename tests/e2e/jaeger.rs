@@ -20,7 +20,7 @@ use sluice_jaeger::proto::{
     self, Batch, KeyValue as Tag, PostSpansRequest, PostSpansResponse, SpanRefType, ValueType,
 };
 
-use crate::support::{Ports, Sluice};
+use crate::support::{Ports, Sluice, hex};
 
 /// What the peer does with each call.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,10 +102,7 @@ async fn start_peer(mode: Mode) -> (Peer, u16) {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        let next = l.accept().await.map(|(s, _)| s);
-        Some((next, l))
-    });
+    let incoming = crate::support::incoming(listener);
     let router = tonic::transport::Server::builder().add_service(peer.clone());
     tokio::spawn(async move {
         let _ = router.serve_with_incoming(incoming).await;
@@ -591,8 +588,4 @@ async fn wait(peer: &Peer, spans: usize) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric;
 
-use crate::support::{Ports, Sink, Sluice, attr, string};
+use crate::support::{Ports, Sink, Sluice, attr, hex, string};
 
 /// The venv's Python: the README test command installs the SDK and sets `SLUICE_PYTHON`.
 fn python() -> String {
@@ -171,8 +171,4 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
         assert_eq!(h.data_points[0].count, 3);
         assert_eq!(h.data_points[0].sum, Some(270.0));
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -388,7 +388,7 @@ impl Sink {
                     .accept_compressed(gzip)
                     .max_decoding_message_size(64 << 20),
             );
-        let incoming = futures_incoming(grpc);
+        let incoming = incoming(grpc);
         tokio::spawn(async move {
             let _ = router.serve_with_incoming(incoming).await;
         });
@@ -475,7 +475,7 @@ impl Sink {
     }
 }
 
-fn futures_incoming(
+pub(crate) fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures::stream::unfold(listener, |l| async move {
@@ -540,4 +540,9 @@ pub(crate) fn trace_request(n: usize, tag: &str, pad: usize) -> ExportTraceServi
             ..Default::default()
         }],
     }
+}
+
+/// Lowercase hex of an id, as people write trace and span ids.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -467,10 +467,8 @@ async fn grpc_export(
     counts: Arc<Counts>,
     request: Request,
 ) -> axum::response::Response {
-    let mut encodings = tonic::codec::EnabledCompressionEncodings::default();
-    encodings.enable(tonic::codec::CompressionEncoding::Gzip);
     let mut grpc = tonic::server::Grpc::new(RawCodec)
-        .apply_compression_config(encodings, Default::default())
+        .apply_compression_config(sluice_net::accept_gzip(), Default::default())
         .apply_max_message_size_config(Some(256 << 20), None);
     grpc.unary(Count(counts, signal), request)
         .await

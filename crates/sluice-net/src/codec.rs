@@ -41,3 +41,11 @@ impl Decoder for RawCodec {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
+
+/// The compression encodings sluice's gRPC servers accept: gzip (the only one the OTLP
+/// specification requires).
+pub fn accept_gzip() -> tonic::codec::EnabledCompressionEncodings {
+    let mut encodings = tonic::codec::EnabledCompressionEncodings::default();
+    encodings.enable(tonic::codec::CompressionEncoding::Gzip);
+    encodings
+}

@@ -11,7 +11,6 @@ use futures::future::BoxFuture;
 use sluice_core::{BuildError, Signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
@@ -75,11 +74,9 @@ impl<S: SignalService> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let intake = Arc::clone(&self.intake);
         Box::pin(async move {
-            let data = request.into_inner();
-            let result = match intake.admit(S::SIGNAL, "grpc", data.len()) {
-                Ok(()) => intake.accept(S::SIGNAL, "grpc", data).await,
-                Err(err) => Err(err),
-            };
+            // Memory pressure was checked before tonic read the message; the reservation made
+            // in `accept` is the check for its size.
+            let result = intake.accept(S::SIGNAL, "grpc", request.into_inner()).await;
             match result {
                 Ok(accepted) => Ok(Response::new(status::encode_response(
                     accepted.rejected,
@@ -118,7 +115,7 @@ where
                 return Ok(status::grpc_status(&err).into_http());
             }
             let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_compression_config(accept_gzip(), Default::default())
+                .apply_compression_config(sluice_net::accept_gzip(), Default::default())
                 .apply_max_message_size_config(Some(max), None);
             let export = Export::<S> {
                 intake,
@@ -127,12 +124,6 @@ where
             Ok(grpc.unary(export, req).await)
         })
     }
-}
-
-fn accept_gzip() -> tonic::codec::EnabledCompressionEncodings {
-    let mut encodings = tonic::codec::EnabledCompressionEncodings::default();
-    encodings.enable(CompressionEncoding::Gzip);
-    encodings
 }
 
 /// Binds the gRPC endpoint and serves until `shutdown`.
