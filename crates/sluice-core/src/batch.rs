@@ -159,9 +159,15 @@ impl BatchBuilder {
     /// Takes what has accumulated as one batch and leaves the builder empty.
     pub fn take(&mut self) -> Batch {
         self.last_size = self.data.len();
-        // `split_to` leaves no spare capacity behind to be shared with the next batch.
-        let data = self.data.split_to(self.data.len()).freeze();
-        self.data = BytesMut::new();
+        let data = std::mem::take(&mut self.data);
+        // A batch that filled less than its buffer would hold the spare capacity for as long as
+        // it lives (queues, retries), unseen by the memory gate, which counts data bytes: such a
+        // batch is copied to its exact size once. Full batches, the steady state, are not copied.
+        let data = if data.capacity() > data.len() + data.len() / 4 {
+            Bytes::copy_from_slice(&data)
+        } else {
+            data.freeze()
+        };
         Batch {
             signal: self.signal,
             data,
