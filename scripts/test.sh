@@ -2,6 +2,8 @@
 # The test command (README.md): installs what the tests need, then runs every test.
 #   - the Python OpenTelemetry SDK, from PyPI into a private venv (target/py-venv);
 #   - Prometheus (Debian's package), which the remote-write tests start on a free port;
+#   - PostgreSQL: unless DATABASE_URL is set, a throwaway cluster from the system's initdb/pg_ctl
+#     (scripts/pg.sh; Debian's package is installed when missing), stopped when the tests end;
 #   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
 #     tests that start the real sluice binary against real OTLP clients;
 #   - a smoke run of the load generator and bench/run.sh (debug build, a few seconds).
@@ -34,6 +36,13 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]
   echo "$wanted" > "$stamp"
 fi
 export SLUICE_PYTHON="$venv/bin/python"
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  pg_dir="$PWD/target/pg-test"
+  eval "$(scripts/pg.sh start "$pg_dir")"
+  trap 'scripts/pg.sh stop "$pg_dir"' EXIT
+  echo "test.sh: PostgreSQL for the tests at $DATABASE_URL" >&2
+fi
 
 cargo test --workspace --all-targets "$@"
 

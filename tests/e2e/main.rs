@@ -6,6 +6,7 @@ mod edge_cases;
 mod jaeger;
 mod overload;
 mod pipeline;
+mod postgres;
 mod prometheus;
 mod python_sdk;
 mod rust_sdk;

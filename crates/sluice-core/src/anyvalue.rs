@@ -22,7 +22,7 @@ pub fn to_string(value: Option<&Value>) -> String {
         }
         Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => {
             let mut out = String::new();
-            write_json(&mut out, value);
+            write_json(&mut out, value, false);
             out
         }
         // A string-table reference belongs to the profiles signal; elsewhere it reads as absent.
@@ -60,10 +60,27 @@ enum Frame<'a> {
 /// Writes a value as a JSON element, per the specification's rules for array elements and map
 /// values: strings, bytes (base64) and special floats as JSON strings, empty values as `null`,
 /// arrays and maps (keys in order, duplicates kept) nested. Iterative, so nesting depth is bounded
-/// only by memory, never by the stack.
-fn write_json(out: &mut String, value: Option<&Value>) {
+/// only by memory, never by the stack. With `nul_safe`, U+0000 is written as U+FFFD, for stores
+/// that cannot hold it (PostgreSQL's `text` and `jsonb`).
+pub fn write_json(out: &mut String, value: Option<&Value>, nul_safe: bool) {
     let mut stack = Vec::new();
-    write_json_element(out, value, &mut stack);
+    write_json_element(out, value, &mut stack, nul_safe);
+    drain_frames(out, stack, nul_safe);
+}
+
+/// Writes attributes as one JSON object, values as in [`write_json`] (duplicate keys kept in
+/// order; a JSON reader keeps the last).
+pub fn write_json_object(out: &mut String, attributes: &[KeyValue], nul_safe: bool) {
+    out.push('{');
+    let stack = vec![Frame::Object {
+        entries: attributes.iter(),
+        first: true,
+    }];
+    drain_frames(out, stack, nul_safe);
+}
+
+/// Writes the remaining elements of every open container, innermost first.
+fn drain_frames<'a>(out: &mut String, mut stack: Vec<Frame<'a>>, nul_safe: bool) {
     loop {
         let next = match stack.last_mut() {
             None => break,
@@ -77,13 +94,13 @@ fn write_json(out: &mut String, value: Option<&Value>) {
                 if !std::mem::replace(first, false) {
                     out.push(',');
                 }
-                write_json_string(out, &entry.key);
+                write_json_string(out, &entry.key, nul_safe);
                 out.push(':');
                 entry.value.as_ref().and_then(|value| value.value.as_ref())
             }),
         };
         match next {
-            Some(element) => write_json_element(out, element, &mut stack),
+            Some(element) => write_json_element(out, element, &mut stack, nul_safe),
             None => match stack.pop() {
                 Some(Frame::Array { .. }) => out.push(']'),
                 Some(Frame::Object { .. }) => out.push('}'),
@@ -94,9 +111,14 @@ fn write_json(out: &mut String, value: Option<&Value>) {
 }
 
 /// Writes a scalar element, or opens a container and pushes its frame.
-fn write_json_element<'a>(out: &mut String, value: Option<&'a Value>, stack: &mut Vec<Frame<'a>>) {
+fn write_json_element<'a>(
+    out: &mut String,
+    value: Option<&'a Value>,
+    stack: &mut Vec<Frame<'a>>,
+    nul_safe: bool,
+) {
     match value {
-        Some(Value::StringValue(value)) => write_json_string(out, value),
+        Some(Value::StringValue(value)) => write_json_string(out, value, nul_safe),
         Some(Value::BoolValue(value)) => out.push_str(if *value { "true" } else { "false" }),
         Some(Value::IntValue(value)) => out.push_str(&value.to_string()),
         Some(Value::DoubleValue(value)) => {
@@ -104,7 +126,7 @@ fn write_json_element<'a>(out: &mut String, value: Option<&'a Value>, stack: &mu
             if value.is_finite() {
                 out.push_str(&number);
             } else {
-                write_json_string(out, &number);
+                write_json_string(out, &number, false);
             }
         }
         Some(Value::BytesValue(value)) => {
@@ -131,11 +153,13 @@ fn write_json_element<'a>(out: &mut String, value: Option<&'a Value>, stack: &mu
     }
 }
 
-/// Writes a JSON string literal (RFC 8259): quotes, backslashes and control characters escaped.
-fn write_json_string(out: &mut String, value: &str) {
+/// Writes a JSON string literal (RFC 8259): quotes, backslashes and control characters escaped;
+/// with `nul_safe`, U+0000 becomes U+FFFD.
+pub fn write_json_string(out: &mut String, value: &str, nul_safe: bool) {
     out.push('"');
     for c in value.chars() {
         match c {
+            '\0' if nul_safe => out.push('\u{fffd}'),
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
@@ -191,9 +215,33 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::ArrayValue;
 
     #[test]
+    fn nul_safe_json_replaces_nul_and_keeps_the_rest() {
+        let attributes = vec![KeyValue {
+            key: "k\u{0}".into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue("a\u{0}b\\u0000".into())),
+            }),
+            ..Default::default()
+        }];
+        let mut out = String::new();
+        write_json_object(&mut out, &attributes, true);
+        assert_eq!(out, "{\"k\u{fffd}\":\"a\u{fffd}b\\\\u0000\"}");
+        let mut plain = String::new();
+        write_json_object(&mut plain, &attributes, false);
+        assert_eq!(plain, "{\"k\\u0000\":\"a\\u0000b\\\\u0000\"}");
+        let mut empty = String::new();
+        write_json_object(&mut empty, &[], true);
+        assert_eq!(empty, "{}");
+    }
+
+    #[test]
     fn json_strings_are_escaped() {
         let mut out = String::new();
-        write_json_string(&mut out, "q\"b\\n\nr\rt\tb\u{8}f\u{c}c\u{1}\u{1f}é\u{7f}/");
+        write_json_string(
+            &mut out,
+            "q\"b\\n\nr\rt\tb\u{8}f\u{c}c\u{1}\u{1f}é\u{7f}/",
+            false,
+        );
         assert_eq!(
             out,
             format!("{}\u{7f}/\"", r#""q\"b\\n\nr\rt\tb\bf\fc\u0001\u001fé"#)
