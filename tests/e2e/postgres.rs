@@ -972,3 +972,269 @@ async fn postgresql_restarted_mid_stream_loses_nothing_and_duplicates_nothing() 
     }
     assert!(!body.contains("degraded"), "healthy again: {body}");
 }
+
+/// The SQL blocks of README.md's "Querying traces in PostgreSQL", in order.
+fn readme_queries() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- queries:start -->")
+        .expect("queries:start marker");
+    let end = readme
+        .find("<!-- queries:end -->")
+        .expect("queries:end marker");
+    readme[start..end]
+        .split("```sql\n")
+        .skip(1)
+        .map(|block| {
+            block
+                .split("```")
+                .next()
+                .unwrap()
+                .trim()
+                .trim_end_matches(';')
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Data shaped like the README's examples: one failing checkout trace with a payment timeout,
+/// thirty healthy ones, and a log line inside the failing trace.
+fn readme_data(now: u64) -> (ExportTraceServiceRequest, ExportLogsServiceRequest) {
+    let ms = 1_000_000u64;
+    let start = now - 5 * 60 * 1_000_000_000;
+    let trace = vec![
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    let span =
+        |trace_id: &[u8], n: u64, parent: Option<u64>, name: &str, kind: i32, at: u64, dur: u64| {
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: id(0x5a, n, 8),
+                parent_span_id: parent.map(|p| id(0x5a, p, 8)).unwrap_or_default(),
+                name: name.into(),
+                kind,
+                start_time_unix_nano: at,
+                end_time_unix_nano: at + dur,
+                ..Default::default()
+            }
+        };
+    let mut root = span(&trace, 1, None, "POST /checkout", 2, start, 180 * ms);
+    root.attributes = vec![
+        kv("enduser.id", s("user-42")),
+        kv("http.route", s("/checkout")),
+        kv("http.response.status_code", Value::IntValue(500)),
+    ];
+    root.status = Some(Status {
+        message: "payment failed".into(),
+        code: 2,
+    });
+    let mut cart = span(&trace, 2, Some(1), "SELECT cart", 3, start + ms, 5 * ms);
+    cart.status = Some(Status {
+        message: String::new(),
+        code: 1,
+    });
+    let mut charge = span(
+        &trace,
+        3,
+        Some(1),
+        "charge card",
+        2,
+        start + 10 * ms,
+        150 * ms,
+    );
+    charge.status = Some(Status {
+        message: "card network timed out".into(),
+        code: 2,
+    });
+    charge.events = vec![Event {
+        time_unix_nano: start + 160 * ms,
+        name: "exception".into(),
+        attributes: vec![
+            kv("exception.type", s("TimeoutError")),
+            kv("exception.message", s("card network timed out")),
+        ],
+        dropped_attributes_count: 0,
+    }];
+    let mut checkout = vec![root, cart];
+    for i in 0..30u64 {
+        let mut ok = span(
+            &id(0x0c, i, 16),
+            100 + i,
+            None,
+            "POST /checkout",
+            2,
+            start + i * 1000 * ms,
+            (10 + i) * ms,
+        );
+        ok.attributes = vec![
+            kv("http.route", s("/checkout")),
+            kv("http.response.status_code", Value::IntValue(200)),
+        ];
+        checkout.push(ok);
+    }
+    let resource_spans = |service: &str, spans: Vec<Span>| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", s(service))],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let traces = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans("checkout", checkout),
+            resource_spans("payments", vec![charge]),
+        ],
+    };
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("checkout"))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: start + 170 * ms,
+                    severity_number: 17,
+                    severity_text: "ERROR".into(),
+                    body: Some(AnyValue {
+                        value: Some(s("payment failed for order 1234")),
+                    }),
+                    trace_id: trace.clone(),
+                    span_id: id(0x5a, 1, 8),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (traces, logs)
+}
+
+#[tokio::test]
+async fn the_readme_queries_answer_from_data_sent_through_sluice() {
+    let (url, pool) = fresh_database(&server_url(), "readme").await;
+    let ports = Ports::new();
+    let sluice = Sluice::start(
+        ports,
+        &config(&ports, &url, "    promoted_attributes: [enduser.id]\n"),
+    );
+    let (traces, logs) = readme_data(now_nanos());
+    send_traces(&ports, traces).await;
+    LogsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+        .await
+        .unwrap()
+        .export(logs)
+        .await
+        .unwrap();
+    wait_count(&pool, "SELECT count(*) FROM spans", 33, &sluice).await;
+    wait_count(&pool, "SELECT count(*) FROM logs", 1, &sluice).await;
+
+    // What each query must show, in README order.
+    let expectations: &[(usize, &[&str])] = &[
+        (
+            1,
+            &[
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "\"duration_ms\": 180.0",
+                "\"error_count\": 2",
+            ],
+        ),
+        (
+            3,
+            &[
+                "\"span\": \"POST /checkout\"",
+                "\"span\": \"  SELECT cart\"",
+                "\"span\": \"  charge card\"",
+                "TimeoutError",
+                "\"depth\": 1",
+            ],
+        ),
+        (1, &["payment failed for order 1234", "ERROR"]),
+        (
+            3,
+            &[
+                "\"name\": \"POST /checkout\", \"calls\": 31, \"avg_ms\": 29.5, \"max_ms\": 180.0",
+                "charge card",
+            ],
+        ),
+        (
+            2,
+            &[
+                "\"error_type\": \"TimeoutError\"",
+                "\"message\": \"card network timed out\"",
+                "\"error_type\": \"status\"",
+                "\"message\": \"payment failed\"",
+            ],
+        ),
+        (
+            2,
+            &[
+                "\"name\": \"POST /checkout\"",
+                "\"p50_ms\": 25.0",
+                "\"name\": \"charge card\", \"calls\": 1, \"p50_ms\": 150.0",
+            ],
+        ),
+        // Grouped by hour and service; the data may straddle an hour boundary (checked below).
+        (
+            0,
+            &[
+                "\"service_name\": \"checkout\"",
+                "\"service_name\": \"payments\"",
+            ],
+        ),
+        (
+            1,
+            &["\"route\": \"/checkout\"", "\"name\": \"POST /checkout\""],
+        ),
+        (
+            3,
+            &[
+                "\"key\": \"http.response.status_code\", \"spans\": 31, \"value_type\": \"int\"",
+                "\"key\": \"enduser.id\"",
+            ],
+        ),
+    ];
+    let queries = readme_queries();
+    assert_eq!(
+        queries.len(),
+        expectations.len(),
+        "one expectation per README query"
+    );
+    for (query, (rows, wanted)) in queries.iter().zip(expectations) {
+        let wrapped = format!("SELECT to_jsonb(q)::text FROM ({query}) AS q");
+        let result: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("README query failed: {e}\n{query}"));
+        if *rows == 0 {
+            let total = |key: &str| -> i64 {
+                result
+                    .iter()
+                    .map(|r| {
+                        serde_json::from_str::<serde_json::Value>(r).unwrap()[key]
+                            .as_i64()
+                            .unwrap()
+                    })
+                    .sum()
+            };
+            assert_eq!((total("spans"), total("errors")), (33, 2), "{result:#?}");
+        } else {
+            assert_eq!(result.len(), *rows, "{query}\n{result:#?}");
+        }
+        let text = result.join("\n");
+        for w in *wanted {
+            assert!(
+                text.contains(w),
+                "`{w}` not in the answer to\n{query}\n{text}"
+            );
+        }
+    }
+}
