@@ -106,3 +106,30 @@ fn config_default_yaml_is_the_built_in_default() {
     let shipped = std::fs::read_to_string(repo_root().join("config/default.yaml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), shipped);
 }
+
+#[test]
+fn the_postgres_exporter_refuses_metrics_and_bad_settings() {
+    let dir = TempDir::new("pgvalidate");
+    let path = dir.0.join("pg.yaml");
+    std::fs::write(
+        &path,
+        "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters:\n  postgres:\n    endpoint: mysql://u:hunter2@h/db\n    partition_interval: 10s\n    pool: {max_connections: 0}\nservice: {pipelines: {metrics: {receivers: [otlp], exporters: [postgres]}}}\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "service.pipelines.metrics.exporters",
+        "exporters.postgres.endpoint",
+        "exporters.postgres.partition_interval: must be at least 1m",
+        "exporters.postgres.pool.max_connections: must be at least 1",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("hunter2"), "the password leaked:\n{text}");
+}

@@ -131,6 +131,13 @@ impl PostgresConfig {
     }
 
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, String> {
+        if !(self.endpoint.starts_with("postgres://") || self.endpoint.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "must be a postgres:// or postgresql:// URL, not `{}`",
+                redacted(&self.endpoint)
+            ));
+        }
         PgConnectOptions::from_str(&self.endpoint)
             .map(|o| o.application_name("sluice"))
             .map_err(|e| {
