@@ -706,6 +706,15 @@ async fn traces_assemble_across_batches_and_replays_change_nothing() {
     assert_eq!(count(&pool, "SELECT count(*) FROM span_events").await, 2);
     assert_eq!(count(&pool, "SELECT count(*) FROM span_links").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM traces").await, 1);
+    // Every write was timed, into a histogram with buckets.
+    let writes = sluice
+        .metric("otelcol_exporter_postgres_write_duration_seconds_count{exporter=\"postgres\",data_type=\"traces\"}")
+        .await;
+    assert!(writes >= 4.0, "{writes}");
+    let bucket = sluice
+        .metric("otelcol_exporter_postgres_write_duration_seconds_bucket{exporter=\"postgres\",data_type=\"traces\",le=\"+Inf\"}")
+        .await;
+    assert_eq!(bucket, writes);
 
     // Logs replayed are not stored twice either.
     let mut logs = LogsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))

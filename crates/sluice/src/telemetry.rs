@@ -42,6 +42,11 @@ const BATCH_BYTES_BUCKETS: &[f64] = &[
     6e6, 7e6, 8e6, 9e6,
 ];
 
+/// Seconds, for the `*_duration_seconds` histograms (a write into PostgreSQL, say): 1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// Installs the global metrics recorder (once per process).
 pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
@@ -52,6 +57,10 @@ pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full(names::BATCH_SEND_SIZE_BYTES.to_owned()),
             BATCH_BYTES_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".to_owned()),
+            DURATION_BUCKETS,
         )?
         .install_recorder()
         .context("cannot install the metrics recorder")
