@@ -79,7 +79,9 @@ CREATE TABLE spans (
 ) PARTITION BY RANGE (start_time);
 CREATE INDEX spans_name_start ON spans (name, start_time DESC);
 CREATE INDEX spans_service_name_start ON spans (service_name, name, start_time DESC);
-CREATE INDEX spans_start_time ON spans (start_time DESC);
+-- Spans arrive roughly in time order: a BRIN index serves time ranges within a partition at a
+-- fraction of a btree's write cost.
+CREATE INDEX spans_start_time ON spans USING brin (start_time);
 CREATE INDEX spans_attributes ON spans USING gin (attributes jsonb_path_ops);
 
 -- Partitioned by the start time of the span they belong to, so they live and die with it.

@@ -3,6 +3,7 @@
 
 mod config_files;
 mod edge_cases;
+mod faults;
 mod jaeger;
 mod overload;
 mod pipeline;

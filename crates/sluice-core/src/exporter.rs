@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::disk_log::Reader;
 use crate::{Batch, ConsumeError, Consumer, Signal, metrics as names};
 
 /// Why an export attempt failed, and whether another attempt may succeed.
@@ -130,6 +131,61 @@ pub struct QueueSettings {
     pub queue_size: ByteSize,
     /// `requests` (default), `items` or `bytes`.
     pub sizer: Sizer,
+    /// `memory` (default) or `file`: a persistent queue on disk. With `file`, a client's request
+    /// is acknowledged only once it is written to the queue (before batching), the queue
+    /// survives restarts and crashes, and `queue_size`/`sizer` give way to `max_bytes`.
+    pub storage: Storage,
+    /// With `storage: file`: the directory of the queue (required). Exporters of one pipeline
+    /// that share a directory share one copy of the data, each with its own position.
+    pub directory: Option<std::path::PathBuf>,
+    /// With `storage: file`: most bytes the queue keeps on disk (default `1GiB`).
+    pub max_bytes: ByteSize,
+    /// With `storage: file`, when the queue is full: `refuse` (default: clients get a retryable
+    /// refusal, nothing is lost) or `drop_oldest` (the oldest data on disk is dropped and
+    /// counted in `otelcol_exporter_send_failed_*`).
+    pub on_full: OnFull,
+    /// With `storage: file`: `always` (default: a request is acknowledged after `fdatasync`, so
+    /// it survives a power cut; concurrent requests share one sync), `interval` (synced every
+    /// `fsync_interval`: survives a crash of sluice, not of the machine) or `never` (the
+    /// operating system decides).
+    pub fsync: FsyncPolicy,
+    /// With `fsync: interval`: how often (default `1s`).
+    pub fsync_interval: HumanDuration,
+}
+
+/// Where a sending queue keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// In memory: lost when the process stops.
+    #[default]
+    Memory,
+    /// In an append-only, checksummed log on disk.
+    File,
+}
+
+/// What a full persistent queue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Refuse new data with a retryable error.
+    #[default]
+    Refuse,
+    /// Drop the oldest data, counted.
+    DropOldest,
+}
+
+/// When a persistent queue syncs to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before acknowledging each request (grouped across concurrent requests).
+    #[default]
+    Always,
+    /// Every `fsync_interval`.
+    Interval,
+    /// Never explicitly.
+    Never,
 }
 
 impl Default for QueueSettings {
@@ -139,7 +195,20 @@ impl Default for QueueSettings {
             num_consumers: 10,
             queue_size: ByteSize(1000),
             sizer: Sizer::Requests,
+            storage: Storage::Memory,
+            directory: None,
+            max_bytes: ByteSize(1 << 30),
+            on_full: OnFull::Refuse,
+            fsync: FsyncPolicy::Always,
+            fsync_interval: HumanDuration::from_secs(1),
         }
+    }
+}
+
+impl QueueSettings {
+    /// Whether this is a persistent queue.
+    pub fn is_persistent(&self) -> bool {
+        self.enabled && self.storage == Storage::File
     }
 }
 
@@ -213,6 +282,42 @@ impl HelperSettings {
                 "must be at least 1",
             ));
         }
+        if q.storage == Storage::File {
+            if !q.enabled {
+                problems.push(Problem::error(
+                    format!("{path}.sending_queue.storage"),
+                    "`file` needs the queue enabled",
+                ));
+            }
+            match &q.directory {
+                None => problems.push(Problem::error(
+                    format!("{path}.sending_queue.directory"),
+                    "is required with `storage: file`",
+                )),
+                Some(dir) if dir.as_os_str().is_empty() => problems.push(Problem::error(
+                    format!("{path}.sending_queue.directory"),
+                    "must not be empty",
+                )),
+                Some(_) => {}
+            }
+            if q.max_bytes.bytes() < 1 << 20 {
+                problems.push(Problem::error(
+                    format!("{path}.sending_queue.max_bytes"),
+                    "must be at least 1MiB",
+                ));
+            }
+            if q.fsync == FsyncPolicy::Interval && q.fsync_interval.is_zero() {
+                problems.push(Problem::error(
+                    format!("{path}.sending_queue.fsync_interval"),
+                    "must be greater than zero",
+                ));
+            }
+        } else if q.directory.is_some() {
+            problems.push(Problem::warning(
+                format!("{path}.sending_queue.directory"),
+                "is ignored without `storage: file`",
+            ));
+        }
         if self.timeout.is_zero() {
             problems.push(Problem::error(
                 format!("{path}.timeout"),
@@ -236,7 +341,9 @@ impl Metrics {
         let exporter = id.to_owned();
         let data_type = signal.as_str();
         let capacity = metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => exporter.clone(), "data_type" => data_type);
-        capacity.set(if settings.enabled {
+        capacity.set(if settings.is_persistent() {
+            settings.max_bytes.bytes() as f64
+        } else if settings.enabled {
             settings.queue_size.bytes() as f64
         } else {
             0.0
@@ -302,6 +409,11 @@ struct Shared {
     /// Set when an attempt fails, cleared when one succeeds: the backend is unreachable or
     /// refusing, and data is waiting or being dropped.
     degraded: std::sync::atomic::AtomicBool,
+    /// With a persistent queue: this exporter's readers of the pipelines' disk logs.
+    readers: std::sync::Mutex<Vec<Reader>>,
+    /// Cancelled by [`ExporterHelper::close`]: persistent-queue workers stop waiting for new
+    /// records and exit once they have sent what is on disk.
+    closing: CancellationToken,
 }
 
 /// Drives one exporter for one signal: the [`Consumer`] a pipeline's fan-out hands batches to.
@@ -337,14 +449,53 @@ impl ExporterHelper {
                 full_log: Throttle::new(),
                 failed_log: Throttle::new(),
                 degraded: std::sync::atomic::AtomicBool::new(false),
+                readers: std::sync::Mutex::new(Vec::new()),
+                closing: CancellationToken::new(),
             }),
         })
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &HelperSettings {
+        &self.shared.settings
+    }
+
+    /// Feeds this exporter from a pipeline's persistent queue (call before [`start`]): its
+    /// workers read records from the log, send them in batches and acknowledge them.
+    ///
+    /// [`start`]: ExporterHelper::start
+    pub fn attach(&self, reader: Reader) {
+        self.shared
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(reader);
     }
 
     /// Starts the queue workers (none when the queue is disabled).
     pub fn start(&self) -> Vec<JoinHandle<()>> {
         if !self.shared.settings.queue.enabled {
             return Vec::new();
+        }
+        let readers = self
+            .shared
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if !readers.is_empty() {
+            let mut tasks: Vec<JoinHandle<()>> = readers
+                .iter()
+                .flat_map(|reader| {
+                    (0..self.shared.settings.queue.num_consumers).map(move |_| reader.clone())
+                })
+                .map(|reader| tokio::spawn(durable_worker(Arc::clone(&self.shared), reader)))
+                .collect();
+            tasks.push(tokio::spawn(durable_gauge(
+                Arc::clone(&self.shared),
+                readers,
+            )));
+            return tasks;
         }
         (0..self.shared.settings.queue.num_consumers)
             .map(|_| tokio::spawn(worker(Arc::clone(&self.shared))))
@@ -354,6 +505,7 @@ impl ExporterHelper {
     /// Stops taking new data; the workers send what is queued and then exit.
     pub fn close(&self) {
         self.shared.lock().closed = true;
+        self.shared.closing.cancel();
         self.shared.notify.notify_waiters();
     }
 
@@ -361,6 +513,19 @@ impl ExporterHelper {
     /// counting it as failed. Returns the number of items dropped from the queue.
     pub fn abort(&self) -> usize {
         self.shared.abort.cancel();
+        if self.shared.settings.queue.is_persistent() {
+            // Nothing is dropped: unacknowledged records stay on disk for the next start.
+            let pending: u64 = self
+                .shared
+                .readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(Reader::pending_items)
+                .sum();
+            tracing::info!(exporter = %self.shared.id, signal = %self.shared.signal, items = pending, "shutdown deadline passed; the persistent queue keeps what was not sent for the next start");
+            return 0;
+        }
         let dropped: Vec<Batch> = {
             let mut state = self.shared.lock();
             state.size = 0;
@@ -523,6 +688,81 @@ async fn worker(shared: Arc<Shared>) {
     }
 }
 
+/// Largest batch a persistent-queue worker sends: consecutive records are merged up to this
+/// many items or bytes (whichever comes first). Bounds the memory each worker holds, outside the
+/// memory limiter's accounting.
+const DURABLE_BATCH_ITEMS: u64 = 8192;
+const DURABLE_BATCH_BYTES: u64 = 2 << 20;
+
+/// A persistent-queue worker: reads runs of records, sends each run as one batch (records are
+/// whole OTLP requests, so merging is concatenation), and acknowledges them once delivered or
+/// dropped as permanently failed. A send cut short by shutdown is not acknowledged: the records
+/// are sent again after the next start.
+async fn durable_worker(shared: Arc<Shared>, reader: Reader) {
+    let mut read_errors = 0u32;
+    loop {
+        let next = if shared.closing.is_cancelled() {
+            reader
+                .try_next(DURABLE_BATCH_ITEMS, DURABLE_BATCH_BYTES)
+                .await
+        } else {
+            tokio::select! {
+                next = reader.next(DURABLE_BATCH_ITEMS, DURABLE_BATCH_BYTES) => next,
+                () = shared.closing.cancelled() => continue,
+            }
+        };
+        let records = match next {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return,
+            Err(err) => {
+                read_errors += 1;
+                if read_errors == 1 || read_errors.is_multiple_of(100) {
+                    tracing::error!(exporter = %shared.id, error = %err, read_errors, "cannot read the persistent queue, will retry");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        read_errors = 0;
+        let items: u64 = records.items();
+        let data = if records.records.len() == 1 {
+            records.records[0].payload.clone()
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(records.bytes() as usize);
+            for record in &records.records {
+                joined.extend_from_slice(&record.payload);
+            }
+            joined.freeze()
+        };
+        let batch = Batch::from_trusted(shared.signal, data, items as usize);
+        let outcome = shared.send(&batch).await;
+        if shared.abort.is_cancelled() && outcome.is_err() {
+            // Cut short by the shutdown deadline: left on disk, not acknowledged.
+            return;
+        }
+        if let Err(err) = outcome {
+            shared.failed(&batch, &err);
+        }
+        for record in &records.records {
+            reader.ack(record.seq);
+        }
+        shared.metrics.queue_size.set(reader.pending_items() as f64);
+    }
+}
+
+/// Keeps `otelcol_exporter_queue_size` at the items waiting on disk for this exporter, also
+/// while its workers are stuck retrying.
+async fn durable_gauge(shared: Arc<Shared>, readers: Vec<Reader>) {
+    loop {
+        let pending: u64 = readers.iter().map(Reader::pending_items).sum();
+        shared.metrics.queue_size.set(pending as f64);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = shared.closing.cancelled() => return,
+        }
+    }
+}
+
 #[async_trait]
 impl Consumer for ExporterHelper {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
@@ -632,6 +872,7 @@ mod tests {
                 num_consumers: 1,
                 queue_size: ByteSize(2),
                 sizer: Sizer::Requests,
+                ..Default::default()
             },
         }
     }

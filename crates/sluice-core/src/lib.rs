@@ -6,6 +6,8 @@ pub mod anyvalue;
 mod batch;
 mod component;
 mod consumer;
+pub mod disk_log;
+pub mod durable;
 mod error;
 pub mod exporter;
 mod gate;

@@ -83,7 +83,11 @@ struct Batcher {
     /// Batches the pipeline refused and that are being retried; new data is refused meanwhile.
     stalled: Arc<AtomicUsize>,
     shutdown: CancellationToken,
+    /// When the stall warning was last logged: at most one line per `STALL_LOG_EVERY`.
+    last_stall_log: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+const STALL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The first pause before retrying a refused batch, and the longest.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -185,7 +189,14 @@ impl Batcher {
                     if !stalled {
                         stalled = true;
                         self.stalled.fetch_add(1, Ordering::AcqRel);
-                        tracing::warn!(items = batch.items(), error = %err.message, "pipeline refused a batch; holding it and refusing new data until it goes through");
+                        let mut last = self
+                            .last_stall_log
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if last.is_none_or(|t| t.elapsed() >= STALL_LOG_EVERY) {
+                            *last = Some(std::time::Instant::now());
+                            tracing::warn!(items = batch.items(), error = %err.message, "pipeline refused a batch; holding it and refusing new data until it goes through");
+                        }
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MAX);
@@ -261,6 +272,7 @@ impl ProcessorFactory for BatchFactory {
             next: ctx.next,
             stalled: Arc::clone(&stalled),
             shutdown: ctx.shutdown.clone(),
+            last_stall_log: std::sync::Mutex::new(None),
             metrics: Metrics {
                 dropped: metrics::counter!(names::processor_dropped(ctx.signal), "processor" => label.clone()),
                 send_size: metrics::histogram!(names::BATCH_SEND_SIZE, "processor" => label.clone()),

@@ -1,11 +1,15 @@
 //! Building the pipelines a configuration describes, running them, and shutting down in order.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use sluice_config::{ComponentId, RawConfig};
+use sluice_core::disk_log::{DiskLog, Fsync, LogConfig, OnFull};
+use sluice_core::durable::{DurableTap, TapLog};
+use sluice_core::exporter::{FsyncPolicy, OnFull as OnFullPolicy};
 use sluice_core::{
     Consumer, ExporterHelper, Fanout, FanoutPolicy, MemoryGate, ProcessorContext, ReceiverOutputs,
     Signal,
@@ -37,6 +41,8 @@ pub(crate) struct Service {
     exporter_tasks: Vec<JoinHandle<()>>,
     side_tasks: Vec<JoinHandle<()>>,
     health: Arc<Health>,
+    /// The pipelines' persistent queues, closed last so every acknowledgement is recorded.
+    logs: Vec<Arc<DiskLog>>,
 }
 
 fn signal_of(pipeline_id: &str) -> anyhow::Result<Signal> {
@@ -67,36 +73,77 @@ impl Service {
         let mut processor_tasks = Vec::new();
         let mut helpers: BTreeMap<(String, Signal), Arc<ExporterHelper>> = BTreeMap::new();
         let mut heads: BTreeMap<String, PipelineHead> = BTreeMap::new();
+        let mut logs: Vec<Arc<DiskLog>> = Vec::new();
 
         for (pipeline_id, pipeline) in &config.service.pipelines {
             let signal = signal_of(pipeline_id)?;
             let mut outputs: Vec<Arc<dyn Consumer>> = Vec::new();
+            // Exporters with a persistent queue, by queue directory.
+            let mut durable: BTreeMap<PathBuf, Vec<Arc<ExporterHelper>>> = BTreeMap::new();
             for exporter_id in &pipeline.exporters {
                 let key = (exporter_id.clone(), signal);
-                if let Some(helper) = helpers.get(&key) {
-                    outputs.push(helper.clone());
-                    continue;
+                let helper = match helpers.get(&key) {
+                    Some(helper) => helper.clone(),
+                    None => {
+                        let factory = registry
+                            .exporter(&type_of(exporter_id)?)
+                            .ok_or_else(|| anyhow!("unknown exporter `{exporter_id}`"))?;
+                        let raw = &config.exporters[exporter_id];
+                        let built = factory
+                            .build(exporter_id, signal, raw)
+                            .with_context(|| format!("cannot build exporter {exporter_id}"))?;
+                        let helper = ExporterHelper::new(
+                            exporter_id.clone(),
+                            signal,
+                            built.exporter,
+                            built.settings,
+                        );
+                        helpers.insert(key, helper.clone());
+                        helper
+                    }
+                };
+                match helper.settings().queue.directory.clone() {
+                    Some(dir) if helper.settings().queue.is_persistent() => {
+                        durable.entry(dir).or_default().push(helper);
+                    }
+                    _ => outputs.push(helper),
                 }
-                let factory = registry
-                    .exporter(&type_of(exporter_id)?)
-                    .ok_or_else(|| anyhow!("unknown exporter `{exporter_id}`"))?;
-                let raw = &config.exporters[exporter_id];
-                let built = factory
-                    .build(exporter_id, signal, raw)
-                    .with_context(|| format!("cannot build exporter {exporter_id}"))?;
-                let helper = ExporterHelper::new(
-                    exporter_id.clone(),
-                    signal,
-                    built.exporter,
-                    built.settings,
-                );
-                helpers.insert(key, helper.clone());
-                outputs.push(helper);
             }
+            // The persistent queue is written before batching, so a client is answered only
+            // once its data is on disk; processors from the first `batch` on serve only the
+            // exporters with memory queues.
+            let first_batch = pipeline
+                .processors
+                .iter()
+                .position(|p| type_of(p).is_ok_and(|t| t == "batch"))
+                .unwrap_or(pipeline.processors.len());
+            let memory_exporters = !outputs.is_empty();
             // A dead exporter whose queue is full must not block the others.
             let mut next = Fanout::build(outputs, FanoutPolicy::Any);
             let mut gates = Vec::new();
-            for processor_id in pipeline.processors.iter().rev() {
+            let mut tap_logs = Vec::new();
+            for (dir, readers) in &durable {
+                let (log, exporters) = open_log(dir, pipeline_id, readers)?;
+                for helper in readers {
+                    let reader = log
+                        .reader(helper.id())
+                        .ok_or_else(|| anyhow!("the disk log lost its consumer {}", helper.id()))?;
+                    helper.attach(reader);
+                }
+                logs.push(log.clone());
+                tap_logs.push(TapLog::new(log, exporters, signal));
+            }
+            let mut tap_logs = Some(tap_logs).filter(|t| !t.is_empty());
+            for (index, processor_id) in pipeline.processors.iter().enumerate().rev() {
+                if index < first_batch
+                    && let Some(logs) = tap_logs.take()
+                {
+                    next = DurableTap::new(signal, logs, memory_exporters.then_some(next));
+                }
+                if index >= first_batch && !memory_exporters && !durable.is_empty() {
+                    // Only persistent queues downstream: batching happens as they read.
+                    continue;
+                }
                 let factory = registry
                     .processor(&type_of(processor_id)?)
                     .ok_or_else(|| anyhow!("unknown processor `{processor_id}`"))?;
@@ -116,6 +163,9 @@ impl Service {
                 next = built.consumer;
                 gates.extend(built.gate);
                 processor_tasks.extend(built.tasks);
+            }
+            if let Some(logs) = tap_logs.take() {
+                next = DurableTap::new(signal, logs, memory_exporters.then_some(next));
             }
             heads.insert(
                 pipeline_id.clone(),
@@ -185,6 +235,7 @@ impl Service {
             exporter_tasks,
             side_tasks,
             health,
+            logs,
         })
     }
 
@@ -207,10 +258,15 @@ impl Service {
         }
         if !join_all_until(self.exporter_tasks, until).await {
             let dropped: usize = self.helpers.iter().map(|h| h.abort()).sum();
-            tracing::error!(
-                dropped_items = dropped,
-                "shutdown deadline passed before queues drained"
-            );
+            if dropped > 0 {
+                tracing::error!(
+                    dropped_items = dropped,
+                    "shutdown deadline passed before queues drained"
+                );
+            }
+        }
+        for log in &self.logs {
+            log.close().await;
         }
         self.last.cancel();
         join_all_until(
@@ -220,6 +276,74 @@ impl Service {
         .await;
         tracing::info!("sluice stopped");
     }
+}
+
+/// Opens (and recovers) the disk log of one pipeline in one queue directory, read by `readers`.
+/// Exporters sharing it get the strictest of their settings: the smallest `max_bytes`, the most
+/// frequent sync, and `refuse` over `drop_oldest`.
+fn open_log(
+    dir: &Path,
+    pipeline_id: &str,
+    readers: &[Arc<ExporterHelper>],
+) -> anyhow::Result<(Arc<DiskLog>, Vec<String>)> {
+    let queues: Vec<_> = readers.iter().map(|h| &h.settings().queue).collect();
+    let max_bytes = queues
+        .iter()
+        .map(|q| q.max_bytes.bytes())
+        .min()
+        .unwrap_or(1 << 30);
+    let fsync = if queues.iter().any(|q| q.fsync == FsyncPolicy::Always) {
+        Fsync::Always
+    } else if let Some(interval) = queues
+        .iter()
+        .filter(|q| q.fsync == FsyncPolicy::Interval)
+        .map(|q| q.fsync_interval.get())
+        .min()
+    {
+        Fsync::Interval(interval)
+    } else {
+        Fsync::Never
+    };
+    let on_full = if queues.iter().any(|q| q.on_full == OnFullPolicy::Refuse) {
+        OnFull::Refuse
+    } else {
+        OnFull::DropOldest
+    };
+    // Segments of an eighth of the bound: space comes back in eighths as data is acknowledged.
+    let segment_bytes = (max_bytes / 8).clamp(64 << 10, 64 << 20);
+    let path = dir.join(pipeline_id.replace('/', "_"));
+    let exporters: Vec<String> = readers.iter().map(|h| h.id().to_owned()).collect();
+    let names: Vec<&str> = exporters.iter().map(String::as_str).collect();
+    let (log, recovery) = DiskLog::open(
+        LogConfig {
+            dir: path.clone(),
+            max_bytes,
+            segment_bytes,
+            fsync,
+            on_full,
+        },
+        &names,
+    )
+    .with_context(|| format!("cannot open the persistent queue in {}", path.display()))?;
+    if recovery.torn_bytes > 0
+        || recovery.quarantined_bytes > 0
+        || !recovery.reset_cursors.is_empty()
+    {
+        tracing::warn!(
+            pipeline = %pipeline_id,
+            dir = %path.display(),
+            records = recovery.records,
+            items = recovery.items,
+            torn_bytes = recovery.torn_bytes,
+            quarantined_bytes = recovery.quarantined_bytes,
+            quarantined = ?recovery.quarantined,
+            reset_cursors = ?recovery.reset_cursors,
+            "persistent queue recovered from damage: torn tail cut off, damaged data quarantined"
+        );
+    } else if recovery.records > 0 {
+        tracing::info!(pipeline = %pipeline_id, dir = %path.display(), records = recovery.records, items = recovery.items, "persistent queue reopened with data to send");
+    }
+    Ok((log, exporters))
 }
 
 /// Awaits tasks until `until`; returns whether all finished in time (the rest are aborted).
