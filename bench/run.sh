@@ -49,6 +49,18 @@ wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/
 cpu_seconds() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 peak_rss_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
+# The sending queue of sluice's exporter: in memory, or persistent on disk for the
+# `*-disk-<fsync>` scenarios (a fresh directory per run).
+queue_config() {
+  case "$1" in
+    *-disk-*)
+      rm -rf "$out/queue"
+      printf '    sending_queue: { storage: file, directory: %s, fsync: %s, fsync_interval: 1s, max_bytes: 1GiB }\n' \
+        "$out/queue" "${1##*-disk-}" ;;
+    *) ;;
+  esac
+}
+
 # run COLLECTOR SCENARIO SIGNAL PROTOCOL [RATE]
 run() {
   local collector=$1 scenario=$2 signal=$3 protocol=$4 rate=${5:-}
@@ -73,6 +85,7 @@ exporters:
   otlp:
     endpoint: http://127.0.0.1:$sink_grpc
     compression: none
+$(queue_config "$scenario")
 service:
   pipelines:
     traces: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [otlp] }
@@ -122,6 +135,8 @@ EOF
 
 : > "$out/runs.jsonl"
 scenarios=("traces-grpc traces grpc" "traces-http traces http" "logs-grpc logs grpc" "metrics-grpc metrics grpc" "traces-10k-per-second traces grpc 10000")
+# The persistent queue's cost (sluice only; rotel has none): COLLECTORS=sluice SCENARIOS="traces-grpc traces-grpc-disk-always traces-grpc-disk-interval"
+persistent=("traces-grpc-disk-always traces grpc" "traces-grpc-disk-interval traces grpc" "traces-grpc-disk-never traces grpc")
 [ $smoke = 1 ] && scenarios=("traces-grpc traces grpc")
 collectors=(sluice rotel)
 [ $smoke = 1 ] && collectors=(sluice)
@@ -129,7 +144,7 @@ collectors=(sluice rotel)
 [ -n "${COLLECTORS:-}" ] && read -r -a collectors <<< "$COLLECTORS"
 if [ -n "${SCENARIOS:-}" ]; then
   filtered=()
-  for s in "${scenarios[@]}"; do
+  for s in "${scenarios[@]}" "${persistent[@]}"; do
     for want in $SCENARIOS; do [ "${s%% *}" = "$want" ] && filtered+=("$s"); done
   done
   scenarios=("${filtered[@]}")

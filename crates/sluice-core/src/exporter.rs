@@ -963,4 +963,45 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn persistent_queue_settings_are_checked() {
+        let queue: QueueSettings = serde_json::from_value(serde_json::json!({
+            "storage": "file", "max_bytes": 1000, "fsync": "interval", "fsync_interval": 0
+        }))
+        .unwrap();
+        assert!(queue.is_persistent());
+        let settings = HelperSettings {
+            timeout: Duration::from_secs(5),
+            retry: RetrySettings::default(),
+            queue,
+        };
+        let problems: Vec<String> = settings
+            .check("exporters.otlp")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "error: exporters.otlp.sending_queue.directory: is required with `storage: file`",
+                "error: exporters.otlp.sending_queue.max_bytes: must be at least 1MiB",
+                "error: exporters.otlp.sending_queue.fsync_interval: must be greater than zero",
+            ]
+        );
+        let memory: QueueSettings =
+            serde_json::from_value(serde_json::json!({"directory": "/tmp/q"})).unwrap();
+        assert!(!memory.is_persistent());
+        let settings = HelperSettings {
+            queue: memory,
+            ..settings
+        };
+        let problems: Vec<String> = settings.check("e").iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            ["warning: e.sending_queue.directory: is ignored without `storage: file`"]
+        );
+        let bad = serde_json::from_value::<QueueSettings>(serde_json::json!({"on_full": "block"}));
+        assert!(bad.is_err());
+    }
 }
