@@ -284,7 +284,12 @@ async fn a_full_persistent_queue_refuses_retryably_and_recovers() {
     let queue = TempDir::new("queue-full");
     let extra = "      max_bytes: 1MiB\n";
     let ports = Ports::new();
-    let sluice = Sluice::start(ports, &persistent_config(&ports, &sink, &queue.0, extra));
+    let config = persistent_config(&ports, &sink, &queue.0, extra).replace(
+        "processors:\n",
+        "processors:\n  memory_limiter:\n    check_interval: 100ms\n    limit_mib: 96\n",
+    );
+    let config = config.replace("processors: [batch]", "processors: [memory_limiter, batch]");
+    let sluice = Sluice::start(ports, &config);
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap();
@@ -311,6 +316,16 @@ async fn a_full_persistent_queue_refuses_retryably_and_recovers() {
         on_disk <= 1 << 20,
         "the queue stayed within max_bytes: {on_disk}"
     );
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", sluice.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 96 * 1024,
+        "peak RSS {peak_kib} KiB stayed under the 96 MiB limit"
+    );
     let enqueue_failed = sluice
         .metric("otelcol_exporter_enqueue_failed_spans{exporter=\"otlp\"}")
         .await;
@@ -322,8 +337,9 @@ async fn a_full_persistent_queue_refuses_retryably_and_recovers() {
     acked.extend(1_000_001..1_000_101);
     wait_delivered(&sink, &acked, &sluice).await;
     eprintln!(
-        "full queue: {} spans acknowledged, {refused} requests refused with UNAVAILABLE, {on_disk} bytes on disk at most",
-        acked.len()
+        "full queue: {} spans acknowledged, {refused} requests refused with UNAVAILABLE, {on_disk} bytes on disk at most, peak RSS {} MiB",
+        acked.len(),
+        peak_kib / 1024
     );
 }
 

@@ -1247,3 +1247,67 @@ async fn the_readme_queries_answer_from_data_sent_through_sluice() {
         }
     }
 }
+
+#[tokio::test]
+async fn kill_9_and_a_postgresql_restart_with_a_persistent_queue_store_every_span_once() {
+    let cluster = Cluster::start();
+    let (url, _setup) = fresh_database(&cluster.url, "durable").await;
+    let queue = TempDir::new("pg-queue");
+    let extra = format!(
+        "    pool:\n      max_connections: 2\n      connect_timeout: 1s\n    timeout: 2s\n    sending_queue:\n      storage: file\n      directory: {}\n      num_consumers: 2\n",
+        queue.0.display()
+    );
+    let start = || {
+        let ports = Ports::new();
+        (ports, Sluice::start(ports, &config(&ports, &url, &extra)))
+    };
+    let (mut ports, mut sluice) = start();
+    let base = now_nanos() - 60_000_000_000;
+    let mut acked: i64 = 0;
+    for round in 0..60u64 {
+        match round {
+            // SIGKILL twice, PostgreSQL down and up once in between.
+            15 | 45 => {
+                sluice.child.kill().unwrap();
+                sluice.child.wait().unwrap();
+                (ports, sluice) = start();
+            }
+            25 => cluster.run("down"),
+            35 => cluster.run("up"),
+            _ => {}
+        }
+        let mut request = crate::support::trace_request(40, "durable", 10);
+        for span in &mut request.resource_spans[0].scope_spans[0].spans {
+            span.trace_id[..8].copy_from_slice(&(round + 1).to_be_bytes());
+            span.start_time_unix_nano = base + round * 1_000_000;
+            span.end_time_unix_nano = base + round * 1_000_000 + 500;
+        }
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+            .await
+            .unwrap();
+        client
+            .export(request)
+            .await
+            .expect("acknowledged once on disk, whatever PostgreSQL is doing");
+        acked += 40;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pool = loop {
+        if let Ok(p) = PgPool::connect(&url).await {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    wait_count(&pool, "SELECT count(*) FROM spans", acked, &sluice).await;
+    let (rows, distinct, traced): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (trace_id, span_id)),
+                (SELECT sum(span_count)::bigint FROM traces) FROM spans",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    eprintln!(
+        "persistent queue + kill -9 x2 + PostgreSQL restart: {acked} spans acknowledged, {rows} rows, {distinct} distinct, traces count {traced}"
+    );
+    assert_eq!((rows, distinct, traced), (acked, acked, acked));
+}

@@ -996,7 +996,11 @@ mod tests {
             queue: memory,
             ..settings
         };
-        let problems: Vec<String> = settings.check("e").iter().map(ToString::to_string).collect();
+        let problems: Vec<String> = settings
+            .check("e")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             problems,
             ["warning: e.sending_queue.directory: is ignored without `storage: file`"]
