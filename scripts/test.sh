@@ -46,5 +46,6 @@ fi
 
 cargo test --workspace --all-targets "$@"
 
-# A few seconds of the load generator and the benchmark script, so neither rots.
+# A few seconds of the load generator and the benchmark scripts, so none of them rots.
 bench/run.sh --smoke
+bench/postgres.sh --smoke
