@@ -179,7 +179,7 @@ async fn a_backend_away_for_a_while_loses_nothing() {
     let (sent, acked) = client.finish().await;
     let got = wait_delivered(&sink, &acked, &sluice).await;
     eprintln!(
-        "backend away 3s: {sent} sent, {} acknowledged, {} received; {queued} queued on disk meanwhile",
+        "backend away 3s: {sent} sent, {} acknowledged, {} received; {queued} bytes queued on disk meanwhile",
         acked.len(),
         got.len()
     );

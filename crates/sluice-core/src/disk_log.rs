@@ -702,6 +702,11 @@ impl Reader {
             .0
     }
 
+    /// Bytes of the log's segment files (shared by every consumer of the log).
+    pub fn bytes_on_disk(&self) -> u64 {
+        lock(&self.log.shared.state).bytes
+    }
+
     /// Items in the records after this consumer's watermark.
     pub fn pending_items(&self) -> u64 {
         let state = lock(&self.log.shared.state);

@@ -53,6 +53,16 @@ enum Command {
     Validate,
     /// Prints the built-in default configuration.
     PrintDefaultConfig,
+    /// Probes a running sluice's health endpoint and exits 0 when it answers 200: the
+    /// container `HEALTHCHECK` of images without a shell or curl.
+    Healthcheck {
+        /// The URL to probe (plain HTTP).
+        #[arg(long, default_value = "http://127.0.0.1:13133/health")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime_duration)]
+        timeout: Duration,
+    },
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -104,6 +114,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Validate) => validate(&cli),
+        Some(Command::Healthcheck { ref url, timeout }) => match healthcheck(url, timeout) {
+            Ok(200) => ExitCode::SUCCESS,
+            Ok(status) => {
+                eprintln!("sluice healthcheck: {url} answered {status}");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                eprintln!("sluice healthcheck: {url}: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Run) | None => match run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -112,6 +133,33 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// One `GET` over plain HTTP/1.0; returns the status code. Small on purpose: it runs every few
+/// seconds in the container and must not need a runtime or a TLS stack.
+fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// URLs can be probed"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let address = host
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host} has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut head = Vec::new();
+    stream.take(1024).read_to_end(&mut head)?;
+    let text = String::from_utf8_lossy(&head);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer"))
 }
 
 fn validate(cli: &Cli) -> ExitCode {
