@@ -746,16 +746,16 @@ async fn durable_worker(shared: Arc<Shared>, reader: Reader) {
         for record in &records.records {
             reader.ack(record.seq);
         }
-        shared.metrics.queue_size.set(reader.pending_items() as f64);
     }
 }
 
-/// Keeps `otelcol_exporter_queue_size` at the items waiting on disk for this exporter, also
-/// while its workers are stuck retrying.
+/// Keeps `otelcol_exporter_queue_size` at the bytes the exporter's persistent queue holds on
+/// disk (its capacity is `max_bytes`, so the two make a fill ratio), also while its workers are
+/// stuck retrying.
 async fn durable_gauge(shared: Arc<Shared>, readers: Vec<Reader>) {
     loop {
-        let pending: u64 = readers.iter().map(Reader::pending_items).sum();
-        shared.metrics.queue_size.set(pending as f64);
+        let bytes: u64 = readers.iter().map(Reader::bytes_on_disk).sum();
+        shared.metrics.queue_size.set(bytes as f64);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
             () = shared.closing.cancelled() => return,
