@@ -83,7 +83,9 @@
 //! oldest sealed segments first ([`OnFull::DropOldest`]), moving every consumer past them and
 //! reporting what was lost in [`Appended`].
 //!
-//! One directory must be used by one `DiskLog` at a time.
+//! One directory is used by one `DiskLog` at a time: `open` takes an exclusive lock on its
+//! `LOCK` file (released on drop, or by the kernel when the process dies) and fails with
+//! `ResourceBusy` while another log holds it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -111,6 +113,8 @@ const MAX_GROUP: usize = 1024;
 /// Longest consumer name (its hex form names a file).
 const MAX_CONSUMER_NAME: usize = 100;
 const QUARANTINE_DIR: &str = "quarantine";
+/// The file an open log holds an exclusive lock on.
+const LOCK_FILE: &str = "LOCK";
 
 /// How appended records reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +274,8 @@ pub struct DiskLog {
     names: Vec<String>,
     /// Per consumer: serializes its reads and caches the segment file it reads.
     read_caches: Vec<tokio::sync::Mutex<Option<OpenSegment>>>,
+    /// Holds the directory's `LOCK` (released when the log is dropped).
+    _lock: File,
 }
 
 impl std::fmt::Debug for DiskLog {
@@ -411,6 +417,23 @@ impl DiskLog {
         validate(&config, consumers)?;
         fs::create_dir_all(&config.dir)?;
         let dir = config.dir.clone();
+        // An exclusive lock for as long as this log is open: two processes appending to one
+        // directory would corrupt it. The kernel releases it when the process dies.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("{} is in use by another open log", dir.display()),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let mut recovery = Recovery::default();
         let (segment_files, cursor_files) = list_dir(&dir)?;
 
@@ -588,6 +611,7 @@ impl DiskLog {
             closing: AtomicBool::new(false),
             names: consumers.iter().map(|c| (*c).to_owned()).collect(),
             read_caches,
+            _lock: lock,
         };
         Ok((Arc::new(log), recovery))
     }

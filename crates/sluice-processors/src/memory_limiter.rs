@@ -197,6 +197,10 @@ async fn watch(w: Watcher, shutdown: CancellationToken) {
         soft,
         interval,
     } = w;
+    metrics::gauge!(names::MEMORY_LIMITER_LIMIT_BYTES, "processor" => id.clone(), "limit" => "soft")
+        .set(soft as f64);
+    metrics::gauge!(names::MEMORY_LIMITER_LIMIT_BYTES, "processor" => id.clone(), "limit" => "hard")
+        .set(hard as f64);
     let used_gauge = metrics::gauge!(names::MEMORY_LIMITER_MEMORY_BYTES, "processor" => id.clone());
     let in_flight_gauge =
         metrics::gauge!(names::MEMORY_LIMITER_IN_FLIGHT_BYTES, "processor" => id.clone());

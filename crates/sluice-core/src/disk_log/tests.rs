@@ -856,3 +856,16 @@ proptest! {
         runtime.block_on(run_model(ops, fsync))?;
     }
 }
+
+#[test]
+fn a_directory_in_use_cannot_be_opened_twice() {
+    let dir = TempDir::new();
+    let config = config(dir.path(), Fsync::Never);
+    let (first, _) = open(&config, &["a"]);
+    let second = DiskLog::open(config.clone(), &["a"]);
+    let err = second.expect_err("the directory is locked");
+    assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(first);
+    let (_again, _) = open(&config, &["a"]);
+}
