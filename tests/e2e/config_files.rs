@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{TempDir, binary};
+use crate::support::{TempDir, binary, sluice_validate};
 
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -38,20 +38,11 @@ fn every_example_config_validates() {
 
 #[test]
 fn validate_lists_every_problem_and_fails() {
-    let dir = TempDir::new("validate");
-    let path = dir.0.join("bad.yaml");
-    std::fs::write(
-        &path,
+    let (valid, text) = sluice_validate(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:99999\n  kafka: {}\nprocessors:\n  batch:\n    timeout: soon\n  memory_limiter: {}\nexporters:\n  debug: {verbosity: loud}\n  otlp/unused: {endpoint: x:1}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch, missing]\n      exporters: [debug]\n",
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+        &[],
+    );
+    assert!(!valid);
     for expected in [
         "receivers.otlp.protocols.grpc.endpoint: invalid port `99999`",
         "receivers.kafka: unknown receiver type `kafka`",
@@ -109,20 +100,11 @@ fn config_default_yaml_is_the_built_in_default() {
 
 #[test]
 fn the_postgres_exporter_refuses_metrics_and_bad_settings() {
-    let dir = TempDir::new("pgvalidate");
-    let path = dir.0.join("pg.yaml");
-    std::fs::write(
-        &path,
+    let (valid, text) = sluice_validate(
         "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters:\n  postgres:\n    endpoint: mysql://u:hunter2@h/db\n    partition_interval: 10s\n    pool: {max_connections: 0}\nservice: {pipelines: {metrics: {receivers: [otlp], exporters: [postgres]}}}\n",
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+        &[],
+    );
+    assert!(!valid);
     for expected in [
         "service.pipelines.metrics.exporters",
         "exporters.postgres.endpoint",

@@ -12,7 +12,7 @@ use std::process::Command;
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
-use crate::support::{Ports, Sluice, binary};
+use crate::support::{Ports, Sluice, binary, files_under, sluice_validate};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -35,40 +35,15 @@ const ENV: &[(&str, &str)] = &[
 
 /// Runs `sluice validate` on a config text; panics with its output when invalid.
 fn validate(name: &str, text: &str) {
-    let dir = crate::support::TempDir::new("deploy");
-    let path = dir.0.join("config.yaml");
-    std::fs::write(&path, text).unwrap();
-    let mut command = Command::new(binary());
-    command.args(["validate", "--config"]).arg(&path);
-    for (k, v) in ENV {
-        command.env(k, v);
-    }
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{name} is not a valid sluice config:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (valid, problems) = sluice_validate(text, ENV);
+    assert!(valid, "{name} is not a valid sluice config:\n{problems}");
 }
 
-fn files_under(dir: &Path, ext: &[&str]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .extension()
-                .is_some_and(|e| ext.iter().any(|x| e == *x))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
+/// Files below `dir` with one of the extensions.
+fn files_with(dir: &Path, ext: &[&str]) -> Vec<PathBuf> {
+    files_under(dir, |p| {
+        p.extension().is_some_and(|e| ext.iter().any(|x| e == *x))
+    })
 }
 
 #[test]
@@ -148,7 +123,7 @@ fn the_compose_stack_has_every_part_and_its_files_exist() {
 #[test]
 fn every_config_under_deploy_validates() {
     let mut checked = 0;
-    for path in files_under(&root().join("deploy"), &["yaml", "yml"]) {
+    for path in files_with(&root().join("deploy"), &["yaml", "yml"]) {
         let text = std::fs::read_to_string(&path).unwrap();
         let relative = path
             .strip_prefix(root())
@@ -189,7 +164,7 @@ fn the_kubernetes_manifests_match_the_kubernetes_schemas() {
         "SLUICE_PYTHON is not set: run scripts/test.sh, which installs kubernetes-validate from PyPI",
     );
     let tool = Path::new(&python).with_file_name("kubernetes-validate");
-    let manifests = files_under(&root().join("deploy/kubernetes"), &["yaml", "yml"]);
+    let manifests = files_with(&root().join("deploy/kubernetes"), &["yaml", "yml"]);
     assert!(manifests.len() >= 2, "{manifests:?}");
     let out = Command::new(&tool)
         .args(["--strict", "-k", "1.30.0"])
@@ -362,7 +337,7 @@ async fn the_grafana_dashboards_query_metrics_and_tables_that_exist() {
         "{tables:?}"
     );
 
-    let dashboards = files_under(&root().join("deploy/grafana/dashboards"), &["json"]);
+    let dashboards = files_with(&root().join("deploy/grafana/dashboards"), &["json"]);
     assert!(dashboards.len() >= 2, "{dashboards:?}");
     let (mut exprs, mut sqls) = (0, 0);
     for path in &dashboards {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
-use crate::support::{Ports, Sink, Sluice, TempDir, trace_request};
+use crate::support::{Ports, Sink, Sluice, TempDir, files_under, trace_request};
 
 fn persistent_config(ports: &Ports, sink: &Sink, queue: &Path, extra: &str) -> String {
     format!(
@@ -190,26 +190,14 @@ async fn a_backend_away_for_a_while_loses_nothing() {
     );
 }
 
-/// Segment files of a persistent queue, oldest first.
+/// Segment files of a persistent queue, oldest first (quarantined pieces left out).
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                if !path.ends_with("quarantine") {
-                    stack.push(path);
-                }
-            } else if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
+    let mut found = files_under(dir, |p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
+            && !p.components().any(|c| c.as_os_str() == "quarantine")
+    });
+    found.sort_by_key(|p| p.file_name().map(ToOwned::to_owned));
     found
 }
 

@@ -94,6 +94,26 @@ fn id(prefix: u8, n: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Applies `f` to every span of a request.
+fn each_span(request: &mut ExportTraceServiceRequest, mut f: impl FnMut(&mut Span)) {
+    for rs in &mut request.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.iter_mut().for_each(&mut f);
+        }
+    }
+}
+
+/// `n` spans for one round of a streaming test: a trace id per round, times from `base`.
+fn round_request(n: usize, tag: &str, round: u64, base: u64) -> ExportTraceServiceRequest {
+    let mut request = crate::support::trace_request(n, tag, 10);
+    each_span(&mut request, |span| {
+        span.trace_id[..8].copy_from_slice(&(round + 1).to_be_bytes());
+        span.start_time_unix_nano = base + round * 1_000_000;
+        span.end_time_unix_nano = base + round * 1_000_000 + 500;
+    });
+    request
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
@@ -747,20 +767,8 @@ async fn retention_drops_whole_partitions_and_their_traces() {
     let mut old = rich_traces(now - 5 * hour);
     let mut recent = rich_traces(now - 60_000_000_000);
     // Distinct trace ids for the two generations.
-    for rs in &mut old.resource_spans {
-        for ss in &mut rs.scope_spans {
-            for span in &mut ss.spans {
-                span.trace_id = id(0x01, 1, 16);
-            }
-        }
-    }
-    for rs in &mut recent.resource_spans {
-        for ss in &mut rs.scope_spans {
-            for span in &mut ss.spans {
-                span.trace_id = id(0x02, 1, 16);
-            }
-        }
-    }
+    each_span(&mut old, |span| span.trace_id = id(0x01, 1, 16));
+    each_span(&mut recent, |span| span.trace_id = id(0x02, 1, 16));
     {
         let ports = Ports::new();
         let sluice = Sluice::start(ports, &config(&ports, &url, extra));
@@ -929,12 +937,7 @@ async fn postgresql_restarted_mid_stream_loses_nothing_and_duplicates_nothing() 
         if round == 40 {
             cluster.run("up");
         }
-        let mut request = crate::support::trace_request(50, "restart", 10);
-        for span in &mut request.resource_spans[0].scope_spans[0].spans {
-            span.trace_id[..8].copy_from_slice(&(round + 1).to_be_bytes());
-            span.start_time_unix_nano = base + round * 1_000_000;
-            span.end_time_unix_nano = base + round * 1_000_000 + 500;
-        }
+        let request = round_request(50, "restart", round, base);
         client
             .export(request)
             .await
@@ -1276,12 +1279,7 @@ async fn kill_9_and_a_postgresql_restart_with_a_persistent_queue_store_every_spa
             35 => cluster.run("up"),
             _ => {}
         }
-        let mut request = crate::support::trace_request(40, "durable", 10);
-        for span in &mut request.resource_spans[0].scope_spans[0].spans {
-            span.trace_id[..8].copy_from_slice(&(round + 1).to_be_bytes());
-            span.start_time_unix_nano = base + round * 1_000_000;
-            span.end_time_unix_nano = base + round * 1_000_000 + 500;
-        }
+        let request = round_request(40, "durable", round, base);
         let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
             .await
             .unwrap();

@@ -546,3 +546,42 @@ pub(crate) fn trace_request(n: usize, tag: &str, pad: usize) -> ExportTraceServi
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Every file below `dir` (recursively) that `keep` accepts, sorted.
+pub(crate) fn files_under(
+    dir: &std::path::Path,
+    keep: impl Fn(&std::path::Path) -> bool,
+) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if keep(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Runs `sluice validate --config <text>` with `env` set; returns whether it passed and what it
+/// printed on stderr.
+pub(crate) fn sluice_validate(text: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = TempDir::new("validate");
+    let path = dir.0.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let mut command = Command::new(binary());
+    command.args(["validate", "--config"]).arg(&path);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
