@@ -424,20 +424,29 @@ struct PostgresExporter {
     metrics: Metrics,
 }
 
-enum Decoded {
-    Traces(ExportTraceServiceRequest),
-    Logs(ExportLogsServiceRequest),
+/// The rows of one batch, ready to bind.
+enum Rows {
+    Traces(Box<TraceRows>),
+    Logs(Box<LogRows>),
 }
 
-fn decode(signal: Signal, data: &Bytes) -> Result<Decoded, ExportError> {
+/// Decodes a batch and turns it into rows: all the CPU work of an export.
+fn prepare(signal: Signal, data: &Bytes, promoted: &[String]) -> Result<Rows, ExportError> {
     let error = |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
     match signal {
-        Signal::Traces => ExportTraceServiceRequest::decode(data.clone())
-            .map(Decoded::Traces)
-            .map_err(error),
-        Signal::Logs => ExportLogsServiceRequest::decode(data.clone())
-            .map(Decoded::Logs)
-            .map_err(error),
+        Signal::Traces => {
+            let request = ExportTraceServiceRequest::decode(data.clone()).map_err(error)?;
+            Ok(Rows::Traces(Box::new(translate::traces(
+                &request, promoted,
+            ))))
+        }
+        Signal::Logs => {
+            let request = ExportLogsServiceRequest::decode(data.clone()).map_err(error)?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            Ok(Rows::Logs(Box::new(translate::logs(&request, now))))
+        }
         Signal::Metrics => Err(ExportError::permanent(
             "the postgres exporter does not store metrics",
         )),
@@ -445,7 +454,7 @@ fn decode(signal: Signal, data: &Bytes) -> Result<Decoded, ExportError> {
 }
 
 impl PostgresExporter {
-    async fn write_traces(&self, rows: &TraceRows<'_>) -> Result<u64, ExportError> {
+    async fn write_traces(&self, rows: &TraceRows) -> Result<u64, ExportError> {
         let resources = self.store.new_resources(&rows.resources);
         let (spans, events, links) = (&rows.spans, &rows.events, &rows.links);
         let (inserted, _traces): (i64, i64) = self
@@ -503,7 +512,7 @@ impl PostgresExporter {
         Ok(spans.trace_id.len() as u64 - inserted.max(0) as u64)
     }
 
-    async fn write_logs(&self, rows: &LogRows<'_>) -> Result<u64, ExportError> {
+    async fn write_logs(&self, rows: &LogRows) -> Result<u64, ExportError> {
         let resources = self.store.new_resources(&rows.resources);
         let inserted: i64 = self
             .store
@@ -543,29 +552,21 @@ impl Exporter for PostgresExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
         self.store.ensure_ready().await?;
         let started = Instant::now();
-        let data = batch.data().clone();
         let signal = self.signal;
-        // Decoding is the CPU-heavy half of the work; the column arrays borrow from the decoded
-        // request, so translation happens here, after the hop back.
-        let decoded = if batch.size() > BLOCKING_THRESHOLD {
-            tokio::task::spawn_blocking(move || decode(signal, &data))
+        // Decoding and translating are the CPU work of an export; above the threshold they run
+        // off the async workers, and only the binding and the round trip stay here.
+        let rows = if batch.size() > BLOCKING_THRESHOLD {
+            let data = batch.data().clone();
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || prepare(signal, &data, &store.promoted))
                 .await
-                .map_err(|e| ExportError::permanent(format!("decoding failed: {e}")))??
+                .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??
         } else {
-            decode(signal, &data)?
+            prepare(signal, batch.data(), &self.store.promoted)?
         };
-        let duplicates = match &decoded {
-            Decoded::Traces(request) => {
-                let rows = translate::traces(request, &self.store.promoted);
-                self.write_traces(&rows).await?
-            }
-            Decoded::Logs(request) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-                let rows = translate::logs(request, now);
-                self.write_logs(&rows).await?
-            }
+        let duplicates = match &rows {
+            Rows::Traces(rows) => self.write_traces(rows).await?,
+            Rows::Logs(rows) => self.write_logs(rows).await?,
         };
         self.metrics
             .write_duration

@@ -1,10 +1,10 @@
 //! OTLP requests to column arrays, one `Vec` per column, bound as PostgreSQL arrays and inserted
 //! with `INSERT … SELECT * FROM unnest(…)`: one statement per batch, however many rows.
 //!
-//! Strings borrow from the decoded request unless they hold U+0000, which PostgreSQL's `text`
-//! and `jsonb` cannot store: those become U+FFFD (the only change made to any value).
+//! The rows own their strings, so a large batch is decoded and translated in one go off the
+//! async workers. U+0000, which PostgreSQL's `text` and `jsonb` cannot store, becomes U+FFFD
+//! (the only change made to any value).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -28,23 +28,23 @@ pub(crate) struct ResourceRows {
 
 /// `spans` rows.
 #[derive(Debug, Default)]
-pub(crate) struct SpanRows<'a> {
+pub(crate) struct SpanRows {
     pub(crate) trace_id: Vec<String>,
     pub(crate) span_id: Vec<String>,
     pub(crate) parent_span_id: Vec<Option<String>>,
-    pub(crate) trace_state: Vec<Cow<'a, str>>,
+    pub(crate) trace_state: Vec<String>,
     pub(crate) flags: Vec<i32>,
-    pub(crate) name: Vec<Cow<'a, str>>,
+    pub(crate) name: Vec<String>,
     pub(crate) kind: Vec<&'static str>,
     pub(crate) start_time: Vec<Timestamp>,
     pub(crate) end_time: Vec<Timestamp>,
     pub(crate) duration_ns: Vec<i64>,
     pub(crate) status_code: Vec<&'static str>,
-    pub(crate) status_message: Vec<Cow<'a, str>>,
+    pub(crate) status_message: Vec<String>,
     pub(crate) service_name: Vec<Option<String>>,
     pub(crate) resource_id: Vec<i64>,
-    pub(crate) scope_name: Vec<Cow<'a, str>>,
-    pub(crate) scope_version: Vec<Cow<'a, str>>,
+    pub(crate) scope_name: Vec<String>,
+    pub(crate) scope_version: Vec<String>,
     pub(crate) attributes: Vec<Jsonb>,
     pub(crate) dropped_attributes_count: Vec<i32>,
     pub(crate) dropped_events_count: Vec<i32>,
@@ -53,27 +53,27 @@ pub(crate) struct SpanRows<'a> {
 
 /// `span_events` rows.
 #[derive(Debug, Default)]
-pub(crate) struct EventRows<'a> {
+pub(crate) struct EventRows {
     pub(crate) trace_id: Vec<String>,
     pub(crate) span_id: Vec<String>,
     pub(crate) span_start_time: Vec<Timestamp>,
     pub(crate) event_index: Vec<i32>,
     pub(crate) time: Vec<Timestamp>,
-    pub(crate) name: Vec<Cow<'a, str>>,
+    pub(crate) name: Vec<String>,
     pub(crate) attributes: Vec<Jsonb>,
     pub(crate) dropped_attributes_count: Vec<i32>,
 }
 
 /// `span_links` rows.
 #[derive(Debug, Default)]
-pub(crate) struct LinkRows<'a> {
+pub(crate) struct LinkRows {
     pub(crate) trace_id: Vec<String>,
     pub(crate) span_id: Vec<String>,
     pub(crate) span_start_time: Vec<Timestamp>,
     pub(crate) link_index: Vec<i32>,
     pub(crate) linked_trace_id: Vec<String>,
     pub(crate) linked_span_id: Vec<String>,
-    pub(crate) trace_state: Vec<Cow<'a, str>>,
+    pub(crate) trace_state: Vec<String>,
     pub(crate) flags: Vec<i32>,
     pub(crate) attributes: Vec<Jsonb>,
     pub(crate) dropped_attributes_count: Vec<i32>,
@@ -81,11 +81,11 @@ pub(crate) struct LinkRows<'a> {
 
 /// Everything one traces batch writes.
 #[derive(Debug, Default)]
-pub(crate) struct TraceRows<'a> {
+pub(crate) struct TraceRows {
     pub(crate) resources: ResourceRows,
-    pub(crate) spans: SpanRows<'a>,
-    pub(crate) events: EventRows<'a>,
-    pub(crate) links: LinkRows<'a>,
+    pub(crate) spans: SpanRows,
+    pub(crate) events: EventRows,
+    pub(crate) links: LinkRows,
     /// Promoted attributes per trace: `traces.attributes` is merged with these.
     pub(crate) promoted_trace_id: Vec<String>,
     pub(crate) promoted_attributes: Vec<Jsonb>,
@@ -93,33 +93,33 @@ pub(crate) struct TraceRows<'a> {
 
 /// `logs` rows.
 #[derive(Debug, Default)]
-pub(crate) struct LogRows<'a> {
+pub(crate) struct LogRows {
     pub(crate) resources: ResourceRows,
     pub(crate) time: Vec<Timestamp>,
     pub(crate) log_id: Vec<i64>,
     pub(crate) observed_time: Vec<Option<Timestamp>>,
     pub(crate) severity_number: Vec<i16>,
-    pub(crate) severity_text: Vec<Cow<'a, str>>,
+    pub(crate) severity_text: Vec<String>,
     pub(crate) body: Vec<Option<String>>,
     pub(crate) body_kind: Vec<&'static str>,
-    pub(crate) event_name: Vec<Cow<'a, str>>,
+    pub(crate) event_name: Vec<String>,
     pub(crate) trace_id: Vec<Option<String>>,
     pub(crate) span_id: Vec<Option<String>>,
     pub(crate) flags: Vec<i32>,
     pub(crate) service_name: Vec<Option<String>>,
     pub(crate) resource_id: Vec<i64>,
-    pub(crate) scope_name: Vec<Cow<'a, str>>,
-    pub(crate) scope_version: Vec<Cow<'a, str>>,
+    pub(crate) scope_name: Vec<String>,
+    pub(crate) scope_version: Vec<String>,
     pub(crate) attributes: Vec<Jsonb>,
     pub(crate) dropped_attributes_count: Vec<i32>,
 }
 
 /// A string PostgreSQL can store: U+0000 becomes U+FFFD.
-fn text(value: &str) -> Cow<'_, str> {
+fn text(value: &str) -> String {
     if value.contains('\0') {
-        Cow::Owned(value.replace('\0', "\u{fffd}"))
+        value.replace('\0', "\u{fffd}")
     } else {
-        Cow::Borrowed(value)
+        value.to_owned()
     }
 }
 
@@ -218,7 +218,7 @@ fn resource(
             return None;
         }
         match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(Value::StringValue(name)) => Some(text(name).into_owned()),
+            Some(Value::StringValue(name)) => Some(text(name)),
             _ => None,
         }
     });
@@ -231,20 +231,17 @@ fn resource(
     (id, service)
 }
 
-fn scope_fields(scope: Option<&InstrumentationScope>) -> (Cow<'_, str>, Cow<'_, str>) {
-    scope.map_or((Cow::Borrowed(""), Cow::Borrowed("")), |s| {
+fn scope_fields(scope: Option<&InstrumentationScope>) -> (String, String) {
+    scope.map_or((String::new(), String::new()), |s| {
         (text(&s.name), text(&s.version))
     })
 }
 
 /// The rows of a traces batch. `promoted` names the span attributes copied onto `traces`.
-pub(crate) fn traces<'a>(
-    request: &'a ExportTraceServiceRequest,
-    promoted: &[String],
-) -> TraceRows<'a> {
+pub(crate) fn traces(request: &ExportTraceServiceRequest, promoted: &[String]) -> TraceRows {
     let mut rows = TraceRows::default();
     let mut seen = HashMap::new();
-    let mut promoted_by_trace: HashMap<String, Vec<(&'a str, String)>> = HashMap::new();
+    let mut promoted_by_trace: HashMap<String, Vec<(&str, String)>> = HashMap::new();
     for resource_spans in &request.resource_spans {
         let (resource_id, service_name) = resource(
             &mut rows.resources,
@@ -323,7 +320,7 @@ pub(crate) fn traces<'a>(
                 s.status_code
                     .push(status_code(status.map_or(0, |st| st.code)));
                 s.status_message
-                    .push(status.map_or(Cow::Borrowed(""), |st| text(&st.message)));
+                    .push(status.map_or_else(String::new, |st| text(&st.message)));
                 s.service_name.push(service_name.clone());
                 s.resource_id.push(resource_id);
                 s.scope_name.push(scope_name.clone());
@@ -370,16 +367,17 @@ fn body(value: Option<&Value>) -> (&'static str, Option<String>) {
         Some(Value::StringValueStrindex(_)) | None => return ("empty", None),
     };
     let rendered = anyvalue::to_string(value);
-    let rendered = match text(&rendered) {
-        Cow::Borrowed(_) => rendered,
-        Cow::Owned(clean) => clean,
+    let rendered = if rendered.contains('\0') {
+        text(&rendered)
+    } else {
+        rendered
     };
     (kind, Some(rendered))
 }
 
 /// The rows of a logs batch. `now_nanos` stands in for a record with neither a time nor an
 /// observed time.
-pub(crate) fn logs(request: &ExportLogsServiceRequest, now_nanos: u64) -> LogRows<'_> {
+pub(crate) fn logs(request: &ExportLogsServiceRequest, now_nanos: u64) -> LogRows {
     let mut rows = LogRows::default();
     let mut seen = HashMap::new();
     for resource_logs in &request.resource_logs {
