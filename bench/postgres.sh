@@ -42,6 +42,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. bench/lib.sh
 
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
@@ -56,14 +57,11 @@ if [ $smoke = 1 ]; then
   REPS=1; DURATION=2; RATE=${SMOKE_RATE:-5000}
   out=${OUT:-$root/target/bench-postgres-smoke}
   pgdir=$root/target/bench-pg-smoke
-  cargo build -q -p sluice -p sluice-loadgen
-  bin=$root/target/debug
 else
   out=${OUT:-$root/target/bench-postgres}
   pgdir=$root/target/bench-pg
-  cargo build -q --release -p sluice -p sluice-loadgen
-  bin=$root/target/release
 fi
+build_binaries
 POOL=${POOL:-$(python3 -c "import math; print(math.ceil($RATE * $DURATION / $ITEMS * 1.05) + 16)")}
 rm -rf "$out"
 mkdir -p "$out"
@@ -74,9 +72,6 @@ else
   load_cpu=(); pinning="nothing pinned"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 400); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-cpu_seconds() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 
 sluice_pid=""; poll_pid=""
 cleanup() {

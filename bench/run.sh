@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. bench/lib.sh
 
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
@@ -22,14 +23,8 @@ ITEMS=${ITEMS:-100}
 out=${OUT:-$root/target/bench}
 mkdir -p "$out"
 
-if [ $smoke = 1 ]; then
-  REPS=1; DURATION=2
-  cargo build -q -p sluice -p sluice-loadgen
-  bin=$root/target/debug
-else
-  cargo build -q --release -p sluice -p sluice-loadgen
-  bin=$root/target/release
-fi
+[ $smoke = 1 ] && { REPS=1; DURATION=2; }
+build_binaries
 
 venv=$root/target/bench-venv
 if [ $smoke = 0 ]; then
@@ -44,10 +39,6 @@ else
   load_cpu=""; collector_cpu=""
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-cpu_seconds() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
-peak_rss_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 # The sending queue of sluice's exporter: in memory, or persistent on disk for the
 # `*-disk-<fsync>` scenarios (a fresh directory per run).
