@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
-use crate::support::{Ports, Sink, Sluice, TempDir, files_under, trace_request};
+use crate::support::{Ports, Sink, Sluice, TempDir, files_under, rss_kib, trace_request};
 
 fn persistent_config(ports: &Ports, sink: &Sink, queue: &Path, extra: &str) -> String {
     format!(
@@ -304,14 +304,9 @@ async fn a_full_persistent_queue_refuses_retryably_and_recovers() {
         on_disk <= 1 << 20,
         "the queue stayed within max_bytes: {on_disk}"
     );
-    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", sluice.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let peak_kib = rss_kib(sluice.pid(), "VmHWM:");
     assert!(
-        peak_kib < 96 * 1024,
+        peak_kib > 0 && peak_kib < 96 * 1024,
         "peak RSS {peak_kib} KiB stayed under the 96 MiB limit"
     );
     let enqueue_failed = sluice

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+    AnyValue, ArrayValue, InstrumentationScope, KeyValueList, any_value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
@@ -20,7 +20,7 @@ use sluice_jaeger::proto::{
     self, Batch, KeyValue as Tag, PostSpansRequest, PostSpansResponse, SpanRefType, ValueType,
 };
 
-use crate::support::{Ports, Sluice, hex};
+use crate::support::{Ports, Sluice, hex, kv, string as s};
 
 /// What the peer does with each call.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -118,18 +118,6 @@ fn start_sluice(jaeger_port: u16, extra: &str) -> Sluice {
         ports.telemetry()
     );
     Sluice::start(ports, &config)
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
 }
 
 fn tag_str(key: &str, v: &str) -> Tag {

@@ -10,24 +10,9 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 
-use crate::support::{Ports, Sink, Sluice, trace_request};
+use crate::support::{Ports, Sink, Sluice, rss_kib, trace_request};
 
 const LIMIT_MIB: u64 = 96;
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flood_with_a_stalled_backend_is_refused_bounded_and_recovered() {

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use sqlx::{PgPool, Row};
 
-use crate::support::{Ports, Sluice, TempDir, free_port, hex};
+use crate::support::{Ports, Sluice, TempDir, free_port, hex, kv, string as s};
 
 /// The server every test shares; each test makes its own database in it.
 fn server_url() -> String {
@@ -74,18 +74,6 @@ fn now_nanos() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> Value {
-    Value::StringValue(v.to_owned())
 }
 
 fn id(prefix: u8, n: u64, len: usize) -> Vec<u8> {

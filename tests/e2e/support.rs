@@ -493,6 +493,31 @@ pub(crate) fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value
         .and_then(|v: &AnyValue| v.value.as_ref())
 }
 
+/// An attribute.
+pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`), or 0 when unreadable.
+pub(crate) fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 pub(crate) fn string(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.to_owned())
 }
@@ -502,18 +527,11 @@ pub(crate) fn string(v: &str) -> any_value::Value {
 pub(crate) fn trace_request(n: usize, tag: &str, pad: usize) -> ExportTraceServiceRequest {
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.to_owned(),
-        value: Some(AnyValue {
-            value: Some(string(v)),
-        }),
-        ..Default::default()
-    };
     let padding = "x".repeat(pad);
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "raw-client")],
+                attributes: vec![kv("service.name", string("raw-client"))],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -528,7 +546,7 @@ pub(crate) fn trace_request(n: usize, tag: &str, pad: usize) -> ExportTraceServi
                         span_id: (i as u64 + 1).to_be_bytes().to_vec(),
                         name: format!("{tag}-{i}"),
                         attributes: if pad > 0 {
-                            vec![kv("pad", &padding)]
+                            vec![kv("pad", string(&padding))]
                         } else {
                             vec![]
                         },
