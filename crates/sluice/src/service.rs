@@ -123,7 +123,7 @@ impl Service {
             let mut gates = Vec::new();
             let mut tap_logs = Vec::new();
             for (dir, readers) in &durable {
-                let (log, exporters) = open_log(dir, pipeline_id, readers)?;
+                let (log, exporters) = open_log(dir, pipeline_id, readers).await?;
                 for helper in readers {
                     let reader = log
                         .reader(helper.id())
@@ -278,10 +278,10 @@ impl Service {
     }
 }
 
-/// Opens (and recovers) the disk log of one pipeline in one queue directory, read by `readers`.
+/// Opens (and recovers, on the blocking pool) the disk log of one pipeline in one queue directory, read by `readers`.
 /// Exporters sharing it get the strictest of their settings: the smallest `max_bytes`, the most
 /// frequent sync, and `refuse` over `drop_oldest`.
-fn open_log(
+async fn open_log(
     dir: &Path,
     pipeline_id: &str,
     readers: &[Arc<ExporterHelper>],
@@ -313,17 +313,21 @@ fn open_log(
     let segment_bytes = (max_bytes / 8).clamp(64 << 10, 64 << 20);
     let path = dir.join(pipeline_id.replace('/', "_"));
     let exporters: Vec<String> = readers.iter().map(|h| h.id().to_owned()).collect();
-    let names: Vec<&str> = exporters.iter().map(String::as_str).collect();
-    let (log, recovery) = DiskLog::open(
-        LogConfig {
-            dir: path.clone(),
-            max_bytes,
-            segment_bytes,
-            fsync,
-            on_full,
-        },
-        &names,
-    )
+    let config = LogConfig {
+        dir: path.clone(),
+        max_bytes,
+        segment_bytes,
+        fsync,
+        on_full,
+    };
+    let names = exporters.clone();
+    // Recovery reads every segment: up to `max_bytes` of file I/O, off the async workers.
+    let (log, recovery) = tokio::task::spawn_blocking(move || {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        DiskLog::open(config, &names)
+    })
+    .await
+    .context("the persistent queue's recovery task failed")?
     .with_context(|| format!("cannot open the persistent queue in {}", path.display()))?;
     if recovery.torn_bytes > 0
         || recovery.quarantined_bytes > 0
