@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::Deserialize;
 use sluice_config::Problem;
 use sluice_core::{BuildError, ExportError};
-use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::{RawCodec, retry_delay};
+use crate::retry_delay;
 
 /// `tls`: client TLS settings shared by every exporter.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -167,25 +167,187 @@ impl UnaryClient {
 
     /// Sends one encoded request and returns the encoded response.
     ///
+    /// The request goes out without being copied: the body is the 5-byte gRPC message prefix
+    /// followed by `body` itself (tonic's codecs would copy it into a buffer of their own, and
+    /// an exporter keeps the original for retries, so every request in flight cost twice its
+    /// size). Only a gzip request gets a new buffer, its compressed form.
+    ///
     /// # Errors
     /// An [`ExportError`] classified by [`export_error`]; connection failures are retryable.
     pub async fn call(&self, body: Bytes) -> Result<Bytes, ExportError> {
-        let mut client = tonic::client::Grpc::new(self.channel.clone());
-        if self.gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip);
+        let (compressed, payload) = if self.gzip {
+            (true, Bytes::from(compress(&body)))
+        } else {
+            (false, body)
+        };
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            ExportError::permanent(format!(
+                "request of {} bytes is over gRPC's 4 GiB message limit",
+                payload.len()
+            ))
+        })?;
+        let mut prefix = [0u8; 5];
+        prefix[0] = u8::from(compressed);
+        prefix[1..].copy_from_slice(&len.to_be_bytes());
+        let mut request = http::Request::new(tonic::body::Body::new(Frames::new([
+            Bytes::copy_from_slice(&prefix),
+            payload,
+        ])));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from(self.path.clone());
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        *headers = self.metadata.clone().into_headers();
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+        if compressed {
+            headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
         }
-        client = client.accept_compressed(CompressionEncoding::Gzip);
-        client
-            .ready()
+        let mut channel = self.channel.clone();
+        std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
             .await
             .map_err(|e| ExportError::retryable(format!("cannot connect: {e}")))?;
-        let mut request = tonic::Request::new(body);
-        *request.metadata_mut() = self.metadata.clone();
-        client
-            .unary::<Bytes, Bytes, _>(request, self.path.clone(), RawCodec)
+        let response = tower::Service::call(&mut channel, request)
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| export_error(&s))
+            .map_err(|e| ExportError::retryable(format!("transport error: {e}")))?;
+        read_response(response).await.map_err(|s| export_error(&s))
+    }
+}
+
+/// Largest gRPC response accepted: OTLP and Jaeger answer with a few bytes.
+const MAX_RESPONSE: usize = 4 << 20;
+
+fn compress(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
+/// The message of a unary gRPC response, or the status it carries (in a trailers-only
+/// response, in the trailers, or inferred from the HTTP status as gRPC's HTTP mapping says).
+async fn read_response(
+    response: http::Response<tonic::body::Body>,
+) -> Result<Bytes, tonic::Status> {
+    use http_body_util::BodyExt;
+    let (parts, body) = response.into_parts();
+    if let Some(status) = tonic::Status::from_header_map(&parts.headers)
+        && status.code() != tonic::Code::Ok
+    {
+        return Err(status);
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(http_status(parts.status));
+    }
+    let collected = http_body_util::Limited::new(body, MAX_RESPONSE + 5)
+        .collect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("reading the response: {e}")))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    match tonic::Status::from_header_map(&trailers) {
+        Some(status) if status.code() != tonic::Code::Ok => return Err(status),
+        Some(_) => {}
+        None if tonic::Status::from_header_map(&parts.headers).is_none() => {
+            return Err(tonic::Status::internal("the response has no grpc-status"));
+        }
+        None => {}
+    }
+    message(&parts.headers, data)
+}
+
+/// The one length-prefixed message of a response body (empty when the server sent none).
+fn message(headers: &http::HeaderMap, data: Bytes) -> Result<Bytes, tonic::Status> {
+    if data.is_empty() {
+        return Ok(data);
+    }
+    if data.len() < 5 {
+        return Err(tonic::Status::internal("truncated gRPC message prefix"));
+    }
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    if data.len() - 5 < len {
+        return Err(tonic::Status::internal("truncated gRPC message"));
+    }
+    let payload = data.slice(5..5 + len);
+    match data[0] {
+        0 => Ok(payload),
+        1 => {
+            let gzip = headers
+                .get("grpc-encoding")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+            if !gzip {
+                return Err(tonic::Status::internal(
+                    "compressed response without a gzip grpc-encoding",
+                ));
+            }
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::GzDecoder::new(&payload[..]),
+                    MAX_RESPONSE as u64 + 1,
+                ),
+                &mut out,
+            )
+            .map_err(|e| tonic::Status::internal(format!("bad gzip response: {e}")))?;
+            if out.len() > MAX_RESPONSE {
+                return Err(tonic::Status::internal("response too large"));
+            }
+            Ok(Bytes::from(out))
+        }
+        flag => Err(tonic::Status::internal(format!(
+            "unknown gRPC compression flag {flag}"
+        ))),
+    }
+}
+
+/// gRPC's mapping of HTTP statuses for responses that carry no grpc-status.
+fn http_status(status: http::StatusCode) -> tonic::Status {
+    use tonic::Code;
+    let code = match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    tonic::Status::new(code, format!("HTTP status {status} without a grpc-status"))
+}
+
+/// A request body of ready chunks, handed to the connection as they are.
+struct Frames(std::collections::VecDeque<Bytes>);
+
+impl Frames {
+    fn new<const N: usize>(chunks: [Bytes; N]) -> Self {
+        Frames(chunks.into_iter().filter(|c| !c.is_empty()).collect())
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|c| c.len() as u64).sum())
     }
 }
 
@@ -202,5 +364,194 @@ mod tests {
         let e = export_error(&tonic::Status::invalid_argument("bad span"));
         assert!(!e.retryable);
         assert!(e.message.contains("bad span"));
+    }
+
+    #[test]
+    fn reads_plain_gzip_and_broken_response_messages() {
+        let headers = http::HeaderMap::new();
+        let framed = |flag: u8, payload: &[u8]| {
+            let mut v = vec![flag];
+            v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            v.extend_from_slice(payload);
+            Bytes::from(v)
+        };
+        assert_eq!(message(&headers, framed(0, b"abc")).unwrap(), "abc");
+        assert_eq!(message(&headers, Bytes::new()).unwrap(), "");
+        let mut gzip = http::HeaderMap::new();
+        gzip.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+        assert_eq!(
+            message(&gzip, framed(1, &compress(b"hello"))).unwrap(),
+            "hello"
+        );
+        let problem =
+            |h: &http::HeaderMap, b: Bytes| message(h, b).unwrap_err().message().to_owned();
+        assert!(problem(&headers, framed(1, b"x")).contains("without a gzip"));
+        assert!(problem(&gzip, framed(1, b"not gzip")).contains("bad gzip"));
+        assert!(problem(&headers, framed(7, b"x")).contains("flag 7"));
+        assert!(problem(&headers, Bytes::from_static(&[0, 0, 0])).contains("truncated"));
+        assert!(problem(&headers, Bytes::from_static(&[0, 0, 0, 0, 9, 1])).contains("truncated"));
+        assert_eq!(
+            http_status(http::StatusCode::SERVICE_UNAVAILABLE).code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            http_status(http::StatusCode::NOT_FOUND).code(),
+            tonic::Code::Unimplemented
+        );
+        assert_eq!(
+            http_status(http::StatusCode::IM_A_TEAPOT).code(),
+            tonic::Code::Unknown
+        );
+    }
+
+    /// The length and a position-weighted sum of `data`: what the echo peer answers, so a
+    /// lost, reordered or altered byte shows.
+    fn digest(data: &[u8]) -> Bytes {
+        let sum = data.iter().enumerate().fold(0u64, |acc, (i, b)| {
+            acc.wrapping_add((i as u64 + 1).wrapping_mul(u64::from(*b)))
+        });
+        let mut out = (data.len() as u64).to_be_bytes().to_vec();
+        out.extend_from_slice(&sum.to_be_bytes());
+        Bytes::from(out)
+    }
+
+    /// A tonic server (the implementation every Go and Rust gRPC peer is checked against)
+    /// answering by method: a digest of the request, a retryable status with RetryInfo, a permanent status, and
+    /// a bare HTTP 503.
+    async fn peer() -> String {
+        use axum::extract::Request;
+        use prost::Message;
+
+        struct Echo(Option<tonic::Status>);
+        impl tonic::server::UnaryService<Bytes> for Echo {
+            type Response = Bytes;
+            type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+            fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+                std::future::ready(match self.0.take() {
+                    Some(status) => Err(status),
+                    None => Ok(tonic::Response::new(digest(request.get_ref()))),
+                })
+            }
+        }
+        async fn serve(
+            status: Option<tonic::Status>,
+            request: Request,
+        ) -> axum::response::Response {
+            let mut send = tonic::codec::EnabledCompressionEncodings::default();
+            send.enable(tonic::codec::CompressionEncoding::Gzip);
+            tonic::server::Grpc::new(crate::RawCodec)
+                .apply_compression_config(crate::accept_gzip(), send)
+                .apply_max_message_size_config(Some(64 << 20), Some(64 << 20))
+                .unary(Echo(status), request)
+                .await
+                .map(axum::body::Body::new)
+        }
+        let retry = crate::RpcStatus {
+            code: tonic::Code::Unavailable as i32,
+            message: "busy".into(),
+            details: vec![crate::RpcAny {
+                type_url: crate::RETRY_INFO_TYPE.into(),
+                value: crate::RetryInfo {
+                    retry_delay: Some(crate::ProtoDuration {
+                        seconds: 2,
+                        nanos: 0,
+                    }),
+                }
+                .encode_to_vec(),
+            }],
+        }
+        .encode_to_vec();
+        let app = axum::Router::new()
+            .route(
+                "/t.S/Echo",
+                axum::routing::post(|r: Request| serve(None, r)),
+            )
+            .route(
+                "/t.S/Busy",
+                axum::routing::post(move |r: Request| {
+                    let status = tonic::Status::with_details(
+                        tonic::Code::Unavailable,
+                        "busy",
+                        retry.clone().into(),
+                    );
+                    serve(Some(status), r)
+                }),
+            )
+            .route(
+                "/t.S/Bad",
+                axum::routing::post(|r: Request| {
+                    serve(Some(tonic::Status::invalid_argument("span 3 has no id")), r)
+                }),
+            )
+            .route(
+                "/t.S/Http503",
+                axum::routing::post(|| async { http::StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn unary_calls_round_trip_and_classify_failures_against_a_tonic_server() {
+        let endpoint = peer().await;
+        let channel = channel(&endpoint, &TlsClientConfig::default()).unwrap();
+        let mut headers = BTreeMap::new();
+        headers.insert("X-Tenant".to_owned(), "a".to_owned());
+        let metadata = metadata(&headers).unwrap();
+        // Large enough to span many HTTP/2 frames and flow-control windows.
+        let big: Bytes = (0..6_000_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        for gzip in [false, true] {
+            let echo = UnaryClient::new(channel.clone(), "/t.S/Echo", metadata.clone(), gzip);
+            assert_eq!(
+                echo.call(big.clone()).await.unwrap(),
+                digest(&big),
+                "gzip: {gzip}"
+            );
+            assert_eq!(
+                echo.call(Bytes::new()).await.unwrap(),
+                digest(&[]),
+                "gzip: {gzip}"
+            );
+        }
+        let busy = UnaryClient::new(channel.clone(), "/t.S/Busy", metadata.clone(), false)
+            .call(Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(busy.retryable, "{busy:?}");
+        assert_eq!(busy.retry_after, Some(Duration::from_secs(2)));
+        let bad = UnaryClient::new(channel.clone(), "/t.S/Bad", metadata.clone(), false)
+            .call(Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(!bad.retryable, "{bad:?}");
+        assert!(bad.message.contains("span 3 has no id"), "{bad:?}");
+        let http = UnaryClient::new(channel.clone(), "/t.S/Http503", metadata.clone(), false)
+            .call(Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(http.retryable && http.message.contains("503"), "{http:?}");
+        let nobody = super::channel(
+            &format!("http://127.0.0.1:{}", unused_port()),
+            &TlsClientConfig::default(),
+        )
+        .unwrap();
+        let down = UnaryClient::new(nobody, "/t.S/Echo", metadata, false)
+            .call(Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(down.retryable, "{down:?}");
+    }
+
+    fn unused_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 }
