@@ -1,8 +1,15 @@
 //! `sluice-loadgen`: sends realistic OTLP load to a collector (`send`) and counts what a collector
 //! delivers (`sink`), for benchmarks and soak tests. In the spirit of the Collector's
 //! telemetrygen, with pre-encoded request pools so that the generator itself is cheap.
+//!
+//! The sink also plays a Jaeger collector: it accepts `jaeger.api_v2.CollectorService/PostSpans`
+//! on its gRPC port and counts the spans. With `send --fresh-timestamps` every request's
+//! timestamps are moved forward with the clock, for backends (Prometheus remote-write) that refuse
+//! old or repeated samples.
 
 mod payload;
+mod proto;
+mod timestamps;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -95,10 +102,16 @@ enum Command {
         /// Allow targets that are not on this machine.
         #[arg(long)]
         allow_remote: bool,
+        /// Shift every request's timestamps by the time elapsed since the pool was generated, so
+        /// that resent requests carry current, increasing timestamps (for backends such as
+        /// Prometheus remote-write that refuse out-of-order or duplicate samples).
+        #[arg(long)]
+        fresh_timestamps: bool,
     },
-    /// Runs an OTLP sink that counts what it receives; `GET /stats` on the HTTP port reports.
+    /// Runs an OTLP sink that counts what it receives, and also accepts Jaeger
+    /// `PostSpans` (jaeger.api_v2 gRPC) on its gRPC port; `GET /stats` on the HTTP port reports.
     Sink {
-        /// OTLP/gRPC listen address.
+        /// OTLP/gRPC (and Jaeger PostSpans) listen address.
         #[arg(long, default_value = "127.0.0.1:14317")]
         grpc: String,
         /// OTLP/HTTP listen address (also serves `/stats`).
@@ -128,6 +141,7 @@ fn main() -> anyhow::Result<()> {
                 pool,
                 timeout,
                 allow_remote,
+                fresh_timestamps,
             } => {
                 let endpoint = endpoint.unwrap_or_else(|| match protocol {
                     Protocol::Grpc => "http://127.0.0.1:4317".to_owned(),
@@ -148,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                     items: items.max(1),
                     pool: pool.max(1),
                     timeout,
+                    fresh_timestamps,
                 };
                 let summary = send(settings).await?;
                 println!("{summary}");
@@ -186,6 +201,7 @@ struct Settings {
     items: usize,
     pool: usize,
     timeout: Duration,
+    fresh_timestamps: bool,
 }
 
 /// What one worker saw.
@@ -291,21 +307,79 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
-    // HTTP bodies are compressed once, up front; gRPC compresses per message in tonic.
-    let pool: Arc<Vec<Bytes>> = Arc::new(
-        payload::pool(s.signal, s.items, s.pool)
-            .into_iter()
-            .map(|b| {
-                if s.gzip && s.protocol == Protocol::Http {
-                    gzip(&b)
-                } else {
-                    b
-                }
+/// The requests `send` cycles through, and how to make each one ready to send.
+struct Pool {
+    /// The encoded requests; already gzipped when HTTP bodies are compressed up front.
+    bodies: Vec<Bytes>,
+    /// With `--fresh-timestamps`, how to move each request's timestamps forward.
+    fresh: Option<Fresh>,
+}
+
+/// What `--fresh-timestamps` needs to shift a pooled request at send time.
+struct Fresh {
+    /// Per request, the offsets of its non-zero timestamp fields.
+    offsets: Vec<Vec<usize>>,
+    /// When the pool's timestamps were generated (the shift is the time elapsed since).
+    base: Instant,
+    /// Whether to gzip each shifted body (HTTP with `--gzip`).
+    gzip: bool,
+}
+
+impl Pool {
+    /// Generates and encodes the pool. HTTP bodies are compressed once, up front, unless their
+    /// timestamps change per request; gRPC compresses per message in tonic.
+    fn new(s: &Settings) -> anyhow::Result<Pool> {
+        let http_gzip = s.gzip && s.protocol == Protocol::Http;
+        let base = Instant::now();
+        let requests = payload::pool(s.signal, s.items, s.pool, payload::now_nanos());
+        if s.fresh_timestamps {
+            let offsets = requests
+                .iter()
+                .map(|r| timestamps::offsets(s.signal, r))
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot locate the timestamps of a generated request")?;
+            Ok(Pool {
+                bodies: requests.into_iter().map(Bytes::from).collect(),
+                fresh: Some(Fresh {
+                    offsets,
+                    base,
+                    gzip: http_gzip,
+                }),
             })
-            .map(Bytes::from)
-            .collect(),
-    );
+        } else {
+            Ok(Pool {
+                bodies: requests
+                    .into_iter()
+                    .map(|b| if http_gzip { gzip(&b) } else { b })
+                    .map(Bytes::from)
+                    .collect(),
+                fresh: None,
+            })
+        }
+    }
+
+    /// The `i`-th request (cyclically), ready to send: with fresh timestamps, shifted by the
+    /// time elapsed since the pool was generated (a monotonic clock, so the shift never goes
+    /// back) and compressed if needed.
+    fn body(&self, i: usize) -> Bytes {
+        let i = i % self.bodies.len();
+        let body = &self.bodies[i];
+        let Some(fresh) = &self.fresh else {
+            return body.clone();
+        };
+        let shift = u64::try_from(fresh.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let offsets = fresh.offsets.get(i).map_or(&[][..], Vec::as_slice);
+        let shifted = timestamps::shifted(body, offsets, shift);
+        if fresh.gzip {
+            Bytes::from(gzip(&shifted))
+        } else {
+            shifted
+        }
+    }
+}
+
+async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
+    let pool = Arc::new(Pool::new(&s)?);
     let client = Arc::new(Client::new(&s).await?);
     let started = Instant::now();
     let deadline = started + s.duration;
@@ -324,7 +398,7 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
                         while Instant::now() < deadline
                             && issued.fetch_add(1, Ordering::Relaxed) < limit
                         {
-                            let body = pool[i % pool.len()].clone();
+                            let body = pool.body(i);
                             i += 1;
                             let t = Instant::now();
                             let r = client.send(body, http_gzip).await;
@@ -352,9 +426,11 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
                     skipped += 1;
                     continue;
                 };
-                let (client, body, tx) = (client.clone(), pool[i % pool.len()].clone(), tx.clone());
+                let (client, pool, tx) = (client.clone(), pool.clone(), tx.clone());
+                let n = i;
                 i += 1;
                 tokio::spawn(async move {
+                    let body = pool.body(n);
                     let mut tally = Tally::default();
                     let t = Instant::now();
                     let r = client.send(body, http_gzip).await;
@@ -387,6 +463,7 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
         "signal": s.signal.as_str(),
         "protocol": if s.protocol == Protocol::Grpc { "grpc" } else { "http" },
         "gzip": s.gzip,
+        "fresh_timestamps": s.fresh_timestamps,
         "seconds": elapsed,
         "requests_sent": total.requests,
         "items_sent": total.requests * items,
@@ -409,11 +486,13 @@ fn record(tally: &mut Tally, r: Result<Option<String>, String>, latency: Duratio
     }
 }
 
-/// Requests and items a sink counted per signal.
+/// Requests and items a sink counted per signal, and Jaeger `PostSpans` requests and spans.
 #[derive(Default)]
 struct Counts {
     requests: [AtomicU64; 3],
     items: [AtomicU64; 3],
+    jaeger_requests: AtomicU64,
+    jaeger_spans: AtomicU64,
 }
 
 fn index(signal: Signal) -> usize {
@@ -434,6 +513,12 @@ impl Counts {
         );
     }
 
+    /// Counts one well-formed Jaeger `PostSpans` request of `spans` spans.
+    fn add_jaeger(&self, spans: u64) {
+        self.jaeger_requests.fetch_add(1, Ordering::Relaxed);
+        self.jaeger_spans.fetch_add(spans, Ordering::Relaxed);
+    }
+
     fn json(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for signal in Signal::ALL {
@@ -446,6 +531,13 @@ impl Counts {
                 }),
             );
         }
+        out.insert(
+            "jaeger".to_owned(),
+            serde_json::json!({
+                "requests": self.jaeger_requests.load(Ordering::Relaxed),
+                "spans": self.jaeger_spans.load(Ordering::Relaxed),
+            }),
+        );
         serde_json::Value::Object(out)
     }
 }
@@ -462,17 +554,74 @@ impl tonic::server::UnaryService<Bytes> for Count {
     }
 }
 
+/// The gRPC path of the Jaeger collector's `PostSpans`.
+const JAEGER_POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
+
+/// Counts the spans of an encoded `jaeger.api_v2.PostSpansRequest`: `batch` (field 1) →
+/// `Batch.spans` (field 1, repeated); `Batch.process` (field 2) and unknown fields are skipped.
+/// Each span must itself be a well-formed message.
+fn jaeger_spans(request: &[u8]) -> Result<u64, proto::ProtoError> {
+    let mut spans = 0;
+    for field in proto::Fields::new(request, 0) {
+        let field = field?;
+        if field.number != 1 {
+            continue;
+        }
+        let (batch, at) = field.message()?;
+        for field in proto::Fields::new(batch, at) {
+            let field = field?;
+            if field.number != 1 {
+                continue;
+            }
+            let (span, at) = field.message()?;
+            for f in proto::Fields::new(span, at) {
+                f?;
+            }
+            spans += 1;
+        }
+    }
+    Ok(spans)
+}
+
+/// Counts Jaeger `PostSpans` requests; replies with an empty `PostSpansResponse`.
+struct JaegerCount(Arc<Counts>);
+
+impl tonic::server::UnaryService<Bytes> for JaegerCount {
+    type Response = Bytes;
+    type Future = futures::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        futures::future::ready(match jaeger_spans(request.get_ref()) {
+            Ok(spans) => {
+                self.0.add_jaeger(spans);
+                Ok(tonic::Response::new(Bytes::new()))
+            }
+            Err(e) => Err(tonic::Status::invalid_argument(format!(
+                "malformed PostSpansRequest: {e}"
+            ))),
+        })
+    }
+}
+
+/// Serves one unary gRPC call with raw bytes in and out.
+async fn grpc_unary<S>(service: S, request: Request) -> axum::response::Response
+where
+    S: tonic::server::UnaryService<Bytes, Response = Bytes>,
+{
+    let mut grpc = tonic::server::Grpc::new(RawCodec)
+        .apply_compression_config(sluice_net::accept_gzip(), Default::default())
+        .apply_max_message_size_config(Some(256 << 20), None);
+    grpc.unary(service, request)
+        .await
+        .map(axum::body::Body::new)
+}
+
 async fn grpc_export(
     signal: Signal,
     counts: Arc<Counts>,
     request: Request,
 ) -> axum::response::Response {
-    let mut grpc = tonic::server::Grpc::new(RawCodec)
-        .apply_compression_config(sluice_net::accept_gzip(), Default::default())
-        .apply_max_message_size_config(Some(256 << 20), None);
-    grpc.unary(Count(counts, signal), request)
-        .await
-        .map(axum::body::Body::new)
+    grpc_unary(Count(counts, signal), request).await
 }
 
 async fn http_export(
@@ -523,6 +672,11 @@ async fn sink(grpc: &str, http_addr: &str) -> anyhow::Result<()> {
             post(move |r: Request| http_export(signal, c.clone(), r)),
         );
     }
+    let c = counts.clone();
+    grpc_router = grpc_router.route(
+        JAEGER_POST_SPANS,
+        post(move |r: Request| grpc_unary(JaegerCount(c.clone()), r)),
+    );
     let stats = counts.clone();
     let http_router = http_router
         .route(
@@ -539,7 +693,7 @@ async fn sink(grpc: &str, http_addr: &str) -> anyhow::Result<()> {
     let h = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot bind {http_addr}"))?;
-    eprintln!("sink: gRPC on {grpc}, HTTP on {http_addr} (GET /stats)");
+    eprintln!("sink: gRPC on {grpc} (OTLP and Jaeger PostSpans), HTTP on {http_addr} (GET /stats)");
     let g = tokio::spawn(async move { axum::serve(g, grpc_router).await });
     let h = tokio::spawn(async move { axum::serve(h, http_router).await });
     tokio::select! {
@@ -549,4 +703,81 @@ async fn sink(grpc: &str, http_addr: &str) -> anyhow::Result<()> {
     }
     println!("{}", counts.json());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use sluice_jaeger::proto::{Batch, PostSpansRequest, Process, Span};
+
+    use super::*;
+
+    fn request(spans: usize) -> Vec<u8> {
+        PostSpansRequest {
+            batch: Some(Batch {
+                spans: (0..spans)
+                    .map(|i| Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![i as u8 + 1; 8],
+                        operation_name: format!("op-{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                process: Some(Process {
+                    service_name: "svc".into(),
+                    tags: Vec::new(),
+                }),
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn counts_jaeger_spans() {
+        assert_eq!(jaeger_spans(&request(3)), Ok(3));
+    }
+
+    #[test]
+    fn empty_jaeger_request_counts_zero() {
+        assert_eq!(
+            jaeger_spans(&PostSpansRequest::default().encode_to_vec()),
+            Ok(0)
+        );
+        assert_eq!(jaeger_spans(&[]), Ok(0));
+        let empty_batch = PostSpansRequest {
+            batch: Some(Batch::default()),
+        };
+        assert_eq!(jaeger_spans(&empty_batch.encode_to_vec()), Ok(0));
+    }
+
+    #[test]
+    fn truncated_jaeger_request_is_an_error() {
+        let full = request(3);
+        for n in 1..full.len() {
+            assert!(jaeger_spans(&full[..n]).is_err(), "prefix of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn malformed_jaeger_request_is_refused_and_not_counted() {
+        let counts = Arc::new(Counts::default());
+        let mut service = JaegerCount(counts.clone());
+        let full = request(3);
+        let refused = tonic::server::UnaryService::call(
+            &mut service,
+            tonic::Request::new(Bytes::copy_from_slice(&full[..full.len() - 1])),
+        )
+        .into_inner();
+        let status = refused.err().unwrap();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("malformed PostSpansRequest"));
+        let accepted =
+            tonic::server::UnaryService::call(&mut service, tonic::Request::new(Bytes::from(full)))
+                .into_inner();
+        assert!(accepted.unwrap().get_ref().is_empty());
+        let stats = counts.json();
+        assert_eq!(stats["jaeger"]["requests"], 1);
+        assert_eq!(stats["jaeger"]["spans"], 3);
+        assert_eq!(stats["traces"]["items"], 0);
+    }
 }

@@ -30,14 +30,19 @@ fn s(v: impl Into<String>) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
-/// About a dozen resource attributes, like a Kubernetes pod's.
-fn resource(service: usize) -> Resource {
+/// About a dozen resource attributes, like a Kubernetes pod's. `instance` distinguishes
+/// `service.instance.id` (`instance-{service}-{instance}`); `None` gives the fixed `7f9c` suffix.
+fn resource(service: usize, instance: Option<usize>) -> Resource {
+    let instance = instance.map_or_else(|| "7f9c".to_owned(), |i| i.to_string());
     Resource {
         attributes: vec![
             kv("service.name", s(format!("loadgen-service-{service}"))),
             kv("service.namespace", s("bench")),
             kv("service.version", s("1.4.2")),
-            kv("service.instance.id", s(format!("instance-{service}-7f9c"))),
+            kv(
+                "service.instance.id",
+                s(format!("instance-{service}-{instance}")),
+            ),
             kv("deployment.environment.name", s("production")),
             kv("host.name", s("ip-10-0-12-34.ec2.internal")),
             kv("host.arch", s("amd64")),
@@ -162,7 +167,7 @@ fn traces(items: usize, rng: &mut impl Rng, now: u64) -> Vec<u8> {
     }
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(resource(rng.random_range(0..8))),
+            resource: Some(resource(rng.random_range(0..8), None)),
             scope_spans: vec![ScopeSpans {
                 scope: Some(scope()),
                 spans,
@@ -174,8 +179,11 @@ fn traces(items: usize, rng: &mut impl Rng, now: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// `items` data points: gauges and counters, and histograms with 15 buckets.
-fn metrics(items: usize, rng: &mut impl Rng, now: u64) -> Vec<u8> {
+/// `items` data points: gauges and counters, and histograms with 15 buckets. Each pool entry
+/// (`index`) comes from its own `service.instance.id`, so that no two entries share a series: a
+/// real export comes from one instance, and backends such as Prometheus reject a batch when two
+/// in-flight requests update the same series at nearly the same time.
+fn metrics(items: usize, rng: &mut impl Rng, now: u64, index: usize) -> Vec<u8> {
     let mut metrics = Vec::new();
     let mut left = items;
     let mut n = 0;
@@ -241,7 +249,7 @@ fn metrics(items: usize, rng: &mut impl Rng, now: u64) -> Vec<u8> {
     }
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(resource(rng.random_range(0..8))),
+            resource: Some(resource(rng.random_range(0..8), Some(index))),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(scope()),
                 metrics,
@@ -282,7 +290,7 @@ fn logs(items: usize, rng: &mut impl Rng, now: u64) -> Vec<u8> {
         .collect();
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(resource(rng.random_range(0..8))),
+            resource: Some(resource(rng.random_range(0..8), None)),
             scope_logs: vec![ScopeLogs {
                 scope: Some(scope()),
                 log_records: records,
@@ -294,16 +302,21 @@ fn logs(items: usize, rng: &mut impl Rng, now: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// A pool of `size` distinct encoded requests of `items` items each.
-pub(crate) fn pool(signal: Signal, items: usize, size: usize) -> Vec<Vec<u8>> {
-    let mut rng = rand::rng();
-    let now = std::time::SystemTime::now()
+/// The wall-clock time in nanoseconds since the Unix epoch.
+pub(crate) fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A pool of `size` distinct encoded requests of `items` items each, with timestamps around `now`
+/// (nanoseconds since the Unix epoch).
+pub(crate) fn pool(signal: Signal, items: usize, size: usize, now: u64) -> Vec<Vec<u8>> {
+    let mut rng = rand::rng();
     (0..size)
-        .map(|_| match signal {
+        .map(|index| match signal {
             Signal::Traces => traces(items, &mut rng, now),
-            Signal::Metrics => metrics(items, &mut rng, now),
+            Signal::Metrics => metrics(items, &mut rng, now, index),
             Signal::Logs => logs(items, &mut rng, now),
         })
         .collect()
@@ -316,12 +329,76 @@ mod tests {
     #[test]
     fn pools_hold_valid_requests_of_the_asked_size() {
         for signal in Signal::ALL {
-            for request in pool(signal, 50, 3) {
+            for request in pool(signal, 50, 3, now_nanos()) {
                 assert_eq!(
                     sluice_core::wire::validate_and_count(signal, &request).unwrap(),
                     50,
                     "{signal}"
                 );
+            }
+        }
+    }
+
+    /// The `service.instance.id` of each request's resources.
+    fn instance_ids(signal: Signal, request: &[u8]) -> Vec<String> {
+        let resources: Vec<Resource> = match signal {
+            Signal::Traces => ExportTraceServiceRequest::decode(request)
+                .unwrap()
+                .resource_spans
+                .into_iter()
+                .filter_map(|r| r.resource)
+                .collect(),
+            Signal::Metrics => ExportMetricsServiceRequest::decode(request)
+                .unwrap()
+                .resource_metrics
+                .into_iter()
+                .filter_map(|r| r.resource)
+                .collect(),
+            Signal::Logs => ExportLogsServiceRequest::decode(request)
+                .unwrap()
+                .resource_logs
+                .into_iter()
+                .filter_map(|r| r.resource)
+                .collect(),
+        };
+        resources
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .filter(|kv| kv.key == "service.instance.id")
+            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn metrics_pool_entries_have_distinct_instances() {
+        let pool = pool(Signal::Metrics, 10, 40, now_nanos());
+        let ids: std::collections::HashSet<String> = pool
+            .iter()
+            .flat_map(|r| {
+                let ids = instance_ids(Signal::Metrics, r);
+                assert_eq!(ids.len(), 1);
+                ids
+            })
+            .collect();
+        assert_eq!(ids.len(), 40);
+    }
+
+    #[test]
+    fn traces_and_logs_keep_their_eight_resources() {
+        for signal in [Signal::Traces, Signal::Logs] {
+            for request in pool(signal, 5, 20, now_nanos()) {
+                let ids = instance_ids(signal, &request);
+                assert_eq!(ids.len(), 1);
+                let id = &ids[0];
+                let service: usize = id
+                    .strip_prefix("instance-")
+                    .and_then(|r| r.strip_suffix("-7f9c"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap();
+                assert!(service < 8, "{id}");
             }
         }
     }
