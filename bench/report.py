@@ -14,7 +14,10 @@ runs = [json.loads(line) for line in open(runs_path)]
 by = defaultdict(list)
 for r in runs:
     by[(r["scenario"], r["collector"])].append(r)
-scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
+every = list(dict.fromkeys(r["scenario"] for r in runs))
+# Side by side: the scenarios both collectors ran; the rest are sluice alone into real backends.
+scenarios = [s for s in every if by[(s, "sluice")] and by[(s, "rotel")]]
+alone = [s for s in every if s not in scenarios]
 
 
 def med(scenario, collector, key):
@@ -88,6 +91,34 @@ for s in scenarios:
         rss_ratio = med(s, "sluice", "peak_rss_mib") / max(med(s, "rotel", "peak_rss_mib"), 1e-9)
         lines.append(f"| {s} | {cpu_ratio:.2f}x | {rss_ratio:.2f}x |")
 lines += ["", "![items per CPU-second and peak RSS](results.png)", ""]
+if alone:
+    lines += [
+        "## Sluice alone into real backends",
+        "",
+        "Same run, same layout (sluice alone on core 1), sluice only: rotel has no Jaeger gRPC or "
+        "Prometheus remote-write exporter. The pipeline is the same as above with another exporter:",
+        "",
+        "- `traces-50k-per-second-jaeger`: 50k spans/s into the `jaeger` exporter, which translates OTLP to "
+        "`jaeger.api_v2` and calls `PostSpans` on the sink playing Jaeger's collector; spans are counted by "
+        "walking each `PostSpansRequest`.",
+        "- `metrics-20k-per-second-prometheus`: 20k points/s with fresh timestamps into the "
+        "`prometheusremotewrite` exporter and a real Prometheus (`--web.enable-remote-write-receiver`, on "
+        "core 0 with the load generator, a fresh TSDB per run). Points delivered are computed from "
+        "Prometheus's `prometheus_tsdb_head_samples_appended_total` (each histogram point is 17 samples).",
+        "- PostgreSQL has its own script and section, below.",
+        "",
+        "| scenario | delivered items / sluice CPU-s | accepted items/s | CPU % of one core | peak RSS MiB | delivered / accepted | p99 latency ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in alone:
+        acc = med(s, "sluice", "items_accepted")
+        dl = med(s, "sluice", "items_delivered")
+        lines.append(
+            f"| {s} | {med(s, 'sluice', 'items_per_cpu_second'):,.0f} | {med(s, 'sluice', 'accepted_per_second'):,.0f} | "
+            f"{med(s, 'sluice', 'cpu_percent_of_one_core'):.1f} | {med(s, 'sluice', 'peak_rss_mib'):.1f} | "
+            f"{(dl / acc if acc else float('nan')):.3f} | {med(s, 'sluice', 'latency_p99_ms'):.1f} |"
+        )
+    lines.append("")
 # Keep the hand-written sections (micro-benchmarks, analysis) that follow the marker.
 MARKER = "<!-- kept by report.py -->"
 kept = ""

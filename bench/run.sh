@@ -9,6 +9,9 @@
 # Layout per run: the load generator and the counting sink share core 0, the collector runs
 # alone on core 1 (taskset). The collector's CPU seconds come from /proc/<pid>/stat (utime +
 # stime), its peak RSS from VmHWM, and items delivered are counted at the sink, so loss shows.
+# The full run also measures sluice alone into real backends: its `jaeger` exporter into the sink's
+# Jaeger PostSpans, and its `prometheusremotewrite` exporter into a real Prometheus (Debian's
+# package; installed when missing). PostgreSQL has its own script, bench/postgres.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -33,6 +36,14 @@ if [ $smoke = 0 ]; then
   rotel=$(ls "$venv"/lib/python3*/site-packages/rotel/rotel-agent)
 fi
 
+if [ $smoke = 0 ] && ! command -v prometheus > /dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus > /dev/null
+  else
+    echo "bench/run.sh needs Prometheus: apt-get install prometheus" >&2; exit 1
+  fi
+fi
+
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   load_cpu="taskset -c 0"; collector_cpu="taskset -c 1"
 else
@@ -52,6 +63,63 @@ queue_config() {
   esac
 }
 
+# Sluice's exporter by scenario: OTLP into the counting sink (every side-by-side scenario), the
+# `jaeger` exporter into the sink's Jaeger PostSpans (`*-jaeger`), or `prometheusremotewrite`
+# into a real Prometheus (`*-prometheus`).
+exporter_id() {
+  case "$1" in *-jaeger) echo jaeger ;; *-prometheus) echo prometheusremotewrite ;; *) echo otlp ;; esac
+}
+exporter_config() {
+  case "$1" in
+    *-jaeger)
+      printf '  jaeger:\n    endpoint: http://127.0.0.1:%s\n    compression: none\n' "$sink_grpc" ;;
+    *-prometheus)
+      printf '  prometheusremotewrite:\n    endpoint: http://127.0.0.1:%s/api/v1/write\n' "$prom_port" ;;
+    *)
+      printf '  otlp:\n    endpoint: http://127.0.0.1:%s\n    compression: none\n' "$sink_grpc"
+      queue_config "$1" ;;
+  esac
+}
+
+# A real Prometheus with its remote-write receiver, on the load generator's core, a fresh TSDB per
+# run. Out-of-order ingestion is on (10m window) because sluice exports batches concurrently, as
+# the Collector does, so two batches may land out of order.
+start_prometheus() {
+  prom_port=$(free_port)
+  rm -rf "$out/prometheus"; mkdir -p "$out/prometheus"
+  printf 'global: { scrape_interval: 1m }\nstorage: { tsdb: { out_of_order_time_window: 10m } }\n' \
+    > "$out/prometheus/prometheus.yml"
+  $load_cpu prometheus --config.file="$out/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$out/prometheus/data" --web.listen-address=127.0.0.1:$prom_port \
+    --web.enable-remote-write-receiver > "$out/prometheus/log" 2>&1 &
+  prom_pid=$!
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$prom_port/-/ready" > /dev/null && return 0; sleep 0.1; done
+  echo "prometheus did not become ready: $out/prometheus/log" >&2; return 1
+}
+# Samples Prometheus has appended to its head block.
+prometheus_samples() {
+  curl -s "http://127.0.0.1:$prom_port/metrics" | awk '/^prometheus_tsdb_head_samples_appended_total/ { s += $2 } END { printf "%d", s }'
+}
+
+# delivered_items SCENARIO SIGNAL SINK_HTTP_PORT: the items that reached the backend so far.
+delivered_items() {
+  case "$1" in
+    *-jaeger)
+      curl -s "http://127.0.0.1:$3/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['jaeger']['spans'])" ;;
+    *-prometheus)
+      # Points, from the samples Prometheus appended: a request of ITEMS points is the load
+      # generator's metrics in groups of 5 points (every third a histogram of 15 buckets:
+      # 15 `_bucket` + `_sum` + `_count` samples per point), plus one `target_info`.
+      python3 -c "
+items, n, samples = $ITEMS, 0, 1
+while items > 0:
+    p = min(5, items); items -= p; samples += p * (17 if n % 3 == 0 else 1); n += 1
+print(int($(prometheus_samples) / samples * $ITEMS))" ;;
+    *)
+      curl -s "http://127.0.0.1:$3/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2']['items'])" ;;
+  esac
+}
+
 # run COLLECTOR SCENARIO SIGNAL PROTOCOL [RATE]
 run() {
   local collector=$1 scenario=$2 signal=$3 protocol=$4 rate=${5:-}
@@ -60,7 +128,11 @@ run() {
   $load_cpu "$bin/sluice-loadgen" sink --grpc 127.0.0.1:$sink_grpc --http 127.0.0.1:$sink_http > /dev/null 2>&1 &
   sink_pid=$!
   wait_port $sink_http
+  prom_pid=""
+  case "$scenario" in *-prometheus) start_prometheus ;; esac
   if [ "$collector" = sluice ]; then
+    local exporters exporter
+    exporters=$(exporter_config "$scenario"); exporter=$(exporter_id "$scenario")
     cat > "$out/sluice.yaml" <<EOF
 receivers:
   otlp:
@@ -73,15 +145,10 @@ processors:
     attributes: [{ key: bench.collector, value: sluice, action: upsert }]
   batch: { send_batch_size: 8192, timeout: 200ms }
 exporters:
-  otlp:
-    endpoint: http://127.0.0.1:$sink_grpc
-    compression: none
-$(queue_config "$scenario")
+$exporters
 service:
   pipelines:
-    traces: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [otlp] }
-    metrics: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [otlp] }
-    logs: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [otlp] }
+    $signal: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [$exporter] }
   telemetry: { metrics: { address: "" }, logs: { level: warn } }
 EOF
     $collector_cpu "$bin/sluice" --config "$out/sluice.yaml" > "$out/collector.log" 2>&1 &
@@ -99,13 +166,23 @@ EOF
   local args=(send --signal "$signal" --protocol "$protocol" --endpoint "http://127.0.0.1:$port"
               --duration "${DURATION}s" --items "$ITEMS" --concurrency "$CONCURRENCY")
   [ -n "$rate" ] && args+=(--rate "$rate")
+  # Prometheus refuses repeated or older samples: fresh timestamps. Each of the 32 pooled requests
+  # is its own instance, so the load is about 21k series, each sampled every 32 requests.
+  case "$scenario" in *-prometheus) args+=(--fresh-timestamps) ;; esac
   $load_cpu "$bin/sluice-loadgen" "${args[@]}" > "$out/send.json"
-  sleep 1.5   # let the last batches flush
-  local cpu1 rss delivered
+  # Let the last batches flush: wait until the delivered count holds still for a second (at most
+  # 20 s). An exporter that lags behind shows as CPU spent after the load stopped.
+  local cpu1 rss delivered previous=-1
+  sleep 1.5
+  for _ in $(seq 1 20); do
+    delivered=$(delivered_items "$scenario" "$signal" "$sink_http")
+    [ "$delivered" = "$previous" ] && break
+    previous=$delivered; sleep 1
+  done
   cpu1=$(cpu_seconds $pid); rss=$(peak_rss_mib $pid)
-  delivered=$(curl -s "http://127.0.0.1:$sink_http/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$signal']['items'])")
   kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   kill $sink_pid 2>/dev/null || true; wait $sink_pid 2>/dev/null || true
+  if [ -n "$prom_pid" ]; then kill $prom_pid 2>/dev/null || true; wait $prom_pid 2>/dev/null || true; fi
   python3 - "$collector" "$scenario" "$cpu0" "$cpu1" "$rss" "$delivered" "$DURATION" "$out/send.json" >> "$out/runs.jsonl" <<'EOF'
 import json, sys
 collector, scenario, cpu0, cpu1, rss, delivered, duration, send = sys.argv[1:]
@@ -128,6 +205,10 @@ EOF
 scenarios=("traces-grpc traces grpc" "traces-http traces http" "logs-grpc logs grpc" "metrics-grpc metrics grpc" "traces-10k-per-second traces grpc 10000")
 # The persistent queue's cost (sluice only; rotel has none): COLLECTORS=sluice SCENARIOS="traces-grpc traces-grpc-disk-always traces-grpc-disk-interval"
 persistent=("traces-grpc-disk-always traces grpc" "traces-grpc-disk-interval traces grpc" "traces-grpc-disk-never traces grpc")
+# Sluice alone into real backends (rotel has no Jaeger gRPC or remote-write exporter to compare):
+# COLLECTORS=sluice SCENARIOS="traces-50k-per-second-jaeger metrics-20k-per-second-prometheus"
+backends=("traces-50k-per-second-jaeger traces grpc 50000" "metrics-20k-per-second-prometheus metrics grpc 20000")
+scenarios+=("${backends[@]}")
 [ $smoke = 1 ] && scenarios=("traces-grpc traces grpc")
 collectors=(sluice rotel)
 [ $smoke = 1 ] && collectors=(sluice)
@@ -145,6 +226,8 @@ for rep in $(seq 1 "$REPS"); do
   for s in "${scenarios[@]}"; do
     read -r name signal protocol rate <<< "$s"
     for c in "${collectors[@]}"; do
+      # rotel has no persistent queue, Jaeger gRPC exporter or remote-write exporter to compare.
+      case "$name" in *-disk-*|*-jaeger|*-prometheus) [ "$c" = sluice ] || continue ;; esac
       run "$c" "$name" "$signal" "$protocol" "${rate:-}"
     done
   done
