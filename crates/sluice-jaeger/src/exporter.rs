@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
@@ -115,10 +116,37 @@ struct JaegerExporter {
     max_request: usize,
 }
 
+/// The `PostSpansRequest`s of an encoded OTLP trace request.
+///
+/// One ResourceSpans is decoded, translated and encoded at a time, so the decoded and
+/// translated forms of a batch (several times its encoded size) never all exist at once: a
+/// batch of 8 resources needs an eighth of the transient memory of decoding it whole.
 fn prepare(data: &[u8], max: usize) -> Result<Vec<Bytes>, ExportError> {
-    let request = ExportTraceServiceRequest::decode(data)
-        .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
-    Ok(encode_requests(translate(&request), max))
+    let bad = |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
+    let mut out = Vec::new();
+    let mut buf = data;
+    while !buf.is_empty() {
+        let (tag, wire_type) = prost::encoding::decode_key(&mut buf).map_err(bad)?;
+        if tag != 1 || wire_type != prost::encoding::WireType::LengthDelimited {
+            prost::encoding::skip_field(wire_type, tag, &mut buf, Default::default())
+                .map_err(bad)?;
+            continue;
+        }
+        let len = usize::try_from(prost::encoding::decode_varint(&mut buf).map_err(bad)?)
+            .unwrap_or(usize::MAX);
+        if len > buf.len() {
+            return Err(ExportError::permanent(
+                "cannot decode batch: a ResourceSpans runs past the end of the request",
+            ));
+        }
+        let (message, rest) = buf.split_at(len);
+        buf = rest;
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans::decode(message).map_err(bad)?],
+        };
+        out.extend(encode_requests(translate(&request), max));
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -216,6 +244,70 @@ mod tests {
         }
         ids.sort();
         assert_eq!(ids, (0..50).collect::<Vec<u8>>(), "every span exactly once");
+    }
+
+    #[test]
+    fn batches_are_translated_one_resource_at_a_time_with_the_same_result() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+        let resource_spans = |service: &str, spans: u8| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..spans)
+                    .map(|i| Span {
+                        trace_id: vec![i + 1; 16],
+                        span_id: vec![i + 1; 8],
+                        name: format!("{service}-{i}"),
+                        start_time_unix_nano: 1_000,
+                        end_time_unix_nano: 2_000,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![
+                resource_spans("a", 2),
+                resource_spans("empty", 0),
+                resource_spans("b", 3),
+            ],
+        };
+        let encoded = request.encode_to_vec();
+        let mut streamed: Vec<PostSpansRequest> = prepare(&encoded, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|b| PostSpansRequest::decode(&b[..]).unwrap())
+            .collect();
+        let mut whole: Vec<PostSpansRequest> = encode_requests(translate(&request), 1 << 20)
+            .iter()
+            .map(|b| PostSpansRequest::decode(&b[..]).unwrap())
+            .collect();
+        let service = |r: &PostSpansRequest| {
+            r.batch
+                .as_ref()
+                .and_then(|b| b.process.as_ref())
+                .map(|p| p.service_name.clone())
+        };
+        streamed.sort_by_key(service);
+        whole.sort_by_key(service);
+        assert_eq!(streamed.len(), 2, "one request per resource with spans");
+        assert_eq!(streamed, whole);
+        for cut in [1, 7, encoded.len() / 2, encoded.len() - 1] {
+            let e = prepare(&encoded[..cut], 1 << 20).unwrap_err();
+            assert!(!e.retryable && e.message.contains("cannot decode"), "{e:?}");
+        }
     }
 
     #[test]
