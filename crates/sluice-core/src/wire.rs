@@ -557,6 +557,25 @@ pub fn rewrite_resources<E>(
     Ok(out.freeze())
 }
 
+/// Iterates over the top-level `Resource*` messages (field 1) of an encoded export request, still
+/// encoded, so that exporters which must decode can decode one resource's data at a time instead
+/// of the whole batch at once. Other fields are skipped; malformed framing ends the iteration
+/// with an error.
+pub fn resource_messages(request: &[u8]) -> impl Iterator<Item = Result<&[u8], WireError>> {
+    let mut fields = Fields::new(request, &String::new);
+    std::iter::from_fn(move || {
+        loop {
+            match fields.next()? {
+                Ok(f) if f.number == 1 && f.wire_type == WireType::Len => {
+                    return Some(Ok(f.payload));
+                }
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    })
+}
+
 /// Iterates over the encoded `Resource` of each top-level `Resource*` message (`None` where absent).
 pub fn resources(request: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     let no_path = String::new;

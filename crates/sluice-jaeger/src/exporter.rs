@@ -122,27 +122,14 @@ struct JaegerExporter {
 /// translated forms of a batch (several times its encoded size) never all exist at once: a
 /// batch of 8 resources needs an eighth of the transient memory of decoding it whole.
 fn prepare(data: &[u8], max: usize) -> Result<Vec<Bytes>, ExportError> {
-    let bad = |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
     let mut out = Vec::new();
-    let mut buf = data;
-    while !buf.is_empty() {
-        let (tag, wire_type) = prost::encoding::decode_key(&mut buf).map_err(bad)?;
-        if tag != 1 || wire_type != prost::encoding::WireType::LengthDelimited {
-            prost::encoding::skip_field(wire_type, tag, &mut buf, Default::default())
-                .map_err(bad)?;
-            continue;
-        }
-        let len = usize::try_from(prost::encoding::decode_varint(&mut buf).map_err(bad)?)
-            .unwrap_or(usize::MAX);
-        if len > buf.len() {
-            return Err(ExportError::permanent(
-                "cannot decode batch: a ResourceSpans runs past the end of the request",
-            ));
-        }
-        let (message, rest) = buf.split_at(len);
-        buf = rest;
+    for message in sluice_core::wire::resource_messages(data) {
+        let message =
+            message.map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+        let resource_spans = ResourceSpans::decode(message)
+            .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
         let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans::decode(message).map_err(bad)?],
+            resource_spans: vec![resource_spans],
         };
         out.extend(encode_requests(translate(&request), max));
     }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,7 +27,7 @@ use sluice_core::{
 use sluice_net::TlsClientConfig;
 
 use crate::proto::{TimeSeries, WriteRequest};
-use crate::translate::{TranslateOptions, translate};
+use crate::translate::{TranslateOptions, translate_encoded};
 
 /// Headers the remote-write specification reserves; configuration may not override them.
 const RESERVED_HEADERS: [&str; 4] = [
@@ -281,9 +280,8 @@ impl Exporter for RemoteWriteExporter {
         let (shards, max) = (self.shards, self.max_request);
         // Decoding and translating a batch is CPU work: keep it off the async workers.
         let (requests, dropped) = tokio::task::spawn_blocking(move || {
-            let request = ExportMetricsServiceRequest::decode(data)
+            let t = translate_encoded(&data, &options)
                 .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
-            let t = translate(&request, &options);
             let mut metadata = Some(t.metadata);
             let requests: Vec<Vec<Bytes>> = shard(t.series, shards)
                 .into_iter()

@@ -230,6 +230,26 @@ pub fn translate(request: &ExportMetricsServiceRequest, options: &TranslateOptio
     translator.finish()
 }
 
+/// [`translate`] for an encoded request, decoding one ResourceMetrics at a time so that the
+/// decoded form of a batch (several times its encoded size) never exists whole. Series are
+/// merged across the whole request exactly as [`translate`] merges them.
+///
+/// # Errors
+/// A message naming the framing or decoding problem.
+pub(crate) fn translate_encoded(
+    request: &[u8],
+    options: &TranslateOptions,
+) -> Result<Translation, String> {
+    let mut translator = Translator::new(options);
+    for message in sluice_core::wire::resource_messages(request) {
+        let message = message.map_err(|e| e.to_string())?;
+        let resource_metrics =
+            <ResourceMetrics as prost::Message>::decode(message).map_err(|e| e.to_string())?;
+        translator.resource_metrics(&resource_metrics);
+    }
+    Ok(translator.finish())
+}
+
 /// A series being assembled.
 struct SeriesBuilder {
     labels: Vec<Label>,

@@ -2327,3 +2327,61 @@ proptest! {
         prop_assert!(translation.dropped.iter().all(|(_, count)| *count > 0));
     }
 }
+
+#[test]
+fn translating_encoded_batches_one_resource_at_a_time_merges_series_the_same_way() {
+    // Two ResourceMetrics of one instance (the same series in both, as batching produces),
+    // one of another, and a histogram: the streamed path must merge them like the whole one.
+    let instance = || vec![kv("service.name", "svc"), kv("service.instance.id", "i1")];
+    let whole = request(vec![
+        resource(
+            instance(),
+            vec![scope(
+                None,
+                "",
+                vec![gauge("g", "", vec![double(vec![], 1_000_000, 1.0)])],
+            )],
+        ),
+        resource(
+            vec![kv("service.name", "other")],
+            vec![scope(
+                None,
+                "",
+                vec![histogram_metric(
+                    "h",
+                    "s",
+                    CUMULATIVE,
+                    vec![histogram_point(1_000_000, 3, Some(2.5), &[1.0], &[1, 2])],
+                )],
+            )],
+        ),
+        resource(
+            instance(),
+            vec![scope(
+                None,
+                "",
+                vec![gauge("g", "", vec![double(vec![], 2_000_000, 2.0)])],
+            )],
+        ),
+    ]);
+    let expected = translate(&whole, &TranslateOptions::default());
+    let streamed =
+        super::translate_encoded(&whole.encode_to_vec(), &TranslateOptions::default()).unwrap();
+    assert_eq!(streamed.series, expected.series);
+    assert_eq!(streamed.metadata, expected.metadata);
+    assert_eq!(streamed.dropped, expected.dropped);
+    let merged = streamed
+        .series
+        .iter()
+        .find(|s| {
+            s.labels
+                .iter()
+                .any(|l| l.name == "__name__" && l.value == "g")
+        })
+        .unwrap();
+    assert_eq!(merged.samples.len(), 2, "one series across both resources");
+    let encoded = whole.encode_to_vec();
+    for cut in [1, encoded.len() / 2, encoded.len() - 1] {
+        assert!(super::translate_encoded(&encoded[..cut], &TranslateOptions::default()).is_err());
+    }
+}
