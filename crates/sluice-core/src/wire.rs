@@ -83,7 +83,14 @@ struct Field<'a> {
     payload: &'a [u8],
 }
 
+#[inline]
 fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // Tags and most lengths are one byte: take them without entering the loop.
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(u64::from(first));
+    }
     let mut value: u64 = 0;
     for i in 0..10 {
         let byte = *buf.get(*pos)?;
@@ -112,6 +119,7 @@ impl<'a, 'p> Fields<'a, 'p> {
 impl<'a> Iterator for Fields<'a, '_> {
     type Item = Result<Field<'a>, WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.buf.len() {
             return None;
@@ -213,6 +221,9 @@ fn varint_len(value: u64) -> usize {
 
 /// The shape of one signal's request: per nesting level, the field numbers that hold children.
 /// The last level's children are the countable items.
+/// Deeper than any shape's levels (metrics: resource, scope, metric, data point).
+const MAX_DEPTH: usize = 8;
+
 struct Shape {
     levels: &'static [&'static [u32]],
     names: &'static [&'static str],
@@ -369,8 +380,12 @@ fn inspect_level(
     }
     let children = shape.levels[depth];
     let mut index = 0;
-    let snapshot = path.clone();
-    let describe = || render_path(shape, &snapshot);
+    // The path to this message, for error messages. Copied into an array because `path` changes
+    // while the fields are walked; a Vec clone here was an allocation per message.
+    let mut at = [0usize; MAX_DEPTH];
+    let depth_here = path.len().min(MAX_DEPTH);
+    at[..depth_here].copy_from_slice(&path[..depth_here]);
+    let describe = || render_path(shape, &at[..depth_here]);
     for field in Fields::new(msg, &describe) {
         let field = field?;
         if children.contains(&field.number) {
