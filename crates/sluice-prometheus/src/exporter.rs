@@ -8,7 +8,7 @@
 //! requests of one batch finish before the next batch starts, so per-series order holds.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,7 +177,8 @@ pub(crate) fn shard(series: Vec<TimeSeries>, shards: usize) -> Vec<Vec<TimeSerie
     let shards = shards.max(1);
     let mut out: Vec<Vec<TimeSeries>> = (0..shards).map(|_| Vec::new()).collect();
     for s in series {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // A fixed seed: a series must land in the same shard in every batch, to stay in order.
+        let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
         for l in &s.labels {
             l.name.hash(&mut h);
             l.value.hash(&mut h);
@@ -192,26 +193,30 @@ pub(crate) fn shard(series: Vec<TimeSeries>, shards: usize) -> Vec<Vec<TimeSerie
 /// alone). Metadata rides with the first request.
 pub(crate) fn encode(
     series: Vec<TimeSeries>,
-    mut metadata: Vec<crate::proto::MetricMetadata>,
+    metadata: Vec<crate::proto::MetricMetadata>,
     max: usize,
 ) -> Vec<Bytes> {
+    // Each series is written as it is added (WriteRequest.timeseries is field 1), so its size
+    // is computed once here and once by prost's length prefix, not again for a whole request.
     let mut out = Vec::new();
-    let mut current = WriteRequest {
+    let mut current = bytes::BytesMut::new();
+    WriteRequest {
         timeseries: Vec::new(),
-        metadata: std::mem::take(&mut metadata),
-    };
-    let mut size = current.encoded_len();
-    for s in series {
-        let len = s.encoded_len() + 8;
-        if !current.timeseries.is_empty() && size + len > max {
-            out.push(Bytes::from(std::mem::take(&mut current).encode_to_vec()));
-            size = 0;
-        }
-        size += len;
-        current.timeseries.push(s);
+        metadata,
     }
-    if !current.timeseries.is_empty() || !current.metadata.is_empty() {
-        out.push(Bytes::from(current.encode_to_vec()));
+    .encode_raw(&mut current);
+    let mut has_series = false;
+    for s in series {
+        let len = s.encoded_len();
+        let field = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if has_series && current.len() + field > max {
+            out.push(current.split().freeze());
+        }
+        prost::encoding::message::encode(1, &s, &mut current);
+        has_series = true;
+    }
+    if !current.is_empty() {
+        out.push(current.freeze());
     }
     out
 }

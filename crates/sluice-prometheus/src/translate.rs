@@ -69,7 +69,9 @@
 //!
 //! The translation is total: no input panics it, and every dropped point is counted by reason.
 
-use std::collections::{BTreeMap, HashMap, HashSet, btree_map::Entry};
+use std::collections::{BTreeMap, btree_map::Entry};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
