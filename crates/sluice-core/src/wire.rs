@@ -62,25 +62,50 @@ pub enum WireError {
     },
 }
 
-/// The protobuf wire types this walker understands.
+/// The protobuf wire types this walker understands (groups are refused as malformed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WireType {
+pub enum WireType {
+    /// Wire type 0.
     Varint,
+    /// Wire type 1: eight little-endian bytes.
     Fixed64,
+    /// Wire type 2: a length-prefixed message, string, bytes or packed repeated field.
     Len,
+    /// Wire type 5: four little-endian bytes.
     Fixed32,
 }
 
 /// One field of a message: its number, wire type, and the complete bytes it occupies (tag included)
 /// plus, for length-delimited fields, the payload.
 #[derive(Debug, Clone, Copy)]
-struct Field<'a> {
-    number: u32,
-    wire_type: WireType,
+pub struct Field<'a> {
+    /// The field number.
+    pub number: u32,
+    /// How its value is encoded.
+    pub wire_type: WireType,
     /// The whole field, tag and length prefix included: what to copy verbatim.
-    raw: &'a [u8],
+    pub raw: &'a [u8],
     /// The payload of a length-delimited field (empty for other wire types).
-    payload: &'a [u8],
+    pub payload: &'a [u8],
+    /// Where the value starts (after the tag and any length prefix), counted from the start of
+    /// the message being walked: add the message's own offset for a position in the request.
+    pub value_start: usize,
+}
+
+impl Field<'_> {
+    /// The value of a `fixed64` field, `None` for other wire types.
+    pub fn fixed64(&self) -> Option<u64> {
+        let bytes = self.raw.last_chunk::<8>()?;
+        (self.wire_type == WireType::Fixed64).then(|| u64::from_le_bytes(*bytes))
+    }
+}
+
+/// The fields of one encoded message, each framed and checked (tag, wire type, length) as it is
+/// read; the first framing error is the last item. For tools that need more of the wire format
+/// than [`inspect`], [`split`] and [`rewrite_resources`] offer, such as patching timestamps in
+/// place.
+pub fn fields(message: &[u8]) -> impl Iterator<Item = Result<Field<'_>, WireError>> {
+    Fields::new(message, &String::new)
 }
 
 #[inline]
@@ -150,6 +175,7 @@ impl<'a> Iterator for Fields<'a, '_> {
             };
             let remaining = |pos: usize| self.buf.len() - pos;
             let mut payload: &[u8] = &[];
+            let mut value_start = self.pos;
             match wire_type {
                 WireType::Varint => {
                     read_varint(self.buf, &mut self.pos).ok_or_else(|| WireError::Varint {
@@ -182,6 +208,7 @@ impl<'a> Iterator for Fields<'a, '_> {
                         });
                     }
                     let len = len as usize;
+                    value_start = self.pos;
                     payload = &self.buf[self.pos..self.pos + len];
                     self.pos += len;
                 }
@@ -191,6 +218,7 @@ impl<'a> Iterator for Fields<'a, '_> {
                 wire_type,
                 raw: &self.buf[start..self.pos],
                 payload,
+                value_start,
             })
         })();
         if result.is_err() {
@@ -611,6 +639,39 @@ pub fn resources(request: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_locate_values_and_read_fixed64() {
+        // field 1 varint 150, field 7 fixed64 5, field 2 "hi", field 5 fixed32 9
+        let mut m = vec![0x08, 0x96, 0x01, 0x39];
+        m.extend_from_slice(&5u64.to_le_bytes());
+        m.extend_from_slice(&[0x12, 2, b'h', b'i', 0x2d]);
+        m.extend_from_slice(&9u32.to_le_bytes());
+        let f: Vec<Field<'_>> = fields(&m).map(Result::unwrap).collect();
+        assert_eq!(
+            f.iter()
+                .map(|f| (f.number, f.wire_type, f.value_start))
+                .collect::<Vec<_>>(),
+            [
+                (1, WireType::Varint, 1),
+                (7, WireType::Fixed64, 4),
+                (2, WireType::Len, 14),
+                (5, WireType::Fixed32, 17),
+            ]
+        );
+        assert_eq!(f[1].fixed64(), Some(5));
+        assert_eq!(f[0].fixed64(), None);
+        assert_eq!(f[3].fixed64(), None);
+        assert_eq!(f[2].payload, b"hi");
+        assert_eq!(
+            &m[f[1].value_start..f[1].value_start + 8],
+            5u64.to_le_bytes()
+        );
+        // A truncated fixed64 is the last item, an error.
+        let errors: Vec<_> = fields(&m[..8]).filter_map(Result::err).collect();
+        assert_eq!(errors.len(), 1);
+        assert!(fields(&m[..8]).last().unwrap().is_err());
+    }
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

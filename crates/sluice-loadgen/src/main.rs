@@ -8,7 +8,6 @@
 //! old or repeated samples.
 
 mod payload;
-mod proto;
 mod timestamps;
 
 use std::collections::BTreeMap;
@@ -560,21 +559,19 @@ const JAEGER_POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 /// Counts the spans of an encoded `jaeger.api_v2.PostSpansRequest`: `batch` (field 1) →
 /// `Batch.spans` (field 1, repeated); `Batch.process` (field 2) and unknown fields are skipped.
 /// Each span must itself be a well-formed message.
-fn jaeger_spans(request: &[u8]) -> Result<u64, proto::ProtoError> {
+fn jaeger_spans(request: &[u8]) -> anyhow::Result<u64> {
     let mut spans = 0;
-    for field in proto::Fields::new(request, 0) {
+    for field in sluice_core::wire::fields(request) {
         let field = field?;
         if field.number != 1 {
             continue;
         }
-        let (batch, at) = field.message()?;
-        for field in proto::Fields::new(batch, at) {
+        for field in sluice_core::wire::fields(timestamps::embedded(&field)?) {
             let field = field?;
             if field.number != 1 {
                 continue;
             }
-            let (span, at) = field.message()?;
-            for f in proto::Fields::new(span, at) {
+            for f in sluice_core::wire::fields(timestamps::embedded(&field)?) {
                 f?;
             }
             spans += 1;
@@ -734,20 +731,20 @@ mod tests {
 
     #[test]
     fn counts_jaeger_spans() {
-        assert_eq!(jaeger_spans(&request(3)), Ok(3));
+        assert_eq!(jaeger_spans(&request(3)).unwrap(), 3);
     }
 
     #[test]
     fn empty_jaeger_request_counts_zero() {
         assert_eq!(
-            jaeger_spans(&PostSpansRequest::default().encode_to_vec()),
-            Ok(0)
+            jaeger_spans(&PostSpansRequest::default().encode_to_vec()).unwrap(),
+            0
         );
-        assert_eq!(jaeger_spans(&[]), Ok(0));
+        assert_eq!(jaeger_spans(&[]).unwrap(), 0);
         let empty_batch = PostSpansRequest {
             batch: Some(Batch::default()),
         };
-        assert_eq!(jaeger_spans(&empty_batch.encode_to_vec()), Ok(0));
+        assert_eq!(jaeger_spans(&empty_batch.encode_to_vec()).unwrap(), 0);
     }
 
     #[test]

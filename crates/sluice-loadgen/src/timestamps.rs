@@ -6,16 +6,16 @@
 //! known OTLP field paths (never by searching for byte patterns); at send time the request is
 //! copied and each recorded field gets the same shift added.
 
+use anyhow::bail;
 use bytes::{Bytes, BytesMut};
 use sluice_core::Signal;
-
-use crate::proto::{Fields, ProtoError};
+use sluice_core::wire::{self, Field, WireType};
 
 /// The absolute byte offsets of every non-zero timestamp field of an encoded export request.
 ///
 /// Zero timestamps (for example a gauge point without a start time) are left out so that they stay
 /// zero. Unknown fields are skipped; malformed input is an error.
-pub(crate) fn offsets(signal: Signal, request: &[u8]) -> Result<Vec<usize>, ProtoError> {
+pub(crate) fn offsets(signal: Signal, request: &[u8]) -> anyhow::Result<Vec<usize>> {
     let mut out = Vec::new();
     match signal {
         // ExportTraceServiceRequest.resource_spans → ResourceSpans.scope_spans → ScopeSpans.spans
@@ -50,24 +50,30 @@ pub(crate) fn offsets(signal: Signal, request: &[u8]) -> Result<Vec<usize>, Prot
 }
 
 /// A visitor of embedded messages: their bytes and absolute offset.
-type Visitor<'v> = dyn FnMut(&[u8], usize) -> Result<(), ProtoError> + 'v;
+type Visitor<'v> = dyn FnMut(&[u8], usize) -> anyhow::Result<()> + 'v;
 
 /// Hands every embedded message in field `number` of `message` (at absolute offset `base`) to
 /// `visit`, with its own absolute offset.
-fn each(
-    message: &[u8],
-    base: usize,
-    number: u32,
-    visit: &mut Visitor<'_>,
-) -> Result<(), ProtoError> {
-    for field in Fields::new(message, base) {
+fn each(message: &[u8], base: usize, number: u32, visit: &mut Visitor<'_>) -> anyhow::Result<()> {
+    for field in wire::fields(message) {
         let field = field?;
         if field.number == number {
-            let (child, at) = field.message()?;
-            visit(child, at)?;
+            visit(embedded(&field)?, base + field.value_start)?;
         }
     }
     Ok(())
+}
+
+/// The bytes of an embedded message field (an error for other wire types).
+pub(crate) fn embedded<'a>(field: &Field<'a>) -> anyhow::Result<&'a [u8]> {
+    if field.wire_type != WireType::Len {
+        bail!(
+            "field {} is {:?}, not an embedded message",
+            field.number,
+            field.wire_type
+        );
+    }
+    Ok(field.payload)
 }
 
 /// Records the non-zero `fixed64` fields numbered `fields` of `message`, and those numbered
@@ -78,18 +84,25 @@ fn stamps(
     fields: &[u32],
     child: Option<(u32, &[u32])>,
     out: &mut Vec<usize>,
-) -> Result<(), ProtoError> {
-    for field in Fields::new(message, base) {
+) -> anyhow::Result<()> {
+    for field in wire::fields(message) {
         let field = field?;
         if fields.contains(&field.number) {
-            if field.fixed64()? != 0 {
-                out.push(field.offset);
+            let Some(value) = field.fixed64() else {
+                bail!(
+                    "timestamp field {} is {:?}, not fixed64",
+                    field.number,
+                    field.wire_type
+                );
+            };
+            if value != 0 {
+                out.push(base + field.value_start);
             }
         } else if let Some((number, child_fields)) = child
             && field.number == number
         {
-            let (c, at) = field.message()?;
-            stamps(c, at, child_fields, None, out)?;
+            let at = base + field.value_start;
+            stamps(embedded(&field)?, at, child_fields, None, out)?;
         }
     }
     Ok(())
@@ -99,8 +112,8 @@ fn stamps(
 /// exponential_histogram=10, summary=11) has data_points=1, each with start_time_unix_nano=2 and
 /// time_unix_nano=3, and exemplars (field 5, 8, 11 by point type; none for summaries) with
 /// time_unix_nano=2.
-fn metric_stamps(metric: &[u8], base: usize, out: &mut Vec<usize>) -> Result<(), ProtoError> {
-    for field in Fields::new(metric, base) {
+fn metric_stamps(metric: &[u8], base: usize, out: &mut Vec<usize>) -> anyhow::Result<()> {
+    for field in wire::fields(metric) {
         let field = field?;
         let exemplars = match field.number {
             // NumberDataPoint.exemplars
@@ -113,8 +126,8 @@ fn metric_stamps(metric: &[u8], base: usize, out: &mut Vec<usize>) -> Result<(),
             11 => None,
             _ => continue,
         };
-        let (data, at) = field.message()?;
-        each(data, at, 1, &mut |point, at| {
+        let at = base + field.value_start;
+        each(embedded(&field)?, at, 1, &mut |point, at| {
             stamps(point, at, &[2, 3], exemplars.map(|e| (e, &[2][..])), out)
         })?;
     }
@@ -478,10 +491,8 @@ mod tests {
     fn wrong_wire_type_for_a_timestamp_is_an_error() {
         // resource_logs { scope_logs { log_records { time_unix_nano as a varint } } }
         let request = [0x0a, 6, 0x12, 4, 0x12, 2, 0x08, 1];
-        assert!(matches!(
-            offsets(Signal::Logs, &request),
-            Err(ProtoError::Unexpected { field: 1, .. })
-        ));
+        let e = offsets(Signal::Logs, &request).unwrap_err().to_string();
+        assert!(e.contains("timestamp field 1 is Varint"), "{e}");
     }
 
     #[test]
