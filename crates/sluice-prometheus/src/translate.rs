@@ -237,19 +237,28 @@ pub fn translate(request: &ExportMetricsServiceRequest, options: &TranslateOptio
 /// merged across the whole request exactly as [`translate`] merges them.
 ///
 /// # Errors
-/// A message naming the framing or decoding problem.
+/// [`DecodeError`] naming the framing or decoding problem.
 pub(crate) fn translate_encoded(
     request: &[u8],
     options: &TranslateOptions,
-) -> Result<Translation, String> {
+) -> Result<Translation, DecodeError> {
     let mut translator = Translator::new(options);
     for message in sluice_core::wire::resource_messages(request) {
-        let message = message.map_err(|e| e.to_string())?;
-        let resource_metrics =
-            <ResourceMetrics as prost::Message>::decode(message).map_err(|e| e.to_string())?;
+        let resource_metrics = <ResourceMetrics as prost::Message>::decode(message?)?;
         translator.resource_metrics(&resource_metrics);
     }
     Ok(translator.finish())
+}
+
+/// Why an encoded request could not be translated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// The request's framing is broken.
+    #[error(transparent)]
+    Framing(#[from] sluice_core::wire::WireError),
+    /// A ResourceMetrics does not decode.
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
 }
 
 /// A series being assembled.
