@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot steps on encoded batches, against decoding with prost for scale:
-//! validate-and-count a request, merge batches, split a batch, rewrite resources.
+//! validate-and-count a request, merge batches, split a batch, rewrite resources. The requests are
+//! the load generator's (sluice-fixtures), so these and `bench/run.sh` measure the same payloads.
 //!
 //! `cargo bench -p sluice-core`
 
@@ -10,52 +11,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use sluice_core::{Batch, BatchBuilder, Signal, wire};
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-/// 100 spans with 10 attributes each under a resource of 12 attributes, like the load generator's.
+/// One request of 100 spans from the load generator's payloads (sluice-fixtures): about 10
+/// attributes of mixed types per span, some events, under a 12-attribute resource.
 fn request() -> Bytes {
-    let spans = (0..100u64)
-        .map(|i| Span {
-            trace_id: vec![i as u8; 16],
-            span_id: i.to_be_bytes().to_vec(),
-            name: format!("GET /api/v1/orders/{i}"),
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
-            end_time_unix_nano: 1_700_000_000_100_000_000 + i,
-            attributes: (0..10)
-                .map(|a| kv(&format!("attr.{a}"), "some value of moderate size"))
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: (0..12)
-                    .map(|a| kv(&format!("resource.{a}"), "resource value"))
-                    .collect(),
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-    .into()
+    sluice_fixtures::pool(Signal::Traces, 100, 1, sluice_fixtures::now_nanos())
+        .remove(0)
+        .into()
 }
 
 fn benches(c: &mut Criterion) {
@@ -79,7 +43,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             wire::rewrite_resources::<()>(black_box(&data), |r| {
                 let mut res = r.map(|r| Resource::decode(r).unwrap()).unwrap_or_default();
-                res.attributes.push(kv("bench.collector", "sluice"));
+                res.attributes.push(KeyValue {
+                    key: "bench.collector".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("sluice".into())),
+                    }),
+                    ..Default::default()
+                });
                 Ok(Some(res.encode_to_vec()))
             })
             .unwrap()
@@ -92,9 +62,11 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("merge_82_requests_8200_spans");
     g.throughput(Throughput::Elements(8200));
-    let batches: Vec<Batch> = (0..82)
-        .map(|_| Batch::decode(Signal::Traces, data.clone()).unwrap())
-        .collect();
+    let batches: Vec<Batch> =
+        sluice_fixtures::pool(Signal::Traces, 100, 82, sluice_fixtures::now_nanos())
+            .into_iter()
+            .map(|r| Batch::decode(Signal::Traces, r.into()).unwrap())
+            .collect();
     g.bench_function("batch_builder", |b| {
         b.iter(|| {
             let mut builder = BatchBuilder::new(Signal::Traces);

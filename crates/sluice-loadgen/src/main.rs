@@ -7,7 +7,6 @@
 //! timestamps are moved forward with the clock, for backends (Prometheus remote-write) that refuse
 //! old or repeated samples.
 
-mod payload;
 mod timestamps;
 
 use std::collections::BTreeMap;
@@ -330,7 +329,8 @@ impl Pool {
     fn new(s: &Settings) -> anyhow::Result<Pool> {
         let http_gzip = s.gzip && s.protocol == Protocol::Http;
         let base = Instant::now();
-        let requests = payload::pool(s.signal, s.items, s.pool, payload::now_nanos());
+        let requests =
+            sluice_fixtures::pool(s.signal, s.items, s.pool, sluice_fixtures::now_nanos());
         if s.fresh_timestamps {
             let offsets = requests
                 .iter()

@@ -169,7 +169,6 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::payload;
 
     const NOW: u64 = 1_750_000_000_000_000_000;
     const SHIFT: u64 = 123_456_789_012;
@@ -281,7 +280,7 @@ mod tests {
 
     #[test]
     fn shifts_every_trace_timestamp() {
-        let pool = payload::pool(Signal::Traces, 200, 2, NOW);
+        let pool = sluice_fixtures::pool(Signal::Traces, 200, 2, NOW);
         let mut events = 0;
         for request in &pool {
             let decoded = ExportTraceServiceRequest::decode(&request[..]).unwrap();
@@ -298,7 +297,7 @@ mod tests {
     #[test]
     fn shifts_every_metric_timestamp() {
         // 15 points: 5 histogram, 5 sum, 5 gauge (no start time) points.
-        for request in payload::pool(Signal::Metrics, 15, 2, NOW) {
+        for request in sluice_fixtures::pool(Signal::Metrics, 15, 2, NOW) {
             let decoded = ExportMetricsServiceRequest::decode(&request[..]).unwrap();
             let kinds: Vec<_> = decoded.resource_metrics[0].scope_metrics[0]
                 .metrics
@@ -317,7 +316,7 @@ mod tests {
 
     #[test]
     fn shifts_every_log_timestamp() {
-        for request in payload::pool(Signal::Logs, 20, 2, NOW) {
+        for request in sluice_fixtures::pool(Signal::Logs, 20, 2, NOW) {
             check(Signal::Logs, &request, visit_logs);
         }
     }
@@ -475,7 +474,7 @@ mod tests {
     #[test]
     fn truncated_requests_are_errors() {
         for signal in Signal::ALL {
-            for request in payload::pool(signal, 6, 1, NOW) {
+            for request in sluice_fixtures::pool(signal, 6, 1, NOW) {
                 assert!(offsets(signal, &request).is_ok());
                 for n in 1..request.len() {
                     assert!(
