@@ -116,12 +116,16 @@ struct JaegerExporter {
     max_request: usize,
 }
 
-/// The `PostSpansRequest`s of an encoded OTLP trace request.
+/// The encoded `PostSpansRequest`s, each at most `max` bytes, of an encoded OTLP trace request:
+/// the exporter's whole encoding step.
 ///
 /// One ResourceSpans is decoded, translated and encoded at a time, so the decoded and
 /// translated forms of a batch (several times its encoded size) never all exist at once: a
 /// batch of 8 resources needs an eighth of the transient memory of decoding it whole.
-fn prepare(data: &[u8], max: usize) -> Result<Vec<Bytes>, ExportError> {
+///
+/// # Errors
+/// A permanent [`ExportError`] when the request does not decode.
+pub fn post_spans_requests(data: &[u8], max: usize) -> Result<Vec<Bytes>, ExportError> {
     let mut out = Vec::new();
     for message in sluice_core::wire::resource_messages(data) {
         let message =
@@ -142,11 +146,11 @@ impl Exporter for JaegerExporter {
         let max = self.max_request;
         let requests = if batch.size() > BLOCKING_THRESHOLD {
             let data = batch.data().clone();
-            tokio::task::spawn_blocking(move || prepare(&data, max))
+            tokio::task::spawn_blocking(move || post_spans_requests(&data, max))
                 .await
                 .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??
         } else {
-            prepare(batch.data(), max)?
+            post_spans_requests(batch.data(), max)?
         };
         // One call per Jaeger batch, as the Collector's exporter did. A retry resends every
         // request of the batch: delivery is at least once.
@@ -272,7 +276,7 @@ mod tests {
             ],
         };
         let encoded = request.encode_to_vec();
-        let mut streamed: Vec<PostSpansRequest> = prepare(&encoded, 1 << 20)
+        let mut streamed: Vec<PostSpansRequest> = post_spans_requests(&encoded, 1 << 20)
             .unwrap()
             .iter()
             .map(|b| PostSpansRequest::decode(&b[..]).unwrap())
@@ -292,7 +296,7 @@ mod tests {
         assert_eq!(streamed.len(), 2, "one request per resource with spans");
         assert_eq!(streamed, whole);
         for cut in [1, 7, encoded.len() / 2, encoded.len() - 1] {
-            let e = prepare(&encoded[..cut], 1 << 20).unwrap_err();
+            let e = post_spans_requests(&encoded[..cut], 1 << 20).unwrap_err();
             assert!(!e.retryable && e.message.contains("cannot decode"), "{e:?}");
         }
     }

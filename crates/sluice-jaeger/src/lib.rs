@@ -7,5 +7,5 @@ mod exporter;
 pub mod proto;
 mod translate;
 
-pub use exporter::{JaegerConfig, JaegerExporterFactory};
+pub use exporter::{JaegerConfig, JaegerExporterFactory, post_spans_requests};
 pub use translate::translate;

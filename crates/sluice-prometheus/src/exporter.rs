@@ -27,7 +27,7 @@ use sluice_core::{
 use sluice_net::TlsClientConfig;
 
 use crate::proto::{TimeSeries, WriteRequest};
-use crate::translate::{TranslateOptions, translate_encoded};
+use crate::translate::{DecodeError, TranslateOptions, translate_encoded};
 
 /// Headers the remote-write specification reserves; configuration may not override them.
 const RESERVED_HEADERS: [&str; 4] = [
@@ -221,6 +221,40 @@ pub(crate) fn encode(
     out
 }
 
+/// What the exporter sends for one batch.
+#[derive(Debug)]
+pub struct WriteRequests {
+    /// Per shard (series hashed by label set, so a series keeps its shard), snappy-ready
+    /// `WriteRequest` bodies of at most the configured size, sent in order.
+    pub shards: Vec<Vec<Bytes>>,
+    /// Data points not translated, by reason, with counts.
+    pub dropped: Vec<(&'static str, usize)>,
+}
+
+/// The remote-write bodies for an encoded OTLP metrics request: the exporter's whole encoding
+/// step (translation, sharding, encoding; compression happens per body when sent). Metadata
+/// rides with the first body.
+///
+/// # Errors
+/// [`DecodeError`] when the request does not decode.
+pub fn write_requests(
+    data: &[u8],
+    options: &TranslateOptions,
+    shards: usize,
+    max: usize,
+) -> Result<WriteRequests, DecodeError> {
+    let t = translate_encoded(data, options)?;
+    let mut metadata = Some(t.metadata);
+    let shards = shard(t.series, shards)
+        .into_iter()
+        .map(|s| encode(s, metadata.take().unwrap_or_default(), max))
+        .collect();
+    Ok(WriteRequests {
+        shards,
+        dropped: t.dropped,
+    })
+}
+
 struct RemoteWriteExporter {
     id: String,
     client: reqwest::Client,
@@ -284,15 +318,12 @@ impl Exporter for RemoteWriteExporter {
         let options = self.options.clone();
         let (shards, max) = (self.shards, self.max_request);
         // Decoding and translating a batch is CPU work: keep it off the async workers.
-        let (requests, dropped) = tokio::task::spawn_blocking(move || {
-            let t = translate_encoded(&data, &options)
-                .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
-            let mut metadata = Some(t.metadata);
-            let requests: Vec<Vec<Bytes>> = shard(t.series, shards)
-                .into_iter()
-                .map(|s| encode(s, metadata.take().unwrap_or_default(), max))
-                .collect();
-            Ok::<_, ExportError>((requests, t.dropped))
+        let WriteRequests {
+            shards: requests,
+            dropped,
+        } = tokio::task::spawn_blocking(move || {
+            write_requests(&data, &options, shards, max)
+                .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))
         })
         .await
         .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??;

@@ -6,5 +6,5 @@ mod exporter;
 pub mod proto;
 mod translate;
 
-pub use exporter::{RemoteWriteConfig, RemoteWriteExporterFactory};
-pub use translate::{TranslateOptions, Translation, translate};
+pub use exporter::{RemoteWriteConfig, RemoteWriteExporterFactory, WriteRequests, write_requests};
+pub use translate::{DecodeError, TranslateOptions, Translation, translate};
