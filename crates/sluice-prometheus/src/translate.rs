@@ -70,6 +70,7 @@
 //! The translation is total: no input panics it, and every dropped point is counted by reason.
 
 use std::collections::{BTreeMap, btree_map::Entry};
+use std::hash::BuildHasher;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
@@ -470,12 +471,20 @@ fn dedup_by_timestamp<T>(
     dropped
 }
 
+/// The end of a [`Translator::same_hash`] chain.
+const NO_SERIES: usize = usize::MAX;
+
 struct Translator<'o> {
     options: &'o TranslateOptions,
     /// External labels with valid names and non-empty values, first of repeated names.
     external_labels: Vec<(String, String)>,
     series: Vec<SeriesBuilder>,
-    index: HashMap<Vec<Label>, usize>,
+    /// Series by the hash of their label set: the first with that hash. Keyed by hash rather
+    /// than by labels so that a new series' labels are not cloned into the map.
+    index: HashMap<u64, usize>,
+    /// Per series, the next series whose labels hash the same (`NO_SERIES` ends the chain).
+    same_hash: Vec<usize>,
+    hasher: foldhash::fast::RandomState,
     families: HashMap<String, MetricType>,
     metadata: Vec<proto::MetricMetadata>,
     dropped: Vec<(&'static str, usize)>,
@@ -504,6 +513,8 @@ impl<'o> Translator<'o> {
             external_labels,
             series: Vec::new(),
             index: HashMap::new(),
+            same_hash: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
             families: HashMap::new(),
             metadata: Vec::new(),
             dropped: Vec::new(),
@@ -544,20 +555,23 @@ impl<'o> Translator<'o> {
     }
 
     fn series(&mut self, labels: Vec<Label>) -> &mut SeriesBuilder {
-        let position = match self.index.get(&labels) {
-            Some(&position) => position,
-            None => {
-                let position = self.series.len();
-                self.index.insert(labels.clone(), position);
-                self.series.push(SeriesBuilder {
-                    labels,
-                    samples: Vec::new(),
-                    exemplars: Vec::new(),
-                    histograms: Vec::new(),
-                });
-                position
+        let hash = self.hasher.hash_one(&labels);
+        let mut at = self.index.get(&hash).copied().unwrap_or(NO_SERIES);
+        while at != NO_SERIES {
+            if self.series[at].labels == labels {
+                return &mut self.series[at];
             }
-        };
+            at = self.same_hash[at];
+        }
+        let position = self.series.len();
+        let chain = self.index.insert(hash, position).unwrap_or(NO_SERIES);
+        self.same_hash.push(chain);
+        self.series.push(SeriesBuilder {
+            labels,
+            samples: Vec::new(),
+            exemplars: Vec::new(),
+            histograms: Vec::new(),
+        });
         &mut self.series[position]
     }
 

@@ -2385,3 +2385,58 @@ fn translating_encoded_batches_one_resource_at_a_time_merges_series_the_same_way
         assert!(super::translate_encoded(&encoded[..cut], &TranslateOptions::default()).is_err());
     }
 }
+
+#[test]
+fn series_whose_label_hashes_collide_stay_apart_and_are_found_again() {
+    use std::hash::BuildHasher;
+    let options = TranslateOptions::default();
+    let mut t = super::Translator::new(&options);
+    let label = |value: &str| {
+        vec![Label {
+            name: "__name__".into(),
+            value: value.into(),
+        }]
+    };
+    let (a, b) = (label("a"), label("b"));
+    t.series(a.clone()).samples.push(Sample {
+        value: 1.0,
+        timestamp: 1,
+    });
+    // Pretend b hashes like a: its lookup lands on a's series first.
+    let (hash_a, hash_b) = (t.hasher.hash_one(&a), t.hasher.hash_one(&b));
+    t.index.insert(hash_b, 0);
+    t.series(b.clone()).samples.push(Sample {
+        value: 2.0,
+        timestamp: 1,
+    });
+    assert_eq!(t.series.len(), 2, "b is a series of its own");
+    assert_eq!(t.same_hash[1], 0, "b's chain continues to a");
+    // And a found through a chain that starts at b.
+    t.index.insert(hash_a, 1);
+    t.series(a.clone()).samples.push(Sample {
+        value: 3.0,
+        timestamp: 2,
+    });
+    t.series(b.clone()).samples.push(Sample {
+        value: 4.0,
+        timestamp: 2,
+    });
+    assert_eq!(t.series.len(), 2);
+    assert_eq!(t.series[0].labels, a);
+    assert_eq!(
+        t.series[0]
+            .samples
+            .iter()
+            .map(|s| s.value)
+            .collect::<Vec<_>>(),
+        [1.0, 3.0]
+    );
+    assert_eq!(
+        t.series[1]
+            .samples
+            .iter()
+            .map(|s| s.value)
+            .collect::<Vec<_>>(),
+        [2.0, 4.0]
+    );
+}
