@@ -170,13 +170,14 @@ impl UnaryClient {
     /// The request goes out without being copied: the body is the 5-byte gRPC message prefix
     /// followed by `body` itself (tonic's codecs would copy it into a buffer of their own, and
     /// an exporter keeps the original for retries, so every request in flight cost twice its
-    /// size). Only a gzip request gets a new buffer, its compressed form.
+    /// size). Only a gzip request gets a new buffer, its compressed form, made off the async
+    /// workers when large.
     ///
     /// # Errors
     /// An [`ExportError`] classified by [`export_error`]; connection failures are retryable.
     pub async fn call(&self, body: Bytes) -> Result<Bytes, ExportError> {
         let (compressed, payload) = if self.gzip {
-            (true, Bytes::from(compress(&body)))
+            (true, crate::gzip(body).await?)
         } else {
             (false, body)
         };
@@ -220,17 +221,6 @@ impl UnaryClient {
 
 /// Largest gRPC response accepted: OTLP and Jaeger answer with a few bytes.
 const MAX_RESPONSE: usize = 4 << 20;
-
-fn compress(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = e.write_all(data);
-    e.finish().unwrap_or_default()
-}
 
 /// The message of a unary gRPC response, or the status it carries (in a trailers-only
 /// response, in the trailers, or inferred from the HTTP status as gRPC's HTTP mapping says).
@@ -380,7 +370,11 @@ mod tests {
         let mut gzip = http::HeaderMap::new();
         gzip.insert("grpc-encoding", HeaderValue::from_static("gzip"));
         assert_eq!(
-            message(&gzip, framed(1, &compress(b"hello"))).unwrap(),
+            message(
+                &gzip,
+                framed(1, &crate::codec::gzip_here(b"hello").unwrap())
+            )
+            .unwrap(),
             "hello"
         );
         let problem =

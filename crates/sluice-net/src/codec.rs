@@ -1,6 +1,10 @@
-//! A tonic codec that leaves messages encoded: requests stay `Bytes` end to end.
+//! A tonic codec that leaves messages encoded (requests stay `Bytes` end to end), and the gzip
+//! compression every exporter's requests share.
+
+use std::io::Write;
 
 use bytes::{Buf, BufMut, Bytes};
+use sluice_core::ExportError;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -48,4 +52,34 @@ pub fn accept_gzip() -> tonic::codec::EnabledCompressionEncodings {
     let mut encodings = tonic::codec::EnabledCompressionEncodings::default();
     encodings.enable(tonic::codec::CompressionEncoding::Gzip);
     encodings
+}
+
+/// Requests above this size are compressed on the blocking pool, off the async workers.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+/// `data` gzip-compressed at the fast level, on the blocking pool when it is large (compressing
+/// a batch of megabytes takes milliseconds of CPU).
+///
+/// # Errors
+/// A permanent [`ExportError`] when compression fails or its task dies.
+pub async fn gzip(data: Bytes) -> Result<Bytes, ExportError> {
+    if data.len() > BLOCKING_THRESHOLD {
+        tokio::task::spawn_blocking(move || gzip_here(&data))
+            .await
+            .map_err(|e| ExportError::permanent(format!("gzip task failed: {e}")))?
+    } else {
+        gzip_here(&data)
+    }
+}
+
+/// [`gzip`] on the calling thread.
+pub(crate) fn gzip_here(data: &[u8]) -> Result<Bytes, ExportError> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
+    e.write_all(data)
+        .and_then(|()| e.finish())
+        .map(Bytes::from)
+        .map_err(|err| ExportError::permanent(format!("gzip failed: {err}")))
 }

@@ -2,7 +2,6 @@
 //! collector or backend. Neither decodes what it sends.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,16 +225,6 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
-fn gzip(data: &[u8]) -> Result<Vec<u8>, ExportError> {
-    let mut e = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
-    );
-    e.write_all(data)
-        .and_then(|()| e.finish())
-        .map_err(|err| ExportError::permanent(format!("gzip failed: {err}")))
-}
-
 #[async_trait]
 impl Exporter for HttpExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
@@ -247,15 +236,7 @@ impl Exporter for HttpExporter {
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
         let body: Bytes = if self.gzip {
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
-            // Compression of a large batch is CPU work: keep it off the async workers.
-            if data.len() > 64 * 1024 {
-                tokio::task::spawn_blocking(move || gzip(&data))
-                    .await
-                    .map_err(|e| ExportError::permanent(format!("gzip task failed: {e}")))??
-                    .into()
-            } else {
-                gzip(&data)?.into()
-            }
+            sluice_net::gzip(data).await?
         } else {
             data
         };
