@@ -11,6 +11,7 @@ use sluice_config::Problem;
 use sluice_core::{BuildError, ExportError};
 use tonic::metadata::{MetadataKey, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tower::{Service, ServiceExt};
 
 use crate::retry_delay;
 
@@ -209,10 +210,11 @@ impl UnaryClient {
             headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
         }
         let mut channel = self.channel.clone();
-        std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
+        let response = channel
+            .ready()
             .await
-            .map_err(|e| ExportError::retryable(format!("cannot connect: {e}")))?;
-        let response = tower::Service::call(&mut channel, request)
+            .map_err(|e| ExportError::retryable(format!("cannot connect: {e}")))?
+            .call(request)
             .await
             .map_err(|e| ExportError::retryable(format!("transport error: {e}")))?;
         read_response(response).await.map_err(|s| export_error(&s))
@@ -278,19 +280,10 @@ fn message(headers: &http::HeaderMap, data: Bytes) -> Result<Bytes, tonic::Statu
                     "compressed response without a gzip grpc-encoding",
                 ));
             }
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(
-                    flate2::read::GzDecoder::new(&payload[..]),
-                    MAX_RESPONSE as u64 + 1,
-                ),
-                &mut out,
-            )
-            .map_err(|e| tonic::Status::internal(format!("bad gzip response: {e}")))?;
-            if out.len() > MAX_RESPONSE {
-                return Err(tonic::Status::internal("response too large"));
-            }
-            Ok(Bytes::from(out))
+            crate::decompress(crate::Coding::Gzip, &payload, MAX_RESPONSE)
+                .map_err(|e| tonic::Status::internal(format!("bad gzip response: {e}")))?
+                .map(Bytes::from)
+                .ok_or_else(|| tonic::Status::internal("response too large"))
         }
         flag => Err(tonic::Status::internal(format!(
             "unknown gRPC compression flag {flag}"

@@ -1,7 +1,7 @@
-//! A tonic codec that leaves messages encoded (requests stay `Bytes` end to end), and the gzip
-//! compression every exporter's requests share.
+//! A tonic codec that leaves messages encoded (requests stay `Bytes` end to end), and the
+//! compression every exporter's requests and the capped decompression every received body share.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use bytes::{Buf, BufMut, Bytes};
 use sluice_core::ExportError;
@@ -82,4 +82,68 @@ pub(crate) fn gzip_here(data: &[u8]) -> Result<Bytes, ExportError> {
         .and_then(|()| e.finish())
         .map(Bytes::from)
         .map_err(|err| ExportError::permanent(format!("gzip failed: {err}")))
+}
+
+/// A content coding sluice reads: gzip (the one OTLP requires) or zlib `deflate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// gzip, including concatenated members.
+    Gzip,
+    /// zlib-wrapped deflate, as HTTP's `deflate` means.
+    Deflate,
+}
+
+impl Coding {
+    /// The name HTTP and gRPC give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+        }
+    }
+}
+
+/// Decompresses `body` into at most `limit` bytes; `Ok(None)` when the output would exceed it,
+/// so a small bomb cannot become a large allocation.
+///
+/// # Errors
+/// The decoder's error when `body` is not valid `coding`.
+pub fn decompress(coding: Coding, body: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let reader: Box<dyn Read + '_> = match coding {
+        Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+    };
+    reader
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut out)?;
+    Ok((out.len() <= limit).then_some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decompression_is_capped() {
+        let bomb = gzip_here(&vec![0u8; 10 << 20]).unwrap();
+        assert!(bomb.len() < 100 << 10);
+        assert_eq!(decompress(Coding::Gzip, &bomb, 1 << 20).unwrap(), None);
+        assert_eq!(
+            decompress(Coding::Gzip, &bomb, 20 << 20)
+                .unwrap()
+                .unwrap()
+                .len(),
+            10 << 20
+        );
+        assert!(decompress(Coding::Gzip, b"not gzip", 100).is_err());
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(b"hello").unwrap();
+        let zlib = zlib.finish().unwrap();
+        assert_eq!(
+            decompress(Coding::Deflate, &zlib, 5).unwrap().unwrap(),
+            b"hello"
+        );
+        assert_eq!(decompress(Coding::Deflate, &zlib, 4).unwrap(), None);
+    }
 }

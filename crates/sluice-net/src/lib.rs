@@ -11,6 +11,6 @@ mod status;
 pub use client::{
     Compression, TlsClientConfig, UnaryClient, channel, export_error, metadata, retryable,
 };
-pub use codec::{RawCodec, accept_gzip, gzip};
+pub use codec::{Coding, RawCodec, accept_gzip, decompress, gzip};
 pub use http::{http_client, http_headers};
 pub use status::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, retry_delay};

@@ -2,7 +2,6 @@
 //! zlib-compressed. Bodies are capped before and after decompression; JSON is transcoded straight
 //! to protobuf; responses use the request's content type.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use sluice_core::{BuildError, ConsumeError, Signal};
+use sluice_net::{Coding, decompress};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -47,6 +47,7 @@ struct AppState {
 }
 
 /// An HTTP failure: status, message, and the encoding its `google.rpc.Status` body takes.
+#[derive(Debug)]
 struct Failure {
     status: StatusCode,
     message: String,
@@ -134,7 +135,7 @@ impl IntoResponse for Failure {
     }
 }
 
-fn content_encoding(headers: &HeaderMap) -> Result<Option<&'static str>, String> {
+fn content_encoding(headers: &HeaderMap) -> Result<Option<Coding>, String> {
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(None);
     };
@@ -146,8 +147,8 @@ fn content_encoding(headers: &HeaderMap) -> Result<Option<&'static str>, String>
         .as_str()
     {
         "" | "identity" => Ok(None),
-        "gzip" | "x-gzip" => Ok(Some("gzip")),
-        "deflate" | "zlib" => Ok(Some("deflate")),
+        "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
+        "deflate" | "zlib" => Ok(Some(Coding::Deflate)),
         other => Err(format!(
             "unsupported Content-Encoding `{other}`; use gzip, deflate or none"
         )),
@@ -174,34 +175,23 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-/// Decompresses at most `limit` bytes; `Ok(None)` when the output would exceed it.
-fn decompress(kind: &str, body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-    let reader: Box<dyn Read + '_> = match kind {
-        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        _ => Box::new(flate2::read::ZlibDecoder::new(body)),
-    };
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot decompress {kind} body: {e}"))?;
-    Ok((out.len() <= limit).then_some(out))
-}
-
 /// Decompresses and transcodes a body into an encoded protobuf request.
 fn prepare(
     signal: Signal,
     encoding: Encoding,
-    compression: Option<&'static str>,
+    compression: Option<Coding>,
     body: Bytes,
     limit: usize,
 ) -> Result<Bytes, Failure> {
     let body = match compression {
         None => body,
-        Some(kind) => match decompress(kind, &body, limit) {
+        Some(coding) => match decompress(coding, &body, limit) {
             Ok(Some(b)) => Bytes::from(b),
             Ok(None) => return Err(Failure::too_large(encoding, limit)),
-            Err(m) => return Err(Failure::bad_request(encoding, m)),
+            Err(e) => {
+                let message = format!("cannot decompress {} body: {e}", coding.name());
+                return Err(Failure::bad_request(encoding, message));
+            }
         },
     };
     match encoding {
@@ -393,20 +383,28 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn decompression_is_capped() {
+    fn compressed_bodies_are_capped_and_bad_ones_named() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&vec![0u8; 10 << 20]).unwrap();
-        let bomb = gz.finish().unwrap();
-        assert!(bomb.len() < 100 << 10);
-        assert_eq!(decompress("gzip", &bomb, 1 << 20).unwrap(), None);
-        assert_eq!(
-            decompress("gzip", &bomb, 20 << 20).unwrap().unwrap().len(),
-            10 << 20
-        );
+        let bomb = Bytes::from(gz.finish().unwrap());
+        let prepared = |body: Bytes, limit| {
+            prepare(
+                Signal::Traces,
+                Encoding::Protobuf,
+                Some(Coding::Gzip),
+                body,
+                limit,
+            )
+        };
+        let refused = prepared(bomb.clone(), 1 << 20).unwrap_err();
+        assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(prepared(bomb, 20 << 20).unwrap().len(), 10 << 20);
+        let bad = prepared(Bytes::from_static(b"not gzip"), 100).unwrap_err();
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
         assert!(
-            decompress("gzip", b"not gzip", 100)
-                .unwrap_err()
-                .contains("cannot decompress gzip")
+            bad.message.contains("cannot decompress gzip"),
+            "{}",
+            bad.message
         );
     }
 
