@@ -553,6 +553,19 @@ impl tonic::server::UnaryService<Bytes> for Count {
     }
 }
 
+/// The bytes of an embedded message field (an error for other wire types), for the walks over
+/// encoded requests here and in [`timestamps`].
+fn embedded<'a>(field: &sluice_core::wire::Field<'a>) -> anyhow::Result<&'a [u8]> {
+    if field.wire_type != sluice_core::wire::WireType::Len {
+        anyhow::bail!(
+            "field {} is {:?}, not an embedded message",
+            field.number,
+            field.wire_type
+        );
+    }
+    Ok(field.payload)
+}
+
 /// The gRPC path of the Jaeger collector's `PostSpans`.
 const JAEGER_POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 
@@ -566,12 +579,12 @@ fn jaeger_spans(request: &[u8]) -> anyhow::Result<u64> {
         if field.number != 1 {
             continue;
         }
-        for field in sluice_core::wire::fields(timestamps::embedded(&field)?) {
+        for field in sluice_core::wire::fields(embedded(&field)?) {
             let field = field?;
             if field.number != 1 {
                 continue;
             }
-            for f in sluice_core::wire::fields(timestamps::embedded(&field)?) {
+            for f in sluice_core::wire::fields(embedded(&field)?) {
                 f?;
             }
             spans += 1;

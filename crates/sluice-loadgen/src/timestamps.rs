@@ -9,7 +9,9 @@
 use anyhow::bail;
 use bytes::{Bytes, BytesMut};
 use sluice_core::Signal;
-use sluice_core::wire::{self, Field, WireType};
+use sluice_core::wire;
+
+use crate::embedded;
 
 /// The absolute byte offsets of every non-zero timestamp field of an encoded export request.
 ///
@@ -62,18 +64,6 @@ fn each(message: &[u8], base: usize, number: u32, visit: &mut Visitor<'_>) -> an
         }
     }
     Ok(())
-}
-
-/// The bytes of an embedded message field (an error for other wire types).
-pub(crate) fn embedded<'a>(field: &Field<'a>) -> anyhow::Result<&'a [u8]> {
-    if field.wire_type != WireType::Len {
-        bail!(
-            "field {} is {:?}, not an embedded message",
-            field.number,
-            field.wire_type
-        );
-    }
-    Ok(field.payload)
 }
 
 /// Records the non-zero `fixed64` fields numbered `fields` of `message`, and those numbered
