@@ -27,7 +27,7 @@ use sluice_core::{
 use sluice_net::TlsClientConfig;
 
 use crate::proto::{TimeSeries, WriteRequest};
-use crate::translate::{DecodeError, TranslateOptions, translate_encoded};
+use crate::translate::{TranslateOptions, translate_encoded};
 
 /// Headers the remote-write specification reserves; configuration may not override them.
 const RESERVED_HEADERS: [&str; 4] = [
@@ -224,31 +224,42 @@ pub(crate) fn encode(
 /// What the exporter sends for one batch.
 #[derive(Debug)]
 pub struct WriteRequests {
-    /// Per shard (series hashed by label set, so a series keeps its shard), snappy-ready
-    /// `WriteRequest` bodies of at most the configured size, sent in order.
+    /// Per shard (series hashed by label set, so a series keeps its shard), Snappy-compressed
+    /// `WriteRequest` bodies of at most the configured size before compression, sent in order.
     pub shards: Vec<Vec<Bytes>>,
     /// Data points not translated, by reason, with counts.
     pub dropped: Vec<(&'static str, usize)>,
 }
 
 /// The remote-write bodies for an encoded OTLP metrics request: the exporter's whole encoding
-/// step (translation, sharding, encoding; compression happens per body when sent). Metadata
-/// rides with the first body.
+/// step (translation, sharding, encoding, Snappy compression), run on the blocking pool and done
+/// once per batch, not again for each retry of a body. Metadata rides with the first body.
 ///
 /// # Errors
-/// [`DecodeError`] when the request does not decode.
+/// A permanent [`ExportError`] when the request does not decode or a body cannot be compressed.
 pub fn write_requests(
     data: &[u8],
     options: &TranslateOptions,
     shards: usize,
     max: usize,
-) -> Result<WriteRequests, DecodeError> {
-    let t = translate_encoded(data, options)?;
+) -> Result<WriteRequests, ExportError> {
+    let t = translate_encoded(data, options)
+        .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
     let mut metadata = Some(t.metadata);
+    let mut snappy = snap::raw::Encoder::new();
     let shards = shard(t.series, shards)
         .into_iter()
-        .map(|s| encode(s, metadata.take().unwrap_or_default(), max))
-        .collect();
+        .map(|s| {
+            encode(s, metadata.take().unwrap_or_default(), max)
+                .into_iter()
+                .map(|body| {
+                    snappy.compress_vec(&body).map(Bytes::from).map_err(|e| {
+                        ExportError::permanent(format!("snappy compression failed: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(WriteRequests {
         shards,
         dropped: t.dropped,
@@ -277,10 +288,8 @@ fn retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration>
 }
 
 impl RemoteWriteExporter {
-    async fn post(&self, body: Bytes) -> Result<(), ExportError> {
-        let compressed = snap::raw::Encoder::new()
-            .compress_vec(&body)
-            .map_err(|e| ExportError::permanent(format!("snappy compression failed: {e}")))?;
+    /// Sends one Snappy-compressed `WriteRequest`.
+    async fn post(&self, compressed: Bytes) -> Result<(), ExportError> {
         let response = self
             .client
             .post(&self.endpoint)
@@ -317,16 +326,14 @@ impl Exporter for RemoteWriteExporter {
         let data = batch.data().clone();
         let options = self.options.clone();
         let (shards, max) = (self.shards, self.max_request);
-        // Decoding and translating a batch is CPU work: keep it off the async workers.
+        // Decoding, translating and compressing a batch is CPU work: keep it off the async
+        // workers.
         let WriteRequests {
             shards: requests,
             dropped,
-        } = tokio::task::spawn_blocking(move || {
-            write_requests(&data, &options, shards, max)
-                .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))
-        })
-        .await
-        .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??;
+        } = tokio::task::spawn_blocking(move || write_requests(&data, &options, shards, max))
+            .await
+            .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??;
         for (reason, count) in dropped {
             self.drops.increment(count as u64);
             tracing::debug!(exporter = %self.id, reason, count, "data points not translated");

@@ -7,4 +7,4 @@ pub mod proto;
 mod translate;
 
 pub use exporter::{RemoteWriteConfig, RemoteWriteExporterFactory, WriteRequests, write_requests};
-pub use translate::{DecodeError, TranslateOptions, Translation, translate};
+pub use translate::{TranslateOptions, Translation, translate};

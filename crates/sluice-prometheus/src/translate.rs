@@ -253,7 +253,7 @@ pub(crate) fn translate_encoded(
 
 /// Why an encoded request could not be translated.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The request's framing is broken.
     #[error(transparent)]
     Framing(#[from] sluice_core::wire::WireError),
