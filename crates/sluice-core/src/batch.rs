@@ -80,6 +80,25 @@ impl Batch {
         self
     }
 
+    /// The batch without the items that would not decode (see [`wire::inspect`]) and how many
+    /// were dropped; `None` when every item decodes or the framing itself is broken. For
+    /// exporters whose decoder refused a batch: one bad item must not take its neighbours along.
+    /// The reservations stay with the kept items.
+    pub fn without_undecodable(&self) -> Option<(Batch, usize)> {
+        let inspection = wire::inspect(self.signal, &self.data).ok()?;
+        if inspection.rejected == 0 {
+            return None;
+        }
+        let kept = Batch {
+            signal: self.signal,
+            data: wire::retain_valid(self.signal, &self.data),
+            items: inspection.items,
+            held: self.held.clone(),
+        };
+        let dropped = self.items.saturating_sub(kept.items);
+        Some((kept, dropped))
+    }
+
     /// Splits off everything after the first `n` items; `self` keeps the first `n`.
     ///
     /// Both halves share the memory reservations.
@@ -189,7 +208,14 @@ mod tests {
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {
-                    spans: vec![Span::default(); spans],
+                    spans: vec![
+                        Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        };
+                        spans
+                    ],
                     ..Default::default()
                 }],
                 ..Default::default()

@@ -575,20 +575,27 @@ impl Shared {
         }
     }
 
-    /// Sends with retries. Returns the error that ended the attempts.
-    async fn send(&self, batch: &Batch) -> Result<(), ExportError> {
+    /// Sends with retries. Returns the error that ended the attempts, with the items it lost.
+    ///
+    /// When the exporter refuses a batch permanently and some of its items would not decode
+    /// (the intake refuses such items, so this is defence in depth), those items are dropped
+    /// and counted, and the rest is sent: one bad item never takes its batch along.
+    async fn send(&self, batch: &Batch) -> Result<(), (ExportError, usize)> {
         let retry = &self.settings.retry;
+        let mut salvaged: Option<Batch> = None;
         let started = tokio::time::Instant::now();
         let mut interval = retry.initial_interval.get();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let batch = salvaged.as_ref().unwrap_or(batch);
+            let lost = batch.items();
             self.metrics.in_flight.increment(1.0);
             let outcome = tokio::select! {
                 r = tokio::time::timeout(self.settings.timeout, self.exporter.export(batch)) => r,
                 () = self.abort.cancelled() => {
                     self.metrics.in_flight.decrement(1.0);
-                    return Err(ExportError::permanent("shutdown deadline passed during export"));
+                    return Err((ExportError::permanent("shutdown deadline passed during export"), lost));
                 }
             };
             self.metrics.in_flight.decrement(1.0);
@@ -604,19 +611,31 @@ impl Shared {
                     self.settings.timeout
                 )),
             };
+            if !err.retryable
+                && salvaged.is_none()
+                && let Some((kept, dropped)) = without_undecodable(batch).await
+            {
+                self.metrics.send_failed.increment(dropped as u64);
+                tracing::error!(exporter = %self.id, signal = %self.signal, items = dropped, error = %err.message, "items that do not decode dropped; sending the rest of the batch");
+                salvaged = Some(kept);
+                continue;
+            }
             self.degraded.store(true, Ordering::Relaxed);
             if !err.retryable || !retry.enabled {
-                return Err(err);
+                return Err((err, lost));
             }
             let pause = jittered(interval, retry.randomization_factor)
                 .max(err.retry_after.unwrap_or_default());
             let max_elapsed = retry.max_elapsed_time.get();
             if !max_elapsed.is_zero() && started.elapsed() + pause > max_elapsed {
-                return Err(ExportError::permanent(format!(
-                    "no more retries left after {attempt} attempts over {:?}: {}",
-                    started.elapsed(),
-                    err.message
-                )));
+                return Err((
+                    ExportError::permanent(format!(
+                        "no more retries left after {attempt} attempts over {:?}: {}",
+                        started.elapsed(),
+                        err.message
+                    )),
+                    lost,
+                ));
             }
             if let Some(suppressed) = self.retry_log.ready() {
                 tracing::warn!(exporter = %self.id, signal = %self.signal, error = %err.message, attempt, retry_in = ?pause, suppressed, "export failed, will retry");
@@ -624,7 +643,7 @@ impl Shared {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = self.abort.cancelled() => {
-                    return Err(ExportError::permanent(format!("shutdown deadline passed while retrying: {}", err.message)));
+                    return Err((ExportError::permanent(format!("shutdown deadline passed while retrying: {}", err.message)), lost));
                 }
             }
             interval = interval
@@ -633,12 +652,26 @@ impl Shared {
         }
     }
 
-    fn failed(&self, batch: &Batch, err: &ExportError) {
-        self.metrics.send_failed.increment(batch.items() as u64);
+    fn failed(&self, items: usize, err: &ExportError) {
+        self.metrics.send_failed.increment(items as u64);
         // Every drop is counted; the log says so once per burst, with how many it folded in.
         if let Some(suppressed) = self.failed_log.ready() {
-            tracing::error!(exporter = %self.id, signal = %self.signal, items = batch.items(), error = %err.message, permanent = !err.retryable, suppressed, "export failed, data dropped");
+            tracing::error!(exporter = %self.id, signal = %self.signal, items, error = %err.message, permanent = !err.retryable, suppressed, "export failed, data dropped");
         }
+    }
+}
+
+/// [`Batch::without_undecodable`], on the blocking pool for large batches (the walk costs about
+/// 0.2 µs per item).
+async fn without_undecodable(batch: &Batch) -> Option<(Batch, usize)> {
+    if batch.size() > 256 * 1024 {
+        let batch = batch.clone();
+        tokio::task::spawn_blocking(move || batch.without_undecodable())
+            .await
+            .ok()
+            .flatten()
+    } else {
+        batch.without_undecodable()
     }
 }
 
@@ -666,8 +699,8 @@ async fn worker(shared: Arc<Shared>) {
         };
         match next {
             Some(batch) => {
-                if let Err(err) = shared.send(&batch).await {
-                    shared.failed(&batch, &err);
+                if let Err((err, lost)) = shared.send(&batch).await {
+                    shared.failed(lost, &err);
                 }
             }
             None => {
@@ -740,8 +773,8 @@ async fn durable_worker(shared: Arc<Shared>, reader: Reader) {
             // Cut short by the shutdown deadline: left on disk, not acknowledged.
             return;
         }
-        if let Err(err) = outcome {
-            shared.failed(&batch, &err);
+        if let Err((err, lost)) = outcome {
+            shared.failed(lost, &err);
         }
         for record in &records.records {
             reader.ack(record.seq);
@@ -770,8 +803,8 @@ impl Consumer for ExporterHelper {
         if !shared.settings.queue.enabled {
             return match shared.send(&batch).await {
                 Ok(()) => Ok(()),
-                Err(err) => {
-                    shared.failed(&batch, &err);
+                Err((err, lost)) => {
+                    shared.failed(lost, &err);
                     Err(if err.retryable {
                         ConsumeError::unavailable(format!(
                             "exporter {}: {}",
@@ -914,6 +947,68 @@ mod tests {
         let err = helper.consume(batch(5)).await.unwrap_err();
         assert!(!err.is_retryable());
         assert_eq!(exporter.calls.load(Ordering::Relaxed), 1);
+    }
+
+    /// Decodes every batch with prost, as the jaeger, postgres, prometheus and debug exporters do.
+    struct Decoding {
+        delivered: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Exporter for Decoding {
+        async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+            use prost::Message;
+            let request = ExportTraceServiceRequest::decode(batch.data().clone())
+                .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+            let mut delivered = self.delivered.lock().unwrap();
+            for rs in request.resource_spans {
+                for ss in rs.scope_spans {
+                    delivered.extend(ss.spans.into_iter().map(|s| s.name));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undecodable_item_is_dropped_alone_not_its_batch() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message;
+        let request = |name: &str| {
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            name: name.to_owned(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        // Two clients' spans merged into one batch; the second one's name is not UTF-8.
+        let mut data = request("kept");
+        let mut bad = request("XXbad");
+        let at = bad.windows(5).position(|w| w == b"XXbad").unwrap();
+        bad[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        data.extend_from_slice(&bad);
+        let exporter = Arc::new(Decoding {
+            delivered: Mutex::new(Vec::new()),
+        });
+        let helper =
+            ExporterHelper::new("debug", Signal::Traces, exporter.clone(), settings(false));
+        helper
+            .consume(Batch::from_trusted(Signal::Traces, data.into(), 2))
+            .await
+            .unwrap();
+        assert_eq!(*exporter.delivered.lock().unwrap(), ["kept"]);
     }
 
     #[tokio::test(start_paused = true)]

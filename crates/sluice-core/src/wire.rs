@@ -7,9 +7,12 @@
 //! This is enough to validate, count, split and rewrite resources without decoding a single
 //! attribute; property tests prove it agrees with prost (see the tests at the end).
 
+mod schema;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Signal;
+use schema::Msg;
 
 /// Why a byte string is not a well-formed OTLP export request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,10 +46,27 @@ pub enum WireError {
         wire_type: u8,
     },
     /// Field number zero is reserved.
-    #[error("{path}: invalid field number 0")]
+    #[error("{path}: invalid field number (zero, or a key past 32 bits)")]
     FieldZero {
         /// Where in the message.
         path: String,
+    },
+    /// A required trace or span id that is absent, empty or all zeros (the OTLP specification
+    /// calls such ids invalid).
+    #[error("{path}: {what} is required and must not be empty or all zeros")]
+    MissingId {
+        /// Where in the message.
+        path: String,
+        /// Which id (`trace_id`, `span_id`).
+        what: &'static str,
+    },
+    /// A field inside an item, resource or scope that the protobuf decoders would refuse.
+    #[error("{path}: {problem}")]
+    Undecodable {
+        /// Where in the message, down to the field.
+        path: String,
+        /// What is wrong with it.
+        problem: FieldProblem,
     },
     /// A trace or span id of the wrong length.
     #[error("{path}: {what} must be {expected} bytes, got {got}")]
@@ -60,6 +80,43 @@ pub enum WireError {
         /// The length found.
         got: usize,
     },
+}
+
+/// Why a field would not decode (see [`WireError::Undecodable`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldProblem {
+    /// A `string` field whose bytes are not UTF-8 (proto3 and prost require it).
+    #[error("string is not valid UTF-8")]
+    NotUtf8,
+    /// A known field sent with a wire type its type cannot have.
+    #[error("sent as {got} where the schema has {expected}")]
+    WrongWireType {
+        /// What the schema requires.
+        expected: &'static str,
+        /// What arrived.
+        got: &'static str,
+    },
+    /// Messages nested deeper than the protobuf decoders accept.
+    #[error("nested deeper than the {limit} levels protobuf decoders accept")]
+    TooDeep {
+        /// The decoders' recursion limit.
+        limit: u32,
+    },
+    /// A packed repeated field that is not a whole number of values.
+    #[error("packed repeated field is not a whole number of values")]
+    Packed,
+    /// A varint that runs past its buffer, over ten bytes or past 64 bits.
+    #[error("malformed varint")]
+    Varint,
+    /// A value longer than what remains of its message.
+    #[error("value runs past the end of its message")]
+    Truncated,
+    /// A wire type protobuf does not define, or a group.
+    #[error("invalid wire type {0}")]
+    InvalidWireType(u8),
+    /// Field number zero, or a key past 32 bits.
+    #[error("invalid field number")]
+    FieldNumber,
 }
 
 /// The protobuf wire types this walker understands (groups are refused as malformed).
@@ -122,7 +179,8 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
         *pos += 1;
         value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some(value);
+            // The tenth byte may only carry the 64th bit, as prost and protobuf-go require.
+            return (i < 9 || byte < 2).then_some(value);
         }
     }
     None
@@ -154,7 +212,8 @@ impl<'a> Iterator for Fields<'a, '_> {
             let key = read_varint(self.buf, &mut self.pos).ok_or_else(|| WireError::Varint {
                 path: (self.path)(),
             })?;
-            let number = u32::try_from(key >> 3).unwrap_or(u32::MAX);
+            // prost refuses keys past 32 bits, so a field number of 2^29 or more is malformed.
+            let number = u32::try_from(key).map_or(0, |k| k >> 3);
             if number == 0 {
                 return Err(WireError::FieldZero {
                     path: (self.path)(),
@@ -255,17 +314,21 @@ const MAX_DEPTH: usize = 8;
 struct Shape {
     levels: &'static [&'static [u32]],
     names: &'static [&'static str],
-    /// Id fields checked on each item: (field number, name, length).
-    item_ids: &'static [(u32, &'static str, usize)],
+    /// The request message: the schema every level and item is checked against.
+    root: &'static Msg,
+    /// Id fields checked on each item: (field number, name, length, required). A required id
+    /// must be present, of its length and not all zeros; others may be empty.
+    item_ids: &'static [(u32, &'static str, usize, bool)],
 }
 
 const TRACES: Shape = Shape {
     levels: &[&[1], &[2], &[2]],
     names: &["resource_spans", "scope_spans", "spans"],
+    root: &schema::TRACES_REQUEST,
     item_ids: &[
-        (1, "trace_id", 16),
-        (2, "span_id", 8),
-        (4, "parent_span_id", 8),
+        (1, "trace_id", 16, true),
+        (2, "span_id", 8, true),
+        (4, "parent_span_id", 8, false),
     ],
 };
 
@@ -280,13 +343,15 @@ const METRICS: Shape = Shape {
         "data",
         "data_points",
     ],
+    root: &schema::METRICS_REQUEST,
     item_ids: &[],
 };
 
 const LOGS: Shape = Shape {
     levels: &[&[1], &[2], &[2]],
     names: &["resource_logs", "scope_logs", "log_records"],
-    item_ids: &[(9, "trace_id", 16), (10, "span_id", 8)],
+    root: &schema::LOGS_REQUEST,
+    item_ids: &[(9, "trace_id", 16, false), (10, "span_id", 8, false)],
 };
 
 fn shape(signal: Signal) -> &'static Shape {
@@ -297,10 +362,11 @@ fn shape(signal: Signal) -> &'static Shape {
     }
 }
 
-/// Validates the framing of an export request down to its items and counts the items.
+/// Validates an export request down to every field of every item and counts the items.
 ///
-/// Every level is framed (tags, wire types, lengths), each item's own fields are framed, and trace
-/// and span ids must have their exact lengths (or be empty).
+/// Every level is framed (tags, wire types, lengths), every item, resource and scope is checked
+/// against the OTLP schema as the protobuf decoders would check it (see [`inspect`]), and trace
+/// and span ids must be valid.
 ///
 /// # Errors
 /// A [`WireError`] naming the path of the first problem found.
@@ -317,17 +383,26 @@ pub fn validate_and_count(signal: Signal, request: &[u8]) -> Result<usize, WireE
 pub struct Inspection {
     /// Valid items.
     pub items: usize,
-    /// Items with invalid ids, to be dropped and reported as a partial success.
+    /// Items that would not decode or carry invalid ids, to be dropped and reported as a
+    /// partial success.
     pub rejected: usize,
     /// The first of those problems, for the partial-success message.
     pub first_rejection: Option<WireError>,
 }
 
-/// Validates framing like [`validate_and_count`], but counts items with invalid ids as rejected
-/// instead of failing the request, so that one bad span does not lose its neighbours.
+/// Validates a request so that what it accepts decodes in every exporter, counting the items
+/// that would not instead of failing the request, so that one bad span does not lose its
+/// neighbours.
+///
+/// The levels down to the items must be framed soundly; that is checked first. Then each item
+/// (span, data point, log record) is checked at every depth against the OTLP schema as prost
+/// decodes it: UTF-8 strings, wire types of known fields, packed fields, varints and nesting
+/// within prost's recursion limit; and its ids. A resource, scope or metric whose own fields
+/// fail takes every item beneath it along. [`retain_valid`] then drops exactly those items.
 ///
 /// # Errors
-/// A [`WireError`] when the framing itself is broken: nothing in the request can be trusted.
+/// A [`WireError`] when the framing of the levels is broken: nothing in the request can be
+/// trusted.
 pub fn inspect(signal: Signal, request: &[u8]) -> Result<Inspection, WireError> {
     let shape = shape(signal);
     let mut path = Vec::with_capacity(shape.levels.len());
@@ -336,20 +411,53 @@ pub fn inspect(signal: Signal, request: &[u8]) -> Result<Inspection, WireError> 
         rejected: 0,
         first_rejection: None,
     };
-    inspect_level(shape, 0, request, &mut path, &mut inspection)?;
+    inspect_level(
+        shape,
+        0,
+        request,
+        shape.root,
+        schema::RECURSION_LIMIT,
+        &mut path,
+        &mut inspection,
+    )?;
     Ok(inspection)
 }
 
-/// Drops the items [`inspect`] rejected, keeping everything else byte for byte.
+/// Drops the items [`inspect`] rejected (and resources, scopes or metrics whose own fields would
+/// not decode, with their items), keeping everything else byte for byte.
 pub fn retain_valid(signal: Signal, request: &[u8]) -> Bytes {
     let shape = shape(signal);
     let mut out = BytesMut::with_capacity(request.len());
-    retain_level(shape, shape.levels, request, &mut out);
+    retain_level(
+        shape,
+        0,
+        request,
+        shape.root,
+        schema::RECURSION_LIMIT,
+        &mut out,
+    );
     out.freeze()
 }
 
-fn retain_level(shape: &Shape, levels: &[&[u32]], msg: &[u8], out: &mut BytesMut) {
-    let Some((children, rest)) = levels.split_first() else {
+/// Drops from a request whatever would not decode, for exporters that meet a batch their
+/// decoder refuses (defence in depth: the intake already refuses such items). Returns the kept
+/// request and the number of items dropped.
+pub fn salvage(signal: Signal, request: &[u8]) -> (Bytes, usize) {
+    let before = count(signal, request);
+    let kept = retain_valid(signal, request);
+    let after = count(signal, &kept);
+    (kept, before.saturating_sub(after))
+}
+
+fn retain_level(
+    shape: &Shape,
+    depth: usize,
+    msg: &[u8],
+    desc: &'static Msg,
+    budget: u32,
+    out: &mut BytesMut,
+) {
+    let Some(children) = shape.levels.get(depth) else {
         return;
     };
     let no_path = String::new;
@@ -358,16 +466,30 @@ fn retain_level(shape: &Shape, levels: &[&[u32]], msg: &[u8], out: &mut BytesMut
             out.extend_from_slice(field.raw);
             continue;
         }
-        if rest.is_empty() {
-            if check_item(shape, field.payload, &[]).is_ok() {
+        let child = desc.child(field.number);
+        if budget == 0 {
+            continue;
+        }
+        if depth + 1 == shape.levels.len() {
+            if check_item(shape, field.payload, child, budget - 1, &[]).is_ok() {
                 out.extend_from_slice(field.raw);
             }
             continue;
         }
-        let mut child = BytesMut::new();
-        retain_level(shape, rest, field.payload, &mut child);
-        put_len_header(out, field.number, child.len());
-        out.extend_from_slice(&child);
+        if check_headers(shape, depth + 1, field.payload, child, budget - 1, &[]).is_err() {
+            continue;
+        }
+        let mut kept = BytesMut::new();
+        retain_level(
+            shape,
+            depth + 1,
+            field.payload,
+            child,
+            budget - 1,
+            &mut kept,
+        );
+        put_len_header(out, field.number, kept.len());
+        out.extend_from_slice(&kept);
     }
 }
 
@@ -388,24 +510,63 @@ fn render_path(shape: &Shape, path: &[usize]) -> String {
     out
 }
 
+/// The error for a schema problem below the message at `path`.
+fn undecodable(shape: &Shape, path: &[usize], bad: &schema::Bad) -> WireError {
+    let mut at = render_path(shape, path);
+    let below = bad.render();
+    if !below.is_empty() {
+        at.push('.');
+        at.push_str(&below);
+    }
+    WireError::Undecodable {
+        path: at,
+        problem: bad.problem.clone(),
+    }
+}
+
+/// Checks the fields of a level message that are not its children (a resource, a scope, a
+/// metric's name, a schema url) against the schema.
+fn check_headers(
+    shape: &Shape,
+    depth: usize,
+    msg: &[u8],
+    desc: &'static Msg,
+    budget: u32,
+    path: &[usize],
+) -> Result<(), WireError> {
+    let children = shape.levels[depth];
+    let no_path = String::new;
+    for field in Fields::new(msg, &no_path).map_while(Result::ok) {
+        if children.contains(&field.number) && field.wire_type == WireType::Len {
+            continue;
+        }
+        let wire_type = field.wire_type as u8;
+        if let Err(mut bad) =
+            schema::check_field(desc, field.number, wire_type, field.payload, budget)
+        {
+            bad.trail.push((desc, field.number, None));
+            return Err(undecodable(shape, path, &bad));
+        }
+    }
+    Ok(())
+}
+
+fn reject(inspection: &mut Inspection, items: usize, err: WireError) {
+    inspection.rejected += items;
+    if items > 0 {
+        inspection.first_rejection.get_or_insert(err);
+    }
+}
+
 fn inspect_level(
     shape: &Shape,
     depth: usize,
     msg: &[u8],
+    desc: &'static Msg,
+    budget: u32,
     path: &mut Vec<usize>,
     inspection: &mut Inspection,
 ) -> Result<(), WireError> {
-    if depth == shape.levels.len() {
-        match check_item(shape, msg, path) {
-            Ok(()) => inspection.items += 1,
-            Err(err @ WireError::IdLength { .. }) => {
-                inspection.rejected += 1;
-                inspection.first_rejection.get_or_insert(err);
-            }
-            Err(framing) => return Err(framing),
-        }
-        return Ok(());
-    }
     let children = shape.levels[depth];
     let mut index = 0;
     // The path to this message, for error messages. Copied into an array because `path` changes
@@ -416,6 +577,76 @@ fn inspect_level(
     let describe = || render_path(shape, &at[..depth_here]);
     for field in Fields::new(msg, &describe) {
         let field = field?;
+        if !children.contains(&field.number) {
+            continue;
+        }
+        if field.wire_type != WireType::Len {
+            return Err(WireError::WireType {
+                path: describe(),
+                field: field.number,
+                wire_type: field.wire_type as u8,
+            });
+        }
+        let child = desc.child(field.number);
+        path.push(index);
+        index += 1;
+        let last = depth + 1 == shape.levels.len();
+        if budget == 0 {
+            let bad = schema::Bad {
+                trail: Vec::new(),
+                problem: FieldProblem::TooDeep {
+                    limit: schema::RECURSION_LIMIT,
+                },
+            };
+            let items = if last {
+                1
+            } else {
+                count_levels(&shape.levels[depth + 1..], field.payload)
+            };
+            reject(inspection, items, undecodable(shape, path, &bad));
+        } else if last {
+            match check_item(shape, field.payload, child, budget - 1, path) {
+                Ok(()) => inspection.items += 1,
+                Err(err) => reject(inspection, 1, err),
+            }
+        } else {
+            match check_headers(shape, depth + 1, field.payload, child, budget - 1, path) {
+                Ok(()) => inspect_level(
+                    shape,
+                    depth + 1,
+                    field.payload,
+                    child,
+                    budget - 1,
+                    path,
+                    inspection,
+                )?,
+                Err(err) => {
+                    // Broken framing below still fails the whole request.
+                    validate_framing(&shape.levels[depth + 1..], field.payload, shape, path)?;
+                    let items = count_levels(&shape.levels[depth + 1..], field.payload);
+                    reject(inspection, items, err);
+                }
+            }
+        }
+        path.pop();
+    }
+    Ok(())
+}
+
+/// Checks the framing of the levels of a subtree down to its items, so that a subtree rejected
+/// for a header problem still fails the request when its levels are malformed.
+fn validate_framing(
+    levels: &[&[u32]],
+    msg: &[u8],
+    shape: &Shape,
+    path: &[usize],
+) -> Result<(), WireError> {
+    let describe = || render_path(shape, path);
+    let Some((children, rest)) = levels.split_first() else {
+        return Ok(());
+    };
+    for field in Fields::new(msg, &describe) {
+        let field = field?;
         if children.contains(&field.number) {
             if field.wire_type != WireType::Len {
                 return Err(WireError::WireType {
@@ -424,30 +655,54 @@ fn inspect_level(
                     wire_type: field.wire_type as u8,
                 });
             }
-            path.push(index);
-            inspect_level(shape, depth + 1, field.payload, path, inspection)?;
-            path.pop();
-            index += 1;
+            validate_framing(rest, field.payload, shape, path)?;
         }
     }
     Ok(())
 }
 
-fn check_item(shape: &Shape, item: &[u8], path: &[usize]) -> Result<(), WireError> {
+/// Checks one item: its ids, and every field at every depth against the schema, in one pass.
+fn check_item(
+    shape: &Shape,
+    item: &[u8],
+    desc: &'static Msg,
+    budget: u32,
+    path: &[usize],
+) -> Result<(), WireError> {
     let describe = || render_path(shape, path);
+    let mut seen = [false; 4];
+    let mut offset = 0;
     for field in Fields::new(item, &describe) {
         let field = field?;
-        if let Some((_, what, expected)) = shape.item_ids.iter().find(|(n, ..)| *n == field.number)
-        {
+        let start = offset;
+        offset += field.raw.len();
+        if let Some(slot) = shape.item_ids.iter().position(|(n, ..)| *n == field.number) {
+            let (_, what, expected, required) = shape.item_ids[slot];
             let got = field.payload.len();
-            if field.wire_type != WireType::Len || (got != *expected && got != 0) {
+            if field.wire_type != WireType::Len || (got != expected && got != 0) {
                 return Err(WireError::IdLength {
                     path: describe(),
                     what,
-                    expected: *expected,
+                    expected,
                     got,
                 });
             }
+            seen[slot] = required && got != 0 && field.payload.iter().any(|&b| b != 0);
+            continue;
+        }
+        let wire_type = field.wire_type as u8;
+        if let Err(bad) = schema::check_field(desc, field.number, wire_type, field.payload, budget)
+        {
+            let bad = schema::at(desc, item, start, field.number, bad);
+            return Err(undecodable(shape, path, &bad));
+        }
+    }
+    for (slot, &(_, what, _, required)) in shape.item_ids.iter().enumerate() {
+        if required && !seen[slot] {
+            return Err(WireError::MissingId {
+                path: describe(),
+                what,
+            });
         }
     }
     Ok(())
@@ -701,7 +956,8 @@ mod tests {
     fn span(i: u64) -> Span {
         Span {
             trace_id: vec![7; 16],
-            span_id: i.to_be_bytes().to_vec(),
+            // All-zero ids are invalid: span 0 gets id 1.
+            span_id: (i + 1).to_be_bytes().to_vec(),
             name: format!("span-{i}"),
             attributes: vec![kv("i", &i.to_string())],
             ..Default::default()
@@ -829,6 +1085,40 @@ mod tests {
             .collect()
     }
 
+    fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+        for (at, byte, how) in edits {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = *byte,
+                1 => bytes.insert(i, *byte),
+                _ => bytes[i] ^= 0x80,
+            }
+        }
+        bytes
+    }
+
+    fn accepted_bytes_decode<R: Message + Default, T: Message + Default>(
+        signal: Signal,
+        bytes: &[u8],
+        items: impl Fn(&R) -> usize,
+    ) -> Result<(), TestCaseError> {
+        let Ok(inspection) = inspect(signal, bytes) else {
+            return Ok(());
+        };
+        let kept = retain_valid(signal, bytes);
+        let decoded = R::decode(kept.clone());
+        prop_assert!(decoded.is_ok(), "{:?}", decoded.err());
+        prop_assert_eq!(items(&decoded.unwrap()), inspection.items);
+        for message in resource_messages(&kept) {
+            prop_assert!(T::decode(message.unwrap()).is_ok());
+        }
+        prop_assert_eq!(validate_and_count(signal, &kept), Ok(inspection.items));
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn walker_counts_spans_like_prost(req in traces_strategy()) {
@@ -887,6 +1177,20 @@ mod tests {
                 rs.resource.get_or_insert_with(Resource::default).attributes.push(kv("added", "yes"));
             }
             prop_assert_eq!(ExportTraceServiceRequest::decode(out).unwrap(), expected);
+        }
+
+        /// For any bytes the intake accepts, prost decodes what it keeps, whole and one
+        /// resource at a time (as every exporter decodes), with exactly the items it counted.
+        #[test]
+        fn whatever_is_accepted_decodes_in_every_decoder(
+            traces in traces_strategy(),
+            metrics in metrics_strategy(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let bytes = mutate(traces.encode_to_vec(), &edits);
+            accepted_bytes_decode::<ExportTraceServiceRequest, ResourceSpans>(Signal::Traces, &bytes, |r| trace_items(r).len())?;
+            let bytes = mutate(metrics.encode_to_vec(), &edits);
+            accepted_bytes_decode::<ExportMetricsServiceRequest, ResourceMetrics>(Signal::Metrics, &bytes, |r| metric_points(r).len())?;
         }
 
         #[test]
@@ -980,6 +1284,245 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// A length-delimited field, for building requests prost would never write.
+    fn len_field(number: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        put_len_header(&mut out, number, payload.len());
+        out.extend_from_slice(payload);
+        out.to_vec()
+    }
+
+    /// A traces request of one resource and one scope around the given encoded spans.
+    fn spans_request(spans: &[Vec<u8>]) -> Vec<u8> {
+        let scope: Vec<u8> = spans.iter().flat_map(|s| len_field(2, s)).collect();
+        len_field(1, &len_field(2, &scope))
+    }
+
+    fn nested_value(levels: usize) -> AnyValue {
+        let mut v = AnyValue {
+            value: Some(any_value::Value::StringValue("leaf".into())),
+        };
+        for _ in 0..levels {
+            v = AnyValue {
+                value: Some(any_value::Value::ArrayValue(
+                    opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![v] },
+                )),
+            };
+        }
+        v
+    }
+
+    #[test]
+    fn the_reported_span_named_0xff_is_rejected_alone() {
+        let hex =
+            "0a26122412220a104bf92f3577b34da6a3ce929d0e0e4736120800f067aa0ba902b72a04ff626164";
+        let bad: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert!(ExportTraceServiceRequest::decode(bad.as_slice()).is_err());
+        let err = validate_and_count(Signal::Traces, &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resource_spans[0].scope_spans[0].spans[0].name: string is not valid UTF-8"
+        );
+        // Joined with another client's span, only the bad one goes.
+        let mut joined = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        joined.extend_from_slice(&bad);
+        let i = inspect(Signal::Traces, &joined).unwrap();
+        assert_eq!((i.items, i.rejected), (1, 1));
+        let kept =
+            ExportTraceServiceRequest::decode(retain_valid(Signal::Traces, &joined)).unwrap();
+        assert_eq!(trace_items(&kept).len(), 1);
+        assert_eq!(trace_items(&kept)[0].2, span(1));
+    }
+
+    #[test]
+    fn nesting_is_accepted_exactly_as_deep_as_prost_decodes() {
+        let mut last_ok = None;
+        for levels in 40..60 {
+            let mut s = span(1);
+            s.attributes = vec![KeyValue {
+                key: "deep".into(),
+                value: Some(nested_value(levels)),
+                ..Default::default()
+            }];
+            let req = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![s],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let bytes = req.encode_to_vec();
+            let prost_ok = ExportTraceServiceRequest::decode(bytes.as_slice()).is_ok();
+            let ours = validate_and_count(Signal::Traces, &bytes);
+            assert_eq!(prost_ok, ours.is_ok(), "{levels} levels: {ours:?}");
+            if prost_ok {
+                last_ok = Some(levels);
+            } else {
+                assert!(
+                    ours.unwrap_err()
+                        .to_string()
+                        .contains("nested deeper than the 100 levels"),
+                );
+            }
+        }
+        // The bound the reporter found (about 47 array levels) lies inside the range tried.
+        assert!(matches!(last_ok, Some(40..=58)), "{last_ok:?}");
+    }
+
+    #[test]
+    fn fields_prost_would_refuse_reject_their_item_with_a_path() {
+        let good = span(1).encode_to_vec();
+        let with = |extra: &[u8]| {
+            let mut s = good.clone();
+            s.extend_from_slice(extra);
+            s
+        };
+        let mut bad_value = vec![0x0a, 0x01, b'k', 0x12, 0x03, 0x0a, 0x01, 0xc3];
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            // name (5) sent as a varint.
+            (
+                with(&[0x28, 0x01]),
+                "spans[1].name: sent as a varint where the schema has a string",
+            ),
+            // An attribute whose string value is cut UTF-8.
+            (
+                with(&len_field(9, &bad_value)),
+                "spans[1].attributes[1].value.string_value: string is not valid UTF-8",
+            ),
+            // An attribute value whose length runs past its message.
+            (
+                with(&len_field(
+                    9,
+                    &[0x0a, 0x01, b'k', 0x12, 0x05, 0x0a, 0x01, b'v'],
+                )),
+                "spans[1].attributes[1].value: value runs past the end of its message",
+            ),
+            // start_time_unix_nano (7) as a varint.
+            (
+                with(&[0x38, 0x05]),
+                "spans[1].start_time_unix_nano: sent as a varint where the schema has a 64-bit fixed value",
+            ),
+            // An event whose name is not UTF-8.
+            (
+                with(&len_field(11, &len_field(2, &[0xff]))),
+                "spans[1].events[0].name: string is not valid UTF-8",
+            ),
+        ];
+        for (bad, expected) in cases {
+            let bytes = spans_request(&[good.clone(), bad]);
+            let i = inspect(Signal::Traces, &bytes).unwrap();
+            assert_eq!((i.items, i.rejected), (1, 1), "{expected}");
+            let err = i.first_rejection.unwrap().to_string();
+            assert!(err.ends_with(expected), "{err} / {expected}");
+            assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
+            let kept = retain_valid(Signal::Traces, &bytes);
+            let kept = ExportTraceServiceRequest::decode(kept).unwrap();
+            assert_eq!(trace_items(&kept).len(), 1);
+        }
+        // A resource attribute that is not UTF-8 takes every span of its resource along.
+        bad_value[7] = 0xff;
+        let resource = len_field(1, &len_field(1, &bad_value));
+        let scope: Vec<u8> = len_field(2, &[len_field(2, &good), len_field(2, &good)].concat());
+        let mut bytes = len_field(1, &[resource, scope].concat());
+        bytes.extend(spans_request(std::slice::from_ref(&good)));
+        let i = inspect(Signal::Traces, &bytes).unwrap();
+        assert_eq!((i.items, i.rejected), (1, 2));
+        assert_eq!(
+            i.first_rejection.unwrap().to_string(),
+            "resource_spans[0].resource.attributes[0].value.string_value: string is not valid UTF-8"
+        );
+        let kept = ExportTraceServiceRequest::decode(retain_valid(Signal::Traces, &bytes)).unwrap();
+        assert_eq!(trace_items(&kept).len(), 1);
+    }
+
+    #[test]
+    fn spans_need_trace_and_span_ids_that_are_not_all_zeros() {
+        for (trace_id, span_id, what) in [
+            (vec![], vec![1; 8], "trace_id"),
+            (vec![0; 16], vec![1; 8], "trace_id"),
+            (vec![1; 16], vec![], "span_id"),
+            (vec![1; 16], vec![0; 8], "span_id"),
+        ] {
+            let s = Span {
+                trace_id,
+                span_id,
+                ..span(1)
+            };
+            let bytes = spans_request(&[span(2).encode_to_vec(), s.encode_to_vec()]);
+            let i = inspect(Signal::Traces, &bytes).unwrap();
+            assert_eq!((i.items, i.rejected), (1, 1));
+            assert_eq!(
+                i.first_rejection.unwrap().to_string(),
+                format!(
+                    "resource_spans[0].scope_spans[0].spans[1]: {what} is required and must not be empty or all zeros"
+                )
+            );
+        }
+        // Logs may carry no trace context at all.
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(
+            validate_and_count(Signal::Logs, &req.encode_to_vec()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn malformed_packed_fields_varints_and_keys_are_refused_like_prost() {
+        // A histogram point whose packed bucket_counts (6) is not a whole number of fixed64s.
+        let point = len_field(6, &[0; 12]);
+        let hist = len_field(9, &len_field(1, &point));
+        let metric = len_field(2, &[len_field(1, b"m"), hist].concat());
+        let bytes = len_field(1, &len_field(2, &metric));
+        assert!(ExportMetricsServiceRequest::decode(bytes.as_slice()).is_err());
+        let err = validate_and_count(Signal::Metrics, &bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resource_metrics[0].scope_metrics[0].metrics[0].data[0].data_points[0].bucket_counts: packed repeated field is not a whole number of values"
+        );
+        // A ten-byte varint past 64 bits (dropped_attributes_count, 10).
+        let mut s = span(1).encode_to_vec();
+        s.extend_from_slice(&[
+            0x50, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ]);
+        let bytes = spans_request(&[s]);
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
+        assert!(validate_and_count(Signal::Traces, &bytes).is_err());
+        // A key past 32 bits (field 2^29, varint).
+        let mut s = span(1).encode_to_vec();
+        s.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x10, 0x00]);
+        let bytes = spans_request(&[s]);
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
+        assert!(validate_and_count(Signal::Traces, &bytes).is_err());
+        // Unknown fields are skipped, as prost skips them.
+        let mut s = span(1).encode_to_vec();
+        s.extend_from_slice(&[0xf8, 0x01, 0x05]);
+        let bytes = spans_request(&[s]);
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_ok());
+        assert_eq!(validate_and_count(Signal::Traces, &bytes), Ok(1));
     }
 
     #[test]

@@ -388,6 +388,14 @@ impl Intake {
             }
         };
         if inspection.items == 0 {
+            if inspection.rejected > 0 {
+                // Nothing is left to take: the request as a whole is invalid.
+                metrics.failed_requests.increment(1);
+                return Err(ConsumeError::invalid(format!(
+                    "invalid {signal} request: {}",
+                    accepted.message
+                )));
+            }
             metrics.success.increment(1);
             return Ok(accepted);
         }
