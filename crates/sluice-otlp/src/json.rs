@@ -17,8 +17,10 @@
 //! - trace and span ids are hex (any case), not base64; `""` means absent;
 //! - other `bytes` are base64, standard or URL-safe, padded or not;
 //! - enums are integers or value names (`"SPAN_KIND_SERVER"`);
-//! - integers are JSON numbers or decimal strings, doubles are numbers or
-//!   strings (`"NaN"`, `"Infinity"`, `"-Infinity"`, `"1.5"`). Doubles are
+//! - integers are JSON numbers or decimal strings, refused when out of their
+//!   type's range; doubles are numbers or strings (`"NaN"`, `"Infinity"`,
+//!   `"-Infinity"` exactly, as the protobuf JSON mapping spells them, or
+//!   `"1.5"`); other spellings (`"nan"`, `"inf"`) are refused. Doubles are
 //!   parsed exactly because this crate enables serde_json's `float_roundtrip`
 //!   feature (its default parser is sometimes off by one ULP).
 //!
@@ -424,8 +426,14 @@ fn parse_bool(value: &Value) -> Result<bool, String> {
     }
 }
 
+/// 2^63 and 2^64, exactly representable as doubles.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
 /// Parses an integer given as a JSON number or a decimal string and checks
-/// that it fits `T` (`type_name` is the proto type, for the message).
+/// that it fits `T` (`type_name` is the proto type, for the message). Every
+/// integer kind goes through here, so int64, uint64, sfixed64 and fixed64
+/// fields all refuse out-of-range values the same way.
 fn parse_int<T: TryFrom<i128>>(value: &Value, type_name: &str) -> Result<T, String> {
     let out_of_range = || format!("{} is out of range for {type_name}", describe(value));
     let wide: i128 = match value {
@@ -435,10 +443,13 @@ fn parse_int<T: TryFrom<i128>>(value: &Value, type_name: &str) -> Result<T, Stri
             } else if let Some(n) = number.as_u64() {
                 n.into()
             } else {
-                // A float: accept it when it is integral (`1e3`, `5.0`).
+                // A float: accept it when it is integral (`1e3`, `5.0`) and strictly inside
+                // (-2^63, 2^64). serde_json makes an integer literal a float only when it fits
+                // neither i64 nor u64, and rounding can land it exactly on -2^63:
+                // `-9223372036854775809` arrives as -2^63, which must not pass as i64::MIN.
                 match number.as_f64() {
                     Some(f) if f.is_finite() && f.fract() == 0.0 => {
-                        if f.abs() >= 1e36 {
+                        if f <= -TWO_POW_63 || f >= TWO_POW_64 {
                             return Err(out_of_range());
                         }
                         f as i128
@@ -476,6 +487,8 @@ fn parse_enum(desc: &EnumDesc, value: &Value) -> Result<i32, String> {
     }
 }
 
+/// Parses a double given as a JSON number, a numeric string, or one of the
+/// three spellings the protobuf JSON mapping gives the special values.
 fn parse_double(value: &Value) -> Result<f64, String> {
     match value {
         Value::Number(number) => number.as_f64().ok_or_else(|| expected("a number", value)),
@@ -483,7 +496,20 @@ fn parse_double(value: &Value) -> Result<f64, String> {
             "NaN" => Ok(f64::NAN),
             "Infinity" => Ok(f64::INFINITY),
             "-Infinity" => Ok(f64::NEG_INFINITY),
-            _ => s.parse::<f64>().map_err(|_| expected("a number", value)),
+            // Rust's float parser also reads `nan`, `inf`, `+Infinity` and the
+            // like in any case, and reads `1e400` as infinity: only its finite
+            // results are numbers here.
+            _ => match s.parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(f),
+                Ok(_) if s.bytes().any(|b| b.is_ascii_digit()) => {
+                    Err(format!("{} is out of range for double", describe(value)))
+                }
+                Ok(_) => Err(format!(
+                    r#"{} (special values are spelled "NaN", "Infinity" and "-Infinity")"#,
+                    expected("a number", value)
+                )),
+                Err(_) => Err(expected("a number", value)),
+            },
         },
         other => Err(expected("a number", other)),
     }

@@ -1122,6 +1122,231 @@ fn wrong_types_name_the_path() {
     }
 }
 
+/// 64-bit integer fields of every kind (int64, sfixed64, fixed64, uint64; singular and
+/// packed), as (signal, document with `@` where the value goes, path of the
+/// value, proto type). Every field of a kind goes through the same `parse_scalar` arm.
+const SIXTY_FOUR_BIT_FIELDS: &[(Signal, &str, &str, &str)] = &[
+    (
+        Signal::Logs,
+        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"intValue":@}}]}]}]}"#,
+        "resourceLogs[0].scopeLogs[0].logRecords[0].body.intValue",
+        "int64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"gauge":{"dataPoints":[{"asInt":@}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].asInt",
+        "sfixed64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"sum":{"dataPoints":[{"exemplars":[{"asInt":@}]}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].sum.dataPoints[0].exemplars[0].asInt",
+        "sfixed64",
+    ),
+    (
+        Signal::Traces,
+        r#"{"resourceSpans":[{"scopeSpans":[{},{"spans":[{},{},{},{"startTimeUnixNano":@}]}]}]}"#,
+        "resourceSpans[0].scopeSpans[1].spans[3].startTimeUnixNano",
+        "fixed64",
+    ),
+    (
+        Signal::Logs,
+        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":@}]}]}]}"#,
+        "resourceLogs[0].scopeLogs[0].logRecords[0].timeUnixNano",
+        "fixed64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"histogram":{"dataPoints":[{"count":@}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].histogram.dataPoints[0].count",
+        "fixed64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"histogram":{"dataPoints":[{"bucketCounts":[1,@]}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].histogram.dataPoints[0].bucketCounts[1]",
+        "fixed64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"exponentialHistogram":{"dataPoints":[{"zeroCount":@}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].exponentialHistogram.dataPoints[0].zeroCount",
+        "fixed64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"exponentialHistogram":{"dataPoints":[{"positive":{"bucketCounts":[@]}}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].exponentialHistogram.dataPoints[0].positive.bucketCounts[0]",
+        "uint64",
+    ),
+    (
+        Signal::Metrics,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"summary":{"dataPoints":[{"count":@}]}}]}]}]}"#,
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].summary.dataPoints[0].count",
+        "fixed64",
+    ),
+];
+
+fn with_value(document: &str, value: &str) -> String {
+    document.replacen('@', value, 1)
+}
+
+#[test]
+fn int64_below_the_minimum_is_refused_as_a_string_and_as_a_number() {
+    // Not saturated to i64::MIN: as a number it reaches the transcoder as the double -2^63,
+    // which is why the message shows it in that form.
+    for (value, shown) in [
+        (r#""-9223372036854775809""#, r#""-9223372036854775809""#),
+        ("-9223372036854775809", "-9.223372036854776e+18"),
+        ("-9223372036854775809.0", "-9.223372036854776e+18"),
+        ("-1e19", "-1e+19"),
+    ] {
+        let json = with_value(SIXTY_FOUR_BIT_FIELDS[0].1, value);
+        assert_eq!(
+            error_of(Signal::Logs, &json),
+            format!(
+                "resourceLogs[0].scopeLogs[0].logRecords[0].body.intValue: {shown} is out of range for int64"
+            ),
+            "for {value}"
+        );
+    }
+}
+
+#[test]
+fn every_64_bit_integer_field_refuses_values_out_of_its_range() {
+    for &(signal, document, path, type_name) in SIXTY_FOUR_BIT_FIELDS {
+        let out_of_range: &[&str] = if type_name.starts_with('u') || type_name.starts_with('f') {
+            &[
+                r#""-1""#,
+                "-1",
+                r#""18446744073709551616""#,
+                "18446744073709551616",
+                "-9223372036854775809",
+                "1.8446744073709552e19",
+            ]
+        } else {
+            &[
+                r#""-9223372036854775809""#,
+                "-9223372036854775809",
+                r#""9223372036854775808""#,
+                "9223372036854775808",
+                "18446744073709551616",
+            ]
+        };
+        for value in out_of_range {
+            let json = with_value(document, value);
+            let err = error_of(signal, &json);
+            assert!(
+                err.starts_with(&format!("{path}: "))
+                    && err.ends_with(&format!(" is out of range for {type_name}")),
+                "for {value} in {json}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_64_bit_integer_field_accepts_its_extremes() {
+    for &(signal, document, path, type_name) in SIXTY_FOUR_BIT_FIELDS {
+        let in_range: &[&str] = if type_name.starts_with('u') || type_name.starts_with('f') {
+            &[
+                "0",
+                r#""0""#,
+                "18446744073709551615",
+                r#""18446744073709551615""#,
+            ]
+        } else {
+            &[
+                "-9223372036854775808",
+                r#""-9223372036854775808""#,
+                "9223372036854775807",
+                r#""9223372036854775807""#,
+                "-9.2e18",
+            ]
+        };
+        for value in in_range {
+            let json = with_value(document, value);
+            if let Err(err) = json_to_protobuf(signal, json.as_bytes()) {
+                panic!("{path} refused {value}: {err}");
+            }
+        }
+    }
+    assert_eq!(
+        log_body(r#"{"intValue":-9.2e18}"#),
+        present(any_value::Value::IntValue(-9_200_000_000_000_000_000))
+    );
+}
+
+#[test]
+fn doubles_accept_only_the_canonical_spellings_of_special_values() {
+    for (spelling, expected) in [
+        ("NaN", f64::NAN),
+        ("Infinity", f64::INFINITY),
+        ("-Infinity", f64::NEG_INFINITY),
+    ] {
+        let Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(v)),
+        }) = log_body(&format!(r#"{{"doubleValue":"{spelling}"}}"#))
+        else {
+            panic!("{spelling} is not a double");
+        };
+        assert!(
+            v.to_bits() == expected.to_bits() || (v.is_nan() && expected.is_nan()),
+            "{spelling} read as {v}"
+        );
+    }
+    for spelling in [
+        "nan",
+        "NAN",
+        "-nan",
+        "+NaN",
+        "inf",
+        "-inf",
+        "+inf",
+        "Inf",
+        "infinity",
+        "INFINITY",
+        "+Infinity",
+        "-infinity",
+    ] {
+        let json = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{{"doubleValue":"{spelling}"}}}}]}}]}}]}}"#
+        );
+        assert_eq!(
+            error_of(Signal::Logs, &json),
+            format!(
+                r#"resourceLogs[0].scopeLogs[0].logRecords[0].body.doubleValue: expected a number, got "{spelling}" (special values are spelled "NaN", "Infinity" and "-Infinity")"#
+            )
+        );
+    }
+}
+
+#[test]
+fn every_double_field_refuses_other_spellings_of_special_values() {
+    let json = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"histogram":{"dataPoints":[{"explicitBounds":[1,"inf"]}]}}]}]}]}"#;
+    assert_eq!(
+        error_of(Signal::Metrics, json),
+        r#"resourceMetrics[0].scopeMetrics[0].metrics[0].histogram.dataPoints[0].explicitBounds[1]: expected a number, got "inf" (special values are spelled "NaN", "Infinity" and "-Infinity")"#
+    );
+    let json = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"gauge":{"dataPoints":[{"asDouble":"nan"}]}}]}]}]}"#;
+    assert!(
+        error_of(Signal::Metrics, json).contains(r#"asDouble: expected a number, got "nan""#),
+        "{}",
+        error_of(Signal::Metrics, json)
+    );
+}
+
+#[test]
+fn double_strings_beyond_the_double_range_are_refused() {
+    let json =
+        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"doubleValue":"-1e400"}}]}]}]}"#;
+    assert_eq!(
+        error_of(Signal::Logs, json),
+        r#"resourceLogs[0].scopeLogs[0].logRecords[0].body.doubleValue: "-1e400" is out of range for double"#
+    );
+}
+
 #[test]
 fn snake_case_keys_appear_in_error_paths_as_written() {
     let err = error_of(
