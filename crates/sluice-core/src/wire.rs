@@ -123,13 +123,13 @@ pub enum FieldProblem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireType {
     /// Wire type 0.
-    Varint,
+    Varint = 0,
     /// Wire type 1: eight little-endian bytes.
-    Fixed64,
+    Fixed64 = 1,
     /// Wire type 2: a length-prefixed message, string, bytes or packed repeated field.
-    Len,
+    Len = 2,
     /// Wire type 5: four little-endian bytes.
-    Fixed32,
+    Fixed32 = 5,
 }
 
 /// One field of a message: its number, wire type, and the complete bytes it occupies (tag included)
@@ -953,14 +953,42 @@ mod tests {
         }
     }
 
+    /// A span with every field set, so that the schema check meets every wire type.
     fn span(i: u64) -> Span {
+        use opentelemetry_proto::tonic::trace::v1::{Status, span};
         Span {
             trace_id: vec![7; 16],
             // All-zero ids are invalid: span 0 gets id 1.
             span_id: (i + 1).to_be_bytes().to_vec(),
+            trace_state: "ot=th:8".into(),
+            parent_span_id: vec![0; 8],
+            flags: 0x301,
             name: format!("span-{i}"),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+            end_time_unix_nano: 1_700_000_000_000_000_500 + i,
             attributes: vec![kv("i", &i.to_string())],
-            ..Default::default()
+            dropped_attributes_count: 1,
+            events: vec![span::Event {
+                time_unix_nano: 5,
+                name: "exception".into(),
+                attributes: vec![kv("exception.message", "boom")],
+                dropped_attributes_count: 2,
+            }],
+            dropped_events_count: 3,
+            links: vec![span::Link {
+                trace_id: vec![9; 16],
+                span_id: vec![8; 8],
+                trace_state: "k=v".into(),
+                attributes: vec![kv("l", "1")],
+                dropped_attributes_count: 4,
+                flags: 0x100,
+            }],
+            dropped_links_count: 5,
+            status: Some(Status {
+                message: "bad".into(),
+                code: 2,
+            }),
         }
     }
 
@@ -1315,6 +1343,159 @@ mod tests {
     }
 
     #[test]
+    fn every_field_prost_writes_is_accepted() {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Summary,
+            SummaryDataPoint, exemplar, exponential_histogram_data_point::Buckets,
+            summary_data_point::ValueAtQuantile,
+        };
+        let exemplars = vec![Exemplar {
+            filtered_attributes: vec![kv("e", "1")],
+            time_unix_nano: 3,
+            span_id: vec![1; 8],
+            trace_id: vec![2; 16],
+            value: Some(exemplar::Value::AsInt(-4)),
+        }];
+        let scope = Some(InstrumentationScope {
+            name: "lib".into(),
+            version: "1".into(),
+            attributes: vec![kv("s", "1")],
+            dropped_attributes_count: 1,
+        });
+        let resource = Some(Resource {
+            attributes: vec![kv("service.name", "svc")],
+            dropped_attributes_count: 2,
+            ..Default::default()
+        });
+        let metric = |name: &str, data| Metric {
+            name: name.into(),
+            description: "d".into(),
+            unit: "s".into(),
+            metadata: vec![kv("m", "1")],
+            data: Some(data),
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource.clone(),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: scope.clone(),
+                    metrics: vec![
+                        metric(
+                            "sum",
+                            metric::Data::Sum(Sum {
+                                data_points: vec![NumberDataPoint {
+                                    attributes: vec![kv("a", "b")],
+                                    start_time_unix_nano: 1,
+                                    time_unix_nano: 2,
+                                    exemplars: exemplars.clone(),
+                                    flags: 1,
+                                    value: Some(number_data_point::Value::AsDouble(1.5)),
+                                }],
+                                aggregation_temporality: 1,
+                                is_monotonic: true,
+                            }),
+                        ),
+                        metric(
+                            "histogram",
+                            metric::Data::Histogram(Histogram {
+                                data_points: vec![HistogramDataPoint {
+                                    attributes: vec![kv("a", "b")],
+                                    start_time_unix_nano: 1,
+                                    time_unix_nano: 2,
+                                    count: 3,
+                                    sum: Some(4.0),
+                                    bucket_counts: vec![1, 2],
+                                    explicit_bounds: vec![0.5],
+                                    exemplars: exemplars.clone(),
+                                    flags: 1,
+                                    min: Some(0.1),
+                                    max: Some(9.0),
+                                }],
+                                aggregation_temporality: 2,
+                            }),
+                        ),
+                        metric(
+                            "exponential",
+                            metric::Data::ExponentialHistogram(ExponentialHistogram {
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    attributes: vec![kv("a", "b")],
+                                    start_time_unix_nano: 1,
+                                    time_unix_nano: 2,
+                                    count: 3,
+                                    sum: Some(4.0),
+                                    scale: -3,
+                                    zero_count: 1,
+                                    positive: Some(Buckets {
+                                        offset: -2,
+                                        bucket_counts: vec![1, 300],
+                                    }),
+                                    negative: Some(Buckets::default()),
+                                    flags: 1,
+                                    exemplars: exemplars.clone(),
+                                    min: Some(0.1),
+                                    max: Some(9.0),
+                                    zero_threshold: 0.001,
+                                }],
+                                aggregation_temporality: 2,
+                            }),
+                        ),
+                        metric(
+                            "summary",
+                            metric::Data::Summary(Summary {
+                                data_points: vec![SummaryDataPoint {
+                                    attributes: vec![kv("a", "b")],
+                                    start_time_unix_nano: 1,
+                                    time_unix_nano: 2,
+                                    count: 3,
+                                    sum: 4.0,
+                                    quantile_values: vec![ValueAtQuantile {
+                                        quantile: 0.5,
+                                        value: 1.0,
+                                    }],
+                                    flags: 1,
+                                }],
+                            }),
+                        ),
+                    ],
+                    schema_url: "u".into(),
+                }],
+                schema_url: "u".into(),
+            }],
+        };
+        assert_eq!(
+            validate_and_count(Signal::Metrics, &request.encode_to_vec()),
+            Ok(4)
+        );
+        let logs = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource,
+                scope_logs: vec![ScopeLogs {
+                    scope,
+                    log_records: vec![LogRecord {
+                        time_unix_nano: 1,
+                        observed_time_unix_nano: 2,
+                        severity_number: 9,
+                        severity_text: "INFO".into(),
+                        body: Some(nested_value(3)),
+                        attributes: vec![kv("a", "b")],
+                        dropped_attributes_count: 1,
+                        flags: 1,
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        event_name: "e".into(),
+                    }],
+                    schema_url: "u".into(),
+                }],
+                schema_url: "u".into(),
+            }],
+        };
+        assert_eq!(
+            validate_and_count(Signal::Logs, &logs.encode_to_vec()),
+            Ok(1)
+        );
+    }
+
+    #[test]
     fn the_reported_span_named_0xff_is_rejected_alone() {
         let hex =
             "0a26122412220a104bf92f3577b34da6a3ce929d0e0e4736120800f067aa0ba902b72a04ff626164";
@@ -1421,7 +1602,7 @@ mod tests {
             // An event whose name is not UTF-8.
             (
                 with(&len_field(11, &len_field(2, &[0xff]))),
-                "spans[1].events[0].name: string is not valid UTF-8",
+                "spans[1].events[1].name: string is not valid UTF-8",
             ),
         ];
         for (bad, expected) in cases {
