@@ -88,7 +88,7 @@ fn tail(text: &str) -> &str {
 
 /// Nine levels of ten aliases each, as reported: under 1 KB that expands to a billion nodes.
 fn alias_bomb() -> String {
-    let mut text = format!("a: &a [{}]\n", vec!["\"lol\""; 10].join(","));
+    let mut text = format!("a: &a [{}]\n", ["\"lol\""; 10].join(","));
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
     for pair in names.windows(2) {
         let items = vec![format!("*{}", pair[0]); 10].join(",");

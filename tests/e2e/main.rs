@@ -5,6 +5,7 @@ mod config_files;
 mod deploy;
 mod edge_cases;
 mod faults;
+mod hostile_clients;
 mod hostile_config;
 mod jaeger;
 mod overload;

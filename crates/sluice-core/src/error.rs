@@ -12,6 +12,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The client sends too fast (gRPC RESOURCE_EXHAUSTED with RetryInfo, HTTP 429 with Retry-After).
     TooManyRequests,
+    /// A request larger than sluice can ever take: over a size limit or over the whole memory
+    /// budget; retrying the same request cannot help (gRPC RESOURCE_EXHAUSTED without
+    /// RetryInfo, HTTP 413).
+    TooLarge,
     /// A permanent failure that is not the client's fault (gRPC INTERNAL, HTTP 500).
     Internal,
 }
@@ -52,6 +56,15 @@ impl ConsumeError {
     pub fn invalid(message: impl Into<String>) -> Self {
         ConsumeError {
             code: ErrorCode::InvalidData,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A request that can never be taken whole; never retried.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ConsumeError {
+            code: ErrorCode::TooLarge,
             message: message.into(),
             retry_after: None,
         }

@@ -66,8 +66,11 @@ impl MemoryGate {
     /// (a Content-Length, say) would not fit.
     ///
     /// # Errors
-    /// A retryable [`ConsumeError`] naming the memory limiter.
+    /// A retryable [`ConsumeError`] naming the memory limiter, or a permanent
+    /// [`ErrorCode::TooLarge`](crate::ErrorCode::TooLarge) one when `hint` alone exceeds the
+    /// whole budget.
     pub fn check(&self, hint: usize) -> Result<(), ConsumeError> {
+        self.fits_ever(hint)?;
         if self.is_refusing() {
             return Err(self.refusal("memory usage is above the soft limit"));
         }
@@ -77,35 +80,50 @@ impl MemoryGate {
         Ok(())
     }
 
-    /// Reserves `bytes` for data about to enter the pipeline.
-    ///
-    /// A request larger than the whole budget is still admitted when nothing else is in flight, so
-    /// that one big request can never be refused forever.
+    /// Reserves `bytes` for data being received or about to enter the pipeline.
     ///
     /// # Errors
-    /// A retryable [`ConsumeError`] when under pressure or over budget.
+    /// A retryable [`ConsumeError`] when under pressure or over budget; a permanent
+    /// [`ErrorCode::TooLarge`](crate::ErrorCode::TooLarge) one when `bytes` alone exceed the
+    /// whole budget, so that a client is never told to retry a request that can never fit.
     pub fn reserve(self: &Arc<Self>, bytes: usize) -> Result<Reservation, ConsumeError> {
+        let mut reservation = Reservation {
+            gate: Arc::clone(self),
+            bytes: 0,
+        };
+        reservation.resize(bytes)?;
+        Ok(reservation)
+    }
+
+    fn fits_ever(&self, bytes: usize) -> Result<(), ConsumeError> {
+        let budget = self.budget();
+        if bytes > budget {
+            return Err(ConsumeError::too_large(format!(
+                "request of {bytes} bytes is larger than the {budget} byte in-flight budget of {}; send smaller requests",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds `more` bytes to the in-flight count if they fit.
+    fn take(&self, more: usize) -> Result<(), ConsumeError> {
         if self.is_refusing() {
             return Err(self.refusal("memory usage is above the soft limit"));
         }
         let budget = self.budget();
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
-            if current != 0 && current.saturating_add(bytes) > budget {
+            if current.saturating_add(more) > budget {
                 return Err(self.refusal("in-flight data is at its memory budget"));
             }
             match self.in_flight.compare_exchange_weak(
                 current,
-                current + bytes,
+                current + more,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    return Ok(Reservation {
-                        gate: Arc::clone(self),
-                        bytes,
-                    });
-                }
+                Ok(_) => return Ok(()),
                 Err(actual) => current = actual,
             }
         }
@@ -127,6 +145,25 @@ impl Reservation {
     /// The number of bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Holds `bytes` instead: shrinking always succeeds; growing succeeds when the difference
+    /// fits the budget. This is how a request's reservation follows its bytes, from the first
+    /// byte received to the batch it becomes.
+    ///
+    /// # Errors
+    /// As [`MemoryGate::reserve`]; the reservation is unchanged on error.
+    pub fn resize(&mut self, bytes: usize) -> Result<(), ConsumeError> {
+        if bytes <= self.bytes {
+            self.gate
+                .in_flight
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+        } else {
+            self.gate.fits_ever(bytes)?;
+            self.gate.take(bytes - self.bytes)?;
+        }
+        self.bytes = bytes;
+        Ok(())
     }
 }
 
@@ -154,12 +191,29 @@ mod tests {
     }
 
     #[test]
-    fn a_request_bigger_than_the_budget_passes_alone() {
+    fn a_request_bigger_than_the_whole_budget_is_too_large_not_retryable() {
         let gate = MemoryGate::new("m", 10);
-        let big = gate.reserve(50).unwrap();
-        assert!(gate.reserve(1).is_err());
-        drop(big);
-        assert!(gate.reserve(1).is_ok());
+        for err in [gate.reserve(50).unwrap_err(), gate.check(11).unwrap_err()] {
+            assert_eq!(err.code, crate::ErrorCode::TooLarge);
+            assert!(!err.is_retryable());
+            assert!(
+                err.message.contains("10 byte in-flight budget of m"),
+                "{}",
+                err.message
+            );
+        }
+        let mut r = gate.reserve(4).unwrap();
+        assert_eq!(r.resize(11).unwrap_err().code, crate::ErrorCode::TooLarge);
+        assert_eq!(gate.in_flight(), 4, "a failed resize changes nothing");
+        let other = gate.reserve(5).unwrap();
+        assert!(r.resize(6).unwrap_err().is_retryable());
+        r.resize(5).unwrap();
+        assert_eq!(gate.in_flight(), 10);
+        r.resize(1).unwrap();
+        drop(other);
+        assert_eq!(gate.in_flight(), 1);
+        drop(r);
+        assert_eq!(gate.in_flight(), 0);
     }
 
     #[test]

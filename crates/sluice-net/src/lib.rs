@@ -1,11 +1,12 @@
 //! Network plumbing shared by sluice's receivers and exporters, so that it exists once: a tonic
 //! codec that keeps messages encoded, TLS client channels, HTTP clients, request metadata, the
-//! `google.rpc` status messages, and the OTLP specification's retry classification. Not a
-//! component.
+//! `google.rpc` status messages, the OTLP specification's retry classification, and the server
+//! side of every listener (connection limits, timeouts, body reading). Not a component.
 
 mod client;
 mod codec;
 mod http;
+mod server;
 mod status;
 
 pub use client::{
@@ -13,4 +14,5 @@ pub use client::{
 };
 pub use codec::{Coding, RawCodec, accept_gzip, decompress, gzip};
 pub use http::{http_client, http_headers};
+pub use server::{BodyError, ServerSettings, discard, read_body, serve};
 pub use status::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, retry_delay};

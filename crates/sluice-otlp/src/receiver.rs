@@ -17,7 +17,7 @@ use serde_json::Value;
 use sluice_config::{ByteSize, HumanDuration, Problem, check_endpoint};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Consumer, MemoryGate, Receiver, ReceiverFactory,
-    ReceiverOutputs, Signal, metrics as names, typed, wire,
+    ReceiverOutputs, Reservation, Signal, metrics as names, typed, wire,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,10 +68,16 @@ pub struct GrpcConfig {
     /// Largest request accepted, after decompression, in MiB (default `4`). Larger ones get
     /// RESOURCE_EXHAUSTED.
     pub max_recv_msg_size_mib: u64,
-    /// HTTP/2 streams per connection (default: unlimited).
+    /// HTTP/2 streams one connection may have open at once (default `100`), so that no
+    /// single client can hoard the server.
     pub max_concurrent_streams: Option<u32>,
-    /// Connection keepalive.
+    /// Connection keepalive, idle and age limits.
     pub keepalive: KeepaliveConfig,
+    /// A request's message must arrive whole within this (default `30s`); a stalled upload is
+    /// answered DEADLINE_EXCEEDED and its memory released.
+    pub read_timeout: HumanDuration,
+    /// Connections served at once (default `1024`); more are closed when accepted.
+    pub max_connections: usize,
 }
 
 impl Default for GrpcConfig {
@@ -82,6 +88,8 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: None,
             keepalive: KeepaliveConfig::default(),
+            read_timeout: HumanDuration::from_secs(30),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -100,11 +108,11 @@ pub struct KeepaliveConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerParameters {
-    /// Close connections older than this (plus a grace period).
+    /// Ask connections older than this to go away (GOAWAY; default: never).
     pub max_connection_age: Option<HumanDuration>,
-    /// Accepted for compatibility (not enforced).
+    /// How long calls under way may finish after that (default `30s`).
     pub max_connection_age_grace: Option<HumanDuration>,
-    /// Accepted for compatibility (not enforced).
+    /// Close a connection with no call under way for this long (default `30s`).
     pub max_connection_idle: Option<HumanDuration>,
     /// Ping an idle client this often.
     pub time: Option<HumanDuration>,
@@ -129,7 +137,26 @@ pub struct HttpConfig {
     pub logs_url_path: String,
     /// Cross-origin requests from browser apps; off unless origins are listed.
     pub cors: Option<CorsConfig>,
+    /// A request's headers must arrive within this (default `10s`; HTTP/1).
+    pub read_header_timeout: HumanDuration,
+    /// A request's body must arrive whole within this (default `30s`); a stalled upload is
+    /// answered 408 and its memory released.
+    pub read_timeout: HumanDuration,
+    /// Close a connection with no request under way for this long (default `30s`).
+    pub idle_timeout: HumanDuration,
+    /// Connections served at once (default `1024`); more are closed when accepted.
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may have open at once (default `100`).
+    pub max_concurrent_streams: u32,
 }
+
+/// Connections one listener serves at once unless configured.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// HTTP/2 streams per connection unless configured: the floor RFC 9113 recommends, and what
+/// keeps one client from opening thousands of streams.
+const DEFAULT_MAX_STREAMS: u32 = 100;
+/// Idle connections are closed after this unless configured.
+const DEFAULT_IDLE: HumanDuration = HumanDuration::from_secs(30);
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -140,6 +167,11 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".to_owned(),
             logs_url_path: "/v1/logs".to_owned(),
             cors: None,
+            read_header_timeout: HumanDuration::from_secs(10),
+            read_timeout: HumanDuration::from_secs(30),
+            idle_timeout: DEFAULT_IDLE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -190,20 +222,17 @@ impl OtlpReceiverConfig {
                     "must be at least 1",
                 ));
             }
-            let sp = &g.keepalive.server_parameters;
-            for (key, set) in [
-                (
-                    "max_connection_age_grace",
-                    sp.max_connection_age_grace.is_some(),
-                ),
-                ("max_connection_idle", sp.max_connection_idle.is_some()),
-            ] {
-                if set {
-                    problems.push(Problem::warning(
-                        format!("{p}.grpc.keepalive.server_parameters.{key}"),
-                        "not enforced by sluice; ignored",
-                    ));
-                }
+            if g.max_connections == 0 {
+                problems.push(Problem::error(
+                    format!("{p}.grpc.max_connections"),
+                    "must be at least 1",
+                ));
+            }
+            if g.max_concurrent_streams == Some(0) {
+                problems.push(Problem::error(
+                    format!("{p}.grpc.max_concurrent_streams"),
+                    "must be at least 1",
+                ));
             }
             if g.keepalive.enforcement_policy.is_some() {
                 problems.push(Problem::warning(
@@ -215,6 +244,12 @@ impl OtlpReceiverConfig {
         if let Some(h) = &self.protocols.http {
             if let Err(m) = check_endpoint(&h.endpoint) {
                 problems.push(Problem::error(format!("{p}.http.endpoint"), m));
+            }
+            if h.max_connections == 0 || h.max_concurrent_streams == 0 {
+                problems.push(Problem::error(
+                    format!("{p}.http"),
+                    "max_connections and max_concurrent_streams must be at least 1",
+                ));
             }
             if h.max_request_body_size.bytes() == 0 {
                 problems.push(Problem::error(
@@ -275,6 +310,26 @@ pub(crate) struct Intake {
     metrics: BTreeMap<(Signal, &'static str), IntakeMetrics>,
 }
 
+/// The memory a request being received holds, one reservation per memory gate of its signal.
+pub(crate) struct Upload {
+    held: Vec<Reservation>,
+}
+
+impl Upload {
+    /// Holds `bytes` now that that much has arrived (or is declared).
+    ///
+    /// # Errors
+    /// The gate's refusal: retryable when the budget is full now, too large when it never fits.
+    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), ConsumeError> {
+        for reservation in &mut self.held {
+            if bytes > reservation.bytes() {
+                reservation.resize(bytes)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a successful request reports back.
 pub(crate) struct Accepted {
     pub(crate) rejected: u64,
@@ -317,30 +372,56 @@ impl Intake {
         self.consumers.contains_key(&signal)
     }
 
-    /// A cheap check before reading a body of about `hint` bytes.
-    pub(crate) fn admit(
+    /// Admits a request about to be received: refused under memory pressure, when `declared`
+    /// bytes (a Content-Length) do not fit now (retryable) or can never fit (too large), before
+    /// any of its body is read. What it returns holds `declared` bytes against every memory gate
+    /// of the signal, and grows as more arrives.
+    ///
+    /// # Errors
+    /// The refusal, already counted.
+    pub(crate) fn begin(
         &self,
         signal: Signal,
         transport: &'static str,
-        hint: usize,
-    ) -> Result<(), ConsumeError> {
+        declared: usize,
+    ) -> Result<Upload, ConsumeError> {
+        let mut held = Vec::new();
         for gate in self.gates.get(&signal).into_iter().flatten() {
-            if let Err(err) = gate.check(hint) {
-                if let Some(m) = self.metrics.get(&(signal, transport)) {
-                    m.refused_requests.increment(1);
+            match gate.check(declared).and_then(|()| gate.reserve(declared)) {
+                Ok(reservation) => held.push(reservation),
+                Err(err) => {
+                    self.refused(signal, transport, 0);
+                    return Err(err);
                 }
-                return Err(err);
             }
         }
-        Ok(())
+        Ok(Upload { held })
     }
 
-    /// Validates an encoded request and pushes it into the pipeline.
+    /// Counts a refused request (and its items, when known).
+    pub(crate) fn refused(&self, signal: Signal, transport: &'static str, items: usize) {
+        if let Some(m) = self.metrics.get(&(signal, transport)) {
+            m.refused.increment(items as u64);
+            m.refused_requests.increment(1);
+        }
+    }
+
+    /// Counts a request that failed as malformed.
+    pub(crate) fn failed(&self, signal: Signal, transport: &'static str) {
+        if let Some(m) = self.metrics.get(&(signal, transport)) {
+            m.failed_requests.increment(1);
+        }
+    }
+
+    /// Validates an encoded request and pushes it into the pipeline. `upload`, the memory the
+    /// request's body held while it was received, becomes the batch's reservation (resized to
+    /// what the batch holds), so the bytes are counted without a gap and never twice.
     pub(crate) async fn accept(
         &self,
         signal: Signal,
         transport: &'static str,
         data: Bytes,
+        upload: Upload,
     ) -> Result<Accepted, ConsumeError> {
         let (Some(consumer), Some(metrics)) = (
             self.consumers.get(&signal),
@@ -400,9 +481,9 @@ impl Intake {
             return Ok(accepted);
         }
         let mut batch = Batch::from_trusted(signal, data, inspection.items);
-        for gate in self.gates.get(&signal).into_iter().flatten() {
-            match gate.reserve(batch.size()) {
-                Ok(reservation) => batch.hold(reservation),
+        for mut reservation in upload.held {
+            match reservation.resize(batch.size()) {
+                Ok(()) => batch.hold(reservation),
                 Err(err) => {
                     metrics.refused.increment(inspection.items as u64);
                     metrics.refused_requests.increment(1);

@@ -13,7 +13,7 @@ fn grpc_code(code: ErrorCode) -> tonic::Code {
     match code {
         ErrorCode::InvalidData => tonic::Code::InvalidArgument,
         ErrorCode::Unavailable => tonic::Code::Unavailable,
-        ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
+        ErrorCode::TooManyRequests | ErrorCode::TooLarge => tonic::Code::ResourceExhausted,
         ErrorCode::Internal => tonic::Code::Internal,
     }
 }
@@ -24,6 +24,7 @@ pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::InvalidData => StatusCode::BAD_REQUEST,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1,99 +1,43 @@
-//! OTLP/gRPC: the three `Export` services, served by tonic with a codec that keeps the request
-//! encoded (tonic frames, decompresses and size-limits; nothing decodes the protobuf).
+//! OTLP/gRPC: the three unary `Export` methods, framed here rather than by tonic's server so that
+//! the request is counted against the memory budget from its first byte, admitted by the length
+//! its gRPC prefix declares before the rest is read, read within a deadline, decompressed in
+//! full (every gzip member), and refused when a unary call carries more than one message. The
+//! message stays encoded; nothing decodes the protobuf.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use sluice_core::{BuildError, Signal};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Frame;
+use sluice_core::{BuildError, ConsumeError, Signal};
+use sluice_net::{BodyError, Coding, ServerSettings, decompress, read_body};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::server::{NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use super::{GrpcConfig, Intake};
+use super::{DEFAULT_IDLE, DEFAULT_MAX_STREAMS, GrpcConfig, Intake, Upload};
 use crate::status;
-use sluice_net::RawCodec;
 
-/// Which signal a service type serves (tonic names services by a constant).
-pub(crate) trait SignalService: Send + Sync + 'static {
-    const SIGNAL: Signal;
-    const NAME: &'static str;
-}
+/// The gRPC message prefix: a compressed flag and a big-endian length.
+const PREFIX: usize = 5;
 
-pub(crate) struct TraceService;
-pub(crate) struct MetricsService;
-pub(crate) struct LogsService;
+/// Messages larger than this are decompressed off the async workers.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
 
-impl SignalService for TraceService {
-    const SIGNAL: Signal = Signal::Traces;
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-impl SignalService for MetricsService {
-    const SIGNAL: Signal = Signal::Metrics;
-    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-}
-impl SignalService for LogsService {
-    const SIGNAL: Signal = Signal::Logs;
-    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-}
-
-/// One OTLP `Export` service.
-pub(crate) struct ExportService<S> {
+/// Serves the three `Export` methods.
+#[derive(Clone)]
+struct ExportService {
     intake: Arc<Intake>,
     max_message_size: usize,
-    _signal: PhantomData<S>,
+    read_timeout: Duration,
 }
 
-impl<S> Clone for ExportService<S> {
-    fn clone(&self) -> Self {
-        ExportService {
-            intake: Arc::clone(&self.intake),
-            max_message_size: self.max_message_size,
-            _signal: PhantomData,
-        }
-    }
-}
-
-impl<S: SignalService> NamedService for ExportService<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-struct Export<S> {
-    intake: Arc<Intake>,
-    _signal: PhantomData<S>,
-}
-
-impl<S: SignalService> UnaryService<Bytes> for Export<S> {
-    type Response = Bytes;
-    type Future = BoxFuture<'static, Result<Response<Bytes>, Status>>;
-
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let intake = Arc::clone(&self.intake);
-        Box::pin(async move {
-            // Memory pressure was checked before tonic read the message; the reservation made
-            // in `accept` is the check for its size.
-            let result = intake.accept(S::SIGNAL, "grpc", request.into_inner()).await;
-            match result {
-                Ok(accepted) => Ok(Response::new(status::encode_response(
-                    accepted.rejected,
-                    &accepted.message,
-                ))),
-                Err(err) => Err(status::grpc_status(&err)),
-            }
-        })
-    }
-}
-
-impl<S: SignalService, B> tower::Service<http::Request<B>> for ExportService<S>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
+impl tower::Service<Request<hyper::body::Incoming>> for ExportService {
+    type Response = Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -101,29 +45,199 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let intake = Arc::clone(&self.intake);
-        let max = self.max_message_size;
+    fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
+        let service = self.clone();
         Box::pin(async move {
-            if req.uri().path() != S::SIGNAL.grpc_path() || !intake.serves(S::SIGNAL) {
-                let status =
-                    Status::unimplemented(format!("{} is not served here", req.uri().path()));
-                return Ok(status.into_http());
-            }
-            // Refuse under memory pressure before tonic reads the message.
-            if let Err(err) = intake.admit(S::SIGNAL, "grpc", 0) {
-                return Ok(status::grpc_status(&err).into_http());
-            }
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_compression_config(sluice_net::accept_gzip(), Default::default())
-                .apply_max_message_size_config(Some(max), None);
-            let export = Export::<S> {
-                intake,
-                _signal: PhantomData,
-            };
-            Ok(grpc.unary(export, req).await)
+            Ok(match service.export(request).await {
+                Ok(response) => ok(response),
+                Err(status) => status.into_http(),
+            })
         })
     }
+}
+
+impl ExportService {
+    async fn export(&self, request: Request<hyper::body::Incoming>) -> Result<Bytes, Status> {
+        let path = request.uri().path();
+        let Some(signal) = Signal::ALL
+            .into_iter()
+            .find(|s| s.grpc_path() == path && self.intake.serves(*s))
+        else {
+            return Err(Status::unimplemented(format!("{path} is not served here")));
+        };
+        let coding = compression(request.headers())?;
+        // Refused under memory pressure before anything is read; then the message is counted
+        // from its first byte and admitted whole by the length its prefix declares.
+        let mut upload = self
+            .intake
+            .begin(signal, "grpc", 0)
+            .map_err(|e| status::grpc_status(&e))?;
+        let max = self.max_message_size;
+        let mut declared = None;
+        let received = read_body(
+            request.into_body(),
+            max.saturating_add(2 * PREFIX),
+            0,
+            self.read_timeout,
+            |received| admit(received, max, &mut declared, &mut upload),
+        )
+        .await;
+        let body = match received {
+            Ok(body) => body,
+            Err(err) => {
+                self.intake.refused(signal, "grpc", 0);
+                return Err(body_status(err, max));
+            }
+        };
+        let message = match unframe(&body, coding) {
+            Ok(message) => message,
+            Err(status) => {
+                self.intake.failed(signal, "grpc");
+                return Err(status);
+            }
+        };
+        let message = match message {
+            Message::Plain(m) => m,
+            Message::Compressed(coding, m) if m.len() > BLOCKING_THRESHOLD => {
+                tokio::task::spawn_blocking(move || inflate(coding, &m, max))
+                    .await
+                    .map_err(|_| Status::internal("request decompression failed"))??
+            }
+            Message::Compressed(coding, m) => inflate(coding, &m, max)?,
+        };
+        drop(body);
+        let accepted = self
+            .intake
+            .accept(signal, "grpc", message, upload)
+            .await
+            .map_err(|e| status::grpc_status(&e))?;
+        Ok(status::encode_response(
+            accepted.rejected,
+            &accepted.message,
+        ))
+    }
+}
+
+/// Checks what has arrived so far: the prefix's declared length against the size limit and the
+/// memory budget as soon as the prefix is there, the bytes received against the budget always,
+/// and nothing past the one message a unary call carries.
+fn admit(
+    received: &[u8],
+    max: usize,
+    declared: &mut Option<usize>,
+    upload: &mut Upload,
+) -> Result<(), ConsumeError> {
+    if declared.is_none() && received.len() >= PREFIX {
+        let len = u32::from_be_bytes([received[1], received[2], received[3], received[4]]) as usize;
+        if len > max {
+            return Err(ConsumeError::too_large(format!(
+                "message of {len} bytes is larger than the {max} byte limit (max_recv_msg_size_mib)"
+            )));
+        }
+        *declared = Some(len);
+        upload.grow_to(PREFIX + len)?;
+    }
+    if let Some(len) = *declared
+        && received.len() > PREFIX + len
+    {
+        return Err(ConsumeError::invalid(
+            "a unary call carries one message; more data followed it",
+        ));
+    }
+    upload.grow_to(received.len())
+}
+
+fn body_status(err: BodyError<ConsumeError>, max: usize) -> Status {
+    match err {
+        BodyError::Refused(err) => status::grpc_status(&err),
+        BodyError::TooLarge { .. } => status::grpc_status(&ConsumeError::too_large(format!(
+            "message is larger than the {max} byte limit (max_recv_msg_size_mib)"
+        ))),
+        BodyError::TimedOut(_) => Status::deadline_exceeded(err.to_string()),
+        BodyError::Read(_) => Status::cancelled(err.to_string()),
+    }
+}
+
+/// The request's `grpc-encoding`: what a compressed message is compressed with.
+fn compression(headers: &HeaderMap) -> Result<Option<Coding>, Status> {
+    let Some(value) = headers.get("grpc-encoding") else {
+        return Ok(None);
+    };
+    match value.to_str().unwrap_or("").trim() {
+        "identity" => Ok(None),
+        "gzip" => Ok(Some(Coding::Gzip)),
+        "deflate" => Ok(Some(Coding::Deflate)),
+        other => Err(Status::unimplemented(format!(
+            "unsupported grpc-encoding `{other}`; use gzip or identity"
+        ))),
+    }
+}
+
+enum Message {
+    Plain(Bytes),
+    Compressed(Coding, Bytes),
+}
+
+/// The one message of a unary call's body.
+fn unframe(body: &Bytes, coding: Option<Coding>) -> Result<Message, Status> {
+    if body.len() < PREFIX {
+        return Err(Status::invalid_argument(
+            "the call carries no message (a gRPC message starts with a 5-byte prefix)",
+        ));
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if body.len() != PREFIX + len {
+        return Err(Status::invalid_argument(format!(
+            "the message is truncated: its prefix declares {len} bytes, {} arrived",
+            body.len() - PREFIX
+        )));
+    }
+    let payload = body.slice(PREFIX..);
+    match (body[0], coding) {
+        (0, _) => Ok(Message::Plain(payload)),
+        (1, Some(coding)) => Ok(Message::Compressed(coding, payload)),
+        (1, None) => Err(Status::internal(
+            "the message is marked compressed but the call names no grpc-encoding",
+        )),
+        (flag, _) => Err(Status::invalid_argument(format!(
+            "invalid gRPC message flag {flag}"
+        ))),
+    }
+}
+
+/// Decompresses a message (every gzip member) into at most `max` bytes.
+fn inflate(coding: Coding, message: &[u8], max: usize) -> Result<Bytes, Status> {
+    match decompress(coding, message, max) {
+        Ok(Some(m)) => Ok(Bytes::from(m)),
+        Ok(None) => Err(status::grpc_status(&ConsumeError::too_large(format!(
+            "message is larger than the {max} byte limit (max_recv_msg_size_mib) once decompressed"
+        )))),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "cannot decompress {} message: {e}",
+            coding.name()
+        ))),
+    }
+}
+
+/// A successful unary response: one message, then `grpc-status: 0` in the trailers.
+fn ok(message: Bytes) -> Response<tonic::body::Body> {
+    let mut framed = BytesMut::with_capacity(PREFIX + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(&message);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames: [Result<Frame<Bytes>, Infallible>; 2] = [
+        Ok(Frame::data(framed.freeze())),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    let mut response = Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// Binds the gRPC endpoint and serves until `shutdown`.
@@ -137,53 +251,27 @@ pub(crate) async fn serve(
     let local = listener.local_addr().ok();
     let max = (config.max_recv_msg_size_mib as usize).saturating_mul(1024 * 1024);
     let sp = &config.keepalive.server_parameters;
-    let mut server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(sp.time.map(|t| t.get()))
-        .http2_keepalive_timeout(sp.timeout.map(|t| t.get()))
-        .max_concurrent_streams(config.max_concurrent_streams);
-    if let Some(age) = sp.max_connection_age {
-        server = server.max_connection_age(age.get());
-    }
-    let traces = ExportService::<TraceService> {
-        intake: Arc::clone(&intake),
-        max_message_size: max,
-        _signal: PhantomData,
+    let settings = ServerSettings {
+        name: format!("{id}/grpc"),
+        max_connections: config.max_connections,
+        read_header_timeout: config.read_timeout.get(),
+        idle_timeout: sp.max_connection_idle.unwrap_or(DEFAULT_IDLE).get(),
+        http2_only: true,
+        max_concurrent_streams: config.max_concurrent_streams.unwrap_or(DEFAULT_MAX_STREAMS),
+        keepalive_interval: sp.time.map(|t| t.get()),
+        keepalive_timeout: sp.timeout.map(|t| t.get()),
+        max_connection_age: sp.max_connection_age.map(|t| t.get()),
+        max_connection_age_grace: sp
+            .max_connection_age_grace
+            .map_or(Duration::from_secs(30), |t| t.get()),
     };
-    let metrics = ExportService::<MetricsService> {
-        intake: Arc::clone(&intake),
-        max_message_size: max,
-        _signal: PhantomData,
-    };
-    let logs = ExportService::<LogsService> {
+    let service = ExportService {
         intake,
         max_message_size: max,
-        _signal: PhantomData,
+        read_timeout: config.read_timeout.get(),
     };
-    let router = server
-        .add_service(traces)
-        .add_service(metrics)
-        .add_service(logs);
-    let incoming = tokio_stream_listener(listener);
-    let id = id.to_owned();
     tracing::info!(receiver = %id, endpoint = ?local, "otlp grpc receiver listening");
-    Ok(tokio::spawn(async move {
-        if let Err(err) = router
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(receiver = %id, error = %err, "otlp grpc server failed");
-        }
-    }))
-}
-
-fn tokio_stream_listener(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let next = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((next, listener))
-    })
+    Ok(tokio::spawn(sluice_net::serve(
+        listener, settings, service, shutdown,
+    )))
 }

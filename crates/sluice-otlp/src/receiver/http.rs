@@ -11,10 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use sluice_core::{BuildError, ConsumeError, Signal};
-use sluice_net::{Coding, decompress};
+use sluice_net::{BodyError, Coding, ServerSettings, decompress, discard, read_body};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -44,6 +43,7 @@ impl Encoding {
 struct AppState {
     intake: Arc<Intake>,
     max_body: usize,
+    read_timeout: Duration,
 }
 
 /// An HTTP failure: status, message, and the encoding its `google.rpc.Status` body takes.
@@ -84,6 +84,21 @@ impl Failure {
             encoding: Some(encoding),
             retry_after: None,
             code: tonic::Code::ResourceExhausted as i32,
+        }
+    }
+
+    fn from_body(encoding: Encoding, err: BodyError<ConsumeError>) -> Self {
+        match err {
+            BodyError::TooLarge { limit } => Failure::too_large(encoding, limit),
+            BodyError::TimedOut(_) => Failure {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: err.to_string(),
+                encoding: Some(encoding),
+                retry_after: None,
+                code: tonic::Code::DeadlineExceeded as i32,
+            },
+            BodyError::Read(_) => Failure::bad_request(encoding, err.to_string()),
+            BodyError::Refused(err) => Failure::from_consume(encoding, &err),
         }
     }
 
@@ -214,23 +229,32 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     if hint > state.max_body {
         return Err(Failure::too_large(encoding, state.max_body));
     }
-    if let Err(err) = state.intake.admit(signal, "http", hint) {
-        // Read and discard the body (frame by frame, never holding it) before answering: a
-        // server that answers mid-upload and closes makes clients see a reset, not the 503.
-        discard(request.into_body(), state.max_body).await;
-        return Err(Failure::from_consume(encoding, &err));
-    }
-    let body = Limited::new(request.into_body(), state.max_body)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                Failure::too_large(encoding, state.max_body)
-            } else {
-                Failure::bad_request(encoding, format!("cannot read request body: {e}"))
+    // Admitted by its declared length before any of the body is read; a chunked body is counted
+    // as it arrives.
+    let mut upload = match state.intake.begin(signal, "http", hint) {
+        Ok(upload) => upload,
+        Err(err) => {
+            // Read and discard the body (frame by frame, never holding it) before answering: a
+            // server that answers mid-upload and closes makes clients see a reset, not the 503.
+            // A request that can never fit is answered at once.
+            if err.is_retryable() {
+                discard(request.into_body(), state.max_body, state.read_timeout).await;
             }
-        })?
-        .to_bytes();
+            return Err(Failure::from_consume(encoding, &err));
+        }
+    };
+    let body = read_body(
+        request.into_body(),
+        state.max_body,
+        hint,
+        state.read_timeout,
+        |received| upload.grow_to(received.len()),
+    )
+    .await
+    .map_err(|e| {
+        state.intake.refused(signal, "http", 0);
+        Failure::from_body(encoding, e)
+    })?;
     let limit = state.max_body;
     let data = if body.len() > BLOCKING_THRESHOLD
         && (compression.is_some() || encoding == Encoding::Json)
@@ -245,7 +269,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     };
     let accepted = state
         .intake
-        .accept(signal, "http", data)
+        .accept(signal, "http", data, upload)
         .await
         .map_err(|e| Failure::from_consume(encoding, &e))?;
     let body: Vec<u8> = match encoding {
@@ -272,16 +296,6 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         HeaderValue::from_static(encoding.content_type()),
     );
     Ok(response)
-}
-
-async fn discard(mut body: axum::body::Body, limit: usize) {
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > limit {
-            return;
-        }
-    }
 }
 
 fn origin_matches(pattern: &str, origin: &str) -> bool {
@@ -331,6 +345,7 @@ pub(crate) async fn serve(
     let state = AppState {
         intake,
         max_body: config.max_request_body_size.bytes() as usize,
+        read_timeout: config.read_timeout.get(),
     };
     let mut router = Router::new();
     for signal in Signal::ALL {
@@ -365,16 +380,22 @@ pub(crate) async fn serve(
     });
     let listener = super::bind(&config.endpoint).await?;
     let local = listener.local_addr().ok();
-    let id = id.to_owned();
     tracing::info!(receiver = %id, endpoint = ?local, "otlp http receiver listening");
-    Ok(tokio::spawn(async move {
-        let result = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(err) = result {
-            tracing::error!(receiver = %id, error = %err, "otlp http server failed");
-        }
-    }))
+    let settings = ServerSettings {
+        name: format!("{id}/http"),
+        max_connections: config.max_connections,
+        read_header_timeout: config.read_header_timeout.get(),
+        idle_timeout: config.idle_timeout.get(),
+        http2_only: false,
+        max_concurrent_streams: config.max_concurrent_streams,
+        keepalive_interval: None,
+        keepalive_timeout: None,
+        max_connection_age: None,
+        max_connection_age_grace: Duration::ZERO,
+    };
+    Ok(tokio::spawn(sluice_net::serve(
+        listener, settings, router, shutdown,
+    )))
 }
 
 #[cfg(test)]

@@ -1,0 +1,354 @@
+//! The server side every listener shares, written once for gRPC and HTTP: accepting under a
+//! connection limit, HTTP/1 and HTTP/2 with safe limits and timeouts, closing connections that
+//! sit idle or outlive their age, graceful shutdown, and reading request bodies within a size
+//! cap and a deadline. TLS and authentication will be layers here.
+
+use std::convert::Infallible;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Connection limits and timeouts of one listener.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// What the listener serves, for logs (`otlp/grpc`).
+    pub name: String,
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// HTTP/1: a client must send a request's headers within this.
+    pub read_header_timeout: Duration,
+    /// A connection with no request under way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Speak only HTTP/2 (gRPC).
+    pub http2_only: bool,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keepalive pings to an idle client.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Option<Duration>,
+    /// Connections older than this are asked to go away (GOAWAY for HTTP/2).
+    pub max_connection_age: Option<Duration>,
+    /// How long requests under way may finish after a connection was asked to go away.
+    pub max_connection_age_grace: Duration,
+}
+
+/// After the service stops, requests under way get this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The HTTP/2 flow-control windows: a connection can have at most this much received but not yet
+/// read by a handler, whatever its streams do. Handlers read (and count against the memory
+/// budget) as data arrives, so these bound only what is in transit.
+const CONNECTION_WINDOW: u32 = 2 << 20;
+const STREAM_WINDOW: u32 = 1 << 20;
+
+/// Counts what a listener refused, for the logs, once per burst.
+struct Refusals {
+    count: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn note(&self, name: &str, what: &str) {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(listener = %name, total = count, "{what}");
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown`, then lets requests under way finish (within
+/// [`SHUTDOWN_GRACE`]) and returns when every connection has closed.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    settings: ServerSettings,
+    service: S,
+    shutdown: CancellationToken,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let settings = Arc::new(settings);
+    let builder = Arc::new(builder(&settings));
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let refusals = Refusals {
+        count: AtomicU64::new(0),
+        last_log: Mutex::new(None),
+    };
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shutdown.cancelled() => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, mostly: wait a little instead of spinning.
+                refusals.note(&settings.name, &format!("accept failed: {err}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refusals.note(
+                &settings.name,
+                "connection limit reached; new connections are closed (max_connections)",
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(
+            Arc::clone(&builder),
+            stream,
+            service.clone(),
+            Arc::clone(&settings),
+            shutdown.clone(),
+            permit,
+        ));
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+fn builder(settings: &ServerSettings) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.read_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .keep_alive_interval(settings.keepalive_interval)
+        .keep_alive_timeout(
+            settings
+                .keepalive_timeout
+                .unwrap_or(Duration::from_secs(20)),
+        );
+    if settings.http2_only {
+        builder = builder.http2_only();
+    }
+    builder
+}
+
+/// Requests under way on one connection, and since when there were none.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Marks one request under way until dropped.
+struct Active(Arc<Activity>);
+
+impl Active {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Active(Arc::clone(activity))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The service, counting requests under way so that idle connections can be told apart.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> tower::Service<R> for Tracked<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let active = Active::new(&self.activity);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(active);
+            response
+        })
+    }
+}
+
+async fn connection<S, B>(
+    builder: Arc<Builder<TokioExecutor>>,
+    stream: TcpStream,
+    service: S,
+    settings: Arc<ServerSettings>,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let born = Instant::now();
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        idle_since: Mutex::new(born),
+    });
+    let service = TowerToHyperService::new(Tracked {
+        inner: service,
+        activity: Arc::clone(&activity),
+    });
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let far = born + Duration::from_secs(100 * 365 * 24 * 3600);
+    let age_deadline = settings.max_connection_age.map_or(far, |age| born + age);
+    // Once the connection was asked to go away: when it is closed regardless.
+    let mut closing: Option<Instant> = None;
+    loop {
+        let idle_check = activity
+            .idle_since()
+            .map_or(Instant::now() + settings.idle_timeout, |since| {
+                since + settings.idle_timeout
+            });
+        // Asked to go away: HTTP/2 gets GOAWAY, HTTP/1 closes after the request under way.
+        let grace = tokio::select! {
+            _ = conn.as_mut() => return,
+            () = shutdown.cancelled(), if closing.is_none() => SHUTDOWN_GRACE,
+            () = tokio::time::sleep_until(idle_check), if closing.is_none() => {
+                match activity.idle_since() {
+                    Some(since) if since.elapsed() >= settings.idle_timeout => Duration::from_secs(1),
+                    _ => continue,
+                }
+            }
+            () = tokio::time::sleep_until(age_deadline), if closing.is_none() => {
+                settings.max_connection_age_grace
+            }
+            () = tokio::time::sleep_until(closing.unwrap_or(far)) => return,
+        };
+        conn.as_mut().graceful_shutdown();
+        closing = Some(Instant::now() + grace);
+    }
+}
+
+/// Why a request body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError<E> {
+    /// More than the limit arrived.
+    #[error("request body is larger than the {limit} byte limit")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body did not arrive in time.
+    #[error("request body did not arrive within {0:?}")]
+    TimedOut(Duration),
+    /// The connection failed while the body was read.
+    #[error("cannot read request body: {0}")]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    /// The caller's check on the bytes received so far refused them.
+    #[error(transparent)]
+    Refused(E),
+}
+
+/// Reads a request body into memory: at most `limit` bytes, all within `timeout`, calling
+/// `on_data` with everything received so far after each chunk, so the caller can count the bytes
+/// against a memory budget as they arrive (and look at a prefix as soon as it is there).
+/// `capacity` pre-sizes the buffer; pass only what is already admitted.
+///
+/// # Errors
+/// [`BodyError`]: too large, too slow, a broken connection, or what `on_data` returned.
+pub async fn read_body<B, E>(
+    body: B,
+    limit: usize,
+    capacity: usize,
+    timeout: Duration,
+    mut on_data: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Bytes, BodyError<E>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut body = pin!(body);
+    let mut buf = BytesMut::with_capacity(capacity.min(limit));
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.as_mut().frame()).await {
+            Err(_) => return Err(BodyError::TimedOut(timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e.into())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len().saturating_add(data.len()) > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&data);
+        on_data(&buf).map_err(BodyError::Refused)?;
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops a body (frame by frame, never holding it) for up to `timeout`, so that a
+/// refusal sent after it is seen by clients that do not read responses mid-upload.
+pub async fn discard<B: Body>(body: B, limit: usize, timeout: Duration) {
+    let mut body = pin!(body);
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(frame)) = body.as_mut().frame().await {
+            seen += frame.data_ref().map_or(0, Buf::remaining);
+            if seen > limit {
+                return;
+            }
+        }
+    })
+    .await;
+}
