@@ -498,6 +498,44 @@ async fn one_connection_cannot_open_unlimited_streams_or_hold_the_budget_with_em
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_stalling_many_streams_holds_only_its_share_of_the_budget() {
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let grpc = "        read_timeout: 20s";
+    let sluice = Sluice::start(ports, &config(&ports, sink.grpc_port, grpc, "", 200));
+    // One connection: twenty calls each declare 4 MB, send most of it and stall.
+    let client = h2_connect(ports.grpc).await;
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut c = client.clone().ready().await.unwrap();
+        let (response, mut stream) = c
+            .send_request(export_request(ports.grpc, None), false)
+            .unwrap();
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(4_000_000);
+        body.put_slice(&vec![0x0a; 3_000_000]);
+        let _ = stream.send_data(body.freeze(), false);
+        stalled.push((response, stream));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = sluice
+        .metric("sluice_memory_limiter_in_flight_bytes{processor=\"memory_limiter\"}")
+        .await;
+    // limit_mib 200 gives a budget of about 47 MB; a connection's share is a quarter of it.
+    assert!(
+        held > 0.0 && held <= 16_000_000.0,
+        "one connection holds {held} bytes"
+    );
+    // Another client's 20 MB request fits in what is left.
+    let request = trace_request(2000, "fair", 10_000).encode_to_vec();
+    assert!(request.len() > 20_000_000);
+    let (status, body, _) = post(ports.http, request, "application/x-protobuf").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_the_memory_budget_is_too_large_not_retry_later() {
     let sink = Sink::start().await;
     let ports = Ports::new();

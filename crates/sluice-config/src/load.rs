@@ -182,7 +182,7 @@ fn parse_yaml(text: &str) -> Result<Value, Problem> {
 /// for inline certificates and long OTTL statements, and caps what the YAML scanner may hold
 /// before the pre-scan sees an event: it keeps every token of a flow collection (`[...]`) until
 /// the collection closes, about ten bytes per byte of input.
-const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
 /// Deepest nesting of collections, counted after alias expansion and with each `.` of a
 /// top-level key as one more level (the `config` crate splits `a.b: 1` into nested tables).

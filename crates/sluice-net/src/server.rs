@@ -50,6 +50,29 @@ pub struct ServerSettings {
     pub max_connection_age_grace: Duration,
 }
 
+/// The bytes one connection's requests are receiving, found in each request's extensions, so
+/// that a receiver can keep any one connection from taking more than its share of the memory
+/// budget (a client opening a hundred streams and stalling them must not starve the others).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionLoad(Arc<AtomicUsize>);
+
+impl ConnectionLoad {
+    /// Bytes this connection's requests hold now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Adds `bytes`.
+    pub fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Gives `bytes` back.
+    pub fn sub(&self, bytes: usize) {
+        self.0.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 /// After the service stops, requests under way get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -190,16 +213,18 @@ impl Drop for Active {
     }
 }
 
-/// The service, counting requests under way so that idle connections can be told apart.
+/// The service, counting requests under way so that idle connections can be told apart, and
+/// giving each request its connection's [`ConnectionLoad`].
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    load: ConnectionLoad,
 }
 
-impl<S, R> tower::Service<R> for Tracked<S>
+impl<S, B> tower::Service<Request<B>> for Tracked<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<Request<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -210,7 +235,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.load.clone());
         let active = Active::new(&self.activity);
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -245,6 +271,7 @@ async fn connection<S, B>(
     let service = TowerToHyperService::new(Tracked {
         inner: service,
         activity: Arc::clone(&activity),
+        load: ConnectionLoad::default(),
     });
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let far = born + Duration::from_secs(100 * 365 * 24 * 3600);

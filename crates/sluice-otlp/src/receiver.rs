@@ -19,6 +19,7 @@ use sluice_core::{
     Batch, BuildError, ConsumeError, Consumer, MemoryGate, Receiver, ReceiverFactory,
     ReceiverOutputs, Reservation, Signal, metrics as names, typed, wire,
 };
+use sluice_net::ConnectionLoad;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -310,17 +311,60 @@ pub(crate) struct Intake {
     metrics: BTreeMap<(Signal, &'static str), IntakeMetrics>,
 }
 
-/// The memory a request being received holds, one reservation per memory gate of its signal.
+/// One connection may have at most this share of the smallest in-flight budget being received
+/// (beyond its first request, which may use the whole budget), so that a client that opens many
+/// streams and stalls them cannot starve the others.
+const CONNECTION_SHARE: usize = 4;
+
+/// The memory a request being received holds: one reservation per memory gate of its signal,
+/// and its part of its connection's load.
 pub(crate) struct Upload {
     held: Vec<Reservation>,
+    connection: Option<Share>,
+}
+
+/// A request's bytes in its connection's [`ConnectionLoad`]; given back on drop.
+struct Share {
+    load: ConnectionLoad,
+    bytes: usize,
+    cap: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.load.sub(self.bytes);
+    }
 }
 
 impl Upload {
+    /// Counts `bytes` in the connection's load, unless that takes the connection past its share
+    /// while it has other requests under way.
+    fn grow_connection(&mut self, bytes: usize) -> Result<(), ConsumeError> {
+        let Some(share) = &mut self.connection else {
+            return Ok(());
+        };
+        if bytes <= share.bytes {
+            return Ok(());
+        }
+        let others = share.load.get().saturating_sub(share.bytes);
+        if others > 0 && others + bytes > share.cap {
+            return Err(ConsumeError::unavailable(format!(
+                "this connection's requests already hold its share ({} bytes) of the memory budget, retry later",
+                share.cap
+            )));
+        }
+        share.load.add(bytes - share.bytes);
+        share.bytes = bytes;
+        Ok(())
+    }
+
     /// Holds `bytes` now that that much has arrived (or is declared).
     ///
     /// # Errors
-    /// The gate's refusal: retryable when the budget is full now, too large when it never fits.
+    /// The gate's refusal: retryable when the budget is full now, too large when it never fits;
+    /// retryable too when the connection already holds its share of the budget.
     pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), ConsumeError> {
+        self.grow_connection(bytes)?;
         for reservation in &mut self.held {
             if bytes > reservation.bytes() {
                 reservation.resize(bytes)?;
@@ -384,7 +428,29 @@ impl Intake {
         signal: Signal,
         transport: &'static str,
         declared: usize,
+        connection: Option<&ConnectionLoad>,
     ) -> Result<Upload, ConsumeError> {
+        let gates = self
+            .gates
+            .get(&signal)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let connection =
+            connection
+                .zip(gates.iter().map(|g| g.budget()).min())
+                .map(|(load, budget)| Share {
+                    load: load.clone(),
+                    bytes: 0,
+                    cap: budget / CONNECTION_SHARE,
+                });
+        let mut upload = Upload {
+            held: Vec::new(),
+            connection,
+        };
+        if let Err(err) = upload.grow_connection(declared) {
+            self.refused(signal, transport, 0);
+            return Err(err);
+        }
         let mut held = Vec::new();
         for gate in self.gates.get(&signal).into_iter().flatten() {
             match gate.check(declared).and_then(|()| gate.reserve(declared)) {
@@ -395,7 +461,8 @@ impl Intake {
                 }
             }
         }
-        Ok(Upload { held })
+        upload.held = held;
+        Ok(upload)
     }
 
     /// Counts a refused request (and its items, when known).
@@ -481,6 +548,8 @@ impl Intake {
             return Ok(accepted);
         }
         let mut batch = Batch::from_trusted(signal, data, inspection.items);
+        // Received whole: the bytes leave the connection's load and stay in the gates' count.
+        drop(upload.connection);
         for mut reservation in upload.held {
             match reservation.resize(batch.size()) {
                 Ok(()) => batch.hold(reservation),

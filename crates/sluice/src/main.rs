@@ -6,6 +6,7 @@ mod registry;
 mod service;
 mod telemetry;
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -87,7 +88,14 @@ fn probe() -> MemoryProbe {
 fn load(cli: &Cli) -> anyhow::Result<(String, String)> {
     match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            // Read at most one byte past the bound, so a huge file is refused without being
+            // read whole; the parser names the bound.
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    let bound = sluice_config::MAX_CONFIG_BYTES as u64 + 1;
+                    f.take(bound).read_to_string(&mut text)
+                })
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
             Ok((path.display().to_string(), text))
         }

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
 use sluice_core::{BuildError, ConsumeError, Signal};
-use sluice_net::{BodyError, Coding, ServerSettings, decompress, read_body};
+use sluice_net::{BodyError, Coding, ConnectionLoad, ServerSettings, decompress, read_body};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -68,9 +68,10 @@ impl ExportService {
         let coding = compression(request.headers())?;
         // Refused under memory pressure before anything is read; then the message is counted
         // from its first byte and admitted whole by the length its prefix declares.
+        let connection = request.extensions().get::<ConnectionLoad>().cloned();
         let mut upload = self
             .intake
-            .begin(signal, "grpc", 0)
+            .begin(signal, "grpc", 0, connection.as_ref())
             .map_err(|e| status::grpc_status(&e))?;
         let max = self.max_message_size;
         let mut declared = None;
@@ -254,7 +255,9 @@ pub(crate) async fn serve(
     let settings = ServerSettings {
         name: format!("{id}/grpc"),
         max_connections: config.max_connections,
-        read_header_timeout: config.read_timeout.get(),
+        // HTTP/1 only; gRPC speaks HTTP/2, where an idle or silent connection is closed by
+        // the idle timeout instead.
+        read_header_timeout: Duration::from_secs(10),
         idle_timeout: sp.max_connection_idle.unwrap_or(DEFAULT_IDLE).get(),
         http2_only: true,
         max_concurrent_streams: config.max_concurrent_streams.unwrap_or(DEFAULT_MAX_STREAMS),

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 use sluice_core::{BuildError, ConsumeError, Signal};
-use sluice_net::{BodyError, Coding, ServerSettings, decompress, discard, read_body};
+use sluice_net::{
+    BodyError, Coding, ConnectionLoad, ServerSettings, decompress, discard, read_body,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -231,7 +233,11 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     }
     // Admitted by its declared length before any of the body is read; a chunked body is counted
     // as it arrives.
-    let mut upload = match state.intake.begin(signal, "http", hint) {
+    let connection = request.extensions().get::<ConnectionLoad>().cloned();
+    let mut upload = match state
+        .intake
+        .begin(signal, "http", hint, connection.as_ref())
+    {
         Ok(upload) => upload,
         Err(err) => {
             // Read and discard the body (frame by frame, never holding it) before answering: a
