@@ -5,6 +5,8 @@
 #                             then bench/RESULTS.md and bench/results.png
 #   bench/run.sh --smoke      a few seconds with the debug binaries, sluice only, no report
 #                             (part of the README test command, so the script does not rot)
+#   BASELINE=old/sluice COLLECTORS="sluice sluice-baseline" SCENARIOS=traces-grpc bench/run.sh
+#                             this build against an older binary, alternately, in one run
 #
 # Layout per run: the load generator and the counting sink share core 0, the collector runs
 # alone on core 1 (taskset). The collector's CPU seconds come from /proc/<pid>/stat (utime +
@@ -130,8 +132,9 @@ run() {
   wait_port $sink_http
   prom_pid=""
   case "$scenario" in *-prometheus) start_prometheus ;; esac
-  if [ "$collector" = sluice ]; then
-    local exporters exporter
+  if [ "$collector" = sluice ] || [ "$collector" = sluice-baseline ]; then
+    local exporters exporter exe=$bin/sluice
+    [ "$collector" = sluice-baseline ] && exe=$BASELINE
     exporters=$(exporter_config "$scenario"); exporter=$(exporter_id "$scenario")
     cat > "$out/sluice.yaml" <<EOF
 receivers:
@@ -151,7 +154,7 @@ service:
     $signal: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [$exporter] }
   telemetry: { metrics: { address: "" }, logs: { level: warn } }
 EOF
-    $collector_cpu "$bin/sluice" --config "$out/sluice.yaml" > "$out/collector.log" 2>&1 &
+    $collector_cpu "$exe" --config "$out/sluice.yaml" > "$out/collector.log" 2>&1 &
   else
     $collector_cpu "$rotel" start --otlp-grpc-endpoint 127.0.0.1:$grpc --otlp-http-endpoint 127.0.0.1:$http \
       --otel-resource-attributes bench.collector=rotel --batch-max-size 8192 --batch-timeout 200ms \
@@ -217,6 +220,8 @@ collectors=(sluice rotel)
 [ $smoke = 1 ] && collectors=(sluice)
 # Optional filters: COLLECTORS="sluice" SCENARIOS="traces-grpc logs-grpc" bench/run.sh
 [ -n "${COLLECTORS:-}" ] && read -r -a collectors <<< "$COLLECTORS"
+# Before and after a change, in one run: BASELINE=/path/to/an/older/sluice adds the collector
+# `sluice-baseline`, run alternately with the same config (COLLECTORS="sluice sluice-baseline").
 if [ -n "${SCENARIOS:-}" ]; then
   filtered=()
   for s in "${scenarios[@]}" "${persistent[@]}"; do
