@@ -1,6 +1,6 @@
 //! The core of sluice: signals and encoded batches, the consumer interface and fan-out, memory
-//! admission, the exporter helper (queue, retry, timeout), component factory traits and the
-//! names of self-metrics. It knows no concrete component.
+//! admission, the exporter helper (queue, retry, timeout), component factory traits, the OTLP
+//! schema and the wire walker that checks requests against it, and the names of self-metrics. It knows no concrete component.
 
 pub mod anyvalue;
 mod batch;
@@ -12,6 +12,7 @@ mod error;
 pub mod exporter;
 mod gate;
 pub mod metrics;
+pub mod schema;
 mod signal;
 pub mod wire;
 

@@ -7,12 +7,12 @@
 //! This is enough to validate, count, split and rewrite resources without decoding a single
 //! attribute; property tests prove it agrees with prost (see the tests at the end).
 
-mod schema;
+mod decodable;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Signal;
-use schema::Msg;
+use crate::schema::{MessageDesc as Msg, request_for};
 
 /// Why a byte string is not a well-formed OTLP export request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -314,8 +314,6 @@ const MAX_DEPTH: usize = 8;
 struct Shape {
     levels: &'static [&'static [u32]],
     names: &'static [&'static str],
-    /// The request message: the schema every level and item is checked against.
-    root: &'static Msg,
     /// Id fields checked on each item: (field number, name, length, required). A required id
     /// must be present, of its length and not all zeros; others may be empty.
     item_ids: &'static [(u32, &'static str, usize, bool)],
@@ -324,7 +322,6 @@ struct Shape {
 const TRACES: Shape = Shape {
     levels: &[&[1], &[2], &[2]],
     names: &["resource_spans", "scope_spans", "spans"],
-    root: &schema::TRACES_REQUEST,
     item_ids: &[
         (1, "trace_id", 16, true),
         (2, "span_id", 8, true),
@@ -343,14 +340,12 @@ const METRICS: Shape = Shape {
         "data",
         "data_points",
     ],
-    root: &schema::METRICS_REQUEST,
     item_ids: &[],
 };
 
 const LOGS: Shape = Shape {
     levels: &[&[1], &[2], &[2]],
     names: &["resource_logs", "scope_logs", "log_records"],
-    root: &schema::LOGS_REQUEST,
     item_ids: &[(9, "trace_id", 16, false), (10, "span_id", 8, false)],
 };
 
@@ -415,8 +410,8 @@ pub fn inspect(signal: Signal, request: &[u8]) -> Result<Inspection, WireError> 
         shape,
         0,
         request,
-        shape.root,
-        schema::RECURSION_LIMIT,
+        request_for(signal),
+        decodable::RECURSION_LIMIT,
         &mut path,
         &mut inspection,
     )?;
@@ -432,8 +427,8 @@ pub fn retain_valid(signal: Signal, request: &[u8]) -> Bytes {
         shape,
         0,
         request,
-        shape.root,
-        schema::RECURSION_LIMIT,
+        request_for(signal),
+        decodable::RECURSION_LIMIT,
         &mut out,
     );
     out.freeze()
@@ -466,7 +461,7 @@ fn retain_level(
             out.extend_from_slice(field.raw);
             continue;
         }
-        let child = desc.child(field.number);
+        let child = decodable::child(desc, field.number);
         if budget == 0 {
             continue;
         }
@@ -511,7 +506,7 @@ fn render_path(shape: &Shape, path: &[usize]) -> String {
 }
 
 /// The error for a schema problem below the message at `path`.
-fn undecodable(shape: &Shape, path: &[usize], bad: &schema::Bad) -> WireError {
+fn undecodable(shape: &Shape, path: &[usize], bad: &decodable::Bad) -> WireError {
     let mut at = render_path(shape, path);
     let below = bad.render();
     if !below.is_empty() {
@@ -542,7 +537,7 @@ fn check_headers(
         }
         let wire_type = field.wire_type as u8;
         if let Err(mut bad) =
-            schema::check_field(desc, field.number, wire_type, field.payload, budget)
+            decodable::check_field(desc, field.number, wire_type, field.payload, budget)
         {
             bad.trail.push((desc, field.number, None));
             return Err(undecodable(shape, path, &bad));
@@ -587,15 +582,15 @@ fn inspect_level(
                 wire_type: field.wire_type as u8,
             });
         }
-        let child = desc.child(field.number);
+        let child = decodable::child(desc, field.number);
         path.push(index);
         index += 1;
         let last = depth + 1 == shape.levels.len();
         if budget == 0 {
-            let bad = schema::Bad {
+            let bad = decodable::Bad {
                 trail: Vec::new(),
                 problem: FieldProblem::TooDeep {
-                    limit: schema::RECURSION_LIMIT,
+                    limit: decodable::RECURSION_LIMIT,
                 },
             };
             let items = if last {
@@ -691,9 +686,10 @@ fn check_item(
             continue;
         }
         let wire_type = field.wire_type as u8;
-        if let Err(bad) = schema::check_field(desc, field.number, wire_type, field.payload, budget)
+        if let Err(bad) =
+            decodable::check_field(desc, field.number, wire_type, field.payload, budget)
         {
-            let bad = schema::at(desc, item, start, field.number, bad);
+            let bad = decodable::at(desc, item, start, field.number, bad);
             return Err(undecodable(shape, path, &bad));
         }
     }

@@ -29,7 +29,6 @@
 //! `serde_json::Map` does not preserve document order and any choice would be
 //! arbitrary.
 
-mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -42,7 +41,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Map, Value};
 use sluice_core::Signal;
 
-use schema::{EnumDesc, FieldDesc, Kind, Label, MessageDesc};
+use sluice_core::schema::{self, EnumDesc, FieldDesc, Kind, Label, MessageDesc};
 
 /// The deepest message nesting accepted below the request message.
 ///

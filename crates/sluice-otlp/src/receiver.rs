@@ -452,7 +452,7 @@ impl Intake {
             return Err(err);
         }
         let mut held = Vec::new();
-        for gate in self.gates.get(&signal).into_iter().flatten() {
+        for gate in gates {
             match gate.check(declared).and_then(|()| gate.reserve(declared)) {
                 Ok(reservation) => held.push(reservation),
                 Err(err) => {

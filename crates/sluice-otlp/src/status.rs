@@ -146,6 +146,19 @@ mod tests {
             http_status(ErrorCode::TooManyRequests),
             StatusCode::TOO_MANY_REQUESTS
         );
+        assert_eq!(
+            http_status(ErrorCode::TooLarge),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn too_large_is_resource_exhausted_without_retry_info() {
+        let err = ConsumeError::too_large("request of 60 MB is larger than the budget");
+        let status = grpc_status(&err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(sluice_net::retry_delay(&status), None);
+        assert_eq!(retry_after_secs(&err), None);
     }
 
     #[test]

@@ -30,8 +30,8 @@ use prost::Message;
 use serde_json::{Map, Value, json};
 use sluice_core::Signal;
 
-use super::schema::{self, Label};
 use super::{JsonError, json_to_protobuf};
+use sluice_core::schema::{self, Label};
 
 // ---------------------------------------------------------------------------
 // Helpers

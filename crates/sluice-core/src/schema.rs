@@ -1,5 +1,7 @@
 //! A static, table-driven description of every OTLP message reachable from the
-//! three `Export*ServiceRequest` messages.
+//! three `Export*ServiceRequest` messages: the one copy of the OTLP schema that sluice
+//! uses, by the OTLP/JSON transcoder (names, JSON forms, encoding order) and by the
+//! intake's check that every item would decode (wire types, UTF-8, packing).
 //!
 //! The tables are transcribed from the prost code generated for
 //! opentelemetry-proto 0.33.1 (`#[prost(<type>, tag = "N")]` attributes), which
@@ -12,11 +14,11 @@
 //! field). Emitting fields in table order therefore reproduces prost's
 //! canonical bytes exactly, which the tests check byte for byte.
 
-use sluice_core::Signal;
+use crate::Signal;
 
 /// How a field's value is represented in OTLP/JSON and on the wire.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Kind {
+pub enum Kind {
     /// `string`: a JSON string, written as UTF-8.
     String,
     /// `bytes` other than ids: standard (or URL-safe) base64 in JSON.
@@ -55,7 +57,7 @@ impl Kind {
     /// Whether a repeated field of this kind is packed. Proto3 packs every
     /// repeated scalar numeric field by default; strings, bytes and messages
     /// cannot be packed.
-    pub(super) fn is_packable(self) -> bool {
+    pub fn is_packable(self) -> bool {
         !matches!(
             self,
             Kind::String | Kind::Bytes | Kind::HexId(_) | Kind::Message(_)
@@ -65,7 +67,7 @@ impl Kind {
 
 /// The cardinality and presence discipline of a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Label {
+pub enum Label {
     /// A proto3 singular field. Scalars have implicit presence: their default
     /// value (0, "", false, empty) is not written, like prost. Message fields
     /// always have explicit presence and are written whenever present.
@@ -81,34 +83,77 @@ pub(super) enum Label {
 
 /// One field of a message.
 #[derive(Debug)]
-pub(super) struct FieldDesc {
+pub struct FieldDesc {
     /// The lowerCamelCase name used in OTLP/JSON.
-    pub(super) json_name: &'static str,
+    pub json_name: &'static str,
     /// The original snake_case proto field name, accepted leniently.
-    pub(super) proto_name: &'static str,
+    pub proto_name: &'static str,
     /// The protobuf field number.
-    pub(super) number: u32,
-    pub(super) kind: Kind,
-    pub(super) label: Label,
+    pub number: u32,
+    /// The value's type.
+    pub kind: Kind,
+    /// Singular, optional, oneof member or repeated.
+    pub label: Label,
 }
 
 /// A message: its name (for error messages) and its fields in encoding order.
 #[derive(Debug)]
-pub(super) struct MessageDesc {
-    pub(super) name: &'static str,
-    pub(super) fields: &'static [FieldDesc],
+pub struct MessageDesc {
+    /// The proto message name.
+    pub name: &'static str,
+    /// The fields, in the order prost encodes them.
+    pub fields: &'static [FieldDesc],
+    /// Position in `fields` of each field number, [`NONE`] where there is none: the wire check
+    /// looks a field up by number for every field of every item.
+    by_number: [u8; MAX_NUMBER + 1],
+}
+
+/// The largest field number in an OTLP message (`Span.flags`).
+const MAX_NUMBER: usize = 16;
+/// No field has this number.
+const NONE: u8 = u8::MAX;
+
+impl MessageDesc {
+    /// A message with its index by field number, built at compile time.
+    ///
+    /// # Panics
+    /// At compile time, when a field number is over [`MAX_NUMBER`].
+    pub(crate) const fn new(name: &'static str, fields: &'static [FieldDesc]) -> Self {
+        let mut by_number = [NONE; MAX_NUMBER + 1];
+        let mut i = 0;
+        while i < fields.len() {
+            let number = fields[i].number as usize;
+            assert!(number <= MAX_NUMBER, "an OTLP field number over MAX_NUMBER");
+            by_number[number] = i as u8;
+            i += 1;
+        }
+        MessageDesc {
+            name,
+            fields,
+            by_number,
+        }
+    }
+
+    /// The field with protobuf number `number`, if the message has one.
+    #[inline]
+    pub fn field(&self, number: u32) -> Option<&'static FieldDesc> {
+        let at = *self.by_number.get(number as usize)?;
+        (at != NONE).then(|| &self.fields[at as usize])
+    }
 }
 
 /// An enum: its name (for error messages) and its named values.
 #[derive(Debug)]
-pub(super) struct EnumDesc {
-    pub(super) name: &'static str,
-    pub(super) values: &'static [(&'static str, i32)],
+pub struct EnumDesc {
+    /// The proto enum name.
+    pub name: &'static str,
+    /// Value names and numbers.
+    pub values: &'static [(&'static str, i32)],
 }
 
 impl EnumDesc {
     /// Looks a value up by its proto name (e.g. `SPAN_KIND_SERVER`).
-    pub(super) fn value_of(&self, name: &str) -> Option<i32> {
+    pub fn value_of(&self, name: &str) -> Option<i32> {
         self.values
             .iter()
             .find(|(candidate, _)| *candidate == name)
@@ -117,7 +162,7 @@ impl EnumDesc {
 }
 
 /// The request message a signal's OTLP/JSON body encodes.
-pub(super) fn request_for(signal: Signal) -> &'static MessageDesc {
+pub fn request_for(signal: Signal) -> &'static MessageDesc {
     match signal {
         Signal::Traces => &EXPORT_TRACE_SERVICE_REQUEST,
         Signal::Metrics => &EXPORT_METRICS_SERVICE_REQUEST,
@@ -172,42 +217,42 @@ const SPAN_ID: Kind = Kind::HexId(8);
 // ---------------------------------------------------------------------------
 // opentelemetry.proto.collector.{trace,metrics,logs}.v1
 
-static EXPORT_TRACE_SERVICE_REQUEST: MessageDesc = MessageDesc {
-    name: "ExportTraceServiceRequest",
-    fields: &[repeated(
+static EXPORT_TRACE_SERVICE_REQUEST: MessageDesc = MessageDesc::new(
+    "ExportTraceServiceRequest",
+    &[repeated(
         "resourceSpans",
         "resource_spans",
         1,
         Kind::Message(&RESOURCE_SPANS),
     )],
-};
+);
 
-static EXPORT_METRICS_SERVICE_REQUEST: MessageDesc = MessageDesc {
-    name: "ExportMetricsServiceRequest",
-    fields: &[repeated(
+static EXPORT_METRICS_SERVICE_REQUEST: MessageDesc = MessageDesc::new(
+    "ExportMetricsServiceRequest",
+    &[repeated(
         "resourceMetrics",
         "resource_metrics",
         1,
         Kind::Message(&RESOURCE_METRICS),
     )],
-};
+);
 
-static EXPORT_LOGS_SERVICE_REQUEST: MessageDesc = MessageDesc {
-    name: "ExportLogsServiceRequest",
-    fields: &[repeated(
+static EXPORT_LOGS_SERVICE_REQUEST: MessageDesc = MessageDesc::new(
+    "ExportLogsServiceRequest",
+    &[repeated(
         "resourceLogs",
         "resource_logs",
         1,
         Kind::Message(&RESOURCE_LOGS),
     )],
-};
+);
 
 // ---------------------------------------------------------------------------
 // opentelemetry.proto.resource.v1 and opentelemetry.proto.common.v1
 
-static RESOURCE: MessageDesc = MessageDesc {
-    name: "Resource",
-    fields: &[
+static RESOURCE: MessageDesc = MessageDesc::new(
+    "Resource",
+    &[
         repeated("attributes", "attributes", 1, Kind::Message(&KEY_VALUE)),
         singular(
             "droppedAttributesCount",
@@ -217,21 +262,21 @@ static RESOURCE: MessageDesc = MessageDesc {
         ),
         repeated("entityRefs", "entity_refs", 3, Kind::Message(&ENTITY_REF)),
     ],
-};
+);
 
-static ENTITY_REF: MessageDesc = MessageDesc {
-    name: "EntityRef",
-    fields: &[
+static ENTITY_REF: MessageDesc = MessageDesc::new(
+    "EntityRef",
+    &[
         singular("schemaUrl", "schema_url", 1, Kind::String),
         singular("type", "type", 2, Kind::String),
         repeated("idKeys", "id_keys", 3, Kind::String),
         repeated("descriptionKeys", "description_keys", 4, Kind::String),
     ],
-};
+);
 
-static INSTRUMENTATION_SCOPE: MessageDesc = MessageDesc {
-    name: "InstrumentationScope",
-    fields: &[
+static INSTRUMENTATION_SCOPE: MessageDesc = MessageDesc::new(
+    "InstrumentationScope",
+    &[
         singular("name", "name", 1, Kind::String),
         singular("version", "version", 2, Kind::String),
         repeated("attributes", "attributes", 3, Kind::Message(&KEY_VALUE)),
@@ -242,23 +287,23 @@ static INSTRUMENTATION_SCOPE: MessageDesc = MessageDesc {
             Kind::Uint32,
         ),
     ],
-};
+);
 
-static KEY_VALUE: MessageDesc = MessageDesc {
-    name: "KeyValue",
-    fields: &[
+static KEY_VALUE: MessageDesc = MessageDesc::new(
+    "KeyValue",
+    &[
         singular("key", "key", 1, Kind::String),
         singular("value", "value", 2, Kind::Message(&ANY_VALUE)),
         singular("keyStrindex", "key_strindex", 3, Kind::Int32),
     ],
-};
+);
 
 /// The name of [`ANY_VALUE`]'s oneof (named in conflict errors).
 const ANY_VALUE_ONEOF: &str = "AnyValue.value";
 
-static ANY_VALUE: MessageDesc = MessageDesc {
-    name: "AnyValue",
-    fields: &[
+static ANY_VALUE: MessageDesc = MessageDesc::new(
+    "AnyValue",
+    &[
         oneof(
             ANY_VALUE_ONEOF,
             "stringValue",
@@ -298,42 +343,42 @@ static ANY_VALUE: MessageDesc = MessageDesc {
             Kind::Int32,
         ),
     ],
-};
+);
 
-static ARRAY_VALUE: MessageDesc = MessageDesc {
-    name: "ArrayValue",
-    fields: &[repeated("values", "values", 1, Kind::Message(&ANY_VALUE))],
-};
+static ARRAY_VALUE: MessageDesc = MessageDesc::new(
+    "ArrayValue",
+    &[repeated("values", "values", 1, Kind::Message(&ANY_VALUE))],
+);
 
-static KEY_VALUE_LIST: MessageDesc = MessageDesc {
-    name: "KeyValueList",
-    fields: &[repeated("values", "values", 1, Kind::Message(&KEY_VALUE))],
-};
+static KEY_VALUE_LIST: MessageDesc = MessageDesc::new(
+    "KeyValueList",
+    &[repeated("values", "values", 1, Kind::Message(&KEY_VALUE))],
+);
 
 // ---------------------------------------------------------------------------
 // opentelemetry.proto.trace.v1
 
-static RESOURCE_SPANS: MessageDesc = MessageDesc {
-    name: "ResourceSpans",
-    fields: &[
+static RESOURCE_SPANS: MessageDesc = MessageDesc::new(
+    "ResourceSpans",
+    &[
         singular("resource", "resource", 1, Kind::Message(&RESOURCE)),
         repeated("scopeSpans", "scope_spans", 2, Kind::Message(&SCOPE_SPANS)),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
-};
+);
 
-static SCOPE_SPANS: MessageDesc = MessageDesc {
-    name: "ScopeSpans",
-    fields: &[
+static SCOPE_SPANS: MessageDesc = MessageDesc::new(
+    "ScopeSpans",
+    &[
         singular("scope", "scope", 1, Kind::Message(&INSTRUMENTATION_SCOPE)),
         repeated("spans", "spans", 2, Kind::Message(&SPAN)),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
-};
+);
 
-static SPAN: MessageDesc = MessageDesc {
-    name: "Span",
-    fields: &[
+static SPAN: MessageDesc = MessageDesc::new(
+    "Span",
+    &[
         singular("traceId", "trace_id", 1, TRACE_ID),
         singular("spanId", "span_id", 2, SPAN_ID),
         singular("traceState", "trace_state", 3, Kind::String),
@@ -366,11 +411,11 @@ static SPAN: MessageDesc = MessageDesc {
         singular("status", "status", 15, Kind::Message(&STATUS)),
         singular("flags", "flags", 16, Kind::Fixed32),
     ],
-};
+);
 
-static SPAN_EVENT: MessageDesc = MessageDesc {
-    name: "Span.Event",
-    fields: &[
+static SPAN_EVENT: MessageDesc = MessageDesc::new(
+    "Span.Event",
+    &[
         singular("timeUnixNano", "time_unix_nano", 1, Kind::Fixed64),
         singular("name", "name", 2, Kind::String),
         repeated("attributes", "attributes", 3, Kind::Message(&KEY_VALUE)),
@@ -381,11 +426,11 @@ static SPAN_EVENT: MessageDesc = MessageDesc {
             Kind::Uint32,
         ),
     ],
-};
+);
 
-static SPAN_LINK: MessageDesc = MessageDesc {
-    name: "Span.Link",
-    fields: &[
+static SPAN_LINK: MessageDesc = MessageDesc::new(
+    "Span.Link",
+    &[
         singular("traceId", "trace_id", 1, TRACE_ID),
         singular("spanId", "span_id", 2, SPAN_ID),
         singular("traceState", "trace_state", 3, Kind::String),
@@ -398,16 +443,16 @@ static SPAN_LINK: MessageDesc = MessageDesc {
         ),
         singular("flags", "flags", 6, Kind::Fixed32),
     ],
-};
+);
 
-static STATUS: MessageDesc = MessageDesc {
-    name: "Status",
-    // Field 1 (deprecated_code) is reserved and no longer exists.
-    fields: &[
+// Field 1 of Status (deprecated_code) is reserved and no longer exists.
+static STATUS: MessageDesc = MessageDesc::new(
+    "Status",
+    &[
         singular("message", "message", 2, Kind::String),
         singular("code", "code", 3, Kind::Enum(&STATUS_CODE)),
     ],
-};
+);
 
 static SPAN_KIND: EnumDesc = EnumDesc {
     name: "SpanKind",
@@ -433,9 +478,9 @@ static STATUS_CODE: EnumDesc = EnumDesc {
 // ---------------------------------------------------------------------------
 // opentelemetry.proto.metrics.v1
 
-static RESOURCE_METRICS: MessageDesc = MessageDesc {
-    name: "ResourceMetrics",
-    fields: &[
+static RESOURCE_METRICS: MessageDesc = MessageDesc::new(
+    "ResourceMetrics",
+    &[
         singular("resource", "resource", 1, Kind::Message(&RESOURCE)),
         repeated(
             "scopeMetrics",
@@ -445,20 +490,20 @@ static RESOURCE_METRICS: MessageDesc = MessageDesc {
         ),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
-};
+);
 
-static SCOPE_METRICS: MessageDesc = MessageDesc {
-    name: "ScopeMetrics",
-    fields: &[
+static SCOPE_METRICS: MessageDesc = MessageDesc::new(
+    "ScopeMetrics",
+    &[
         singular("scope", "scope", 1, Kind::Message(&INSTRUMENTATION_SCOPE)),
         repeated("metrics", "metrics", 2, Kind::Message(&METRIC)),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
-};
+);
 
-static METRIC: MessageDesc = MessageDesc {
-    name: "Metric",
-    fields: &[
+static METRIC: MessageDesc = MessageDesc::new(
+    "Metric",
+    &[
         singular("name", "name", 1, Kind::String),
         singular("description", "description", 2, Kind::String),
         singular("unit", "unit", 3, Kind::String),
@@ -488,21 +533,21 @@ static METRIC: MessageDesc = MessageDesc {
         ),
         repeated("metadata", "metadata", 12, Kind::Message(&KEY_VALUE)),
     ],
-};
+);
 
-static GAUGE: MessageDesc = MessageDesc {
-    name: "Gauge",
-    fields: &[repeated(
+static GAUGE: MessageDesc = MessageDesc::new(
+    "Gauge",
+    &[repeated(
         "dataPoints",
         "data_points",
         1,
         Kind::Message(&NUMBER_DATA_POINT),
     )],
-};
+);
 
-static SUM: MessageDesc = MessageDesc {
-    name: "Sum",
-    fields: &[
+static SUM: MessageDesc = MessageDesc::new(
+    "Sum",
+    &[
         repeated(
             "dataPoints",
             "data_points",
@@ -517,11 +562,11 @@ static SUM: MessageDesc = MessageDesc {
         ),
         singular("isMonotonic", "is_monotonic", 3, Kind::Bool),
     ],
-};
+);
 
-static HISTOGRAM: MessageDesc = MessageDesc {
-    name: "Histogram",
-    fields: &[
+static HISTOGRAM: MessageDesc = MessageDesc::new(
+    "Histogram",
+    &[
         repeated(
             "dataPoints",
             "data_points",
@@ -535,11 +580,11 @@ static HISTOGRAM: MessageDesc = MessageDesc {
             Kind::Enum(&AGGREGATION_TEMPORALITY),
         ),
     ],
-};
+);
 
-static EXPONENTIAL_HISTOGRAM: MessageDesc = MessageDesc {
-    name: "ExponentialHistogram",
-    fields: &[
+static EXPONENTIAL_HISTOGRAM: MessageDesc = MessageDesc::new(
+    "ExponentialHistogram",
+    &[
         repeated(
             "dataPoints",
             "data_points",
@@ -553,21 +598,21 @@ static EXPONENTIAL_HISTOGRAM: MessageDesc = MessageDesc {
             Kind::Enum(&AGGREGATION_TEMPORALITY),
         ),
     ],
-};
+);
 
-static SUMMARY: MessageDesc = MessageDesc {
-    name: "Summary",
-    fields: &[repeated(
+static SUMMARY: MessageDesc = MessageDesc::new(
+    "Summary",
+    &[repeated(
         "dataPoints",
         "data_points",
         1,
         Kind::Message(&SUMMARY_DATA_POINT),
     )],
-};
+);
 
-static NUMBER_DATA_POINT: MessageDesc = MessageDesc {
-    name: "NumberDataPoint",
-    fields: &[
+static NUMBER_DATA_POINT: MessageDesc = MessageDesc::new(
+    "NumberDataPoint",
+    &[
         singular(
             "startTimeUnixNano",
             "start_time_unix_nano",
@@ -594,11 +639,11 @@ static NUMBER_DATA_POINT: MessageDesc = MessageDesc {
         repeated("attributes", "attributes", 7, Kind::Message(&KEY_VALUE)),
         singular("flags", "flags", 8, Kind::Uint32),
     ],
-};
+);
 
-static HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc {
-    name: "HistogramDataPoint",
-    fields: &[
+static HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc::new(
+    "HistogramDataPoint",
+    &[
         singular(
             "startTimeUnixNano",
             "start_time_unix_nano",
@@ -616,11 +661,11 @@ static HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc {
         optional("min", "min", 11, Kind::Double),
         optional("max", "max", 12, Kind::Double),
     ],
-};
+);
 
-static EXPONENTIAL_HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc {
-    name: "ExponentialHistogramDataPoint",
-    fields: &[
+static EXPONENTIAL_HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc::new(
+    "ExponentialHistogramDataPoint",
+    &[
         repeated("attributes", "attributes", 1, Kind::Message(&KEY_VALUE)),
         singular(
             "startTimeUnixNano",
@@ -641,19 +686,19 @@ static EXPONENTIAL_HISTOGRAM_DATA_POINT: MessageDesc = MessageDesc {
         optional("max", "max", 13, Kind::Double),
         singular("zeroThreshold", "zero_threshold", 14, Kind::Double),
     ],
-};
+);
 
-static BUCKETS: MessageDesc = MessageDesc {
-    name: "ExponentialHistogramDataPoint.Buckets",
-    fields: &[
+static BUCKETS: MessageDesc = MessageDesc::new(
+    "ExponentialHistogramDataPoint.Buckets",
+    &[
         singular("offset", "offset", 1, Kind::Sint32),
         repeated("bucketCounts", "bucket_counts", 2, Kind::Uint64),
     ],
-};
+);
 
-static SUMMARY_DATA_POINT: MessageDesc = MessageDesc {
-    name: "SummaryDataPoint",
-    fields: &[
+static SUMMARY_DATA_POINT: MessageDesc = MessageDesc::new(
+    "SummaryDataPoint",
+    &[
         singular(
             "startTimeUnixNano",
             "start_time_unix_nano",
@@ -672,19 +717,19 @@ static SUMMARY_DATA_POINT: MessageDesc = MessageDesc {
         repeated("attributes", "attributes", 7, Kind::Message(&KEY_VALUE)),
         singular("flags", "flags", 8, Kind::Uint32),
     ],
-};
+);
 
-static VALUE_AT_QUANTILE: MessageDesc = MessageDesc {
-    name: "SummaryDataPoint.ValueAtQuantile",
-    fields: &[
+static VALUE_AT_QUANTILE: MessageDesc = MessageDesc::new(
+    "SummaryDataPoint.ValueAtQuantile",
+    &[
         singular("quantile", "quantile", 1, Kind::Double),
         singular("value", "value", 2, Kind::Double),
     ],
-};
+);
 
-static EXEMPLAR: MessageDesc = MessageDesc {
-    name: "Exemplar",
-    fields: &[
+static EXEMPLAR: MessageDesc = MessageDesc::new(
+    "Exemplar",
+    &[
         singular("timeUnixNano", "time_unix_nano", 2, Kind::Fixed64),
         // oneof value (tags 3, 6) is encoded at the position of tag 3.
         oneof("Exemplar.value", "asDouble", "as_double", 3, Kind::Double),
@@ -698,7 +743,7 @@ static EXEMPLAR: MessageDesc = MessageDesc {
             Kind::Message(&KEY_VALUE),
         ),
     ],
-};
+);
 
 static AGGREGATION_TEMPORALITY: EnumDesc = EnumDesc {
     name: "AggregationTemporality",
@@ -712,27 +757,27 @@ static AGGREGATION_TEMPORALITY: EnumDesc = EnumDesc {
 // ---------------------------------------------------------------------------
 // opentelemetry.proto.logs.v1
 
-static RESOURCE_LOGS: MessageDesc = MessageDesc {
-    name: "ResourceLogs",
-    fields: &[
+static RESOURCE_LOGS: MessageDesc = MessageDesc::new(
+    "ResourceLogs",
+    &[
         singular("resource", "resource", 1, Kind::Message(&RESOURCE)),
         repeated("scopeLogs", "scope_logs", 2, Kind::Message(&SCOPE_LOGS)),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
-};
+);
 
-static SCOPE_LOGS: MessageDesc = MessageDesc {
-    name: "ScopeLogs",
-    fields: &[
+static SCOPE_LOGS: MessageDesc = MessageDesc::new(
+    "ScopeLogs",
+    &[
         singular("scope", "scope", 1, Kind::Message(&INSTRUMENTATION_SCOPE)),
         repeated("logRecords", "log_records", 2, Kind::Message(&LOG_RECORD)),
         singular("schemaUrl", "schema_url", 3, Kind::String),
     ],
-};
+);
 
-static LOG_RECORD: MessageDesc = MessageDesc {
-    name: "LogRecord",
-    fields: &[
+static LOG_RECORD: MessageDesc = MessageDesc::new(
+    "LogRecord",
+    &[
         singular("timeUnixNano", "time_unix_nano", 1, Kind::Fixed64),
         singular(
             "severityNumber",
@@ -761,7 +806,7 @@ static LOG_RECORD: MessageDesc = MessageDesc {
         ),
         singular("eventName", "event_name", 12, Kind::String),
     ],
-};
+);
 
 static SEVERITY_NUMBER: EnumDesc = EnumDesc {
     name: "SeverityNumber",
@@ -795,8 +840,7 @@ static SEVERITY_NUMBER: EnumDesc = EnumDesc {
 };
 
 /// Every message in the schema, for tests that check the tables' invariants.
-#[cfg(test)]
-pub(super) static ALL_MESSAGES: &[&MessageDesc] = &[
+pub static ALL_MESSAGES: &[&MessageDesc] = &[
     &EXPORT_TRACE_SERVICE_REQUEST,
     &EXPORT_METRICS_SERVICE_REQUEST,
     &EXPORT_LOGS_SERVICE_REQUEST,
