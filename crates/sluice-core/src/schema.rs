@@ -289,7 +289,8 @@ static INSTRUMENTATION_SCOPE: MessageDesc = MessageDesc::new(
     ],
 );
 
-static KEY_VALUE: MessageDesc = MessageDesc::new(
+/// `KeyValue`, which the wire check treats on a fast path of its own.
+pub(crate) static KEY_VALUE: MessageDesc = MessageDesc::new(
     "KeyValue",
     &[
         singular("key", "key", 1, Kind::String),
