@@ -14,5 +14,8 @@ pub use client::{
 };
 pub use codec::{Coding, RawCodec, accept_gzip, decompress, gzip};
 pub use http::{http_client, http_headers};
-pub use server::{BodyError, ConnectionLoad, ServerSettings, discard, read_body, serve};
-pub use status::{ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, retry_delay};
+pub use server::{BodyError, ServerSettings, discard, read_body, serve};
+pub use status::{
+    ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, grpc_status, http_status,
+    retry_after_secs, retry_delay, rpc_status,
+};

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use sluice_core::ConnectionLoad;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -48,29 +49,6 @@ pub struct ServerSettings {
     pub max_connection_age: Option<Duration>,
     /// How long requests under way may finish after a connection was asked to go away.
     pub max_connection_age_grace: Duration,
-}
-
-/// The bytes one connection's requests are receiving, found in each request's extensions, so
-/// that a receiver can keep any one connection from taking more than its share of the memory
-/// budget (a client opening a hundred streams and stalling them must not starve the others).
-#[derive(Debug, Clone, Default)]
-pub struct ConnectionLoad(Arc<AtomicUsize>);
-
-impl ConnectionLoad {
-    /// Bytes this connection's requests hold now.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// Adds `bytes`.
-    pub fn add(&self, bytes: usize) {
-        self.0.fetch_add(bytes, Ordering::AcqRel);
-    }
-
-    /// Gives `bytes` back.
-    pub fn sub(&self, bytes: usize) {
-        self.0.fetch_sub(bytes, Ordering::AcqRel);
-    }
 }
 
 /// After the service stops, requests under way get this long to finish.
@@ -214,7 +192,7 @@ impl Drop for Active {
 }
 
 /// The service, counting requests under way so that idle connections can be told apart, and
-/// giving each request its connection's [`ConnectionLoad`].
+/// giving each request its connection's [`ConnectionLoad`] (in its extensions).
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,

@@ -1,25 +1,18 @@
 //! The `otlp` receiver: OTLP over gRPC and HTTP (protobuf and JSON).
 //!
-//! Both transports end in [`Intake::accept`]: admission against the memory gates, framing
-//! validation by the wire walker (no decoding), hand-off to the pipeline, and the metrics.
+//! Both transports end in core's [`Intake`]: admission against the memory gates, validation by
+//! the wire walker (no decoding), hand-off to the pipeline, and the metrics.
 
 mod grpc;
 mod http;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use metrics::Counter;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{ByteSize, HumanDuration, Problem, check_endpoint};
-use sluice_core::{
-    Batch, BuildError, ConsumeError, Consumer, MemoryGate, Receiver, ReceiverFactory,
-    ReceiverOutputs, Reservation, Signal, metrics as names, typed, wire,
-};
-use sluice_net::ConnectionLoad;
+use sluice_core::{BuildError, Intake, Receiver, ReceiverFactory, ReceiverOutputs, Signal, typed};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -282,299 +275,6 @@ impl OtlpReceiverConfig {
     }
 }
 
-/// Requests larger than this are validated off the async workers: the walk costs about 0.2 µs
-/// per span, so a 256 KiB request (about 450 spans) stays well under half a millisecond.
-const BLOCKING_WALK: usize = 256 * 1024;
-
-/// Validates a request's framing and drops items with invalid ids (see [`wire::inspect`]).
-fn walk(signal: Signal, data: Bytes) -> (Bytes, Result<wire::Inspection, wire::WireError>) {
-    match wire::inspect(signal, &data) {
-        Ok(i) if i.rejected > 0 => (wire::retain_valid(signal, &data), Ok(i)),
-        other => (data, other),
-    }
-}
-
-/// Per-transport, per-signal receiver metrics.
-struct IntakeMetrics {
-    accepted: Counter,
-    refused: Counter,
-    failed: Counter,
-    success: Counter,
-    refused_requests: Counter,
-    failed_requests: Counter,
-}
-
-/// The receiving side shared by both transports: admission, validation, hand-off, metrics.
-pub(crate) struct Intake {
-    consumers: BTreeMap<Signal, Arc<dyn Consumer>>,
-    gates: BTreeMap<Signal, Vec<Arc<MemoryGate>>>,
-    metrics: BTreeMap<(Signal, &'static str), IntakeMetrics>,
-}
-
-/// One connection may have at most this share of the smallest in-flight budget being received
-/// (beyond its first request, which may use the whole budget), so that a client that opens many
-/// streams and stalls them cannot starve the others.
-const CONNECTION_SHARE: usize = 4;
-
-/// The memory a request being received holds: one reservation per memory gate of its signal,
-/// and its part of its connection's load.
-pub(crate) struct Upload {
-    held: Vec<Reservation>,
-    connection: Option<Share>,
-}
-
-/// A request's bytes in its connection's [`ConnectionLoad`]; given back on drop.
-struct Share {
-    load: ConnectionLoad,
-    bytes: usize,
-    cap: usize,
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        self.load.sub(self.bytes);
-    }
-}
-
-impl Upload {
-    /// Counts `bytes` in the connection's load, unless that takes the connection past its share
-    /// while it has other requests under way.
-    fn grow_connection(&mut self, bytes: usize) -> Result<(), ConsumeError> {
-        let Some(share) = &mut self.connection else {
-            return Ok(());
-        };
-        if bytes <= share.bytes {
-            return Ok(());
-        }
-        let others = share.load.get().saturating_sub(share.bytes);
-        if others > 0 && others + bytes > share.cap {
-            return Err(ConsumeError::unavailable(format!(
-                "this connection's requests already hold its share ({} bytes) of the memory budget, retry later",
-                share.cap
-            )));
-        }
-        share.load.add(bytes - share.bytes);
-        share.bytes = bytes;
-        Ok(())
-    }
-
-    /// Holds `bytes` now that that much has arrived (or is declared).
-    ///
-    /// # Errors
-    /// The gate's refusal: retryable when the budget is full now, too large when it never fits;
-    /// retryable too when the connection already holds its share of the budget.
-    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), ConsumeError> {
-        self.grow_connection(bytes)?;
-        for reservation in &mut self.held {
-            if bytes > reservation.bytes() {
-                reservation.resize(bytes)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What a successful request reports back.
-pub(crate) struct Accepted {
-    pub(crate) rejected: u64,
-    pub(crate) message: String,
-}
-
-impl Intake {
-    fn new(id: &str, outputs: ReceiverOutputs) -> Self {
-        let mut metrics = BTreeMap::new();
-        for &signal in outputs.consumers.keys() {
-            for transport in ["grpc", "http"] {
-                let r = || (id.to_owned(), transport);
-                let counter = |name: &'static str| {
-                    let (receiver, transport) = r();
-                    metrics::counter!(name, "receiver" => receiver, "transport" => transport)
-                };
-                let (receiver, t) = r();
-                let requests = |outcome: &'static str| metrics::counter!(names::RECEIVER_REQUESTS, "receiver" => receiver.clone(), "transport" => t, "outcome" => outcome);
-                metrics.insert(
-                    (signal, transport),
-                    IntakeMetrics {
-                        accepted: counter(names::receiver_accepted(signal)),
-                        refused: counter(names::receiver_refused(signal)),
-                        failed: counter(names::receiver_failed(signal)),
-                        success: requests("success"),
-                        refused_requests: requests("refused"),
-                        failed_requests: requests("failure"),
-                    },
-                );
-            }
-        }
-        Intake {
-            consumers: outputs.consumers,
-            gates: outputs.gates,
-            metrics,
-        }
-    }
-
-    pub(crate) fn serves(&self, signal: Signal) -> bool {
-        self.consumers.contains_key(&signal)
-    }
-
-    /// Admits a request about to be received: refused under memory pressure, when `declared`
-    /// bytes (a Content-Length) do not fit now (retryable) or can never fit (too large), before
-    /// any of its body is read. What it returns holds `declared` bytes against every memory gate
-    /// of the signal, and grows as more arrives.
-    ///
-    /// # Errors
-    /// The refusal, already counted.
-    pub(crate) fn begin(
-        &self,
-        signal: Signal,
-        transport: &'static str,
-        declared: usize,
-        connection: Option<&ConnectionLoad>,
-    ) -> Result<Upload, ConsumeError> {
-        let gates = self
-            .gates
-            .get(&signal)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let connection =
-            connection
-                .zip(gates.iter().map(|g| g.budget()).min())
-                .map(|(load, budget)| Share {
-                    load: load.clone(),
-                    bytes: 0,
-                    cap: budget / CONNECTION_SHARE,
-                });
-        let mut upload = Upload {
-            held: Vec::new(),
-            connection,
-        };
-        if let Err(err) = upload.grow_connection(declared) {
-            self.refused(signal, transport, 0);
-            return Err(err);
-        }
-        let mut held = Vec::new();
-        for gate in gates {
-            match gate.check(declared).and_then(|()| gate.reserve(declared)) {
-                Ok(reservation) => held.push(reservation),
-                Err(err) => {
-                    self.refused(signal, transport, 0);
-                    return Err(err);
-                }
-            }
-        }
-        upload.held = held;
-        Ok(upload)
-    }
-
-    /// Counts a refused request (and its items, when known).
-    pub(crate) fn refused(&self, signal: Signal, transport: &'static str, items: usize) {
-        if let Some(m) = self.metrics.get(&(signal, transport)) {
-            m.refused.increment(items as u64);
-            m.refused_requests.increment(1);
-        }
-    }
-
-    /// Counts a request that failed as malformed.
-    pub(crate) fn failed(&self, signal: Signal, transport: &'static str) {
-        if let Some(m) = self.metrics.get(&(signal, transport)) {
-            m.failed_requests.increment(1);
-        }
-    }
-
-    /// Validates an encoded request and pushes it into the pipeline. `upload`, the memory the
-    /// request's body held while it was received, becomes the batch's reservation (resized to
-    /// what the batch holds), so the bytes are counted without a gap and never twice.
-    pub(crate) async fn accept(
-        &self,
-        signal: Signal,
-        transport: &'static str,
-        data: Bytes,
-        upload: Upload,
-    ) -> Result<Accepted, ConsumeError> {
-        let (Some(consumer), Some(metrics)) = (
-            self.consumers.get(&signal),
-            self.metrics.get(&(signal, transport)),
-        ) else {
-            return Err(ConsumeError::invalid(format!(
-                "this receiver is not configured for {signal}"
-            )));
-        };
-        let (data, inspection) = if data.len() > BLOCKING_WALK {
-            tokio::task::spawn_blocking(move || walk(signal, data))
-                .await
-                .map_err(|_| ConsumeError::internal("request validation failed"))?
-        } else {
-            walk(signal, data)
-        };
-        let inspection = match inspection {
-            Ok(i) => i,
-            Err(err) => {
-                metrics.failed_requests.increment(1);
-                return Err(ConsumeError::invalid(format!(
-                    "invalid {signal} request: {err}"
-                )));
-            }
-        };
-        let accepted = if inspection.rejected > 0 {
-            metrics.failed.increment(inspection.rejected as u64);
-            Accepted {
-                rejected: inspection.rejected as u64,
-                message: format!(
-                    "{} {} rejected: {}",
-                    inspection.rejected,
-                    signal.item_name().replace('_', " "),
-                    inspection
-                        .first_rejection
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ),
-            }
-        } else {
-            Accepted {
-                rejected: 0,
-                message: String::new(),
-            }
-        };
-        if inspection.items == 0 {
-            if inspection.rejected > 0 {
-                // Nothing is left to take: the request as a whole is invalid.
-                metrics.failed_requests.increment(1);
-                return Err(ConsumeError::invalid(format!(
-                    "invalid {signal} request: {}",
-                    accepted.message
-                )));
-            }
-            metrics.success.increment(1);
-            return Ok(accepted);
-        }
-        let mut batch = Batch::from_trusted(signal, data, inspection.items);
-        // Received whole: the bytes leave the connection's load and stay in the gates' count.
-        drop(upload.connection);
-        for mut reservation in upload.held {
-            match reservation.resize(batch.size()) {
-                Ok(()) => batch.hold(reservation),
-                Err(err) => {
-                    metrics.refused.increment(inspection.items as u64);
-                    metrics.refused_requests.increment(1);
-                    return Err(err);
-                }
-            }
-        }
-        match consumer.consume(batch).await {
-            Ok(()) => {
-                metrics.accepted.increment(inspection.items as u64);
-                metrics.success.increment(1);
-                Ok(accepted)
-            }
-            Err(err) => {
-                metrics.refused.increment(inspection.items as u64);
-                metrics.refused_requests.increment(1);
-                Err(err)
-            }
-        }
-    }
-}
-
 struct OtlpReceiver {
     id: String,
     config: OtlpReceiverConfig,
@@ -587,7 +287,7 @@ impl Receiver for OtlpReceiver {
         outputs: ReceiverOutputs,
         shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, BuildError> {
-        let intake = Arc::new(Intake::new(&self.id, outputs));
+        let intake = Arc::new(Intake::new(&self.id, outputs, &["grpc", "http"]));
         let mut tasks = Vec::new();
         if let Some(g) = &self.config.protocols.grpc {
             tasks.push(grpc::serve(&self.id, g, Arc::clone(&intake), shutdown.clone()).await?);

@@ -13,13 +13,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
-use sluice_core::{BuildError, ConsumeError, Signal};
-use sluice_net::{BodyError, Coding, ConnectionLoad, ServerSettings, decompress, read_body};
+use sluice_core::{BuildError, ConnectionLoad, ConsumeError, Intake, Signal, Upload};
+use sluice_net::{BodyError, Coding, ServerSettings, decompress, read_body};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::{DEFAULT_IDLE, DEFAULT_MAX_STREAMS, GrpcConfig, Intake, Upload};
+use super::{DEFAULT_IDLE, DEFAULT_MAX_STREAMS, GrpcConfig};
 use crate::status;
 
 /// The gRPC message prefix: a compressed flag and a big-endian length.

@@ -12,15 +12,13 @@ use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
-use sluice_core::{BuildError, ConsumeError, Signal};
-use sluice_net::{
-    BodyError, Coding, ConnectionLoad, ServerSettings, decompress, discard, read_body,
-};
+use sluice_core::{BuildError, ConnectionLoad, ConsumeError, Intake, Signal};
+use sluice_net::{BodyError, Coding, ServerSettings, decompress, discard, read_body};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{CorsConfig, HttpConfig, Intake};
+use super::{CorsConfig, HttpConfig};
 use crate::{json, status};
 
 /// Bodies larger than this are decompressed and transcoded off the async workers.
