@@ -314,9 +314,8 @@ const MAX_DEPTH: usize = 8;
 struct Shape {
     levels: &'static [&'static [u32]],
     names: &'static [&'static str],
-    /// Id fields checked on each item: (field number, name, length, required). A required id
-    /// must be present, of its length and not all zeros; others may be empty.
-    item_ids: &'static [(u32, &'static str, usize, bool)],
+    /// Id fields checked on each item.
+    item_ids: &'static [decodable::IdField],
 }
 
 const TRACES: Shape = Shape {
@@ -664,44 +663,23 @@ fn check_item(
     budget: u32,
     path: &[usize],
 ) -> Result<(), WireError> {
-    let describe = || render_path(shape, path);
-    let mut seen = [false; 4];
-    let mut offset = 0;
-    for field in Fields::new(item, &describe) {
-        let field = field?;
-        let start = offset;
-        offset += field.raw.len();
-        if let Some(slot) = shape.item_ids.iter().position(|(n, ..)| *n == field.number) {
-            let (_, what, expected, required) = shape.item_ids[slot];
-            let got = field.payload.len();
-            if field.wire_type != WireType::Len || (got != expected && got != 0) {
-                return Err(WireError::IdLength {
-                    path: describe(),
-                    what,
-                    expected,
-                    got,
-                });
-            }
-            seen[slot] = required && got != 0 && field.payload.iter().any(|&b| b != 0);
-            continue;
-        }
-        let wire_type = field.wire_type as u8;
-        if let Err(bad) =
-            decodable::check_field(desc, field.number, wire_type, field.payload, budget)
-        {
-            let bad = decodable::at(desc, item, start, field.number, bad);
-            return Err(undecodable(shape, path, &bad));
-        }
-    }
-    for (slot, &(_, what, _, required)) in shape.item_ids.iter().enumerate() {
-        if required && !seen[slot] {
-            return Err(WireError::MissingId {
-                path: describe(),
-                what,
-            });
-        }
-    }
-    Ok(())
+    decodable::check_item(desc, item, budget, shape.item_ids).map_err(|fault| match fault {
+        decodable::ItemFault::IdLength {
+            what,
+            expected,
+            got,
+        } => WireError::IdLength {
+            path: render_path(shape, path),
+            what,
+            expected,
+            got,
+        },
+        decodable::ItemFault::MissingId(what) => WireError::MissingId {
+            path: render_path(shape, path),
+            what,
+        },
+        decodable::ItemFault::Undecodable(bad) => undecodable(shape, path, &bad),
+    })
 }
 
 /// Counts the items of a request already validated by [`validate_and_count`], without allocating.

@@ -217,40 +217,103 @@ fn wire_type_name(wire_type: u8) -> &'static str {
 pub(crate) fn check_message(msg: &'static Msg, buf: &[u8], budget: u32) -> Result<(), Box<Bad>> {
     let mut pos = 0;
     while pos < buf.len() {
-        let start = pos;
-        let key = read_varint(buf, &mut pos).ok_or_else(|| Bad::new(FieldProblem::Varint))?;
-        let number = match u32::try_from(key) {
-            Ok(k) if k >> 3 != 0 => k >> 3,
-            _ => return Err(Bad::new(FieldProblem::FieldNumber)),
-        };
-        let wire_type = (key & 7) as u8;
-        let mut payload: &[u8] = &[];
-        let framed = match wire_type {
-            0 => read_varint(buf, &mut pos).map(|_| ()),
-            1 | 5 => {
-                let width = if wire_type == 1 { 8 } else { 4 };
-                (buf.len() - pos >= width).then(|| pos += width)
-            }
-            2 => read_varint(buf, &mut pos).and_then(|len| {
-                let len = usize::try_from(len).ok()?;
-                (len <= buf.len() - pos).then(|| {
-                    payload = &buf[pos..pos + len];
-                    pos += len;
-                })
-            }),
-            other => return Err(Bad::new(FieldProblem::InvalidWireType(other))),
-        };
-        if framed.is_none() {
-            return Err(at(
-                msg,
-                buf,
-                start,
-                number,
-                Bad::new(FieldProblem::Truncated),
-            ));
-        }
+        let (start, number, wire_type, payload) = next_field(msg, buf, &mut pos)?;
         if let Err(bad) = check_field(msg, number, wire_type, payload, budget) {
             return Err(at(msg, buf, start, number, bad));
+        }
+    }
+    Ok(())
+}
+
+/// Frames the field at `pos` and moves past it: where it starts, its number, wire type and (for
+/// length-delimited fields) payload. Always inlined: it is the inner loop of the check.
+#[inline(always)]
+fn next_field<'a>(
+    msg: &'static Msg,
+    buf: &'a [u8],
+    pos: &mut usize,
+) -> Result<(usize, u32, u8, &'a [u8]), Box<Bad>> {
+    let start = *pos;
+    let key = read_varint(buf, pos).ok_or_else(|| Bad::new(FieldProblem::Varint))?;
+    let number = match u32::try_from(key) {
+        Ok(k) if k >> 3 != 0 => k >> 3,
+        _ => return Err(Bad::new(FieldProblem::FieldNumber)),
+    };
+    let wire_type = (key & 7) as u8;
+    let mut payload: &[u8] = &[];
+    let framed = match wire_type {
+        0 => read_varint(buf, pos).map(|_| ()),
+        1 | 5 => {
+            let width = if wire_type == 1 { 8 } else { 4 };
+            (buf.len() - *pos >= width).then(|| *pos += width)
+        }
+        2 => len_value(buf, pos).map(|value| payload = value),
+        other => return Err(Bad::new(FieldProblem::InvalidWireType(other))),
+    };
+    if framed.is_none() {
+        return Err(at(
+            msg,
+            buf,
+            start,
+            number,
+            Bad::new(FieldProblem::Truncated),
+        ));
+    }
+    Ok((start, number, wire_type, payload))
+}
+
+/// An id field an item carries: (field number, name, length, required). A required id must be
+/// present, of its length and not all zeros (the OTLP specification calls such ids invalid);
+/// others may be empty.
+pub(crate) type IdField = (u32, &'static str, usize, bool);
+
+/// Why an item is refused.
+pub(crate) enum ItemFault {
+    /// An id of the wrong length or wire type.
+    IdLength {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A required id that is absent, empty or all zeros.
+    MissingId(&'static str),
+    /// A field that would not decode.
+    Undecodable(Box<Bad>),
+}
+
+/// Checks one item (span, data point, log record) in one pass: its ids, and every field at
+/// every depth against the schema.
+pub(crate) fn check_item(
+    msg: &'static Msg,
+    buf: &[u8],
+    budget: u32,
+    ids: &[IdField],
+) -> Result<(), ItemFault> {
+    let mut seen = [false; 4];
+    let mut pos = 0;
+    while pos < buf.len() {
+        let (start, number, wire_type, payload) =
+            next_field(msg, buf, &mut pos).map_err(ItemFault::Undecodable)?;
+        if let Some(slot) = ids.iter().position(|id| id.0 == number) {
+            let (_, what, expected, required) = ids[slot];
+            let got = payload.len();
+            if wire_type != 2 || (got != expected && got != 0) {
+                return Err(ItemFault::IdLength {
+                    what,
+                    expected,
+                    got,
+                });
+            }
+            seen[slot] = required && got != 0 && payload.iter().any(|&b| b != 0);
+            continue;
+        }
+        if let Err(bad) = check_field(msg, number, wire_type, payload, budget) {
+            return Err(ItemFault::Undecodable(at(msg, buf, start, number, bad)));
+        }
+    }
+    for (slot, &(_, what, _, required)) in ids.iter().enumerate() {
+        if required && !seen[slot] {
+            return Err(ItemFault::MissingId(what));
         }
     }
     Ok(())
