@@ -226,7 +226,14 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
+    // A refusal is sent after reading and discarding the body (frame by frame, never holding
+    // it, within read_timeout): a server that answers mid-upload and closes makes clients see a
+    // reset, not the answer. Bodies declared over twice the limit are answered at once.
+    let linger = state.max_body.saturating_mul(2);
     if hint > state.max_body {
+        if hint <= linger {
+            discard(request.into_body(), linger, state.read_timeout).await;
+        }
         return Err(Failure::too_large(encoding, state.max_body));
     }
     // Admitted by its declared length before any of the body is read; a chunked body is counted
@@ -238,12 +245,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     {
         Ok(upload) => upload,
         Err(err) => {
-            // Read and discard the body (frame by frame, never holding it) before answering: a
-            // server that answers mid-upload and closes makes clients see a reset, not the 503.
-            // A request that can never fit is answered at once.
-            if err.is_retryable() {
-                discard(request.into_body(), state.max_body, state.read_timeout).await;
-            }
+            discard(request.into_body(), linger, state.read_timeout).await;
             return Err(Failure::from_consume(encoding, &err));
         }
     };
