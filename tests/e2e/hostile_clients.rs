@@ -150,6 +150,26 @@ fn export_request(port: u16, encoding: Option<&str>) -> http::Request<()> {
     r.body(()).unwrap()
 }
 
+/// Starts a call whose message prefix declares `declared` bytes, sends `sent` of them and
+/// leaves the stream open.
+async fn stall_call(
+    client: &h2::client::SendRequest<Bytes>,
+    port: u16,
+    declared: u32,
+    sent: usize,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let mut client = client.clone().ready().await.unwrap();
+    let (response, mut stream) = client
+        .send_request(export_request(port, None), false)
+        .unwrap();
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(declared);
+    body.put_slice(&vec![0x0a; sent]);
+    let _ = stream.send_data(body.freeze(), false);
+    (response, stream)
+}
+
 /// One unary call with `body` as the raw request stream.
 async fn grpc_call(port: u16, encoding: Option<&str>, body: Vec<u8>) -> GrpcOutcome {
     let client = h2_connect(port).await;
@@ -397,15 +417,7 @@ async fn stalled_uploads_count_against_the_budget_and_time_out() {
     for _ in 0..3 {
         let client = h2_connect(ports.grpc).await;
         for _ in 0..10 {
-            let mut client = client.clone().ready().await.unwrap();
-            let (response, mut stream) = client
-                .send_request(export_request(ports.grpc, None), false)
-                .unwrap();
-            let mut body = BytesMut::new();
-            body.put_u8(0);
-            body.put_u32(4_000_000);
-            body.put_slice(&vec![0x0a; 3_800_000]);
-            let _ = stream.send_data(body.freeze(), false);
+            let (response, stream) = stall_call(&client, ports.grpc, 4_000_000, 3_800_000).await;
             calls.push(tokio::spawn(async move {
                 let response = response.await;
                 drop(stream);
@@ -507,16 +519,7 @@ async fn a_connection_stalling_many_streams_holds_only_its_share_of_the_budget()
     let client = h2_connect(ports.grpc).await;
     let mut stalled = Vec::new();
     for _ in 0..20 {
-        let mut c = client.clone().ready().await.unwrap();
-        let (response, mut stream) = c
-            .send_request(export_request(ports.grpc, None), false)
-            .unwrap();
-        let mut body = BytesMut::new();
-        body.put_u8(0);
-        body.put_u32(4_000_000);
-        body.put_slice(&vec![0x0a; 3_000_000]);
-        let _ = stream.send_data(body.freeze(), false);
-        stalled.push((response, stream));
+        stalled.push(stall_call(&client, ports.grpc, 4_000_000, 3_000_000).await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held = sluice

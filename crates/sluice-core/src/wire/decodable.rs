@@ -146,39 +146,36 @@ pub(crate) fn check_field(
 /// `false` says nothing: the general check then decides, and names any problem. It takes no
 /// recursion budget beyond the two levels its caller checked.
 fn key_value_fast(buf: &[u8]) -> bool {
-    let mut pos = 0;
-    while pos < buf.len() {
-        let tag = buf[pos];
-        pos += 1;
-        let ok = match tag {
-            0x0a => len_value(buf, &mut pos).is_some_and(<[u8]>::is_ascii),
-            0x12 => len_value(buf, &mut pos).is_some_and(any_value_fast),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+    fields_fast(buf, |tag, buf, pos| match tag {
+        0x0a => len_value(buf, pos).is_some_and(<[u8]>::is_ascii),
+        0x12 => len_value(buf, pos).is_some_and(any_value_fast),
+        _ => false,
+    })
 }
 
 /// [`key_value_fast`] for an `AnyValue` of scalars.
 fn any_value_fast(buf: &[u8]) -> bool {
+    fields_fast(buf, |tag, buf, pos| match tag {
+        0x0a => len_value(buf, pos).is_some_and(<[u8]>::is_ascii),
+        0x3a => len_value(buf, pos).is_some(),
+        0x10 | 0x18 => read_varint(buf, pos).is_some(),
+        0x21 if buf.len() - *pos >= 8 => {
+            *pos += 8;
+            true
+        }
+        _ => false,
+    })
+}
+
+/// Walks one-byte tags, each field read by `field` (tag, buffer, position after the tag); `false`
+/// as soon as one is not of the expected shapes.
+#[inline(always)]
+fn fields_fast(buf: &[u8], field: impl Fn(u8, &[u8], &mut usize) -> bool) -> bool {
     let mut pos = 0;
     while pos < buf.len() {
         let tag = buf[pos];
         pos += 1;
-        let ok = match tag {
-            0x0a => len_value(buf, &mut pos).is_some_and(<[u8]>::is_ascii),
-            0x3a => len_value(buf, &mut pos).is_some(),
-            0x10 | 0x18 => read_varint(buf, &mut pos).is_some(),
-            0x21 if buf.len() - pos >= 8 => {
-                pos += 8;
-                true
-            }
-            _ => false,
-        };
-        if !ok {
+        if !field(tag, buf, &mut pos) {
             return false;
         }
     }
