@@ -483,6 +483,24 @@ async fn one_connection_cannot_open_unlimited_streams_or_hold_the_budget_with_em
     let ports = Ports::new();
     let sluice = Sluice::start(ports, &config(&ports, sink.grpc_port, "", "", 200));
     let client = h2_connect(ports.grpc).await;
+    // One whole call first, so that the server's SETTINGS have surely arrived.
+    {
+        let mut c = client.clone().ready().await.unwrap();
+        let (response, mut stream) = c
+            .send_request(export_request(ports.grpc, None), false)
+            .unwrap();
+        let body = frame(false, &trace_request(1, "first", 0).encode_to_vec());
+        stream.send_data(Bytes::from(body), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(client.current_max_send_streams(), 100);
+    let in_flight = "sluice_memory_limiter_in_flight_bytes{processor=\"memory_limiter\"}";
+    assert_eq!(
+        sluice.wait_metric(in_flight, 0.0).await,
+        0.0,
+        "the first call was exported"
+    );
     // Header-only streams, never finished.
     let mut open = Vec::new();
     for _ in 0..100 {
@@ -492,13 +510,10 @@ async fn one_connection_cannot_open_unlimited_streams_or_hold_the_budget_with_em
             .unwrap();
         open.push((response, stream));
     }
-    // The server advertises its limit, so a client queues the 101st stream; the limiter holds
+    // The server advertised its limit, so a client queues a 101st stream; the limiter holds
     // nothing for empty streams, and other clients are served.
-    assert_eq!(client.current_max_send_streams(), 100);
-    let held = sluice
-        .metric("sluice_memory_limiter_in_flight_bytes{processor=\"memory_limiter\"}")
-        .await;
-    assert_eq!(held, 0.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sluice.metric(in_flight).await, 0.0);
     let (status, _, _) = post(
         ports.http,
         trace_request(1, "other", 0).encode_to_vec(),
