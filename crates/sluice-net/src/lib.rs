@@ -13,7 +13,7 @@ pub use client::{
     Compression, TlsClientConfig, UnaryClient, channel, export_error, metadata, retryable,
 };
 pub use codec::{Coding, RawCodec, accept_gzip, decompress, gzip};
-pub use http::{http_client, http_headers};
+pub use http::{Answer, MAX_ANSWER_BYTES, http_client, http_headers, parse_retry_after, send};
 pub use server::{BodyError, ServerSettings, discard, read_body, serve};
 pub use status::{
     ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, grpc_status, http_status,

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -184,47 +183,6 @@ struct HttpExporter {
     gzip: bool,
 }
 
-fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
-    let v = value?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate_parse(v)?;
-    when.duration_since(std::time::SystemTime::now()).ok()
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date form servers send now.
-fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as i64
-        + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + m * 60 + s;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
 #[async_trait]
 impl Exporter for HttpExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
@@ -240,28 +198,20 @@ impl Exporter for HttpExporter {
         } else {
             data
         };
-        let response =
-            request.body(body).send().await.map_err(|e| {
-                ExportError::retryable(format!("request to {} failed: {e}", self.url))
-            })?;
-        let code = response.status();
-        let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let body = response.bytes().await.unwrap_or_default();
-        if code.is_success() {
-            if let Some((rejected, message)) = status::decode_partial_success(&body) {
+        let answer = sluice_net::send(request.body(body), &self.url).await?;
+        if answer.status.is_success() {
+            if let Some((rejected, message)) = status::decode_partial_success(&answer.body) {
                 tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
             }
             return Ok(());
         }
-        let detail = prost::Message::decode(body.as_ref())
+        // The receiver's google.rpc.Status says more than its bytes.
+        let detail = prost::Message::decode(answer.body.as_ref())
             .map(|s: sluice_net::RpcStatus| s.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned());
-        let message = format!("{} responded {code}: {detail}", self.url);
+            .ok();
         // Retryable per the OTLP specification: 429, 502, 503, 504.
-        Err(match code.as_u16() {
-            429 | 502 | 503 | 504 => ExportError::retryable(message).with_retry_after(retry_after),
-            _ => ExportError::permanent(message),
-        })
+        let retryable = matches!(answer.status.as_u16(), 429 | 502 | 503 | 504);
+        Err(answer.error(&self.url, detail, retryable))
     }
 }
 
@@ -336,17 +286,6 @@ impl ExporterFactory for OtlpHttpExporterFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_retry_after_in_both_forms() {
-        let v = reqwest::header::HeaderValue::from_static("7");
-        assert_eq!(parse_retry_after(Some(&v)), Some(Duration::from_secs(7)));
-        assert_eq!(
-            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(std::time::UNIX_EPOCH + Duration::from_secs(784_111_777))
-        );
-        assert_eq!(httpdate_parse("yesterday"), None);
-    }
 
     #[test]
     fn http_urls_append_the_signal_path_unless_overridden() {

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -277,46 +276,25 @@ struct RemoteWriteExporter {
     drops: metrics::Counter,
 }
 
-/// Parses `Retry-After` in seconds (HTTP-dates are treated as "soon").
-fn retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
-    let v = value?.to_str().ok()?.trim();
-    Some(
-        v.parse::<u64>()
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(1)),
-    )
-}
-
 impl RemoteWriteExporter {
     /// Sends one Snappy-compressed `WriteRequest`.
     async fn post(&self, compressed: Bytes) -> Result<(), ExportError> {
-        let response = self
+        let request = self
             .client
             .post(&self.endpoint)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_ENCODING, "snappy")
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(compressed)
-            .send()
-            .await
-            .map_err(|e| {
-                ExportError::retryable(format!("request to {} failed: {e}", self.endpoint))
-            })?;
-        let code = response.status();
-        if code.is_success() {
+            .body(compressed);
+        let answer = sluice_net::send(request, &self.endpoint).await?;
+        if answer.status.is_success() {
             return Ok(());
         }
-        let delay = retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let text = response.text().await.unwrap_or_default();
-        let message = format!("{} responded {code}: {}", self.endpoint, text.trim());
         // The specification: retry 5xx, may retry 429, never other 4xx (Prometheus answers
         // out-of-order and duplicate samples with 400).
-        if code.is_server_error() || code.as_u16() == 429 {
-            Err(ExportError::retryable(message).with_retry_after(delay))
-        } else {
-            Err(ExportError::permanent(message))
-        }
+        let retryable = answer.status.is_server_error() || answer.status.as_u16() == 429;
+        Err(answer.error(&self.endpoint, None, retryable))
     }
 }
 
