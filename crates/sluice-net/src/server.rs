@@ -302,10 +302,12 @@ pub enum BodyError<E> {
     Refused(E),
 }
 
-/// Reads a request body into memory: at most `limit` bytes, all within `timeout`, calling
-/// `on_data` with everything received so far after each chunk, so the caller can count the bytes
-/// against a memory budget as they arrive (and look at a prefix as soon as it is there).
-/// `capacity` pre-sizes the buffer; pass only what is already admitted.
+/// Reads a request body into memory: at most `limit` bytes, all within `timeout` (one timer for
+/// the whole body), calling `on_data` with everything received so far after each chunk, so the
+/// caller can count the bytes against a memory budget as they arrive and look at a prefix as
+/// soon as it is there. `on_data` returns the size the body is now expected to reach, and the
+/// buffer is sized for it once (pass only what is already admitted; `capacity` is the first
+/// expectation). A body that arrives in one chunk is returned without a copy.
 ///
 /// # Errors
 /// [`BodyError`]: too large, too slow, a broken connection, or what `on_data` returned.
@@ -314,32 +316,51 @@ pub async fn read_body<B, E>(
     limit: usize,
     capacity: usize,
     timeout: Duration,
-    mut on_data: impl FnMut(&[u8]) -> Result<(), E>,
+    mut on_data: impl FnMut(&[u8]) -> Result<usize, E>,
 ) -> Result<Bytes, BodyError<E>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let deadline = Instant::now() + timeout;
     let mut body = pin!(body);
-    let mut buf = BytesMut::with_capacity(capacity.min(limit));
+    let mut deadline = pin!(tokio::time::sleep(timeout));
+    let mut expected = capacity.min(limit);
+    // The first chunk is kept as it came; the buffer is made only when a second one arrives.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.as_mut().frame()).await {
-            Err(_) => return Err(BodyError::TimedOut(timeout)),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(BodyError::Read(e.into())),
-            Ok(Some(Ok(frame))) => frame,
+        let frame = tokio::select! {
+            biased;
+            frame = BodyExt::frame(&mut body) => frame,
+            () = &mut deadline => return Err(BodyError::TimedOut(timeout)),
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(BodyError::Read(e.into())),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
         };
-        if buf.len().saturating_add(data.len()) > limit {
+        let received = first.as_ref().map_or(buf.len(), Bytes::len);
+        if received.saturating_add(data.len()) > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        buf.extend_from_slice(&data);
-        on_data(&buf).map_err(BodyError::Refused)?;
+        let wants = if received == 0 && first.is_none() {
+            let wants = on_data(&data).map_err(BodyError::Refused)?;
+            first = Some(data);
+            wants
+        } else {
+            if let Some(head) = first.take() {
+                buf.reserve(expected.max(head.len() + data.len()).min(limit));
+                buf.extend_from_slice(&head);
+            }
+            buf.extend_from_slice(&data);
+            on_data(&buf).map_err(BodyError::Refused)?
+        };
+        expected = expected.max(wants).min(limit);
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Reads and drops a body (frame by frame, never holding it) for up to `timeout`, so that a

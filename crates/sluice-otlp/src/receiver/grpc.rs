@@ -121,13 +121,14 @@ impl ExportService {
 
 /// Checks what has arrived so far: the prefix's declared length against the size limit and the
 /// memory budget as soon as the prefix is there, the bytes received against the budget always,
-/// and nothing past the one message a unary call carries.
+/// and nothing past the one message a unary call carries. Returns the size the body will reach,
+/// once admitted, so the body is read into a buffer of that size.
 fn admit(
     received: &[u8],
     max: usize,
     declared: &mut Option<usize>,
     upload: &mut Upload,
-) -> Result<(), ConsumeError> {
+) -> Result<usize, ConsumeError> {
     if declared.is_none() && received.len() >= PREFIX {
         let len = u32::from_be_bytes([received[1], received[2], received[3], received[4]]) as usize;
         if len > max {
@@ -145,7 +146,8 @@ fn admit(
             "a unary call carries one message; more data followed it",
         ));
     }
-    upload.grow_to(received.len())
+    upload.grow_to(received.len())?;
+    Ok(declared.map_or(received.len(), |len| PREFIX + len))
 }
 
 fn body_status(err: BodyError<ConsumeError>, max: usize) -> Status {

@@ -254,7 +254,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         state.max_body,
         hint,
         state.read_timeout,
-        |received| upload.grow_to(received.len()),
+        |received| upload.grow_to(received.len()).map(|()| received.len()),
     )
     .await
     .map_err(|e| {
