@@ -85,13 +85,13 @@ impl Batch {
     /// exporters whose decoder refused a batch: one bad item must not take its neighbours along.
     /// The reservations stay with the kept items.
     pub fn without_undecodable(&self) -> Option<(Batch, usize)> {
-        let inspection = wire::inspect(self.signal, &self.data).ok()?;
+        let (data, inspection) = wire::checked(self.signal, self.data.clone()).ok()?;
         if inspection.rejected == 0 {
             return None;
         }
         let kept = Batch {
             signal: self.signal,
-            data: wire::retain_valid(self.signal, &self.data),
+            data,
             items: inspection.items,
             held: self.held.clone(),
         };

@@ -661,10 +661,9 @@ impl Shared {
     }
 }
 
-/// [`Batch::without_undecodable`], on the blocking pool for large batches (the walk costs about
-/// 0.2 µs per item).
+/// [`Batch::without_undecodable`], on the blocking pool for large batches.
 async fn without_undecodable(batch: &Batch) -> Option<(Batch, usize)> {
-    if batch.size() > 256 * 1024 {
+    if batch.size() > crate::wire::CHECK_OFF_WORKERS_ABOVE {
         let batch = batch.clone();
         tokio::task::spawn_blocking(move || batch.without_undecodable())
             .await

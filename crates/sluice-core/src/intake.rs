@@ -38,18 +38,6 @@ impl ConnectionLoad {
     }
 }
 
-/// Requests larger than this are validated off the async workers: the walk costs about 0.2 µs
-/// per span, so a 256 KiB request (about 450 spans) stays well under half a millisecond.
-const BLOCKING_WALK: usize = 256 * 1024;
-
-/// Validates a request's framing and drops items with invalid ids (see [`wire::inspect`]).
-fn walk(signal: Signal, data: Bytes) -> (Bytes, Result<wire::Inspection, wire::WireError>) {
-    match wire::inspect(signal, &data) {
-        Ok(i) if i.rejected > 0 => (wire::retain_valid(signal, &data), Ok(i)),
-        other => (data, other),
-    }
-}
-
 /// Per-transport, per-signal receiver metrics.
 struct IntakeMetrics {
     accepted: Counter,
@@ -261,15 +249,15 @@ impl Intake {
                 "this receiver is not configured for {signal}"
             )));
         };
-        let (data, inspection) = if data.len() > BLOCKING_WALK {
-            tokio::task::spawn_blocking(move || walk(signal, data))
+        let checked = if data.len() > wire::CHECK_OFF_WORKERS_ABOVE {
+            tokio::task::spawn_blocking(move || wire::checked(signal, data))
                 .await
                 .map_err(|_| ConsumeError::internal("request validation failed"))?
         } else {
-            walk(signal, data)
+            wire::checked(signal, data)
         };
-        let inspection = match inspection {
-            Ok(i) => i,
+        let (data, inspection) = match checked {
+            Ok(checked) => checked,
             Err(err) => {
                 metrics.failed_requests.increment(1);
                 return Err(ConsumeError::invalid(format!(
