@@ -10,8 +10,8 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use sluice_core::view::{Context, Editor, Item, Verdict};
 use sluice_core::{Batch, BatchBuilder, Signal, wire};
 
 /// One request of 100 spans from the load generator's payloads (sluice-fixtures): about 10
@@ -40,23 +40,80 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.bench_function("rewrite_resource", |b| {
-        b.iter(|| {
-            wire::rewrite_resources::<()>(black_box(&data), |r| {
-                let mut res = r.map(|r| Resource::decode(r).unwrap()).unwrap_or_default();
-                res.attributes.push(KeyValue {
+        struct AddAttribute;
+        impl Editor for AddAttribute {
+            fn resource(&mut self, view: &sluice_core::view::Resource<'_>) -> Verdict {
+                let mut resource = view.decode();
+                resource.attributes.push(KeyValue {
                     key: "bench.collector".into(),
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue("sluice".into())),
                     }),
                     ..Default::default()
                 });
-                Ok(Some(res.encode_to_vec()))
-            })
-            .unwrap()
-        })
+                Verdict::resource(view, &resource)
+            }
+        }
+        let batch = Batch::decode(Signal::Traces, data.clone()).unwrap();
+        b.iter(|| black_box(batch.clone()).edit(&mut AddAttribute))
     });
     g.bench_function("split_at_37", |b| {
         b.iter(|| wire::split(Signal::Traces, black_box(&data), 37))
+    });
+    // Item-level views and edits (sluice_core::view).
+    let batch = Batch::decode(Signal::Traces, data.clone()).unwrap();
+    g.bench_function("view_read_every_span", |b| {
+        b.iter(|| {
+            let mut errors = 0;
+            let kept = black_box(batch.clone()).retain(|_, item| {
+                let span = item.as_span().unwrap().summary();
+                errors += usize::from(
+                    span.status_code == 2
+                        || span.end_time_unix_nano - span.start_time_unix_nano > 1_000_000,
+                );
+                true
+            });
+            (kept, errors)
+        })
+    });
+    g.bench_function("retain_keep_all", |b| {
+        b.iter(|| black_box(batch.clone()).retain(|_, _| true))
+    });
+    g.bench_function("retain_drop_a_third", |b| {
+        b.iter(|| {
+            black_box(batch.clone()).retain(|_, item| item.raw()[item.raw().len() / 2] % 3 != 0)
+        })
+    });
+    g.bench_function("edit_rewrite_one_span_in_10", |b| {
+        struct Rename(usize);
+        impl Editor for Rename {
+            fn item(&mut self, _: &Context<'_>, item: &Item<'_>) -> Verdict {
+                self.0 += 1;
+                if !self.0.is_multiple_of(10) {
+                    return Verdict::Keep;
+                }
+                let mut span = item.as_span().unwrap().decode();
+                span.name = "GET /users/{id}".into();
+                Verdict::replace(&span)
+            }
+        }
+        b.iter(|| black_box(batch.clone()).edit(&mut Rename(0)))
+    });
+    g.bench_function("group_by_trace_id", |b| {
+        b.iter(|| {
+            black_box(batch.clone())
+                .group_by(|_, item| <[u8; 16]>::try_from(item.trace_id()).unwrap_or_default())
+        })
+    });
+    g.bench_function("group_by_service", |b| {
+        b.iter(|| {
+            black_box(batch.clone()).group_by(|context, _| {
+                context
+                    .resource
+                    .attribute("service.name")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            })
+        })
     });
     g.finish();
 

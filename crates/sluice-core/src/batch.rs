@@ -5,7 +5,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::Signal;
-use crate::gate::Reservation;
+use crate::gate::{self, Reservation};
+use crate::view::edit::{self, Editor, Retain};
+use crate::view::{Context, Item};
 use crate::wire::{self, WireError};
 
 /// An encoded `Export*ServiceRequest` with its item count and the memory it holds.
@@ -74,9 +76,52 @@ impl Batch {
         self.items == 0
     }
 
-    /// Replaces the encoded data (a processor rewrote it) keeping the item count and reservations.
-    pub fn with_data(mut self, data: Bytes) -> Batch {
+    /// The batch as `editor` leaves it (see [`crate::view::edit`]): the same batch, not a copy,
+    /// when it changes nothing. Resources, scopes and metrics left without items are removed;
+    /// the item count and size follow, and so do the memory reservations (see [`Batch::hold`]).
+    pub fn edit<E: Editor + ?Sized>(self, editor: &mut E) -> Batch {
+        match edit::edit(self.signal, &self.data, editor) {
+            None => self,
+            Some((data, items)) => self.rebased(data, items),
+        }
+    }
+
+    /// The batch with only the items `keep` accepts, as [`Batch::edit`].
+    pub fn retain(self, keep: impl FnMut(&Context<'_>, &Item<'_>) -> bool) -> Batch {
+        self.edit(&mut Retain(keep))
+    }
+
+    /// One batch per key of `key`, in order of first appearance; each item's resource and scope
+    /// (and metric) travel with it. A batch whose items all share one key comes back as it is.
+    /// The pieces share the reservations, as [`Batch::split_off`]'s do.
+    pub fn group_by<K: std::hash::Hash + Eq + Clone>(
+        self,
+        key: impl FnMut(&Context<'_>, &Item<'_>) -> K,
+    ) -> Vec<(K, Batch)> {
+        let mut groups = edit::group_by(self.signal, &self.data, key);
+        if let [(_, None, _)] = groups.as_slice() {
+            let (key, _, _) = groups.remove(0);
+            return vec![(key, self)];
+        }
+        groups
+            .into_iter()
+            .map(|(key, data, items)| {
+                let batch = Batch {
+                    signal: self.signal,
+                    data: data.unwrap_or_else(|| self.data.clone()),
+                    items,
+                    held: self.held.clone(),
+                };
+                (key, batch)
+            })
+            .collect()
+    }
+
+    /// This batch holding `data` of `items` items instead, its reservations following the size.
+    fn rebased(mut self, data: Bytes, items: usize) -> Batch {
+        gate::follow(&mut self.held, self.data.len(), data.len());
         self.data = data;
+        self.items = items;
         self
     }
 

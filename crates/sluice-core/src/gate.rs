@@ -167,6 +167,41 @@ impl Reservation {
     }
 }
 
+/// Makes the reservations `held` by one piece of data follow it from `old` to `new` bytes, on
+/// every gate they are held against: growth is reserved even past the budget (the bytes exist
+/// already; refusing them would free nothing), and a shrink is given back from the reservations
+/// this piece holds alone (a shared one still covers a copy elsewhere).
+pub(crate) fn follow(held: &mut Vec<Arc<Reservation>>, old: usize, new: usize) {
+    let mut gates: Vec<Arc<MemoryGate>> = Vec::new();
+    for r in held.iter() {
+        if !gates.iter().any(|g| Arc::ptr_eq(g, &r.gate)) {
+            gates.push(Arc::clone(&r.gate));
+        }
+    }
+    for gate in gates {
+        if new > old {
+            gate.in_flight.fetch_add(new - old, Ordering::AcqRel);
+            held.push(Arc::new(Reservation {
+                gate,
+                bytes: new - old,
+            }));
+            continue;
+        }
+        let mut less = old - new;
+        for r in held.iter_mut().filter(|r| Arc::ptr_eq(&r.gate, &gate)) {
+            if less == 0 {
+                break;
+            }
+            if let Some(r) = Arc::get_mut(r) {
+                let cut = less.min(r.bytes);
+                r.bytes -= cut;
+                gate.in_flight.fetch_sub(cut, Ordering::AcqRel);
+                less -= cut;
+            }
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.gate.in_flight.fetch_sub(self.bytes, Ordering::AcqRel);

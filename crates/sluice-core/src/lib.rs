@@ -15,6 +15,7 @@ pub mod intake;
 pub mod metrics;
 pub mod schema;
 mod signal;
+pub mod view;
 pub mod wire;
 
 pub use batch::{Batch, BatchBuilder};

@@ -4,8 +4,8 @@
 //! request is nothing but a repeated `Resource*` field, so the walker only needs to know, for each
 //! nesting level, which field numbers hold the children that lead to the countable items (spans,
 //! metric data points, log records). Everything else at a level is "header" and is copied verbatim.
-//! This is enough to validate, count, split and rewrite resources without decoding a single
-//! attribute; property tests prove it agrees with prost (see the tests at the end).
+//! This is enough to validate, count and split requests without decoding a single attribute
+//! (item-level reading and editing is [`crate::view`]'s); property tests prove it agrees with prost (see the tests at the end).
 
 mod decodable;
 
@@ -155,18 +155,34 @@ impl Field<'_> {
         let bytes = self.raw.last_chunk::<8>()?;
         (self.wire_type == WireType::Fixed64).then(|| u64::from_le_bytes(*bytes))
     }
+
+    /// The value of a `fixed32` field, `None` for other wire types.
+    pub fn fixed32(&self) -> Option<u32> {
+        let bytes = self.raw.last_chunk::<4>()?;
+        (self.wire_type == WireType::Fixed32).then(|| u32::from_le_bytes(*bytes))
+    }
+
+    /// The value of a varint field, `None` for other wire types.
+    pub fn varint(&self) -> Option<u64> {
+        if self.wire_type != WireType::Varint {
+            return None;
+        }
+        let mut pos = 0;
+        read_varint(self.raw, &mut pos)?;
+        read_varint(self.raw, &mut pos)
+    }
 }
 
 /// The fields of one encoded message, each framed and checked (tag, wire type, length) as it is
 /// read; the first framing error is the last item. For tools that need more of the wire format
-/// than [`inspect`], [`split`] and [`rewrite_resources`] offer, such as patching timestamps in
+/// than [`inspect`] and [`split`] offer, such as patching timestamps in
 /// place.
 pub fn fields(message: &[u8]) -> impl Iterator<Item = Result<Field<'_>, WireError>> {
     Fields::new(message, &String::new)
 }
 
 #[inline]
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     // Tags and most lengths are one byte: take them without entering the loop.
     let first = *buf.get(*pos)?;
     if first < 0x80 {
@@ -289,7 +305,7 @@ impl<'a> Iterator for Fields<'a, '_> {
 }
 
 /// Writes a length-delimited field header (tag and length).
-fn put_len_header(out: &mut BytesMut, number: u32, len: usize) {
+pub(crate) fn put_len_header(out: &mut BytesMut, number: u32, len: usize) {
     put_varint(out, (u64::from(number) << 3) | 2);
     put_varint(out, len as u64);
 }
@@ -302,17 +318,17 @@ fn put_varint(out: &mut BytesMut, mut value: u64) {
     out.put_u8(value as u8);
 }
 
-fn varint_len(value: u64) -> usize {
+pub(crate) fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// The shape of one signal's request: per nesting level, the field numbers that hold children.
 /// The last level's children are the countable items.
 /// Deeper than any shape's levels (metrics: resource, scope, metric, data point).
-const MAX_DEPTH: usize = 8;
+pub(crate) const MAX_DEPTH: usize = 8;
 
-struct Shape {
-    levels: &'static [&'static [u32]],
+pub(crate) struct Shape {
+    pub(crate) levels: &'static [&'static [u32]],
     names: &'static [&'static str],
     /// Id fields checked on each item.
     item_ids: &'static [decodable::IdField],
@@ -348,7 +364,7 @@ const LOGS: Shape = Shape {
     item_ids: &[(9, "trace_id", 16, false), (10, "span_id", 8, false)],
 };
 
-fn shape(signal: Signal) -> &'static Shape {
+pub(crate) fn shape(signal: Signal) -> &'static Shape {
     match signal {
         Signal::Traces => &TRACES,
         Signal::Metrics => &METRICS,
@@ -780,7 +796,7 @@ fn split_level(
     }
 }
 
-fn count_levels(levels: &[&[u32]], msg: &[u8]) -> usize {
+pub(crate) fn count_levels(levels: &[&[u32]], msg: &[u8]) -> usize {
     let Some((children, rest)) = levels.split_first() else {
         return 1;
     };
@@ -790,53 +806,6 @@ fn count_levels(levels: &[&[u32]], msg: &[u8]) -> usize {
         .filter(|f| children.contains(&f.number) && f.wire_type == WireType::Len)
         .map(|f| count_levels(rest, f.payload))
         .sum()
-}
-
-/// Rewrites the `resource` (field 1) of every top-level `Resource*` message of a validated request.
-///
-/// `rewrite` receives the encoded `Resource` (`None` when the message has none) and returns the
-/// new encoding, or `None` to leave that message untouched. Everything else (scopes, items, schema
-/// url) is copied verbatim: only the small resource message is ever decoded by the caller.
-///
-/// # Errors
-/// Whatever `rewrite` returns.
-pub fn rewrite_resources<E>(
-    request: &[u8],
-    mut rewrite: impl FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, E>,
-) -> Result<Bytes, E> {
-    let no_path = String::new;
-    let mut out = BytesMut::with_capacity(request.len() + 64);
-    for top in Fields::new(request, &no_path).map_while(Result::ok) {
-        if top.number != 1 || top.wire_type != WireType::Len {
-            out.extend_from_slice(top.raw);
-            continue;
-        }
-        let inner: Vec<Field<'_>> = Fields::new(top.payload, &no_path)
-            .map_while(Result::ok)
-            .collect();
-        // Proto3 merges repeated occurrences of a singular message field; OTLP encoders emit one.
-        let resource = inner
-            .iter()
-            .rfind(|f| f.number == 1 && f.wire_type == WireType::Len)
-            .map(|f| f.payload);
-        let Some(new_resource) = rewrite(resource)? else {
-            out.extend_from_slice(top.raw);
-            continue;
-        };
-        let rest_len: usize = inner
-            .iter()
-            .filter(|f| f.number != 1)
-            .map(|f| f.raw.len())
-            .sum();
-        let resource_field_len = 1 + varint_len(new_resource.len() as u64) + new_resource.len();
-        put_len_header(&mut out, 1, resource_field_len + rest_len);
-        put_len_header(&mut out, 1, new_resource.len());
-        out.extend_from_slice(&new_resource);
-        for f in inner.iter().filter(|f| f.number != 1) {
-            out.extend_from_slice(f.raw);
-        }
-    }
-    Ok(out.freeze())
 }
 
 /// Iterates over the top-level `Resource*` messages (field 1) of an encoded export request, still
@@ -855,23 +824,6 @@ pub fn resource_messages(request: &[u8]) -> impl Iterator<Item = Result<&[u8], W
                 Err(e) => return Some(Err(e)),
             }
         }
-    })
-}
-
-/// Iterates over the encoded `Resource` of each top-level `Resource*` message (`None` where absent).
-pub fn resources(request: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
-    let no_path = String::new;
-    let tops: Vec<Field<'_>> = Fields::new(request, &no_path)
-        .map_while(Result::ok)
-        .filter(|f| f.number == 1 && f.wire_type == WireType::Len)
-        .collect();
-    tops.into_iter().map(|top| {
-        let no_path = String::new;
-        Fields::new(top.payload, &no_path)
-            .map_while(Result::ok)
-            .filter(|f| f.number == 1 && f.wire_type == WireType::Len)
-            .last()
-            .map(|f| f.payload)
     })
 }
 
@@ -1174,21 +1126,6 @@ mod tests {
             let mut joined = metric_points(&ExportMetricsServiceRequest::decode(head).unwrap());
             joined.extend(metric_points(&ExportMetricsServiceRequest::decode(tail).unwrap()));
             prop_assert_eq!(joined, points);
-        }
-
-        #[test]
-        fn rewrite_resources_matches_prost(req in traces_strategy()) {
-            let bytes = req.encode_to_vec();
-            let out = rewrite_resources::<()>(&bytes, |r| {
-                let mut res = r.map(|r| Resource::decode(r).unwrap()).unwrap_or_default();
-                res.attributes.push(kv("added", "yes"));
-                Ok(Some(res.encode_to_vec()))
-            }).unwrap();
-            let mut expected = req.clone();
-            for rs in &mut expected.resource_spans {
-                rs.resource.get_or_insert_with(Resource::default).attributes.push(kv("added", "yes"));
-            }
-            prop_assert_eq!(ExportTraceServiceRequest::decode(out).unwrap(), expected);
         }
 
         /// For any bytes the intake accepts, prost decodes what it keeps, whole and one

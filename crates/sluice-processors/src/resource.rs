@@ -1,21 +1,20 @@
 //! The `resource` processor: insert, update, upsert, delete or hash resource attributes.
 //!
 //! Only the small `Resource` message of each `Resource*` entry is decoded and re-encoded; scopes
-//! and items are copied as bytes (see `sluice_core::wire::rewrite_resources`).
+//! and items are copied as bytes (see `sluice_core::view::edit`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_config::Problem;
+use sluice_core::view::{self, Editor, Verdict};
 use sluice_core::{
     Batch, BuildError, BuiltProcessor, ConsumeError, Consumer, ProcessorContext, ProcessorFactory,
-    typed, wire,
+    typed,
 };
 
 /// `processors.resource`.
@@ -222,25 +221,22 @@ struct ResourceProcessor {
     next: Arc<dyn Consumer>,
 }
 
-impl ResourceProcessor {
-    fn rewrite(&self, batch: &Batch) -> Result<bytes::Bytes, ConsumeError> {
-        wire::rewrite_resources(batch.data(), |resource| {
-            let mut r = match resource {
-                Some(bytes) => Resource::decode(bytes)
-                    .map_err(|e| ConsumeError::invalid(format!("invalid resource: {e}")))?,
-                None => Resource::default(),
-            };
-            apply(&self.actions, &mut r.attributes);
-            Ok(Some(r.encode_to_vec()))
-        })
+/// Applies the actions to each resource; only the `Resource` message is decoded.
+struct Apply<'a>(&'a [Compiled]);
+
+impl Editor for Apply<'_> {
+    fn resource(&mut self, view: &view::Resource<'_>) -> Verdict {
+        let mut resource = view.decode();
+        apply(self.0, &mut resource.attributes);
+        Verdict::resource(view, &resource)
     }
 }
 
 #[async_trait]
 impl Consumer for ResourceProcessor {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let data = self.rewrite(&batch)?;
-        self.next.consume(batch.with_data(data)).await
+        let batch = batch.edit(&mut Apply(&self.actions));
+        self.next.consume(batch).await
     }
 }
 
