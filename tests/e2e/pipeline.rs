@@ -70,6 +70,13 @@ async fn batches_are_split_at_send_batch_max_size_and_nothing_is_lost() {
             .await
             >= 1.0
     );
+    // Core counts what enters and leaves every processor, held ones included.
+    for direction in ["incoming", "outgoing"] {
+        let name = format!(
+            "otelcol_processor_{direction}_items{{processor=\"batch\",otel_signal=\"traces\"}}"
+        );
+        assert_eq!(sluice.wait_metric(&name, 40.0).await, 40.0, "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exporter::{Exporter, HelperSettings};
 use crate::gate::MemoryGate;
+use crate::processor::ProcessorComponent;
 use crate::{Consumer, Signal};
 
 /// Why a component could not be built or started.
@@ -74,28 +75,6 @@ pub trait ReceiverFactory: Send + Sync {
     fn build(&self, id: &str, config: &Value) -> Result<Box<dyn Receiver>, BuildError>;
 }
 
-/// A processor built for one pipeline.
-pub struct BuiltProcessor {
-    /// The pipeline stage.
-    pub consumer: Arc<dyn Consumer>,
-    /// The memory gate receivers must consult, for memory limiters.
-    pub gate: Option<Arc<MemoryGate>>,
-    /// Background tasks (a batcher); they flush and end when `shutdown` is cancelled.
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
-/// What a processor is built with.
-pub struct ProcessorContext {
-    /// The processor's id.
-    pub id: String,
-    /// The pipeline's signal.
-    pub signal: Signal,
-    /// The next stage.
-    pub next: Arc<dyn Consumer>,
-    /// Cancelled once receivers have stopped: flush and end.
-    pub shutdown: CancellationToken,
-}
-
 /// A processor type.
 pub trait ProcessorFactory: Send + Sync {
     /// The type name in configuration (`batch`).
@@ -104,11 +83,12 @@ pub trait ProcessorFactory: Send + Sync {
     fn signals(&self) -> &'static [&'static str];
     /// Checks a config without I/O.
     fn check(&self, path: &str, config: &Value) -> Vec<Problem>;
-    /// Builds one for a pipeline.
+    /// Builds the component for id `id`, once; each pipeline listing it then asks it for an
+    /// instance (see [`crate::processor`]).
     ///
     /// # Errors
     /// A [`BuildError`] when the config is invalid.
-    fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError>;
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ProcessorComponent>, BuildError>;
 }
 
 /// An exporter built once per id, shared by the pipelines of every signal it serves.

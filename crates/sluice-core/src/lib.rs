@@ -13,6 +13,7 @@ pub mod exporter;
 mod gate;
 pub mod intake;
 pub mod metrics;
+pub mod processor;
 pub mod schema;
 mod signal;
 pub mod view;
@@ -20,12 +21,15 @@ pub mod wire;
 
 pub use batch::{Batch, BatchBuilder};
 pub use component::{
-    BuildError, BuiltExporter, BuiltProcessor, ExporterFactory, ProcessorContext, ProcessorFactory,
-    Receiver, ReceiverFactory, ReceiverOutputs, check_typed, typed,
+    BuildError, BuiltExporter, ExporterFactory, ProcessorFactory, Receiver, ReceiverFactory,
+    ReceiverOutputs, check_typed, typed,
 };
 pub use consumer::{Consumer, Fanout, FanoutPolicy};
 pub use error::{ConsumeError, ErrorCode};
 pub use exporter::{ExportError, Exporter, ExporterHelper, HelperSettings};
 pub use gate::{MemoryGate, Reservation};
 pub use intake::{Accepted, ConnectionLoad, Intake, Upload};
+pub use processor::{
+    Instance, Output, PipelineContext, Processor, ProcessorComponent, ProcessorStage,
+};
 pub use signal::Signal;

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{HumanDuration, Problem};
 use sluice_core::{
-    Batch, BatchBuilder, BuildError, BuiltProcessor, ConsumeError, Consumer, ProcessorContext,
-    ProcessorFactory, Signal, metrics as names, typed,
+    Batch, BatchBuilder, BuildError, ConsumeError, Instance, Output, PipelineContext, Processor,
+    ProcessorComponent, ProcessorFactory, Signal, metrics as names, typed,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,7 @@ struct Metrics {
 
 struct Batcher {
     config: BatchConfig,
-    next: Arc<dyn Consumer>,
+    output: Output,
     metrics: Metrics,
     /// Bounds concurrent sends downstream so a slow exporter without a queue slows the batcher
     /// instead of piling up tasks.
@@ -183,7 +183,7 @@ impl Batcher {
         let mut pause = RETRY_FIRST;
         let mut stalled = false;
         loop {
-            match self.next.consume(batch.clone()).await {
+            match self.output.send(batch.clone()).await {
                 Ok(()) => break,
                 Err(err) if err.is_retryable() && !self.shutdown.is_cancelled() => {
                     if !stalled {
@@ -227,15 +227,15 @@ struct BatchProcessor {
 }
 
 #[async_trait]
-impl Consumer for BatchProcessor {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+impl Processor for BatchProcessor {
+    async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
         if self.stalled.load(Ordering::Acquire) > 0 {
             return Err(ConsumeError::unavailable(
                 "the pipeline behind the batch processor is refusing data",
             ));
         }
         match self.tx.try_send(batch) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(None),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Err(ConsumeError::unavailable("batch processor is saturated"))
             }
@@ -263,13 +263,24 @@ impl ProcessorFactory for BatchFactory {
         sluice_core::check_typed(path, config, |c: &BatchConfig| c.check(path))
     }
 
-    fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {
-        let config: BatchConfig = typed(&format!("processors.{}", ctx.id), config)?;
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ProcessorComponent>, BuildError> {
+        let config: BatchConfig = typed(&format!("processors.{id}"), config)?;
+        Ok(Box::new(BatchComponent { config }))
+    }
+}
+
+/// One batcher per pipeline, as in the Collector.
+struct BatchComponent {
+    config: BatchConfig,
+}
+
+impl ProcessorComponent for BatchComponent {
+    fn instance(&self, ctx: PipelineContext) -> Result<Instance, BuildError> {
         let label = ctx.id.clone();
         let stalled = Arc::new(AtomicUsize::new(0));
         let batcher = Arc::new(Batcher {
-            config,
-            next: ctx.next,
+            config: self.config.clone(),
+            output: ctx.output,
             stalled: Arc::clone(&stalled),
             shutdown: ctx.shutdown.clone(),
             last_stall_log: std::sync::Mutex::new(None),
@@ -284,9 +295,8 @@ impl ProcessorFactory for BatchFactory {
         });
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(batcher.run(ctx.signal, rx, ctx.shutdown));
-        Ok(BuiltProcessor {
-            consumer: Arc::new(BatchProcessor { tx, stalled }),
-            gate: None,
+        Ok(Instance {
+            processor: Arc::new(BatchProcessor { tx, stalled }),
             tasks: vec![task],
         })
     }
@@ -299,6 +309,7 @@ mod tests {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
+    use sluice_core::{Consumer, ProcessorStage};
     use std::time::Duration;
 
     struct Sink {
@@ -350,18 +361,20 @@ mod tests {
             refuse: std::sync::atomic::AtomicBool::new(refuse),
         });
         let shutdown = CancellationToken::new();
-        let built = BatchFactory
-            .build(
-                &config,
-                ProcessorContext {
-                    id: "batch".into(),
-                    signal: Signal::Logs,
-                    next: sink.clone(),
-                    shutdown: shutdown.clone(),
-                },
-            )
+        let output = Output::new("batch", Signal::Logs, sink.clone());
+        let instance = BatchFactory
+            .build("batch", &config)
+            .unwrap()
+            .instance(PipelineContext {
+                id: "batch".into(),
+                pipeline: "logs".into(),
+                signal: Signal::Logs,
+                output: output.clone(),
+                shutdown: shutdown.clone(),
+            })
             .unwrap();
-        (built.consumer, sink, shutdown, built.tasks)
+        let stage = ProcessorStage::new("batch", Signal::Logs, instance.processor, output);
+        (stage, sink, shutdown, instance.tasks)
     }
 
     async fn settle() {

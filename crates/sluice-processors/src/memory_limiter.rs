@@ -16,7 +16,6 @@
 //! memory at about three times the data admitted, because besides the batch itself each export
 //! attempt holds an encoded copy, and batch building, decompression and socket buffers add more.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,9 +25,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{HumanDuration, Problem};
 use sluice_core::{
-    Batch, BuildError, BuiltProcessor, ConsumeError, Consumer, MemoryGate, ProcessorContext,
-    ProcessorFactory, metrics as names, typed,
+    Batch, BuildError, ConsumeError, Instance, MemoryGate, PipelineContext, Processor,
+    ProcessorComponent, ProcessorFactory, metrics as names, typed,
 };
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const MIB: u64 = 1024 * 1024;
@@ -170,9 +170,40 @@ pub fn available_memory() -> u64 {
     }
 }
 
+/// One memory limiter: a gate shared by every pipeline that lists it, and the watcher that
+/// measures memory for it.
 struct Limiter {
     id: String,
     gate: Arc<MemoryGate>,
+    /// Taken by `start`.
+    watcher: Mutex<Option<Watcher>>,
+}
+
+impl ProcessorComponent for Limiter {
+    fn instance(&self, ctx: PipelineContext) -> Result<Instance, BuildError> {
+        Ok(Instance::new(Arc::new(LimiterStage {
+            refused: metrics::counter!(names::processor_refused(ctx.signal), "processor" => ctx.id.clone()),
+            refused_new: metrics::counter!(names::memory_limiter_refused(ctx.signal), "processor" => ctx.id.clone()),
+            id: self.id.clone(),
+            gate: Arc::clone(&self.gate),
+        })))
+    }
+
+    fn gate(&self) -> Option<Arc<MemoryGate>> {
+        Some(Arc::clone(&self.gate))
+    }
+
+    fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        watcher
+            .map(|w| tokio::spawn(watch(w, shutdown)))
+            .into_iter()
+            .collect()
+    }
 }
 
 /// Watches memory and flips the gate's refusal flag.
@@ -228,26 +259,26 @@ async fn watch(w: Watcher, shutdown: CancellationToken) {
 }
 
 struct LimiterStage {
-    limiter: Arc<Limiter>,
+    id: String,
+    gate: Arc<MemoryGate>,
     refused: Counter,
     refused_new: Counter,
-    next: Arc<dyn Consumer>,
 }
 
 #[async_trait]
-impl Consumer for LimiterStage {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+impl Processor for LimiterStage {
+    async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
         // Receivers already asked the gate; this catches data that was admitted just before
         // pressure set in and is still on its way.
-        if self.limiter.gate.is_refusing() {
+        if self.gate.is_refusing() {
             self.refused.increment(batch.items() as u64);
             self.refused_new.increment(batch.items() as u64);
             return Err(ConsumeError::unavailable(format!(
                 "data refused by {}: memory usage is above the soft limit, retry later",
-                self.limiter.id
+                self.id
             )));
         }
-        self.next.consume(batch).await
+        Ok(Some(batch))
     }
 }
 
@@ -256,7 +287,6 @@ impl Consumer for LimiterStage {
 pub struct MemoryLimiterFactory {
     probe: MemoryProbe,
     available: u64,
-    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
 }
 
 impl MemoryLimiterFactory {
@@ -265,7 +295,6 @@ impl MemoryLimiterFactory {
         MemoryLimiterFactory {
             probe,
             available: available_memory(),
-            limiters: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -283,66 +312,41 @@ impl ProcessorFactory for MemoryLimiterFactory {
         sluice_core::check_typed(path, config, |c: &MemoryLimiterConfig| c.check(path))
     }
 
-    fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {
-        let path = format!("processors.{}", ctx.id);
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ProcessorComponent>, BuildError> {
+        let path = format!("processors.{id}");
         let config: MemoryLimiterConfig = typed(&path, config)?;
         if let Some(p) = config.check(&path).into_iter().next() {
             return Err(BuildError::Config(p));
         }
-        let mut tasks = Vec::new();
-        let limiter = {
-            let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-            match limiters.get(&ctx.id) {
-                Some(l) => Arc::clone(l),
-                None => {
-                    let (hard, soft) = config.limits(self.available);
-                    // Resident memory the heap statistic does not see (code, stacks, allocator
-                    // metadata), measured once: usage is then live heap plus this overhead.
-                    let start = (self.probe)();
-                    let overhead = start.allocated.map_or(0, |a| start.rss.saturating_sub(a));
-                    let baseline = start.allocated.unwrap_or(start.rss) + overhead;
-                    let budget = (soft.saturating_sub(baseline) / 3).max(MIB);
-                    let gate = MemoryGate::new(ctx.id.clone(), budget as usize);
-                    tracing::info!(processor = %ctx.id, hard_limit_mib = hard / MIB, soft_limit_mib = soft / MIB, in_flight_budget_mib = budget / MIB, "memory limiter ready");
-                    tasks.push(tokio::spawn(watch(
-                        Watcher {
-                            id: ctx.id.clone(),
-                            gate: Arc::clone(&gate),
-                            probe: Arc::clone(&self.probe),
-                            overhead,
-                            hard,
-                            soft,
-                            interval: config.check_interval.get(),
-                        },
-                        ctx.shutdown.clone(),
-                    )));
-                    let l = Arc::new(Limiter {
-                        id: ctx.id.clone(),
-                        gate,
-                    });
-                    limiters.insert(ctx.id.clone(), Arc::clone(&l));
-                    l
-                }
-            }
-        };
-        let gate = Arc::clone(&limiter.gate);
-        Ok(BuiltProcessor {
-            consumer: Arc::new(LimiterStage {
-                refused: metrics::counter!(names::processor_refused(ctx.signal), "processor" => ctx.id.clone()),
-                refused_new: metrics::counter!(names::memory_limiter_refused(ctx.signal), "processor" => ctx.id.clone()),
-                limiter,
-                next: ctx.next,
-            }),
-            gate: Some(gate),
-            tasks,
-        })
+        let (hard, soft) = config.limits(self.available);
+        // Resident memory the heap statistic does not see (code, stacks, allocator metadata),
+        // measured once: usage is then live heap plus this overhead.
+        let start = (self.probe)();
+        let overhead = start.allocated.map_or(0, |a| start.rss.saturating_sub(a));
+        let baseline = start.allocated.unwrap_or(start.rss) + overhead;
+        let budget = (soft.saturating_sub(baseline) / 3).max(MIB);
+        let gate = MemoryGate::new(id, budget as usize);
+        tracing::info!(processor = %id, hard_limit_mib = hard / MIB, soft_limit_mib = soft / MIB, in_flight_budget_mib = budget / MIB, "memory limiter ready");
+        Ok(Box::new(Limiter {
+            id: id.to_owned(),
+            gate: Arc::clone(&gate),
+            watcher: Mutex::new(Some(Watcher {
+                id: id.to_owned(),
+                gate,
+                probe: Arc::clone(&self.probe),
+                overhead,
+                hard,
+                soft,
+                interval: config.check_interval.get(),
+            })),
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::Signal;
+    use sluice_core::{Consumer, Output, ProcessorStage, Signal};
     use std::sync::atomic::{AtomicU64, Ordering};
 
     struct Null;
@@ -402,33 +406,46 @@ mod tests {
         };
         let factory = MemoryLimiterFactory::new(probe);
         let shutdown = CancellationToken::new();
-        let built = factory
+        let component = factory
             .build(
+                "memory_limiter",
                 &serde_json::json!({"limit_mib": 100, "check_interval": "100ms"}),
-                ProcessorContext {
-                    id: "memory_limiter".into(),
-                    signal: Signal::Traces,
-                    next: Arc::new(Null),
-                    shutdown: shutdown.clone(),
-                },
             )
             .unwrap();
-        let gate = built.gate.unwrap();
+        let tasks = component.start(shutdown.clone());
+        assert_eq!(tasks.len(), 1, "one watcher");
+        assert!(component.start(shutdown.clone()).is_empty(), "started once");
+        let instance = component
+            .instance(PipelineContext {
+                id: "memory_limiter".into(),
+                pipeline: "traces".into(),
+                signal: Signal::Traces,
+                output: Output::new("memory_limiter", Signal::Traces, Arc::new(Null)),
+                shutdown: shutdown.clone(),
+            })
+            .unwrap();
+        let built = ProcessorStage::new(
+            "memory_limiter",
+            Signal::Traces,
+            instance.processor,
+            Output::new("memory_limiter", Signal::Traces, Arc::new(Null)),
+        );
+        let gate = component.gate().unwrap();
         assert_eq!(
             gate.budget() as u64,
             70 * MIB / 3,
             "a third of soft (80) minus baseline (10)"
         );
         let batch = || Batch::from_trusted(Signal::Traces, bytes::Bytes::new(), 1);
-        built.consumer.consume(batch()).await.unwrap();
+        built.consume(batch()).await.unwrap();
         used.store(90 * MIB, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let err = built.consumer.consume(batch()).await.unwrap_err();
+        let err = built.consume(batch()).await.unwrap_err();
         assert!(err.is_retryable());
         assert!(gate.check(0).is_err());
         used.store(50 * MIB, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        built.consumer.consume(batch()).await.unwrap();
+        built.consume(batch()).await.unwrap();
         shutdown.cancel();
     }
 

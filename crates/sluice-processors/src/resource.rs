@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use sluice_config::Problem;
 use sluice_core::view::{self, Editor, Verdict};
 use sluice_core::{
-    Batch, BuildError, BuiltProcessor, ConsumeError, Consumer, ProcessorContext, ProcessorFactory,
-    typed,
+    Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
+    ProcessorFactory, typed,
 };
 
 /// `processors.resource`.
@@ -218,7 +218,6 @@ fn apply(actions: &[Compiled], attributes: &mut Vec<KeyValue>) {
 
 struct ResourceProcessor {
     actions: Arc<Vec<Compiled>>,
-    next: Arc<dyn Consumer>,
 }
 
 /// Applies the actions to each resource; only the `Resource` message is decoded.
@@ -233,10 +232,20 @@ impl Editor for Apply<'_> {
 }
 
 #[async_trait]
-impl Consumer for ResourceProcessor {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let batch = batch.edit(&mut Apply(&self.actions));
-        self.next.consume(batch).await
+impl Processor for ResourceProcessor {
+    async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
+        Ok(Some(batch.edit(&mut Apply(&self.actions))))
+    }
+}
+
+/// The same actions for every pipeline.
+struct ResourceComponent(Arc<Vec<Compiled>>);
+
+impl ProcessorComponent for ResourceComponent {
+    fn instance(&self, _ctx: PipelineContext) -> Result<Instance, BuildError> {
+        Ok(Instance::new(Arc::new(ResourceProcessor {
+            actions: Arc::clone(&self.0),
+        })))
     }
 }
 
@@ -259,18 +268,11 @@ impl ProcessorFactory for ResourceFactory {
         })
     }
 
-    fn build(&self, config: &Value, ctx: ProcessorContext) -> Result<BuiltProcessor, BuildError> {
-        let path = format!("processors.{}", ctx.id);
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ProcessorComponent>, BuildError> {
+        let path = format!("processors.{id}");
         let c: ResourceConfig = typed(&path, config)?;
         let actions = compile(&path, &c).map_err(|mut p| BuildError::Config(p.remove(0)))?;
-        Ok(BuiltProcessor {
-            consumer: Arc::new(ResourceProcessor {
-                actions: Arc::new(actions),
-                next: ctx.next,
-            }),
-            gate: None,
-            tasks: Vec::new(),
-        })
+        Ok(Box::new(ResourceComponent(Arc::new(actions))))
     }
 }
 

@@ -11,8 +11,8 @@ use sluice_core::disk_log::{DiskLog, Fsync, LogConfig, OnFull};
 use sluice_core::durable::{DurableTap, TapLog};
 use sluice_core::exporter::{FsyncPolicy, OnFull as OnFullPolicy};
 use sluice_core::{
-    Consumer, ExporterHelper, Fanout, FanoutPolicy, MemoryGate, ProcessorContext, ReceiverOutputs,
-    Signal,
+    Consumer, ExporterHelper, Fanout, FanoutPolicy, MemoryGate, Output, PipelineContext,
+    ProcessorComponent, ProcessorStage, ReceiverOutputs, Signal,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,8 @@ impl Service {
         let mut helpers: BTreeMap<(String, Signal), Arc<ExporterHelper>> = BTreeMap::new();
         let mut heads: BTreeMap<String, PipelineHead> = BTreeMap::new();
         let mut logs: Vec<Arc<DiskLog>> = Vec::new();
+        // Processor components, built once per id and shared by the pipelines listing them.
+        let mut components: BTreeMap<String, Box<dyn ProcessorComponent>> = BTreeMap::new();
 
         for (pipeline_id, pipeline) in &config.service.pipelines {
             let signal = signal_of(pipeline_id)?;
@@ -144,25 +146,33 @@ impl Service {
                     // Only persistent queues downstream: batching happens as they read.
                     continue;
                 }
-                let factory = registry
-                    .processor(&type_of(processor_id)?)
-                    .ok_or_else(|| anyhow!("unknown processor `{processor_id}`"))?;
-                let built = factory
-                    .build(
-                        &config.processors[processor_id],
-                        ProcessorContext {
-                            id: processor_id.clone(),
-                            signal,
-                            next,
-                            shutdown: processors.clone(),
-                        },
-                    )
+                let component = match components.entry(processor_id.clone()) {
+                    std::collections::btree_map::Entry::Occupied(built) => built.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        let factory = registry
+                            .processor(&type_of(processor_id)?)
+                            .ok_or_else(|| anyhow!("unknown processor `{processor_id}`"))?;
+                        let built = factory
+                            .build(processor_id, &config.processors[processor_id])
+                            .with_context(|| format!("cannot build processor {processor_id}"))?;
+                        slot.insert(built)
+                    }
+                };
+                let output = Output::new(processor_id, signal, next);
+                let instance = component
+                    .instance(PipelineContext {
+                        id: processor_id.clone(),
+                        pipeline: pipeline_id.clone(),
+                        signal,
+                        output: output.clone(),
+                        shutdown: processors.clone(),
+                    })
                     .with_context(|| {
                         format!("cannot build processor {processor_id} in pipeline {pipeline_id}")
                     })?;
-                next = built.consumer;
-                gates.extend(built.gate);
-                processor_tasks.extend(built.tasks);
+                next = ProcessorStage::new(processor_id, signal, instance.processor, output);
+                gates.extend(component.gate());
+                processor_tasks.extend(instance.tasks);
             }
             if let Some(logs) = tap_logs.take() {
                 next = DurableTap::new(signal, logs, memory_exporters.then_some(next));
@@ -177,6 +187,9 @@ impl Service {
             );
         }
 
+        for component in components.values() {
+            processor_tasks.extend(component.start(processors.clone()));
+        }
         let helpers: Vec<Arc<ExporterHelper>> = helpers.into_values().collect();
         let exporter_tasks = helpers.iter().flat_map(|h| h.start()).collect();
 
