@@ -92,26 +92,96 @@ pub trait ProcessorFactory: Send + Sync {
 }
 
 /// An exporter built once per id, shared by the pipelines of every signal it serves.
-pub struct BuiltExporter {
-    /// The backend client.
-    pub exporter: Arc<dyn Exporter>,
-    /// Its helper settings (timeout, retry, queue).
-    pub settings: HelperSettings,
+pub enum BuiltExporter {
+    /// Sends batches to a backend through the exporter helper (queue, retries, timeout), with
+    /// the helper settings core parsed from the config.
+    Push(Arc<dyn Exporter>),
+    /// Takes batches directly, without a queue or retries: an exporter that keeps data for
+    /// others to pull (a Prometheus scrape endpoint), or hands it to something in-process.
+    Direct(Arc<dyn DirectExporter>),
+}
+
+/// An exporter that takes batches as a pipeline stage, without the exporter helper.
+pub trait DirectExporter: Consumer {
+    /// Starts its own work (a server), once; it ends when `shutdown` is cancelled.
+    fn start(&self, _shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
 }
 
 /// An exporter type.
+///
+/// Exporters with a queue ([`BuiltExporter::Push`]) take the helper's keys (`timeout`,
+/// `retry_on_failure`, `sending_queue`): core parses and checks those
+/// ([`HelperSettings::parse`]) and hands the factory the rest of the config, so each exporter
+/// parses only its own keys and still refuses unknown ones.
 pub trait ExporterFactory: Send + Sync {
     /// The type name in configuration (`otlp`).
     fn type_name(&self) -> &'static str;
     /// Signals it can export.
     fn signals(&self) -> &'static [&'static str];
-    /// Checks a config without I/O.
+    /// The helper's defaults for this exporter type (the Collector's unless it differs), or
+    /// `None` for an exporter built [`BuiltExporter::Direct`], which takes none of those keys.
+    fn helper_defaults(&self) -> Option<HelperSettings> {
+        Some(HelperSettings::default())
+    }
+    /// Checks its own keys without I/O.
     fn check(&self, path: &str, config: &Value) -> Vec<Problem>;
-    /// Builds the client for one signal.
+    /// Builds the exporter for id `id`, once, for every signal it serves. It may tighten the
+    /// helper settings (`num_consumers` bounded by its connection pool, say).
     ///
     /// # Errors
     /// A [`BuildError`] when the config is invalid or a client cannot be made.
-    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError>;
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError>;
+}
+
+/// Checks an exporter's config: the helper's keys here, the rest by its factory.
+pub fn check_exporter(factory: &dyn ExporterFactory, path: &str, config: &Value) -> Vec<Problem> {
+    match factory.helper_defaults() {
+        None => factory.check(path, config),
+        Some(defaults) => match HelperSettings::parse(path, config, defaults) {
+            Ok((_, own)) => factory.check(path, &own),
+            Err(mut problems) => {
+                let own = strip_helper_keys(config);
+                problems.extend(factory.check(path, &own));
+                problems
+            }
+        },
+    }
+}
+
+fn strip_helper_keys(config: &Value) -> Value {
+    let mut own = config.clone();
+    if let Some(object) = own.as_object_mut() {
+        for key in crate::exporter::HELPER_KEYS {
+            object.remove(key);
+        }
+    }
+    own
+}
+
+/// Builds exporter `id`: the helper settings (for a [`BuiltExporter::Push`]) and the exporter.
+///
+/// # Errors
+/// A [`BuildError`] when the config is invalid or the factory cannot build it.
+pub fn build_exporter(
+    factory: &dyn ExporterFactory,
+    id: &str,
+    config: &Value,
+) -> Result<(BuiltExporter, HelperSettings), BuildError> {
+    let path = format!("exporters.{id}");
+    let (mut helper, own) = match factory.helper_defaults() {
+        None => (HelperSettings::default(), config.clone()),
+        Some(defaults) => HelperSettings::parse(&path, config, defaults)
+            .map_err(|mut problems| BuildError::Config(problems.remove(0)))?,
+    };
+    let built = factory.build(id, &own, &mut helper)?;
+    Ok((built, helper))
 }
 
 /// Deserializes and checks a component config in one call, for factories.
@@ -131,5 +201,149 @@ pub fn check_typed<T: serde::de::DeserializeOwned>(
     match sluice_config::component_config::<T>(path, config) {
         Ok(typed) => checks(&typed),
         Err(problem) => vec![problem],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Batch, ConsumeError, ExportError};
+    use async_trait::async_trait;
+    use std::time::Duration;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Own {
+        #[allow(dead_code)]
+        endpoint: String,
+    }
+
+    struct Nothing;
+
+    #[async_trait]
+    impl Exporter for Nothing {
+        async fn export(&self, _: &Batch) -> Result<(), ExportError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Consumer for Nothing {
+        async fn consume(&self, _: Batch) -> Result<(), ConsumeError> {
+            Ok(())
+        }
+    }
+
+    impl DirectExporter for Nothing {}
+
+    /// An exporter type with its own keys, and a 10s default timeout; `direct` builds one
+    /// without a queue.
+    struct Factory {
+        direct: bool,
+    }
+
+    impl ExporterFactory for Factory {
+        fn type_name(&self) -> &'static str {
+            "test"
+        }
+
+        fn signals(&self) -> &'static [&'static str] {
+            &["traces"]
+        }
+
+        fn helper_defaults(&self) -> Option<HelperSettings> {
+            (!self.direct).then(|| HelperSettings {
+                timeout: Duration::from_secs(10),
+                ..HelperSettings::default()
+            })
+        }
+
+        fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+            check_typed::<Own>(path, config, |_| Vec::new())
+        }
+
+        fn build(
+            &self,
+            _: &str,
+            config: &Value,
+            helper: &mut HelperSettings,
+        ) -> Result<BuiltExporter, BuildError> {
+            let _: Own = typed("exporters.test", config)?;
+            helper.queue.num_consumers = 2;
+            Ok(if self.direct {
+                BuiltExporter::Direct(Arc::new(Nothing))
+            } else {
+                BuiltExporter::Push(Arc::new(Nothing))
+            })
+        }
+    }
+
+    fn problems(factory: &Factory, config: serde_json::Value) -> Vec<String> {
+        check_exporter(factory, "exporters.test", &config)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn core_parses_the_helper_keys_once_and_the_exporter_only_its_own() {
+        let push = Factory { direct: false };
+        let config = serde_json::json!({
+            "endpoint": "x",
+            "sending_queue": {"num_consumers": 3, "queue_size": 7},
+            "retry_on_failure": {"max_elapsed_time": "1m"},
+        });
+        assert!(problems(&push, config.clone()).is_empty());
+        let (built, helper) = build_exporter(&push, "test", &config).unwrap();
+        assert!(matches!(built, BuiltExporter::Push(_)));
+        assert_eq!(helper.timeout, Duration::from_secs(10), "the type's default");
+        assert_eq!(helper.queue.queue_size.bytes(), 7);
+        assert_eq!(helper.queue.num_consumers, 2, "tightened by the exporter");
+        assert_eq!(helper.retry.max_elapsed_time.get(), Duration::from_secs(60));
+
+        let wrong = problems(
+            &push,
+            serde_json::json!({
+                "endpoint": "x",
+                "timeout": "soon",
+                "sending_queue": {"queue_sise": 7},
+                "unknown": 1,
+            }),
+        );
+        let joined = wrong.join("\n");
+        for expected in [
+            "exporters.test.timeout: invalid duration `soon`",
+            "exporters.test.sending_queue.queue_sise: unknown field `queue_sise`",
+            "exporters.test.unknown: unknown field `unknown`",
+        ] {
+            assert!(joined.contains(expected), "{expected} in {joined}");
+        }
+        // The checks of the settings themselves run once the keys parse.
+        let joined = problems(
+            &push,
+            serde_json::json!({"endpoint": "x", "retry_on_failure": {"multiplier": 0.5}}),
+        )
+        .join("\n");
+        assert!(
+            joined.contains("exporters.test.retry_on_failure.multiplier: must be at least 1"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn an_exporter_without_a_queue_refuses_the_helper_keys() {
+        let direct = Factory { direct: true };
+        let joined = problems(
+            &direct,
+            serde_json::json!({"endpoint": "x", "sending_queue": {"enabled": false}}),
+        )
+        .join("\n");
+        assert!(
+            joined.contains("exporters.test.sending_queue: unknown field `sending_queue`"),
+            "{joined}"
+        );
+        let (built, _) =
+            build_exporter(&direct, "test", &serde_json::json!({"endpoint": "x"})).unwrap();
+        assert!(matches!(built, BuiltExporter::Direct(_)));
     }
 }

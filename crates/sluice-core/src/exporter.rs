@@ -70,6 +70,12 @@ pub trait Exporter: Send + Sync + 'static {
     /// The helper drops the future when the attempt times out; an exporter must not leave shared
     /// state half-updated across an await.
     async fn export(&self, batch: &Batch) -> Result<(), ExportError>;
+
+    /// Starts the exporter's own work (a database's maintenance), once; it ends when `shutdown`
+    /// is cancelled, after the queues have drained.
+    fn start(&self, _shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
 }
 
 /// `retry_on_failure`: how failed exports are retried. Defaults are the Collector's.
@@ -223,19 +229,71 @@ pub struct HelperSettings {
     pub queue: QueueSettings,
 }
 
-/// The Collector's per-attempt export timeout (`5s`), the default of every exporter's `timeout`.
+/// The Collector's per-attempt export timeout (`5s`), the default `timeout` of exporters.
 pub fn default_timeout() -> HumanDuration {
     HumanDuration::from_secs(5)
 }
 
-impl HelperSettings {
-    /// The helper settings from an exporter config's `timeout`, `retry_on_failure` and
-    /// `sending_queue` keys.
-    pub fn new(timeout: HumanDuration, retry: &RetrySettings, queue: &QueueSettings) -> Self {
+impl Default for HelperSettings {
+    /// The Collector's defaults: a `5s` timeout, its retries, a memory queue.
+    fn default() -> Self {
         HelperSettings {
-            timeout: timeout.get(),
-            retry: retry.clone(),
-            queue: queue.clone(),
+            timeout: default_timeout().get(),
+            retry: RetrySettings::default(),
+            queue: QueueSettings::default(),
+        }
+    }
+}
+
+/// The keys of an exporter's config that belong to the exporter helper.
+pub const HELPER_KEYS: [&str; 3] = ["timeout", "retry_on_failure", "sending_queue"];
+
+impl HelperSettings {
+    /// Parses the helper's keys (`timeout`, `retry_on_failure`, `sending_queue`) out of an
+    /// exporter's config, over `defaults`, and checks them: what every exporter with a queue
+    /// shares, parsed once, here. Returns the settings and the config without those keys, for
+    /// the exporter's own parsing.
+    ///
+    /// # Errors
+    /// Every problem found, with its path under `path`.
+    pub fn parse(
+        path: &str,
+        config: &serde_json::Value,
+        defaults: HelperSettings,
+    ) -> Result<(HelperSettings, serde_json::Value), Vec<Problem>> {
+        let mut rest = config.clone();
+        let mut settings = defaults;
+        let mut problems = Vec::new();
+        if let Some(object) = rest.as_object_mut() {
+            if let Some(value) = object.remove("timeout") {
+                match sluice_config::component_config::<HumanDuration>(
+                    &format!("{path}.timeout"),
+                    &value,
+                ) {
+                    Ok(timeout) => settings.timeout = timeout.get(),
+                    Err(problem) => problems.push(problem),
+                }
+            }
+            if let Some(value) = object.remove("retry_on_failure") {
+                match sluice_config::component_config(&format!("{path}.retry_on_failure"), &value) {
+                    Ok(retry) => settings.retry = retry,
+                    Err(problem) => problems.push(problem),
+                }
+            }
+            if let Some(value) = object.remove("sending_queue") {
+                match sluice_config::component_config(&format!("{path}.sending_queue"), &value) {
+                    Ok(queue) => settings.queue = queue,
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        if problems.is_empty() {
+            problems = settings.check(path);
+        }
+        if problems.is_empty() {
+            Ok((settings, rest))
+        } else {
+            Err(problems)
         }
     }
 

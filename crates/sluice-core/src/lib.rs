@@ -21,8 +21,8 @@ pub mod wire;
 
 pub use batch::{Batch, BatchBuilder};
 pub use component::{
-    BuildError, BuiltExporter, ExporterFactory, ProcessorFactory, Receiver, ReceiverFactory,
-    ReceiverOutputs, check_typed, typed,
+    BuildError, BuiltExporter, DirectExporter, ExporterFactory, ProcessorFactory, Receiver,
+    ReceiverFactory, ReceiverOutputs, build_exporter, check_exporter, check_typed, typed,
 };
 pub use consumer::{Consumer, Fanout, FanoutPolicy};
 pub use error::{ConsumeError, ErrorCode};

@@ -10,11 +10,10 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_config::{ByteSize, HumanDuration, Problem};
-use sluice_core::exporter::{QueueSettings, RetrySettings};
+use sluice_config::{ByteSize, Problem};
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
-    Signal, check_typed, typed,
+    check_typed, typed,
 };
 use sluice_net::{Compression, TlsClientConfig, UnaryClient};
 
@@ -41,15 +40,6 @@ pub struct JaegerConfig {
     /// default receive limit of Jaeger's collector).
     #[serde(default = "default_max_request")]
     pub max_request_size: ByteSize,
-    /// Per-attempt timeout (default `5s`).
-    #[serde(default = "sluice_core::exporter::default_timeout")]
-    pub timeout: HumanDuration,
-    /// Retries.
-    #[serde(default)]
-    pub retry_on_failure: RetrySettings,
-    /// The in-memory queue.
-    #[serde(default)]
-    pub sending_queue: QueueSettings,
 }
 
 fn no_compression() -> Compression {
@@ -61,13 +51,8 @@ fn default_max_request() -> ByteSize {
 }
 
 impl JaegerConfig {
-    fn helper(&self) -> HelperSettings {
-        HelperSettings::new(self.timeout, &self.retry_on_failure, &self.sending_queue)
-    }
-
     fn check(&self, path: &str) -> Vec<Problem> {
-        let mut p = self.helper().check(path);
-        p.extend(self.tls.check(path));
+        let mut p = self.tls.check(path);
         if self.endpoint.is_empty() {
             p.push(Problem::error(format!("{path}.endpoint"), "is required"));
         }
@@ -178,22 +163,24 @@ impl ExporterFactory for JaegerExporterFactory {
         check_typed(path, config, |c: &JaegerConfig| c.check(path))
     }
 
-    fn build(&self, id: &str, _: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        _helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
         let c: JaegerConfig = typed(&format!("exporters.{id}"), config)?;
         let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
         let metadata = sluice_net::metadata(&c.headers)?;
-        Ok(BuiltExporter {
-            exporter: Arc::new(JaegerExporter {
-                client: UnaryClient::new(
-                    channel,
-                    POST_SPANS_PATH,
-                    metadata,
-                    c.compression == Compression::Gzip,
-                ),
-                max_request: c.max_request_size.bytes() as usize,
-            }),
-            settings: c.helper(),
-        })
+        Ok(BuiltExporter::Push(Arc::new(JaegerExporter {
+            client: UnaryClient::new(
+                channel,
+                POST_SPANS_PATH,
+                metadata,
+                c.compression == Compression::Gzip,
+            ),
+            max_request: c.max_request_size.bytes() as usize,
+        })))
     }
 }
 

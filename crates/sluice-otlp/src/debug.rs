@@ -43,7 +43,6 @@ pub struct DebugConfig {
 
 struct DebugExporter {
     id: String,
-    signal: Signal,
     verbosity: Verbosity,
 }
 
@@ -56,7 +55,7 @@ impl DebugExporter {
         let data = batch.data().as_ref();
         let undecodable =
             |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
-        let (resources, items) = match self.signal {
+        let (resources, items) = match batch.signal() {
             Signal::Traces => {
                 let r = ExportTraceServiceRequest::decode(data).map_err(undecodable)?;
                 if self.verbosity == Verbosity::Detailed {
@@ -106,7 +105,7 @@ impl DebugExporter {
                 (r.resource_logs.len(), batch.items())
             }
         };
-        tracing::info!(target: "sluice::debug", exporter = %self.id, signal = %self.signal, resources, items, bytes = batch.size(), "batch");
+        tracing::info!(target: "sluice::debug", exporter = %self.id, signal = %batch.signal(), resources, items, bytes = batch.size(), "batch");
         Ok(())
     }
 }
@@ -115,7 +114,7 @@ impl DebugExporter {
 impl Exporter for DebugExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
         if self.verbosity == Verbosity::Basic {
-            tracing::info!(target: "sluice::debug", exporter = %self.id, signal = %self.signal, items = batch.items(), bytes = batch.size(), "batch");
+            tracing::info!(target: "sluice::debug", exporter = %self.id, signal = %batch.signal(), items = batch.items(), bytes = batch.size(), "batch");
             return Ok(());
         }
         self.write(batch)
@@ -139,26 +138,31 @@ impl ExporterFactory for DebugExporterFactory {
         sluice_core::check_typed::<DebugConfig>(path, config, |_| Vec::new())
     }
 
-    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
-        let c: DebugConfig = typed(&format!("exporters.{id}"), config)?;
-        Ok(BuiltExporter {
-            exporter: Arc::new(DebugExporter {
-                id: id.to_owned(),
-                signal,
-                verbosity: c.verbosity,
-            }),
-            // Writing a log line does not fail for reasons a retry fixes; no queue needed.
-            settings: HelperSettings {
-                timeout: std::time::Duration::from_secs(5),
-                retry: RetrySettings {
-                    enabled: false,
-                    ..Default::default()
-                },
-                queue: QueueSettings {
-                    enabled: false,
-                    ..Default::default()
-                },
+    /// Writing a log line does not fail for reasons a retry fixes: no queue, no retries.
+    fn helper_defaults(&self) -> Option<HelperSettings> {
+        Some(HelperSettings {
+            retry: RetrySettings {
+                enabled: false,
+                ..Default::default()
             },
+            queue: QueueSettings {
+                enabled: false,
+                ..Default::default()
+            },
+            ..Default::default()
         })
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        _helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
+        let c: DebugConfig = typed(&format!("exporters.{id}"), config)?;
+        Ok(BuiltExporter::Push(Arc::new(DebugExporter {
+            id: id.to_owned(),
+            verbosity: c.verbosity,
+        })))
     }
 }

@@ -9,8 +9,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_config::{HumanDuration, Problem};
-use sluice_core::exporter::{QueueSettings, RetrySettings};
+use sluice_config::Problem;
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, typed,
@@ -47,15 +46,6 @@ pub struct OtlpExporterConfig {
     /// TLS settings.
     #[serde(default)]
     pub tls: TlsClientConfig,
-    /// Per-attempt timeout (default `5s`).
-    #[serde(default = "sluice_core::exporter::default_timeout")]
-    pub timeout: HumanDuration,
-    /// Retries.
-    #[serde(default)]
-    pub retry_on_failure: RetrySettings,
-    /// The in-memory queue.
-    #[serde(default)]
-    pub sending_queue: QueueSettings,
 }
 
 fn gzip_default() -> Compression {
@@ -63,13 +53,8 @@ fn gzip_default() -> Compression {
 }
 
 impl OtlpExporterConfig {
-    fn helper(&self) -> HelperSettings {
-        HelperSettings::new(self.timeout, &self.retry_on_failure, &self.sending_queue)
-    }
-
     fn check(&self, path: &str, http: bool) -> Vec<Problem> {
-        let mut p = self.helper().check(path);
-        p.extend(self.tls.check(path));
+        let mut p = self.tls.check(path);
         if self.endpoint.is_empty() {
             p.push(Problem::error(format!("{path}.endpoint"), "is required"));
         }
@@ -143,13 +128,19 @@ fn http_url(c: &OtlpExporterConfig, signal: Signal) -> Result<String, String> {
 
 struct GrpcExporter {
     id: String,
-    client: UnaryClient,
+    /// One client per signal (each calls its own service), over one channel.
+    clients: [UnaryClient; 3],
+}
+
+fn index(signal: Signal) -> usize {
+    Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0)
 }
 
 #[async_trait]
 impl Exporter for GrpcExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let response = self.client.call(batch.data().clone()).await?;
+        let client = &self.clients[index(batch.signal())];
+        let response = client.call(batch.data().clone()).await?;
         if let Some((rejected, message)) = status::decode_partial_success(&response) {
             tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
         }
@@ -157,28 +148,28 @@ impl Exporter for GrpcExporter {
     }
 }
 
-fn grpc_exporter(
-    id: &str,
-    signal: Signal,
-    c: &OtlpExporterConfig,
-) -> Result<GrpcExporter, BuildError> {
+fn grpc_exporter(id: &str, c: &OtlpExporterConfig) -> Result<GrpcExporter, BuildError> {
     let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
     let metadata = sluice_net::metadata(&c.headers)?;
+    let client = |signal: Signal| {
+        UnaryClient::new(
+            channel.clone(),
+            signal.grpc_path(),
+            metadata.clone(),
+            c.compression == Compression::Gzip,
+        )
+    };
     Ok(GrpcExporter {
         id: id.to_owned(),
-        client: UnaryClient::new(
-            channel,
-            signal.grpc_path(),
-            metadata,
-            c.compression == Compression::Gzip,
-        ),
+        clients: Signal::ALL.map(client),
     })
 }
 
 struct HttpExporter {
     id: String,
     client: reqwest::Client,
-    url: String,
+    /// Per signal.
+    urls: [String; 3],
     headers: reqwest::header::HeaderMap,
     gzip: bool,
 }
@@ -187,9 +178,10 @@ struct HttpExporter {
 impl Exporter for HttpExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
         let data = batch.data().clone();
+        let url = &self.urls[index(batch.signal())];
         let mut request = self
             .client
-            .post(&self.url)
+            .post(url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
         let body: Bytes = if self.gzip {
@@ -198,7 +190,7 @@ impl Exporter for HttpExporter {
         } else {
             data
         };
-        let answer = sluice_net::send(request.body(body), &self.url).await?;
+        let answer = sluice_net::send(request.body(body), url).await?;
         if answer.status.is_success() {
             if let Some((rejected, message)) = status::decode_partial_success(&answer.body) {
                 tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
@@ -211,21 +203,22 @@ impl Exporter for HttpExporter {
             .ok();
         // Retryable per the OTLP specification: 429, 502, 503, 504.
         let retryable = matches!(answer.status.as_u16(), 429 | 502 | 503 | 504);
-        Err(answer.error(&self.url, detail, retryable))
+        Err(answer.error(url, detail, retryable))
     }
 }
 
-fn http_exporter(
-    id: &str,
-    signal: Signal,
-    c: &OtlpExporterConfig,
-) -> Result<HttpExporter, BuildError> {
+fn http_exporter(id: &str, c: &OtlpExporterConfig) -> Result<HttpExporter, BuildError> {
     let client = sluice_net::http_client(&c.tls)?;
     let headers = sluice_net::http_headers(&c.headers)?;
+    let url = |signal| http_url(c, signal).map_err(BuildError::Other);
     Ok(HttpExporter {
         id: id.to_owned(),
         client,
-        url: http_url(c, signal).map_err(BuildError::Other)?,
+        urls: [
+            url(Signal::Traces)?,
+            url(Signal::Metrics)?,
+            url(Signal::Logs)?,
+        ],
         headers,
         gzip: c.compression == Compression::Gzip,
     })
@@ -252,12 +245,14 @@ impl ExporterFactory for OtlpExporterFactory {
         sluice_core::check_typed(path, config, |c: &OtlpExporterConfig| c.check(path, false))
     }
 
-    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        _helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
         let c: OtlpExporterConfig = typed(&format!("exporters.{id}"), config)?;
-        Ok(BuiltExporter {
-            exporter: Arc::new(grpc_exporter(id, signal, &c)?),
-            settings: c.helper(),
-        })
+        Ok(BuiltExporter::Push(Arc::new(grpc_exporter(id, &c)?)))
     }
 }
 
@@ -274,12 +269,14 @@ impl ExporterFactory for OtlpHttpExporterFactory {
         sluice_core::check_typed(path, config, |c: &OtlpExporterConfig| c.check(path, true))
     }
 
-    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        _helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
         let c: OtlpExporterConfig = typed(&format!("exporters.{id}"), config)?;
-        Ok(BuiltExporter {
-            exporter: Arc::new(http_exporter(id, signal, &c)?),
-            settings: c.helper(),
-        })
+        Ok(BuiltExporter::Push(Arc::new(http_exporter(id, &c)?)))
     }
 }
 
@@ -305,7 +302,8 @@ mod tests {
 
     #[test]
     fn config_problems_have_paths() {
-        let p = OtlpExporterFactory.check(
+        let p = sluice_core::check_exporter(
+            &OtlpExporterFactory,
             "exporters.otlp",
             &serde_json::json!({"endpoint": "x:1", "logs_endpoint": "http://y", "retry_on_failure": {"multiplier": 0.5}}),
         );

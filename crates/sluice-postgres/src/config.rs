@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_config::{HumanDuration, Problem};
 use sluice_core::HelperSettings;
-use sluice_core::exporter::{QueueSettings, RetrySettings};
 use sqlx::postgres::PgConnectOptions;
 
 /// `exporters.postgres`.
@@ -39,16 +38,6 @@ pub struct PostgresConfig {
     /// traces can be found by them without scanning spans: e.g. `[enduser.id, user_id]`.
     #[serde(default)]
     pub promoted_attributes: Vec<String>,
-    /// Per-attempt timeout for writing one batch (default `10s`).
-    #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
-    /// Retries.
-    #[serde(default)]
-    pub retry_on_failure: RetrySettings,
-    /// The in-memory queue. `num_consumers` defaults to the pool size here: each worker writes on
-    /// its own connection.
-    #[serde(default)]
-    pub sending_queue: QueueSettings,
 }
 
 /// `exporters.postgres.pool`.
@@ -83,8 +72,13 @@ fn default_partition_interval() -> HumanDuration {
     HumanDuration::from_secs(86_400)
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration::from_secs(10)
+/// The helper's defaults for this exporter: writing a batch may take longer than a send, so the
+/// per-attempt `timeout` defaults to `10s`.
+pub(crate) fn helper_defaults() -> HelperSettings {
+    HelperSettings {
+        timeout: Duration::from_secs(10),
+        ..HelperSettings::default()
+    }
 }
 
 /// The endpoint with its password replaced, for logs and `Debug`.
@@ -112,22 +106,19 @@ impl fmt::Debug for PostgresConfig {
             .field("retention", &self.retention)
             .field("partition_interval", &self.partition_interval)
             .field("promoted_attributes", &self.promoted_attributes)
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl PostgresConfig {
-    pub(crate) fn helper(&self) -> HelperSettings {
-        let mut settings =
-            HelperSettings::new(self.timeout, &self.retry_on_failure, &self.sending_queue);
-        // More workers than connections would only queue on the pool.
-        settings.queue.num_consumers = settings
+    /// Bounds the queue's workers by the pool: each writes on its own connection, and more
+    /// workers than connections would only queue on the pool.
+    pub(crate) fn tighten(&self, helper: &mut HelperSettings) {
+        helper.queue.num_consumers = helper
             .queue
             .num_consumers
             .min(self.pool.max_connections as usize)
             .max(1);
-        settings
     }
 
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, String> {
@@ -153,7 +144,7 @@ impl PostgresConfig {
     }
 
     pub(crate) fn check(&self, path: &str) -> Vec<Problem> {
-        let mut p = self.helper().check(path);
+        let mut p = Vec::new();
         if self.endpoint.trim().is_empty() {
             p.push(Problem::error(format!("{path}.endpoint"), "is required"));
         } else if let Err(message) = self.connect_options() {
@@ -219,8 +210,11 @@ mod tests {
         assert_eq!(c.pool.max_connections, 8);
         assert_eq!(c.retention.get(), Duration::from_secs(14 * 86_400));
         assert_eq!(c.partition_interval(), Duration::from_secs(86_400));
-        assert_eq!(c.timeout.get(), Duration::from_secs(10));
-        assert_eq!(c.helper().queue.num_consumers, 8);
+        let mut helper = helper_defaults();
+        assert_eq!(helper.timeout, Duration::from_secs(10));
+        helper.queue.num_consumers = 10;
+        c.tighten(&mut helper);
+        assert_eq!(helper.queue.num_consumers, 8);
         assert!(c.check("exporters.postgres").is_empty());
     }
 

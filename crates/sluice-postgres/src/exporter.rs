@@ -5,8 +5,8 @@
 //! `traces` from the spans that were actually new (`RETURNING`), so a replayed batch changes
 //! nothing, counts included. A single statement is its own transaction and one round trip.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -18,13 +18,15 @@ use prost::Message;
 use serde_json::Value;
 use sluice_config::Problem;
 use sluice_core::{
-    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, Signal, check_typed,
-    typed,
+    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
+    Signal, check_typed, typed,
 };
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{PostgresConfig, redacted};
 use crate::error::{NO_PARTITION, export_error, retryable_sqlstate, sqlstate};
@@ -163,7 +165,7 @@ impl Store {
     }
 
     /// Migrates or checks the schema, once, then makes the partitions for now and the next
-    /// interval and starts the maintenance task.
+    /// interval; from then on the maintenance task keeps them ahead.
     async fn ensure_ready(self: &Arc<Self>) -> Result<(), ExportError> {
         self.ready
             .get_or_try_init(|| async {
@@ -176,9 +178,6 @@ impl Store {
                 self.maintain()
                     .await
                     .map_err(|e| export_error("partition maintenance failed", &e))?;
-                let store = Arc::downgrade(self);
-                let period = (self.partition_interval / 4).min(Duration::from_secs(3600));
-                tokio::spawn(maintenance_loop(store, period));
                 Ok(())
             })
             .await
@@ -373,11 +372,20 @@ impl Store {
     }
 }
 
-async fn maintenance_loop(store: Weak<Store>, period: Duration) {
+/// Creates partitions ahead and drops expired ones every quarter interval (at most hourly), once
+/// the schema is ready, until `shutdown`.
+async fn maintenance_loop(store: Arc<Store>, shutdown: CancellationToken) {
+    let period = (store.partition_interval / 4).min(Duration::from_secs(3600));
     let mut failures = 0u32;
     loop {
-        tokio::time::sleep(period).await;
-        let Some(store) = store.upgrade() else { return };
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if store.ready.get().is_none() {
+            // The first export migrates and makes today's partitions; nothing to keep up yet.
+            continue;
+        }
         match store.maintain().await {
             Ok(()) => failures = 0,
             Err(e) => {
@@ -418,10 +426,11 @@ impl Metrics {
     }
 }
 
+/// One per exporter id, for traces and logs alike: one pool, one maintenance task.
 struct PostgresExporter {
     store: Arc<Store>,
-    signal: Signal,
-    metrics: Metrics,
+    traces: Metrics,
+    logs: Metrics,
 }
 
 /// The rows of one batch, ready to bind.
@@ -552,7 +561,12 @@ impl Exporter for PostgresExporter {
     async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
         self.store.ensure_ready().await?;
         let started = Instant::now();
-        let signal = self.signal;
+        let signal = batch.signal();
+        let metrics = if signal == Signal::Logs {
+            &self.logs
+        } else {
+            &self.traces
+        };
         // Decoding and translating are the CPU work of an export; above the threshold they run
         // off the async workers, and only the binding and the round trip stay here.
         let rows = if batch.size() > BLOCKING_THRESHOLD {
@@ -568,28 +582,26 @@ impl Exporter for PostgresExporter {
             Rows::Traces(rows) => self.write_traces(rows).await?,
             Rows::Logs(rows) => self.write_logs(rows).await?,
         };
-        self.metrics
+        metrics
             .write_duration
             .record(started.elapsed().as_secs_f64());
         if duplicates > 0 {
-            self.metrics.duplicates.increment(duplicates);
+            metrics.duplicates.increment(duplicates);
         }
         Ok(())
     }
-}
 
-/// Builds `postgres` exporters. Exporters of one id share a connection pool across signals.
-#[derive(Default)]
-pub struct PostgresExporterFactory {
-    stores: Mutex<HashMap<String, Weak<Store>>>,
-}
-
-impl std::fmt::Debug for PostgresExporterFactory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresExporterFactory")
-            .finish_non_exhaustive()
+    fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        vec![tokio::spawn(maintenance_loop(
+            Arc::clone(&self.store),
+            shutdown,
+        ))]
     }
 }
+
+/// Builds `postgres` exporters.
+#[derive(Debug, Default)]
+pub struct PostgresExporterFactory;
 
 impl ExporterFactory for PostgresExporterFactory {
     fn type_name(&self) -> &'static str {
@@ -600,57 +612,47 @@ impl ExporterFactory for PostgresExporterFactory {
         &["traces", "logs"]
     }
 
+    fn helper_defaults(&self) -> Option<HelperSettings> {
+        Some(crate::config::helper_defaults())
+    }
+
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
         check_typed(path, config, |c: &PostgresConfig| c.check(path))
     }
 
-    fn build(&self, id: &str, signal: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
         let path = format!("exporters.{id}");
         let c: PostgresConfig = typed(&path, config)?;
-        if signal == Signal::Metrics {
-            return Err(BuildError::Config(Problem::error(
-                path,
-                "the postgres exporter stores traces and logs, not metrics",
-            )));
-        }
-        let mut stores = self
-            .stores
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let store = match stores.get(id).and_then(Weak::upgrade) {
-            Some(store) => store,
-            None => {
-                let options = c.connect_options().map_err(|m| {
-                    BuildError::Config(Problem::error(format!("{path}.endpoint"), m))
-                })?;
-                // Lazy: the collector starts, and stays up, while PostgreSQL is away.
-                let pool = PgPoolOptions::new()
-                    .max_connections(c.pool.max_connections)
-                    .acquire_timeout(c.pool.connect_timeout.get())
-                    .connect_lazy_with(options);
-                tracing::debug!(exporter = %id, endpoint = %redacted(&c.endpoint), "postgres pool created");
-                let store = Arc::new(Store {
-                    id: id.to_owned(),
-                    pool,
-                    migrate: c.migrate,
-                    retention: c.retention.get(),
-                    partition_interval: c.partition_interval(),
-                    promoted: c.promoted_attributes.clone(),
-                    ready: OnceCell::new(),
-                    partitions: Mutex::new(HashSet::new()),
-                    resources: Mutex::new(HashSet::new()),
-                });
-                stores.insert(id.to_owned(), Arc::downgrade(&store));
-                store
-            }
-        };
-        Ok(BuiltExporter {
-            exporter: Arc::new(PostgresExporter {
-                store,
-                signal,
-                metrics: Metrics::new(id, signal),
-            }),
-            settings: c.helper(),
-        })
+        let options = c
+            .connect_options()
+            .map_err(|m| BuildError::Config(Problem::error(format!("{path}.endpoint"), m)))?;
+        c.tighten(helper);
+        // Lazy: the collector starts, and stays up, while PostgreSQL is away.
+        let pool = PgPoolOptions::new()
+            .max_connections(c.pool.max_connections)
+            .acquire_timeout(c.pool.connect_timeout.get())
+            .connect_lazy_with(options);
+        tracing::debug!(exporter = %id, endpoint = %redacted(&c.endpoint), "postgres pool created");
+        let store = Arc::new(Store {
+            id: id.to_owned(),
+            pool,
+            migrate: c.migrate,
+            retention: c.retention.get(),
+            partition_interval: c.partition_interval(),
+            promoted: c.promoted_attributes.clone(),
+            ready: OnceCell::new(),
+            partitions: Mutex::new(HashSet::new()),
+            resources: Mutex::new(HashSet::new()),
+        });
+        Ok(BuiltExporter::Push(Arc::new(PostgresExporter {
+            store,
+            traces: Metrics::new(id, Signal::Traces),
+            logs: Metrics::new(id, Signal::Logs),
+        })))
     }
 }

@@ -16,11 +16,10 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_config::{ByteSize, HumanDuration, Problem};
-use sluice_core::exporter::{QueueSettings, RetrySettings};
+use sluice_config::{ByteSize, Problem};
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
-    Signal, check_typed, typed,
+    check_typed, typed,
 };
 
 use sluice_net::TlsClientConfig;
@@ -67,15 +66,6 @@ pub struct RemoteWriteConfig {
     /// TLS: `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`.
     #[serde(default)]
     pub tls: TlsClientConfig,
-    /// Per-attempt timeout (default `5s`).
-    #[serde(default = "sluice_core::exporter::default_timeout")]
-    pub timeout: HumanDuration,
-    /// Retries of 5xx and 429 answers and connection failures.
-    #[serde(default)]
-    pub retry_on_failure: RetrySettings,
-    /// The in-memory queue; it always has one consumer so that samples stay in order.
-    #[serde(default)]
-    pub sending_queue: QueueSettings,
 }
 
 /// `{ enabled: bool }`.
@@ -118,12 +108,6 @@ fn default_max_batch() -> ByteSize {
 }
 
 impl RemoteWriteConfig {
-    fn helper(&self) -> HelperSettings {
-        let mut queue = self.sending_queue.clone();
-        queue.num_consumers = 1;
-        HelperSettings::new(self.timeout, &self.retry_on_failure, &queue)
-    }
-
     fn options(&self) -> TranslateOptions {
         TranslateOptions {
             add_metric_suffixes: self.add_metric_suffixes,
@@ -138,7 +122,7 @@ impl RemoteWriteConfig {
     }
 
     fn check(&self, path: &str) -> Vec<Problem> {
-        let mut p = self.helper().check(path);
+        let mut p = Vec::new();
         if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
             p.push(Problem::error(
                 format!("{path}.endpoint"),
@@ -354,23 +338,28 @@ impl ExporterFactory for RemoteWriteExporterFactory {
         check_typed(path, config, |c: &RemoteWriteConfig| c.check(path))
     }
 
-    fn build(&self, id: &str, _: Signal, config: &Value) -> Result<BuiltExporter, BuildError> {
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
         let c: RemoteWriteConfig = typed(&format!("exporters.{id}"), config)?;
         let client = sluice_net::http_client(&c.tls)?;
         let headers = sluice_net::http_headers(&c.headers)?;
-        Ok(BuiltExporter {
-            exporter: Arc::new(RemoteWriteExporter {
-                id: id.to_owned(),
-                client,
-                endpoint: c.endpoint.clone(),
-                headers,
-                options: c.options(),
-                shards: c.remote_write_queue.num_consumers,
-                max_request: c.max_batch_size_bytes.bytes() as usize,
-                drops: metrics::counter!("otelcol_exporter_prometheusremotewrite_dropped_metric_points", "exporter" => id.to_owned()),
-            }),
-            settings: c.helper(),
-        })
+        // One queue consumer, so that samples stay in order; `remote_write_queue.num_consumers`
+        // shards each batch across parallel requests instead.
+        helper.queue.num_consumers = 1;
+        Ok(BuiltExporter::Push(Arc::new(RemoteWriteExporter {
+            id: id.to_owned(),
+            client,
+            endpoint: c.endpoint.clone(),
+            headers,
+            options: c.options(),
+            shards: c.remote_write_queue.num_consumers,
+            max_request: c.max_batch_size_bytes.bytes() as usize,
+            drops: metrics::counter!("otelcol_exporter_prometheusremotewrite_dropped_metric_points", "exporter" => id.to_owned()),
+        })))
     }
 }
 

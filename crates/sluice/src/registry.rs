@@ -33,7 +33,7 @@ impl Registry {
                 Arc::new(sluice_otlp::DebugExporterFactory),
                 Arc::new(sluice_jaeger::JaegerExporterFactory),
                 Arc::new(sluice_prometheus::RemoteWriteExporterFactory),
-                Arc::new(sluice_postgres::PostgresExporterFactory::default()),
+                Arc::new(sluice_postgres::PostgresExporterFactory),
             ],
             health_check: HealthCheckFactory,
         }
@@ -76,7 +76,9 @@ impl Catalog for Registry {
         match class {
             Class::Receiver => self.receiver(t).map(|f| f.check(path, value)),
             Class::Processor => self.processor(t).map(|f| f.check(path, value)),
-            Class::Exporter => self.exporter(t).map(|f| f.check(path, value)),
+            Class::Exporter => self
+                .exporter(t)
+                .map(|f| sluice_core::check_exporter(f.as_ref(), path, value)),
             Class::Extension => Some(self.health_check.check(path, value)),
         }
         .unwrap_or_default()

@@ -1,6 +1,7 @@
 //! Building the pipelines a configuration describes, running them, and shutting down in order.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use sluice_core::disk_log::{DiskLog, Fsync, LogConfig, OnFull};
 use sluice_core::durable::{DurableTap, TapLog};
 use sluice_core::exporter::{FsyncPolicy, OnFull as OnFullPolicy};
 use sluice_core::{
-    Consumer, ExporterHelper, Fanout, FanoutPolicy, MemoryGate, Output, PipelineContext,
-    ProcessorComponent, ProcessorStage, ReceiverOutputs, Signal,
+    BuiltExporter, Consumer, ExporterHelper, Fanout, FanoutPolicy, HelperSettings, MemoryGate,
+    Output, PipelineContext, ProcessorComponent, ProcessorStage, ReceiverOutputs, Signal,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,9 @@ pub(crate) struct Service {
     processor_tasks: Vec<JoinHandle<()>>,
     helpers: Vec<Arc<ExporterHelper>>,
     exporter_tasks: Vec<JoinHandle<()>>,
+    /// Cancelled once the queues have drained: the exporters' own tasks end.
+    exporters_done: CancellationToken,
+    exporter_own_tasks: Vec<JoinHandle<()>>,
     side_tasks: Vec<JoinHandle<()>>,
     health: Arc<Health>,
     /// The pipelines' persistent queues, closed last so every acknowledgement is recorded.
@@ -74,8 +78,9 @@ impl Service {
         let mut helpers: BTreeMap<(String, Signal), Arc<ExporterHelper>> = BTreeMap::new();
         let mut heads: BTreeMap<String, PipelineHead> = BTreeMap::new();
         let mut logs: Vec<Arc<DiskLog>> = Vec::new();
-        // Processor components, built once per id and shared by the pipelines listing them.
+        // Components are built once per id and shared by the pipelines listing them.
         let mut components: BTreeMap<String, Box<dyn ProcessorComponent>> = BTreeMap::new();
+        let mut exporters: BTreeMap<String, (BuiltExporter, HelperSettings)> = BTreeMap::new();
 
         for (pipeline_id, pipeline) in &config.service.pipelines {
             let signal = signal_of(pipeline_id)?;
@@ -83,27 +88,40 @@ impl Service {
             // Exporters with a persistent queue, by queue directory.
             let mut durable: BTreeMap<PathBuf, Vec<Arc<ExporterHelper>>> = BTreeMap::new();
             for exporter_id in &pipeline.exporters {
-                let key = (exporter_id.clone(), signal);
-                let helper = match helpers.get(&key) {
-                    Some(helper) => helper.clone(),
-                    None => {
+                let exporter = match exporters.entry(exporter_id.clone()) {
+                    Entry::Occupied(built) => built.into_mut(),
+                    Entry::Vacant(slot) => {
                         let factory = registry
                             .exporter(&type_of(exporter_id)?)
                             .ok_or_else(|| anyhow!("unknown exporter `{exporter_id}`"))?;
-                        let raw = &config.exporters[exporter_id];
-                        let built = factory
-                            .build(exporter_id, signal, raw)
-                            .with_context(|| format!("cannot build exporter {exporter_id}"))?;
-                        let helper = ExporterHelper::new(
-                            exporter_id.clone(),
-                            signal,
-                            built.exporter,
-                            built.settings,
-                        );
-                        helpers.insert(key, helper.clone());
-                        helper
+                        let built = sluice_core::build_exporter(
+                            factory.as_ref(),
+                            exporter_id,
+                            &config.exporters[exporter_id],
+                        )
+                        .with_context(|| format!("cannot build exporter {exporter_id}"))?;
+                        slot.insert(built)
                     }
                 };
+                let (exporter, settings) = match exporter {
+                    (BuiltExporter::Direct(direct), _) => {
+                        outputs.push(direct.clone());
+                        continue;
+                    }
+                    (BuiltExporter::Push(exporter), settings) => (exporter, settings),
+                };
+                let key = (exporter_id.clone(), signal);
+                let helper = helpers
+                    .entry(key)
+                    .or_insert_with(|| {
+                        ExporterHelper::new(
+                            exporter_id.clone(),
+                            signal,
+                            Arc::clone(exporter),
+                            settings.clone(),
+                        )
+                    })
+                    .clone();
                 match helper.settings().queue.directory.clone() {
                     Some(dir) if helper.settings().queue.is_persistent() => {
                         durable.entry(dir).or_default().push(helper);
@@ -147,8 +165,8 @@ impl Service {
                     continue;
                 }
                 let component = match components.entry(processor_id.clone()) {
-                    std::collections::btree_map::Entry::Occupied(built) => built.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(slot) => {
+                    Entry::Occupied(built) => built.into_mut(),
+                    Entry::Vacant(slot) => {
                         let factory = registry
                             .processor(&type_of(processor_id)?)
                             .ok_or_else(|| anyhow!("unknown processor `{processor_id}`"))?;
@@ -192,6 +210,15 @@ impl Service {
         }
         let helpers: Vec<Arc<ExporterHelper>> = helpers.into_values().collect();
         let exporter_tasks = helpers.iter().flat_map(|h| h.start()).collect();
+        // The exporters' own work (maintenance, servers) stops after their queues have drained.
+        let exporters_done = CancellationToken::new();
+        let mut exporter_own_tasks = Vec::new();
+        for (exporter, _) in exporters.values() {
+            exporter_own_tasks.extend(match exporter {
+                BuiltExporter::Push(exporter) => exporter.start(exporters_done.clone()),
+                BuiltExporter::Direct(direct) => direct.start(exporters_done.clone()),
+            });
+        }
 
         let mut receiver_tasks = Vec::new();
         for (receiver_id, raw) in &config.receivers {
@@ -246,6 +273,8 @@ impl Service {
             processor_tasks,
             helpers,
             exporter_tasks,
+            exporters_done,
+            exporter_own_tasks,
             side_tasks,
             health,
             logs,
@@ -278,6 +307,8 @@ impl Service {
                 );
             }
         }
+        self.exporters_done.cancel();
+        join_all_until(self.exporter_own_tasks, until).await;
         for log in &self.logs {
             log.close().await;
         }
