@@ -2,6 +2,7 @@
 //! the Python OpenTelemetry SDK), raw requests for edge cases, and an OTLP sink.
 
 mod config_files;
+mod connectors;
 mod deploy;
 mod edge_cases;
 mod faults;

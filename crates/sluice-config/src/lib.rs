@@ -15,7 +15,7 @@ pub use load::{
     TelemetryConfig, parse,
 };
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{Catalog, Class, ComponentId, check_endpoint, validate};
+pub use validate::{Catalog, Class, ComponentId, check_endpoint, connector_edges, validate};
 
 /// How serious a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

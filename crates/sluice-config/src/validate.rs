@@ -18,6 +18,8 @@ pub enum Class {
     Exporter,
     /// `extensions:`
     Extension,
+    /// `connectors:`: an exporter in one pipeline and a receiver in another.
+    Connector,
 }
 
 impl Class {
@@ -28,6 +30,7 @@ impl Class {
             Class::Processor => "processors",
             Class::Exporter => "exporters",
             Class::Extension => "extensions",
+            Class::Connector => "connectors",
         }
     }
 
@@ -37,6 +40,7 @@ impl Class {
             Class::Processor => "processor",
             Class::Exporter => "exporter",
             Class::Extension => "extension",
+            Class::Connector => "connector",
         }
     }
 }
@@ -114,6 +118,23 @@ pub trait Catalog {
 
     /// Checks one component's own configuration; `path` is where it sits in the file.
     fn check(&self, class: Class, id: &ComponentId, path: &str, value: &Value) -> Vec<Problem>;
+
+    /// Whether a connector type takes `from` data (as an exporter of a `from` pipeline) and
+    /// emits `to` data (as a receiver of a `to` pipeline).
+    fn connects(&self, _type_name: &str, _from: &str, _to: &str) -> bool {
+        false
+    }
+
+    /// Checks a connector's config against the pipelines that receive from it.
+    fn check_connector(
+        &self,
+        _type_name: &str,
+        _path: &str,
+        _value: &Value,
+        _receiving: &[&str],
+    ) -> Vec<Problem> {
+        Vec::new()
+    }
 }
 
 const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
@@ -130,6 +151,7 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         (Class::Processor, &config.processors),
         (Class::Exporter, &config.exporters),
         (Class::Extension, &config.extensions),
+        (Class::Connector, &config.connectors),
     ];
     for (class, section) in sections {
         for (id, value) in section {
@@ -156,11 +178,21 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
             problems.extend(catalog.check(class, &parsed, &path, value));
         }
     }
-    if !config.connectors.is_empty() {
-        problems.push(Problem::error(
-            "connectors",
-            "sluice does not support connectors yet",
-        ));
+    for id in config.connectors.keys() {
+        for (class, section) in [
+            (Class::Receiver, &config.receivers),
+            (Class::Exporter, &config.exporters),
+        ] {
+            if section.contains_key(id) {
+                problems.push(Problem::error(
+                    format!("connectors.{id}"),
+                    format!(
+                        "`{id}` is defined both as a connector and under `{}`; a pipeline could not tell which is meant",
+                        class.section()
+                    ),
+                ));
+            }
+        }
     }
 
     let mut used: BTreeSet<(Class, String)> = BTreeSet::new();
@@ -227,6 +259,13 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
                         format!("{} `{id}` is listed twice", class.noun()),
                     ));
                 }
+                let connector = class != Class::Processor
+                    && config.connectors.contains_key(id)
+                    && !defined.contains_key(id);
+                if connector {
+                    used.insert((Class::Connector, id.clone()));
+                    continue;
+                }
                 used.insert((class, id.clone()));
                 if !defined.contains_key(id) {
                     problems.push(Problem::error(
@@ -257,6 +296,7 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
             }
         }
     }
+    problems.extend(check_connectors(config, catalog));
     for (i, id) in config.service.extensions.iter().enumerate() {
         used.insert((Class::Extension, id.clone()));
         if !config.extensions.contains_key(id) {
@@ -321,6 +361,165 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
     Problems(problems)
 }
 
+/// Checks how pipelines use connectors: each connector is an exporter in some pipeline and a
+/// receiver in another, for a pair of signals its type supports, and the pipelines joined by
+/// connectors form no cycle.
+fn check_connectors(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let signal_of = |pipeline_id: &str| {
+        ComponentId::parse(pipeline_id)
+            .ok()
+            .and_then(|id| SIGNALS.into_iter().find(|s| *s == id.type_name()))
+    };
+    for id in config.connectors.keys() {
+        let Ok(parsed) = ComponentId::parse(id) else {
+            continue;
+        };
+        if catalog
+            .signals(Class::Connector, parsed.type_name())
+            .is_none()
+        {
+            continue;
+        }
+        let pipelines = &config.service.pipelines;
+        let from: Vec<(&String, &str)> = pipelines
+            .iter()
+            .filter(|(_, p)| p.exporters.contains(id))
+            .filter_map(|(pid, _)| Some((pid, signal_of(pid)?)))
+            .collect();
+        let to: Vec<(&String, &str)> = pipelines
+            .iter()
+            .filter(|(_, p)| p.receivers.contains(id))
+            .filter_map(|(pid, _)| Some((pid, signal_of(pid)?)))
+            .collect();
+        let path = format!("connectors.{id}");
+        let receiving: Vec<&str> = to.iter().map(|(p, _)| p.as_str()).collect();
+        problems.extend(catalog.check_connector(
+            parsed.type_name(),
+            &path,
+            &config.connectors[id],
+            &receiving,
+        ));
+        if from.is_empty() != to.is_empty() {
+            let (used, missing) = if from.is_empty() {
+                ("a receiver", "an exporter")
+            } else {
+                ("an exporter", "a receiver")
+            };
+            problems.push(Problem::error(
+                &path,
+                format!("connector `{id}` is used as {used} but not as {missing}: a connector joins the pipeline it exports from to the pipelines it receives into"),
+            ));
+            continue;
+        }
+        for (pipeline, signal) in &from {
+            if !to
+                .iter()
+                .any(|(_, to)| catalog.connects(parsed.type_name(), signal, to))
+            {
+                problems.push(Problem::error(
+                    format!("service.pipelines.{pipeline}.exporters"),
+                    format!(
+                        "connector `{id}` takes {signal} here, but no pipeline receiving from it is of a kind it can emit from {signal}"
+                    ),
+                ));
+            }
+        }
+        for (pipeline, signal) in &to {
+            if !from
+                .iter()
+                .any(|(_, from)| catalog.connects(parsed.type_name(), from, signal))
+            {
+                problems.push(Problem::error(
+                    format!("service.pipelines.{pipeline}.receivers"),
+                    format!(
+                        "connector `{id}` emits {signal} here, but no pipeline exporting to it gives it data it can turn into {signal}"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(cycle) = connector_cycle(config) {
+        problems.push(Problem::error(
+            "service.pipelines",
+            format!(
+                "connectors join pipelines in a cycle, so data would go round for ever: {cycle}"
+            ),
+        ));
+    }
+    problems
+}
+
+/// The pipelines downstream of `pipeline` through connectors, with the connector that joins them.
+pub fn connector_edges<'a>(config: &'a RawConfig, pipeline: &str) -> Vec<(&'a str, &'a str)> {
+    let Some(p) = config.service.pipelines.get(pipeline) else {
+        return Vec::new();
+    };
+    let mut edges = Vec::new();
+    for connector in p
+        .exporters
+        .iter()
+        .filter(|e| config.connectors.contains_key(*e))
+    {
+        for (next, q) in &config.service.pipelines {
+            if q.receivers.contains(connector) {
+                edges.push((connector.as_str(), next.as_str()));
+            }
+        }
+    }
+    edges
+}
+
+/// A cycle of pipelines joined by connectors, written `a -[c]-> b -[d]-> a`, if there is one.
+fn connector_cycle(config: &RawConfig) -> Option<String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    fn visit<'a>(
+        config: &'a RawConfig,
+        pipeline: &'a str,
+        marks: &mut std::collections::BTreeMap<&'a str, Mark>,
+        path: &mut Vec<(&'a str, &'a str)>,
+    ) -> Option<String> {
+        marks.insert(pipeline, Mark::Open);
+        for (connector, next) in connector_edges(config, pipeline) {
+            path.push((connector, next));
+            match marks.get(next).copied().unwrap_or(Mark::New) {
+                Mark::Open => {
+                    let start = path.iter().position(|(_, p)| *p == next).unwrap_or(0);
+                    let mut text = next.to_owned();
+                    for (c, p) in &path[start + 1..] {
+                        text.push_str(&format!(" -[{c}]-> {p}"));
+                    }
+                    return Some(text);
+                }
+                Mark::New => {
+                    if let Some(cycle) = visit(config, next, marks, path) {
+                        return Some(cycle);
+                    }
+                }
+                Mark::Done => {}
+            }
+            path.pop();
+        }
+        marks.insert(pipeline, Mark::Done);
+        None
+    }
+    let mut marks = std::collections::BTreeMap::new();
+    for pipeline in config.service.pipelines.keys() {
+        if marks.get(pipeline.as_str()).copied().unwrap_or(Mark::New) == Mark::New {
+            let mut path = vec![("", pipeline.as_str())];
+            if let Some(cycle) = visit(config, pipeline, &mut marks, &mut path) {
+                return Some(cycle);
+            }
+        }
+    }
+    None
+}
+
 /// Checks a `host:port` listening endpoint.
 ///
 /// # Errors
@@ -360,6 +559,9 @@ mod tests {
                 (Class::Processor, "batch") => Some(&["traces", "metrics", "logs"]),
                 (Class::Exporter, "postgres") => Some(&["traces", "logs"]),
                 (Class::Extension, "health_check") => Some(&[]),
+                (Class::Connector, "forward" | "spanmetrics") => {
+                    Some(&["traces", "metrics", "logs"])
+                }
                 _ => None,
             }
         }
@@ -369,6 +571,14 @@ mod tests {
                 Class::Processor => vec!["batch"],
                 Class::Exporter => vec!["debug", "otlp", "postgres"],
                 Class::Extension => vec!["health_check"],
+                Class::Connector => vec!["forward", "spanmetrics"],
+            }
+        }
+        fn connects(&self, type_name: &str, from: &str, to: &str) -> bool {
+            match type_name {
+                "forward" => from == to,
+                "spanmetrics" => from == "traces" && to == "metrics",
+                _ => false,
             }
         }
         fn check(&self, _: Class, _: &ComponentId, path: &str, value: &Value) -> Vec<Problem> {
@@ -414,6 +624,44 @@ mod tests {
         for e in expect {
             assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");
         }
+    }
+
+    #[test]
+    fn connectors_join_pipelines_of_signals_they_support() {
+        let p = problems(
+            "receivers: {otlp: {}}\nexporters: {debug: {}}\nconnectors: {forward: {}, spanmetrics: {}}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [forward, spanmetrics]}\n    traces/2: {receivers: [forward], exporters: [debug]}\n    metrics: {receivers: [spanmetrics], exporters: [debug]}\n",
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let p = problems(
+            "receivers: {otlp: {}}\nexporters: {debug: {}}\nconnectors: {forward: {}, spanmetrics: {}, forward/half: {}}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [forward, forward/half]}\n    logs: {receivers: [forward], exporters: [debug]}\n    metrics: {receivers: [otlp], exporters: [spanmetrics]}\n    traces/2: {receivers: [spanmetrics], exporters: [debug]}\n",
+        );
+        let expect = [
+            "error: service.pipelines.traces.exporters: connector `forward` takes traces here, but no pipeline receiving from it is of a kind it can emit from traces",
+            "error: service.pipelines.logs.receivers: connector `forward` emits logs here, but no pipeline exporting to it gives it data it can turn into logs",
+            "error: connectors.forward/half: connector `forward/half` is used as an exporter but not as a receiver: a connector joins the pipeline it exports from to the pipelines it receives into",
+            "error: service.pipelines.metrics.exporters: connector `spanmetrics` takes metrics here, but no pipeline receiving from it is of a kind it can emit from metrics",
+        ];
+        for e in expect {
+            assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");
+        }
+    }
+
+    #[test]
+    fn a_cycle_of_connectors_is_refused_with_its_path() {
+        let p = problems(
+            "receivers: {otlp: {}}\nexporters: {debug: {}}\nconnectors: {forward/a: {}, forward/b: {}, forward/c: {}}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [forward/a]}\n    traces/1: {receivers: [forward/a, forward/c], exporters: [forward/b]}\n    traces/2: {receivers: [forward/b], exporters: [forward/c, debug]}\n",
+        );
+        assert!(
+            p.contains(&"error: service.pipelines: connectors join pipelines in a cycle, so data would go round for ever: traces/1 -[forward/b]-> traces/2 -[forward/c]-> traces/1".to_owned()),
+            "{p:#?}"
+        );
+        let p = problems(
+            "receivers: {otlp: {}}\nexporters: {debug: {}}\nconnectors: {forward: {}}\nservice:\n  pipelines:\n    traces: {receivers: [otlp, forward], exporters: [forward, debug]}\n",
+        );
+        assert!(
+            p.contains(&"error: service.pipelines: connectors join pipelines in a cycle, so data would go round for ever: traces -[forward]-> traces".to_owned()),
+            "{p:#?}"
+        );
     }
 
     #[test]

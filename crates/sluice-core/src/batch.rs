@@ -51,6 +51,11 @@ impl Batch {
         self.held.push(Arc::new(reservation));
     }
 
+    /// Whether the batch holds a reservation against `gate` already.
+    pub(crate) fn holds_on(&self, gate: &Arc<crate::MemoryGate>) -> bool {
+        self.held.iter().any(|r| Arc::ptr_eq(r.gate(), gate))
+    }
+
     /// The signal.
     pub fn signal(&self) -> Signal {
         self.signal

@@ -296,7 +296,11 @@ mod tests {
         assert!(problems(&push, config.clone()).is_empty());
         let (built, helper) = build_exporter(&push, "test", &config).unwrap();
         assert!(matches!(built, BuiltExporter::Push(_)));
-        assert_eq!(helper.timeout, Duration::from_secs(10), "the type's default");
+        assert_eq!(
+            helper.timeout,
+            Duration::from_secs(10),
+            "the type's default"
+        );
         assert_eq!(helper.queue.queue_size.bytes(), 7);
         assert_eq!(helper.queue.num_consumers, 2, "tightened by the exporter");
         assert_eq!(helper.retry.max_elapsed_time.get(), Duration::from_secs(60));

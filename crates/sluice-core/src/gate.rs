@@ -142,6 +142,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The gate the bytes are held against.
+    pub(crate) fn gate(&self) -> &Arc<MemoryGate> {
+        &self.gate
+    }
+
     /// The number of bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes

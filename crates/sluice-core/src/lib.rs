@@ -5,11 +5,13 @@
 pub mod anyvalue;
 mod batch;
 mod component;
+pub mod connector;
 mod consumer;
 pub mod disk_log;
 pub mod durable;
 mod error;
 pub mod exporter;
+pub mod extension;
 mod gate;
 pub mod intake;
 pub mod metrics;
@@ -24,9 +26,11 @@ pub use component::{
     BuildError, BuiltExporter, DirectExporter, ExporterFactory, ProcessorFactory, Receiver,
     ReceiverFactory, ReceiverOutputs, build_exporter, check_exporter, check_typed, typed,
 };
+pub use connector::{Admission, ConnectorComponent, ConnectorContext, ConnectorFactory, Route};
 pub use consumer::{Consumer, Fanout, FanoutPolicy};
 pub use error::{ConsumeError, ErrorCode};
 pub use exporter::{ExportError, Exporter, ExporterHelper, HelperSettings};
+pub use extension::{Extension, ExtensionFactory, Host, ServiceStatus};
 pub use gate::{MemoryGate, Reservation};
 pub use intake::{Accepted, ConnectionLoad, Intake, Upload};
 pub use processor::{

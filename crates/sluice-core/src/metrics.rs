@@ -72,6 +72,9 @@ pub const PROCESSOR_OUTGOING_ITEMS: &str = "otelcol_processor_outgoing_items";
 pub const EXPORTER_QUEUE_SIZE: &str = "otelcol_exporter_queue_size";
 /// Capacity of an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
 pub const EXPORTER_QUEUE_CAPACITY: &str = "otelcol_exporter_queue_capacity";
+/// Items a routing connector dropped because they met no route and it has no
+/// `default_pipelines` (`connector`, `otel_signal`); sluice's own.
+pub const ROUTING_UNMATCHED_ITEMS: &str = "sluice_routing_unmatched_items";
 /// Export requests under way (`exporter`).
 pub const EXPORTER_IN_FLIGHT: &str = "otelcol_exporter_in_flight_requests";
 /// Bytes the memory limiters hold for data in flight (`processor`); sluice's own.

@@ -5,9 +5,8 @@
 //! 503 before that and during shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,18 +15,19 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_config::{Problem, check_endpoint};
+use sluice_core::{BuildError, Extension, ExtensionFactory, Host, ServiceStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// `extensions.health_check`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct HealthCheckConfig {
+struct HealthCheckConfig {
     /// Listening `host:port` (default `0.0.0.0:13133`).
-    pub(crate) endpoint: String,
+    endpoint: String,
     /// Accepted for compatibility with Collector configs: the readiness path (default `/`);
     /// `/health/ready` is always served too.
-    pub(crate) path: String,
+    path: String,
 }
 
 impl Default for HealthCheckConfig {
@@ -42,8 +42,12 @@ impl Default for HealthCheckConfig {
 /// Builds the health check extension.
 pub(crate) struct HealthCheckFactory;
 
-impl HealthCheckFactory {
-    pub(crate) fn check(&self, path: &str, value: &Value) -> Vec<Problem> {
+impl ExtensionFactory for HealthCheckFactory {
+    fn type_name(&self) -> &'static str {
+        "health_check"
+    }
+
+    fn check(&self, path: &str, value: &Value) -> Vec<Problem> {
         match sluice_config::component_config::<HealthCheckConfig>(path, value) {
             Ok(c) => {
                 let mut p = Vec::new();
@@ -61,69 +65,56 @@ impl HealthCheckFactory {
             Err(p) => vec![p],
         }
     }
-}
 
-/// Readiness shared between the service and the health endpoint.
-pub(crate) struct Health {
-    ready: AtomicBool,
-    started: Instant,
-    exporters: std::sync::Mutex<Vec<Arc<sluice_core::ExporterHelper>>>,
-}
-
-impl Health {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Health {
-            ready: AtomicBool::new(false),
-            started: Instant::now(),
-            exporters: std::sync::Mutex::new(Vec::new()),
-        })
-    }
-
-    pub(crate) fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    /// Watches these exporters for the readiness report.
-    pub(crate) fn watch(&self, exporters: Vec<Arc<sluice_core::ExporterHelper>>) {
-        *self.exporters.lock().unwrap_or_else(|e| e.into_inner()) = exporters;
-    }
-
-    /// `{"otlp/traces": "ok" | "degraded", ...}` and whether any is degraded.
-    fn exporter_status(&self) -> (serde_json::Map<String, Value>, bool) {
-        let mut map = serde_json::Map::new();
-        let mut degraded = false;
-        for e in self
-            .exporters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let d = e.is_degraded();
-            degraded |= d;
-            map.insert(
-                format!("{}/{}", e.id(), e.signal()),
-                Value::from(if d { "degraded" } else { "ok" }),
-            );
-        }
-        (map, degraded)
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn Extension>, BuildError> {
+        let config = sluice_core::typed(&format!("extensions.{id}"), config)?;
+        Ok(Box::new(HealthCheck { config }))
     }
 }
 
-async fn live(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    Json(json!({"status": "alive", "uptime_seconds": h.started.elapsed().as_secs()}))
+struct HealthCheck {
+    config: HealthCheckConfig,
+}
+
+#[async_trait]
+impl Extension for HealthCheck {
+    async fn start(
+        &self,
+        host: &Host,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, BuildError> {
+        Ok(vec![
+            serve(&self.config, Arc::clone(&host.status), shutdown).await?,
+        ])
+    }
+}
+
+/// `{"otlp/traces": "ok" | "degraded", ...}` and whether any is degraded.
+fn exporter_status(status: &ServiceStatus) -> (serde_json::Map<String, Value>, bool) {
+    let mut map = serde_json::Map::new();
+    let mut degraded = false;
+    for (exporter, d) in status.exporters() {
+        degraded |= d;
+        map.insert(exporter, Value::from(if d { "degraded" } else { "ok" }));
+    }
+    (map, degraded)
+}
+
+async fn live(State(h): State<Arc<ServiceStatus>>) -> impl IntoResponse {
+    Json(json!({"status": "alive", "uptime_seconds": h.uptime().as_secs()}))
 }
 
 /// Ready is 200 while pipelines run, even with a degraded exporter (a recoverable error, as in
 /// the Collector's health check v2): the body names the exporters that are failing.
-async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    let (exporters, degraded) = h.exporter_status();
-    if h.ready.load(Ordering::Relaxed) {
+async fn ready(State(h): State<Arc<ServiceStatus>>) -> impl IntoResponse {
+    let (exporters, degraded) = exporter_status(&h);
+    if h.is_ready() {
         let status = if degraded { "degraded" } else { "ready" };
         (
             StatusCode::OK,
             Json(json!({
                 "status": status,
-                "uptime_seconds": h.started.elapsed().as_secs(),
+                "uptime_seconds": h.uptime().as_secs(),
                 "exporters": exporters,
             })),
         )
@@ -136,11 +127,11 @@ async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
 }
 
 /// Serves the health endpoints until `shutdown`.
-pub(crate) async fn serve(
+async fn serve(
     config: &HealthCheckConfig,
-    health: Arc<Health>,
+    health: Arc<ServiceStatus>,
     shutdown: CancellationToken,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> Result<JoinHandle<()>, BuildError> {
     let mut router = Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready));
@@ -150,7 +141,10 @@ pub(crate) async fn serve(
     let router = router.with_state(health);
     let listener = tokio::net::TcpListener::bind(&config.endpoint)
         .await
-        .map_err(|e| anyhow::anyhow!("health_check cannot listen on {}: {e}", config.endpoint))?;
+        .map_err(|source| BuildError::Bind {
+            endpoint: config.endpoint.clone(),
+            source,
+        })?;
     tracing::info!(endpoint = ?listener.local_addr().ok(), "health check listening");
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, router)

@@ -18,7 +18,6 @@ use sluice_config::{Problems, RawConfig};
 use sluice_processors::{MemoryProbe, MemoryReading};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
 use crate::registry::Registry;
 
 // jemalloc: its live-bytes statistic lets the memory limiter tell data held from memory an
@@ -213,7 +212,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let last = CancellationToken::new();
-        let health = Health::new();
+        let status = sluice_core::ServiceStatus::new();
         let mut side = Vec::new();
         let metrics = &config.service.telemetry.metrics;
         if !metrics.address.is_empty() && metrics.level != "none" {
@@ -222,9 +221,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 telemetry::serve_metrics(&metrics.address, handle, allocated, last.clone()).await?,
             );
         }
-        side.extend(service::start_extensions(&config, health.clone(), last.clone()).await?);
         tracing::info!(config = %name, version = env!("CARGO_PKG_VERSION"), "starting sluice");
-        let service = service::Service::start(&config, &registry, health, side, last).await?;
+        let service = service::Service::start(&config, &registry, status, side, last).await?;
         wait_for_signal().await;
         service.shutdown(cli.shutdown_timeout).await;
         Ok(())

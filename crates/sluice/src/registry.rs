@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sluice_config::{Catalog, Class, ComponentId, Problem};
-use sluice_core::{ExporterFactory, ProcessorFactory, ReceiverFactory};
+use sluice_core::{
+    ConnectorFactory, ExporterFactory, ExtensionFactory, ProcessorFactory, ReceiverFactory, Signal,
+};
 use sluice_processors::{BatchFactory, MemoryLimiterFactory, MemoryProbe, ResourceFactory};
 
 use crate::health::HealthCheckFactory;
@@ -14,7 +16,8 @@ pub(crate) struct Registry {
     pub(crate) receivers: Vec<Arc<dyn ReceiverFactory>>,
     pub(crate) processors: Vec<Arc<dyn ProcessorFactory>>,
     pub(crate) exporters: Vec<Arc<dyn ExporterFactory>>,
-    pub(crate) health_check: HealthCheckFactory,
+    pub(crate) connectors: Vec<Arc<dyn ConnectorFactory>>,
+    pub(crate) extensions: Vec<Arc<dyn ExtensionFactory>>,
 }
 
 impl Registry {
@@ -35,7 +38,11 @@ impl Registry {
                 Arc::new(sluice_prometheus::RemoteWriteExporterFactory),
                 Arc::new(sluice_postgres::PostgresExporterFactory),
             ],
-            health_check: HealthCheckFactory,
+            connectors: vec![
+                Arc::new(sluice_connectors::ForwardFactory),
+                Arc::new(sluice_connectors::RoutingFactory),
+            ],
+            extensions: vec![Arc::new(HealthCheckFactory)],
         }
     }
 
@@ -50,6 +57,14 @@ impl Registry {
     pub(crate) fn exporter(&self, type_name: &str) -> Option<&Arc<dyn ExporterFactory>> {
         self.exporters.iter().find(|f| f.type_name() == type_name)
     }
+
+    pub(crate) fn connector(&self, type_name: &str) -> Option<&Arc<dyn ConnectorFactory>> {
+        self.connectors.iter().find(|f| f.type_name() == type_name)
+    }
+
+    pub(crate) fn extension(&self, type_name: &str) -> Option<&Arc<dyn ExtensionFactory>> {
+        self.extensions.iter().find(|f| f.type_name() == type_name)
+    }
 }
 
 impl Catalog for Registry {
@@ -58,7 +73,8 @@ impl Catalog for Registry {
             Class::Receiver => self.receiver(type_name).map(|f| f.signals()),
             Class::Processor => self.processor(type_name).map(|f| f.signals()),
             Class::Exporter => self.exporter(type_name).map(|f| f.signals()),
-            Class::Extension => (type_name == "health_check").then_some(&[][..]),
+            Class::Extension => self.extension(type_name).map(|_| &[][..]),
+            Class::Connector => self.connector(type_name).map(|f| f.signals()),
         }
     }
 
@@ -67,7 +83,8 @@ impl Catalog for Registry {
             Class::Receiver => self.receivers.iter().map(|f| f.type_name()).collect(),
             Class::Processor => self.processors.iter().map(|f| f.type_name()).collect(),
             Class::Exporter => self.exporters.iter().map(|f| f.type_name()).collect(),
-            Class::Extension => vec!["health_check"],
+            Class::Extension => self.extensions.iter().map(|f| f.type_name()).collect(),
+            Class::Connector => self.connectors.iter().map(|f| f.type_name()).collect(),
         }
     }
 
@@ -79,8 +96,32 @@ impl Catalog for Registry {
             Class::Exporter => self
                 .exporter(t)
                 .map(|f| sluice_core::check_exporter(f.as_ref(), path, value)),
-            Class::Extension => Some(self.health_check.check(path, value)),
+            Class::Extension => self.extension(t).map(|f| f.check(path, value)),
+            Class::Connector => self.connector(t).map(|f| f.check(path, value)),
         }
         .unwrap_or_default()
+    }
+
+    fn check_connector(
+        &self,
+        type_name: &str,
+        path: &str,
+        value: &Value,
+        receiving: &[&str],
+    ) -> Vec<Problem> {
+        self.connector(type_name)
+            .map(|f| f.check_pipelines(path, value, receiving))
+            .unwrap_or_default()
+    }
+
+    fn connects(&self, type_name: &str, from: &str, to: &str) -> bool {
+        match (
+            self.connector(type_name),
+            Signal::from_name(from),
+            Signal::from_name(to),
+        ) {
+            (Some(f), Some(from), Some(to)) => f.connects(from, to),
+            _ => false,
+        }
     }
 }

@@ -12,13 +12,13 @@ use sluice_core::disk_log::{DiskLog, Fsync, LogConfig, OnFull};
 use sluice_core::durable::{DurableTap, TapLog};
 use sluice_core::exporter::{FsyncPolicy, OnFull as OnFullPolicy};
 use sluice_core::{
-    BuiltExporter, Consumer, ExporterHelper, Fanout, FanoutPolicy, HelperSettings, MemoryGate,
-    Output, PipelineContext, ProcessorComponent, ProcessorStage, ReceiverOutputs, Signal,
+    Admission, BuiltExporter, ConnectorComponent, ConnectorContext, Consumer, ExporterHelper,
+    Fanout, FanoutPolicy, HelperSettings, Host, MemoryGate, Output, PipelineContext,
+    ProcessorComponent, ProcessorStage, ReceiverOutputs, Route, ServiceStatus, Signal,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{self, Health, HealthCheckConfig};
 use crate::registry::Registry;
 
 /// One pipeline's entry point and the memory gates guarding it.
@@ -34,17 +34,21 @@ type Inputs = (Vec<Arc<dyn Consumer>>, Vec<Arc<MemoryGate>>);
 /// A running collector.
 pub(crate) struct Service {
     receivers: CancellationToken,
-    processors: CancellationToken,
+    /// Per pipeline, upstream first: the token its processors stop on, and their tasks. A
+    /// pipeline feeding others through connectors flushes before they do.
+    pipelines: Vec<(CancellationToken, Vec<JoinHandle<()>>)>,
+    /// The processor components' own work (memory watchers), stopped after every pipeline.
+    components: CancellationToken,
+    component_tasks: Vec<JoinHandle<()>>,
     last: CancellationToken,
     receiver_tasks: Vec<JoinHandle<()>>,
-    processor_tasks: Vec<JoinHandle<()>>,
     helpers: Vec<Arc<ExporterHelper>>,
     exporter_tasks: Vec<JoinHandle<()>>,
     /// Cancelled once the queues have drained: the exporters' own tasks end.
     exporters_done: CancellationToken,
     exporter_own_tasks: Vec<JoinHandle<()>>,
     side_tasks: Vec<JoinHandle<()>>,
-    health: Arc<Health>,
+    status: Arc<ServiceStatus>,
     /// The pipelines' persistent queues, closed last so every acknowledgement is recorded.
     logs: Vec<Arc<DiskLog>>,
 }
@@ -68,26 +72,45 @@ impl Service {
     pub(crate) async fn start(
         config: &RawConfig,
         registry: &Registry,
-        health: Arc<Health>,
-        side_tasks: Vec<JoinHandle<()>>,
+        status: Arc<ServiceStatus>,
+        mut side_tasks: Vec<JoinHandle<()>>,
         last: CancellationToken,
     ) -> anyhow::Result<Service> {
+        side_tasks.extend(start_extensions(config, registry, &status, &last).await?);
         let receivers = CancellationToken::new();
-        let processors = CancellationToken::new();
-        let mut processor_tasks = Vec::new();
+        let components_done = CancellationToken::new();
+        let mut pipeline_stops = Vec::new();
         let mut helpers: BTreeMap<(String, Signal), Arc<ExporterHelper>> = BTreeMap::new();
         let mut heads: BTreeMap<String, PipelineHead> = BTreeMap::new();
         let mut logs: Vec<Arc<DiskLog>> = Vec::new();
         // Components are built once per id and shared by the pipelines listing them.
         let mut components: BTreeMap<String, Box<dyn ProcessorComponent>> = BTreeMap::new();
         let mut exporters: BTreeMap<String, (BuiltExporter, HelperSettings)> = BTreeMap::new();
+        let mut connectors: BTreeMap<String, Box<dyn ConnectorComponent>> = BTreeMap::new();
 
-        for (pipeline_id, pipeline) in &config.service.pipelines {
+        // Pipelines fed by connectors are built before the pipelines feeding them.
+        for pipeline_id in downstream_first(config) {
+            let pipeline = &config.service.pipelines[pipeline_id];
             let signal = signal_of(pipeline_id)?;
+            let processors = CancellationToken::new();
+            let mut processor_tasks = Vec::new();
             let mut outputs: Vec<Arc<dyn Consumer>> = Vec::new();
             // Exporters with a persistent queue, by queue directory.
             let mut durable: BTreeMap<PathBuf, Vec<Arc<ExporterHelper>>> = BTreeMap::new();
             for exporter_id in &pipeline.exporters {
+                if config.connectors.contains_key(exporter_id)
+                    && !config.exporters.contains_key(exporter_id)
+                {
+                    outputs.push(connector_instance(
+                        config,
+                        registry,
+                        &mut connectors,
+                        &heads,
+                        exporter_id,
+                        signal,
+                    )?);
+                    continue;
+                }
                 let exporter = match exporters.entry(exporter_id.clone()) {
                     Entry::Occupied(built) => built.into_mut(),
                     Entry::Vacant(slot) => {
@@ -203,10 +226,17 @@ impl Service {
                     gates,
                 },
             );
+            pipeline_stops.push((processors, processor_tasks));
         }
+        // Built downstream first; stopped upstream first.
+        pipeline_stops.reverse();
 
+        let mut component_tasks = Vec::new();
         for component in components.values() {
-            processor_tasks.extend(component.start(processors.clone()));
+            component_tasks.extend(component.start(components_done.clone()));
+        }
+        for component in connectors.values() {
+            component_tasks.extend(component.start(components_done.clone()));
         }
         let helpers: Vec<Arc<ExporterHelper>> = helpers.into_values().collect();
         let exporter_tasks = helpers.iter().flat_map(|h| h.start()).collect();
@@ -259,24 +289,25 @@ impl Service {
             receiver_tasks.extend(tasks);
         }
 
-        health.watch(helpers.clone());
-        health.set_ready(true);
+        status.watch(helpers.clone());
+        status.set_ready(true);
         tracing::info!(
             pipelines = config.service.pipelines.len(),
             "sluice is ready"
         );
         Ok(Service {
             receivers,
-            processors,
+            pipelines: pipeline_stops,
+            components: components_done,
+            component_tasks,
             last,
             receiver_tasks,
-            processor_tasks,
             helpers,
             exporter_tasks,
             exporters_done,
             exporter_own_tasks,
             side_tasks,
-            health,
+            status,
             logs,
         })
     }
@@ -285,14 +316,18 @@ impl Service {
     /// what is left.
     pub(crate) async fn shutdown(self, deadline: Duration) {
         let until = tokio::time::Instant::now() + deadline;
-        self.health.set_ready(false);
+        self.status.set_ready(false);
         tracing::info!(deadline = ?deadline, "shutting down: receivers stop accepting");
         self.receivers.cancel();
         // Batchers flush now rather than after the receivers end: a request in flight waits for
         // the batch its data went out in, so receivers cannot finish before batchers do.
         tracing::info!("flushing batches");
-        self.processors.cancel();
-        join_all_until(self.processor_tasks, until).await;
+        for (processors, tasks) in self.pipelines {
+            processors.cancel();
+            join_all_until(tasks, until).await;
+        }
+        self.components.cancel();
+        join_all_until(self.component_tasks, until).await;
         join_all_until(self.receiver_tasks, until).await;
         tracing::info!("draining exporter queues");
         for helper in &self.helpers {
@@ -415,22 +450,106 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Starts the health check extension if the configuration enables it.
-pub(crate) async fn start_extensions(
+/// Builds and starts the extensions `service.extensions` lists, in order; they stop last.
+async fn start_extensions(
     config: &RawConfig,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
+    registry: &Registry,
+    status: &Arc<ServiceStatus>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let host = Host {
+        status: Arc::clone(status),
+    };
     let mut tasks = Vec::new();
     for id in &config.service.extensions {
-        if type_of(id)? == "health_check" {
-            let c: HealthCheckConfig = sluice_config::component_config(
-                &format!("extensions.{id}"),
-                &config.extensions[id],
-            )
-            .map_err(|p| anyhow!("{p}"))?;
-            tasks.push(health::serve(&c, health.clone(), shutdown.clone()).await?);
-        }
+        let factory = registry
+            .extension(&type_of(id)?)
+            .ok_or_else(|| anyhow!("unknown extension `{id}`"))?;
+        let extension = factory
+            .build(id, &config.extensions[id])
+            .with_context(|| format!("cannot build extension {id}"))?;
+        tasks.extend(
+            extension
+                .start(&host, shutdown.clone())
+                .await
+                .with_context(|| format!("cannot start extension {id}"))?,
+        );
     }
     Ok(tasks)
+}
+
+/// Pipeline ids in an order where every pipeline comes after the pipelines it feeds through
+/// connectors (validation has refused cycles).
+fn downstream_first(config: &RawConfig) -> Vec<&String> {
+    fn visit<'a>(config: &'a RawConfig, id: &'a String, out: &mut Vec<&'a String>) {
+        if out.contains(&id) {
+            return;
+        }
+        for (_, next) in sluice_config::connector_edges(config, id) {
+            if let Some((next, _)) = config.service.pipelines.get_key_value(next) {
+                visit(config, next, out);
+            }
+        }
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    let mut out = Vec::new();
+    for id in config.service.pipelines.keys() {
+        visit(config, id, &mut out);
+    }
+    out
+}
+
+/// The exporter side of connector `id` in a pipeline of `signal`: the component is built once,
+/// and each pipeline receiving from it is entered through an [`Admission`].
+fn connector_instance(
+    config: &RawConfig,
+    registry: &Registry,
+    connectors: &mut BTreeMap<String, Box<dyn ConnectorComponent>>,
+    heads: &BTreeMap<String, PipelineHead>,
+    id: &str,
+    signal: Signal,
+) -> anyhow::Result<Arc<dyn Consumer>> {
+    let component = match connectors.entry(id.to_owned()) {
+        Entry::Occupied(built) => built.into_mut(),
+        Entry::Vacant(slot) => {
+            let factory = registry
+                .connector(&type_of(id)?)
+                .ok_or_else(|| anyhow!("unknown connector `{id}`"))?;
+            let built = factory
+                .build(id, &config.connectors[id])
+                .with_context(|| format!("cannot build connector {id}"))?;
+            slot.insert(built)
+        }
+    };
+    let mut routes = BTreeMap::new();
+    for (pipeline_id, pipeline) in &config.service.pipelines {
+        if !pipeline.receivers.iter().any(|r| r == id) {
+            continue;
+        }
+        let head = heads.get(pipeline_id).ok_or_else(|| {
+            anyhow!("pipeline {pipeline_id} is not built before connector {id} feeds it")
+        })?;
+        routes.insert(
+            pipeline_id.clone(),
+            Route {
+                pipeline: pipeline_id.clone(),
+                signal: head.signal,
+                consumer: Admission::new(
+                    id,
+                    head.signal,
+                    head.gates.clone(),
+                    head.consumer.clone(),
+                ),
+            },
+        );
+    }
+    component
+        .instance(ConnectorContext {
+            id: id.to_owned(),
+            from: signal,
+            routes,
+        })
+        .with_context(|| format!("cannot build connector {id}"))
 }

@@ -1,0 +1,12 @@
+//! Connectors: components that are an exporter in one pipeline and a receiver in others.
+//! `forward` joins pipelines as they are; `routing` sends each resource or item to the
+//! pipelines its first matching route names.
+//!
+//! This crate must not depend on any other component crate.
+
+mod condition;
+mod forward;
+mod routing;
+
+pub use forward::ForwardFactory;
+pub use routing::{RoutingConfig, RoutingFactory};

@@ -1,0 +1,314 @@
+//! The `routing` connector: sends each resource, span, log record or data point to the pipelines
+//! of the first route of its table whose condition it meets, or to `default_pipelines`, in the
+//! Collector's config shape (`table`, `context`, `condition`/`statement`, `pipelines`,
+//! `default_pipelines`, `error_mode`). A batch is split with `Batch::group_by`, so a batch whose
+//! items all take one route is handed on as it is, and nothing is decoded.
+//!
+//! Conditions are the OTTL subset of [`crate::condition`]. The `request` context (routing by
+//! the client's headers) needs request metadata carried with the data, which sluice's receivers
+//! do not do yet: it is refused by `sluice validate`, as is anything else not supported.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use metrics::Counter;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::Problem;
+use sluice_core::{
+    Batch, BuildError, ConnectorComponent, ConnectorContext, ConnectorFactory, ConsumeError,
+    Consumer, Fanout, FanoutPolicy, Signal, metrics as names, typed,
+};
+
+use crate::condition::{self, Condition, Scope};
+
+/// `connectors.routing`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Pipelines for what meets no route; what meets none and has no default is dropped and
+    /// counted (`sluice_routing_unmatched_items`).
+    #[serde(default)]
+    pub default_pipelines: Vec<String>,
+    /// `propagate` (default), `ignore` or `silent`: what to do when a condition fails to
+    /// evaluate. Sluice's conditions cannot fail at run time (a missing attribute is `nil`), so
+    /// the three behave alike.
+    #[serde(default)]
+    pub error_mode: ErrorMode,
+    /// The routes, tried in order; the first that matches takes the item.
+    pub table: Vec<RouteConfig>,
+}
+
+/// `error_mode`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    /// Fail the batch (the Collector's default).
+    #[default]
+    Propagate,
+    /// Route to the default pipelines, logging.
+    Ignore,
+    /// Route to the default pipelines quietly.
+    Silent,
+}
+
+/// One route of `table`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `resource` (default), `span`, `log`, `metric` or `datapoint`.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// `route() where <condition>`.
+    #[serde(default)]
+    pub statement: Option<String>,
+    /// An OTTL condition.
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Where matching data goes.
+    pub pipelines: Vec<String>,
+}
+
+/// The signals a context can route.
+fn context_signals(scope: Scope) -> &'static [Signal] {
+    match scope {
+        Scope::Resource => &[Signal::Traces, Signal::Metrics, Signal::Logs],
+        Scope::Span => &[Signal::Traces],
+        Scope::Log => &[Signal::Logs],
+        Scope::Metric | Scope::DataPoint => &[Signal::Metrics],
+    }
+}
+
+struct CompiledRoute {
+    scope: Scope,
+    condition: Condition,
+    pipelines: Vec<String>,
+}
+
+fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut routes = Vec::new();
+    if config.table.is_empty() {
+        problems.push(Problem::error(
+            format!("{path}.table"),
+            "needs at least one route",
+        ));
+    }
+    for (i, route) in config.table.iter().enumerate() {
+        let at = format!("{path}.table[{i}]");
+        let context = route.context.as_deref().unwrap_or("resource");
+        let scope = if context == "request" {
+            problems.push(Problem::error(
+                format!("{at}.context"),
+                "the `request` context (routing by client headers) is not supported yet: sluice's receivers do not carry request metadata with the data; route by a resource attribute instead",
+            ));
+            continue;
+        } else if let Some(scope) = Scope::parse(context) {
+            scope
+        } else {
+            problems.push(Problem::error(
+                format!("{at}.context"),
+                format!(
+                    "unknown context `{context}`; use resource, span, log, metric or datapoint"
+                ),
+            ));
+            continue;
+        };
+        let parsed = match (&route.statement, &route.condition) {
+            (Some(statement), None) => condition::parse_statement(statement, scope)
+                .map_err(|e| (format!("{at}.statement"), e)),
+            (None, Some(text)) => {
+                condition::parse(text, scope).map_err(|e| (format!("{at}.condition"), e))
+            }
+            _ => Err((
+                at.clone(),
+                "set one of `statement` and `condition`".to_owned(),
+            )),
+        };
+        match parsed {
+            Ok(condition) => routes.push(CompiledRoute {
+                scope,
+                condition,
+                pipelines: route.pipelines.clone(),
+            }),
+            Err((at, message)) => problems.push(Problem::error(at, message)),
+        }
+        if route.pipelines.is_empty() {
+            problems.push(Problem::error(
+                format!("{at}.pipelines"),
+                "needs at least one pipeline",
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(routes)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Builds `routing` connectors.
+#[derive(Debug, Default)]
+pub struct RoutingFactory;
+
+impl ConnectorFactory for RoutingFactory {
+    fn type_name(&self) -> &'static str {
+        "routing"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces", "metrics", "logs"]
+    }
+
+    fn connects(&self, from: Signal, to: Signal) -> bool {
+        from == to
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        sluice_core::check_typed(path, config, |c: &RoutingConfig| {
+            compile(path, c).err().unwrap_or_default()
+        })
+    }
+
+    fn check_pipelines(&self, path: &str, config: &Value, receiving: &[&str]) -> Vec<Problem> {
+        let Ok(c) = sluice_config::component_config::<RoutingConfig>(path, config) else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        let mut named = |at: String, pipeline: &String| {
+            if !receiving.contains(&pipeline.as_str()) {
+                problems.push(Problem::error(
+                    at,
+                    format!(
+                        "pipeline `{pipeline}` does not list this connector among its receivers"
+                    ),
+                ));
+            }
+        };
+        for (i, route) in c.table.iter().enumerate() {
+            for (j, pipeline) in route.pipelines.iter().enumerate() {
+                named(format!("{path}.table[{i}].pipelines[{j}]"), pipeline);
+            }
+        }
+        for (j, pipeline) in c.default_pipelines.iter().enumerate() {
+            named(format!("{path}.default_pipelines[{j}]"), pipeline);
+        }
+        problems
+    }
+
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ConnectorComponent>, BuildError> {
+        let path = format!("connectors.{id}");
+        let c: RoutingConfig = typed(&path, config)?;
+        let routes = compile(&path, &c).map_err(|mut p| BuildError::Config(p.remove(0)))?;
+        Ok(Box::new(Routing {
+            routes: Arc::new(routes),
+            default_pipelines: c.default_pipelines,
+        }))
+    }
+}
+
+struct Routing {
+    routes: Arc<Vec<CompiledRoute>>,
+    default_pipelines: Vec<String>,
+}
+
+impl ConnectorComponent for Routing {
+    fn instance(&self, ctx: ConnectorContext) -> Result<Arc<dyn Consumer>, BuildError> {
+        let consumers = |pipelines: &[String]| -> Result<Option<Arc<dyn Consumer>>, BuildError> {
+            let mut out = Vec::new();
+            for pipeline in pipelines {
+                match ctx.routes.get(pipeline) {
+                    Some(route) if route.signal == ctx.from => out.push(route.consumer.clone()),
+                    // A route to a pipeline of another signal serves that signal's instance.
+                    Some(_) => {}
+                    None => {
+                        return Err(BuildError::Other(format!(
+                            "connector {}: pipeline `{pipeline}` does not receive from it",
+                            ctx.id
+                        )));
+                    }
+                }
+            }
+            Ok((!out.is_empty()).then(|| Fanout::build(out, FanoutPolicy::All)))
+        };
+        let mut targets = Vec::new();
+        let mut routes = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            if !context_signals(route.scope).contains(&ctx.from) {
+                continue;
+            }
+            if let Some(target) = consumers(&route.pipelines)? {
+                routes.push(index);
+                targets.push(target);
+            }
+        }
+        let default = consumers(&self.default_pipelines)?;
+        Ok(Arc::new(Router {
+            routes: Arc::clone(&self.routes),
+            active: routes,
+            targets,
+            default,
+            unmatched: metrics::counter!(names::ROUTING_UNMATCHED_ITEMS, "connector" => ctx.id.clone(), "otel_signal" => ctx.from.as_str()),
+            per_resource: self.routes.iter().all(|r| r.scope.per_resource()),
+        }))
+    }
+}
+
+/// A routing connector's exporter side for one signal.
+struct Router {
+    routes: Arc<Vec<CompiledRoute>>,
+    /// Indexes into `routes` of the routes for this signal, with `targets` alongside.
+    active: Vec<usize>,
+    targets: Vec<Arc<dyn Consumer>>,
+    default: Option<Arc<dyn Consumer>>,
+    unmatched: Counter,
+    /// Whether every route looks only at resources: decide once per resource.
+    per_resource: bool,
+}
+
+/// The group of items meeting no route.
+const DEFAULT: usize = usize::MAX;
+
+#[async_trait]
+impl Consumer for Router {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        // The last resource decided (its address within the batch) and where it went.
+        let mut last: Option<(usize, usize)> = None;
+        let groups = batch.group_by(|context, item| {
+            let resource = context.resource.raw().as_ptr() as usize;
+            if self.per_resource
+                && let Some((seen, target)) = last
+                && seen == resource
+            {
+                return target;
+            }
+            let target = self
+                .active
+                .iter()
+                .position(|&r| self.routes[r].condition.holds(context, item))
+                .unwrap_or(DEFAULT);
+            last = Some((resource, target));
+            target
+        });
+        let mut result = Ok(());
+        for (target, batch) in groups {
+            let consumer = if target == DEFAULT {
+                self.default.as_ref()
+            } else {
+                self.targets.get(target)
+            };
+            let Some(consumer) = consumer else {
+                self.unmatched.increment(batch.items() as u64);
+                continue;
+            };
+            // Every group is offered, whatever the others' fate; the first refusal is reported,
+            // so the sender retries (at least once, as from a receiver's fan-out).
+            if let Err(err) = consumer.consume(batch).await
+                && result.is_ok()
+            {
+                result = Err(err);
+            }
+        }
+        result
+    }
+}
