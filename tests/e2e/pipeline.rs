@@ -174,3 +174,38 @@ async fn sigterm_flushes_batched_data_and_exits_zero() {
     assert_eq!(pending.await.unwrap().status(), 200);
     assert_eq!(sink.received.lock().unwrap().span_count(), 4);
 }
+
+/// The rule for persistent queues: the log is written before `batch`, and the processors after
+/// `batch` run on what the file-queued exporter reads back, so none is skipped for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processors_after_batch_run_for_an_exporter_with_a_persistent_queue() {
+    use crate::support::{TempDir, attr, string};
+    let (durable, memory) = (Sink::start().await, Sink::start().await);
+    let queue = TempDir::new("after-batch");
+    let ports = Ports::new();
+    let config = format!(
+        "{common}processors:\n  batch: {{timeout: 50ms}}\n  resource/tag:\n    attributes: [{{key: redacted, value: yes, action: upsert}}]\nexporters:\n  otlp/durable:\n    endpoint: http://127.0.0.1:{a}\n    sending_queue: {{storage: file, directory: {dir}}}\n  otlp/memory:\n    endpoint: http://127.0.0.1:{b}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [batch, resource/tag], exporters: [otlp/durable, otlp/memory]}}\n{telemetry}",
+        common = ports.common(),
+        a = durable.grpc_port,
+        b = memory.grpc_port,
+        dir = queue.0.display(),
+        telemetry = ports.telemetry(),
+    );
+    let sluice = Sluice::start(ports, &config);
+    let r = post(ports.http, trace_request(7, "durable", 0).encode_to_vec()).await;
+    assert_eq!(r.status(), 200);
+    for sink in [&durable, &memory] {
+        sink.wait_for(Duration::from_secs(10), "7 spans", |r| r.span_count() == 7)
+            .await;
+        for request in &sink.snapshot().traces {
+            for rs in &request.resource_spans {
+                let attributes = &rs.resource.as_ref().unwrap().attributes;
+                assert_eq!(attr(attributes, "redacted"), Some(&string("yes")));
+            }
+        }
+    }
+    // Both runs of the processor count what went through them.
+    let incoming =
+        "otelcol_processor_incoming_items{processor=\"resource/tag\",otel_signal=\"traces\"}";
+    assert_eq!(sluice.wait_metric(incoming, 14.0).await, 14.0);
+}

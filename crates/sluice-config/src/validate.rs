@@ -125,6 +125,11 @@ pub trait Catalog {
         false
     }
 
+    /// Whether a processor type holds data and hands it on later (`batch`, a tail sampler).
+    fn holds_data(&self, _type_name: &str) -> bool {
+        false
+    }
+
     /// Checks a connector's config against the pipelines that receive from it.
     fn check_connector(
         &self,
@@ -297,6 +302,7 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         }
     }
     problems.extend(check_connectors(config, catalog));
+    problems.extend(check_persistent_queues(config, catalog));
     for (i, id) in config.service.extensions.iter().enumerate() {
         used.insert((Class::Extension, id.clone()));
         if !config.extensions.contains_key(id) {
@@ -359,6 +365,51 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         ));
     }
     Problems(problems)
+}
+
+/// The exporter of a pipeline with a persistent queue (`sending_queue.storage: file`), if any.
+fn persistent_exporter<'a>(config: &'a RawConfig, exporters: &'a [String]) -> Option<&'a str> {
+    exporters
+        .iter()
+        .find(|id| {
+            config
+                .exporters
+                .get(*id)
+                .and_then(|c| c.get("sending_queue"))
+                .is_some_and(|q| {
+                    q.get("storage").and_then(Value::as_str) == Some("file")
+                        && q.get("enabled").and_then(Value::as_bool) != Some(false)
+                })
+        })
+        .map(String::as_str)
+}
+
+/// The rule for persistent queues: a pipeline's disk log is written right before its first
+/// processor that holds data, so clients are answered once their data is on disk; processors
+/// after it run on what the exporters read back, the reading standing in for `batch`. Any other
+/// processor that holds data cannot be honoured there.
+fn check_persistent_queues(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (pipeline_id, pipeline) in &config.service.pipelines {
+        let Some(exporter) = persistent_exporter(config, &pipeline.exporters) else {
+            continue;
+        };
+        for (i, id) in pipeline.processors.iter().enumerate() {
+            let Ok(parsed) = ComponentId::parse(id) else {
+                continue;
+            };
+            let type_name = parsed.type_name();
+            if type_name != "batch" && catalog.holds_data(type_name) {
+                problems.push(Problem::error(
+                    format!("service.pipelines.{pipeline_id}.processors[{i}]"),
+                    format!(
+                        "processor `{id}` holds data before handing it on, and exporter `{exporter}` has a persistent queue: the queue's log is written before the first processor that holds data, so that a client is answered only once its data is on disk, and only `batch` can be stood in for by the queue's reader. Run `{id}` in a pipeline of its own in front of this one, joined by a `forward` connector"
+                    ),
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Checks how pipelines use connectors: each connector is an exporter in some pipeline and a
@@ -556,7 +607,9 @@ mod tests {
                 (Class::Receiver, "otlp") | (Class::Exporter, "otlp" | "debug") => {
                     Some(&["traces", "metrics", "logs"])
                 }
-                (Class::Processor, "batch") => Some(&["traces", "metrics", "logs"]),
+                (Class::Processor, "batch" | "tail_sampling") => {
+                    Some(&["traces", "metrics", "logs"])
+                }
                 (Class::Exporter, "postgres") => Some(&["traces", "logs"]),
                 (Class::Extension, "health_check") => Some(&[]),
                 (Class::Connector, "forward" | "spanmetrics") => {
@@ -573,6 +626,9 @@ mod tests {
                 Class::Extension => vec!["health_check"],
                 Class::Connector => vec!["forward", "spanmetrics"],
             }
+        }
+        fn holds_data(&self, type_name: &str) -> bool {
+            matches!(type_name, "batch" | "tail_sampling")
         }
         fn connects(&self, type_name: &str, from: &str, to: &str) -> bool {
             match type_name {
@@ -644,6 +700,22 @@ mod tests {
         for e in expect {
             assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");
         }
+    }
+
+    #[test]
+    fn a_processor_holding_data_cannot_sit_behind_a_persistent_queue() {
+        let config = |storage: &str| {
+            format!(
+                "receivers: {{otlp: {{}}}}\nprocessors: {{batch: {{}}, tail_sampling: {{}}}}\nexporters: {{otlp: {{sending_queue: {{storage: {storage}, directory: /q}}}}}}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [tail_sampling, batch], exporters: [otlp]}}\n"
+            )
+        };
+        let p = problems(&config("file"));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].starts_with("error: service.pipelines.traces.processors[0]: processor `tail_sampling` holds data before handing it on, and exporter `otlp` has a persistent queue"),
+            "{p:#?}"
+        );
+        assert!(problems(&config("memory")).is_empty());
     }
 
     #[test]

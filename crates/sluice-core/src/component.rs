@@ -83,6 +83,11 @@ pub trait ProcessorFactory: Send + Sync {
     fn signals(&self) -> &'static [&'static str];
     /// Checks a config without I/O.
     fn check(&self, path: &str, config: &Value) -> Vec<Problem>;
+    /// Whether it holds data and hands it on later (`batch`, a tail sampler) rather than
+    /// handing on each batch as it processes it. Decides where a persistent queue's log sits.
+    fn holds_data(&self) -> bool {
+        false
+    }
     /// Builds the component for id `id`, once; each pipeline listing it then asks it for an
     /// instance (see [`crate::processor`]).
     ///

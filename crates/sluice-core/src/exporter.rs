@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::disk_log::Reader;
-use crate::{Batch, ConsumeError, Consumer, Signal, metrics as names};
+use crate::{Batch, Chain, ConsumeError, Consumer, Signal, metrics as names};
 
 /// Why an export attempt failed, and whether another attempt may succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -467,8 +467,9 @@ struct Shared {
     /// Set when an attempt fails, cleared when one succeeds: the backend is unreachable or
     /// refusing, and data is waiting or being dropped.
     degraded: std::sync::atomic::AtomicBool,
-    /// With a persistent queue: this exporter's readers of the pipelines' disk logs.
-    readers: std::sync::Mutex<Vec<Reader>>,
+    /// With a persistent queue: this exporter's readers of the pipelines' disk logs, each with
+    /// the processors its pipeline runs after the log.
+    readers: std::sync::Mutex<Vec<(Reader, Chain)>>,
     /// Cancelled by [`ExporterHelper::close`]: persistent-queue workers stop waiting for new
     /// records and exit once they have sent what is on disk.
     closing: CancellationToken,
@@ -522,12 +523,12 @@ impl ExporterHelper {
     /// workers read records from the log, send them in batches and acknowledge them.
     ///
     /// [`start`]: ExporterHelper::start
-    pub fn attach(&self, reader: Reader) {
+    pub fn attach(&self, reader: Reader, chain: Chain) {
         self.shared
             .readers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(reader);
+            .push((reader, chain));
     }
 
     /// Starts the queue workers (none when the queue is disabled).
@@ -547,11 +548,15 @@ impl ExporterHelper {
                 .flat_map(|reader| {
                     (0..self.shared.settings.queue.num_consumers).map(move |_| reader.clone())
                 })
-                .map(|reader| tokio::spawn(durable_worker(Arc::clone(&self.shared), reader)))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|(reader, chain)| {
+                    tokio::spawn(durable_worker(Arc::clone(&self.shared), reader, chain))
+                })
                 .collect();
             tasks.push(tokio::spawn(durable_gauge(
                 Arc::clone(&self.shared),
-                readers,
+                readers.into_iter().map(|(reader, _)| reader).collect(),
             )));
             return tasks;
         }
@@ -579,7 +584,7 @@ impl ExporterHelper {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
-                .map(Reader::pending_items)
+                .map(|(reader, _)| reader.pending_items())
                 .sum();
             tracing::info!(exporter = %self.shared.id, signal = %self.shared.signal, items = pending, "shutdown deadline passed; the persistent queue keeps what was not sent for the next start");
             return 0;
@@ -788,7 +793,7 @@ const DURABLE_BATCH_BYTES: u64 = 2 << 20;
 /// whole OTLP requests, so merging is concatenation), and acknowledges them once delivered or
 /// dropped as permanently failed. A send cut short by shutdown is not acknowledged: the records
 /// are sent again after the next start.
-async fn durable_worker(shared: Arc<Shared>, reader: Reader) {
+async fn durable_worker(shared: Arc<Shared>, reader: Reader, chain: Chain) {
     let mut read_errors = 0u32;
     loop {
         let next = if shared.closing.is_cancelled() {
@@ -825,7 +830,11 @@ async fn durable_worker(shared: Arc<Shared>, reader: Reader) {
             joined.freeze()
         };
         let batch = Batch::from_trusted(shared.signal, data, items as usize);
-        let outcome = shared.send(&batch).await;
+        let outcome = match processed(&shared, &chain, batch).await {
+            Some(batch) => shared.send(&batch).await,
+            // Nothing left to send (a filter dropped it all, or a processor refused it for good).
+            None => Ok(()),
+        };
         if shared.abort.is_cancelled() && outcome.is_err() {
             // Cut short by the shutdown deadline: left on disk, not acknowledged.
             return;
@@ -835,6 +844,35 @@ async fn durable_worker(shared: Arc<Shared>, reader: Reader) {
         }
         for record in &records.records {
             reader.ack(record.seq);
+        }
+    }
+}
+
+/// Runs what a persistent-queue worker read through the pipeline's processors after the log,
+/// retrying while one refuses for now (a memory limiter under pressure); `None` when nothing is
+/// left to send, counted as failed when a processor refused it for good.
+async fn processed(shared: &Shared, chain: &Chain, batch: Batch) -> Option<Batch> {
+    if chain.is_empty() {
+        return Some(batch);
+    }
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match chain.run(batch.clone()).await {
+            Ok(out) => return out,
+            Err(err) if err.is_retryable() && !shared.abort.is_cancelled() => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                shared.failed(
+                    batch.items(),
+                    &ExportError::permanent(format!(
+                        "a processor refused the batch: {}",
+                        err.message
+                    )),
+                );
+                return None;
+            }
         }
     }
 }

@@ -34,6 +34,6 @@ pub use extension::{Extension, ExtensionFactory, Host, ServiceStatus};
 pub use gate::{MemoryGate, Reservation};
 pub use intake::{Accepted, ConnectionLoad, Intake, Upload};
 pub use processor::{
-    Instance, Output, PipelineContext, Processor, ProcessorComponent, ProcessorStage,
+    Chain, Instance, Output, PipelineContext, Processor, ProcessorComponent, ProcessorStage,
 };
 pub use signal::Signal;

@@ -115,6 +115,50 @@ pub trait ProcessorComponent: Send + Sync {
     }
 }
 
+/// Processors run in order on batches that do not flow through a pipeline's stages: those a
+/// persistent queue's reader gets back from the disk log (the processors after the log's place,
+/// see the README's rule for persistent queues). Counts what enters and leaves each one, as
+/// [`ProcessorStage`] does.
+#[derive(Clone, Default)]
+pub struct Chain {
+    stages: Vec<(Arc<dyn Processor>, Counter, Counter)>,
+}
+
+impl Chain {
+    /// Appends processor `id`'s instance for a pipeline of `signal`.
+    pub fn push(&mut self, id: &str, signal: Signal, processor: Arc<dyn Processor>) {
+        let counter = |name| metrics::counter!(name, "processor" => id.to_owned(), "otel_signal" => signal.as_str());
+        self.stages.push((
+            processor,
+            counter(names::PROCESSOR_INCOMING_ITEMS),
+            counter(names::PROCESSOR_OUTGOING_ITEMS),
+        ));
+    }
+
+    /// Whether it runs no processor.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Runs the batch through every processor: `None` when one dropped all of it.
+    ///
+    /// # Errors
+    /// The first refusal.
+    pub async fn run(&self, mut batch: Batch) -> Result<Option<Batch>, ConsumeError> {
+        for (processor, incoming, outgoing) in &self.stages {
+            incoming.increment(batch.items() as u64);
+            match processor.process(batch).await? {
+                Some(next) if !next.is_empty() => {
+                    outgoing.increment(next.items() as u64);
+                    batch = next;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(batch))
+    }
+}
+
 /// A processor instance as a pipeline stage: counts incoming items and hands on what the
 /// processor returns.
 pub struct ProcessorStage {

@@ -263,6 +263,10 @@ impl ProcessorFactory for BatchFactory {
         sluice_core::check_typed(path, config, |c: &BatchConfig| c.check(path))
     }
 
+    fn holds_data(&self) -> bool {
+        true
+    }
+
     fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ProcessorComponent>, BuildError> {
         let config: BatchConfig = typed(&format!("processors.{id}"), config)?;
         Ok(Box::new(BatchComponent { config }))

@@ -102,6 +102,10 @@ impl Catalog for Registry {
         .unwrap_or_default()
     }
 
+    fn holds_data(&self, type_name: &str) -> bool {
+        self.processor(type_name).is_some_and(|f| f.holds_data())
+    }
+
     fn check_connector(
         &self,
         type_name: &str,

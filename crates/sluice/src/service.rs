@@ -12,9 +12,10 @@ use sluice_core::disk_log::{DiskLog, Fsync, LogConfig, OnFull};
 use sluice_core::durable::{DurableTap, TapLog};
 use sluice_core::exporter::{FsyncPolicy, OnFull as OnFullPolicy};
 use sluice_core::{
-    Admission, BuiltExporter, ConnectorComponent, ConnectorContext, Consumer, ExporterHelper,
-    Fanout, FanoutPolicy, HelperSettings, Host, MemoryGate, Output, PipelineContext,
-    ProcessorComponent, ProcessorStage, ReceiverOutputs, Route, ServiceStatus, Signal,
+    Admission, BuiltExporter, Chain, ConnectorComponent, ConnectorContext, Consumer,
+    ExporterHelper, Fanout, FanoutPolicy, HelperSettings, Host, MemoryGate, Output,
+    PipelineContext, ProcessorComponent, ProcessorStage, ReceiverOutputs, Route, ServiceStatus,
+    Signal,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -152,14 +153,48 @@ impl Service {
                     _ => outputs.push(helper),
                 }
             }
-            // The persistent queue is written before batching, so a client is answered only
-            // once its data is on disk; processors from the first `batch` on serve only the
-            // exporters with memory queues.
+            // A persistent queue's log is written right before the first processor that holds
+            // data (`batch`), so a client is answered only once its data is on disk. The
+            // processors after that place run on what each exporter reads back from the log,
+            // its reading in runs standing in for `batch` (validation refuses any other
+            // processor that holds data in such a pipeline); the memory-queued exporters get
+            // every processor as stages.
+            let holds = |id: &String| {
+                type_of(id)
+                    .ok()
+                    .and_then(|t| registry.processor(&t))
+                    .is_some_and(|f| f.holds_data())
+            };
             let first_batch = pipeline
                 .processors
                 .iter()
-                .position(|p| type_of(p).is_ok_and(|t| t == "batch"))
+                .position(holds)
                 .unwrap_or(pipeline.processors.len());
+            let mut after_log = Chain::default();
+            if !durable.is_empty() {
+                for processor_id in pipeline.processors[first_batch..]
+                    .iter()
+                    .filter(|id| !holds(id))
+                {
+                    let component =
+                        processor_component(&mut components, registry, config, processor_id)?;
+                    let instance = component
+                        .instance(PipelineContext {
+                            id: processor_id.clone(),
+                            pipeline: pipeline_id.clone(),
+                            signal,
+                            output: Output::new(processor_id, signal, Arc::new(ReaderOnly)),
+                            shutdown: processors.clone(),
+                        })
+                        .with_context(|| {
+                            format!(
+                                "cannot build processor {processor_id} in pipeline {pipeline_id}"
+                            )
+                        })?;
+                    after_log.push(processor_id, signal, instance.processor);
+                    processor_tasks.extend(instance.tasks);
+                }
+            }
             let memory_exporters = !outputs.is_empty();
             // A dead exporter whose queue is full must not block the others.
             let mut next = Fanout::build(outputs, FanoutPolicy::Any);
@@ -171,7 +206,7 @@ impl Service {
                     let reader = log
                         .reader(helper.id())
                         .ok_or_else(|| anyhow!("the disk log lost its consumer {}", helper.id()))?;
-                    helper.attach(reader);
+                    helper.attach(reader, after_log.clone());
                 }
                 logs.push(log.clone());
                 tap_logs.push(TapLog::new(log, exporters, signal));
@@ -184,21 +219,11 @@ impl Service {
                     next = DurableTap::new(signal, logs, memory_exporters.then_some(next));
                 }
                 if index >= first_batch && !memory_exporters && !durable.is_empty() {
-                    // Only persistent queues downstream: batching happens as they read.
+                    // Only persistent queues downstream: they run these as they read.
                     continue;
                 }
-                let component = match components.entry(processor_id.clone()) {
-                    Entry::Occupied(built) => built.into_mut(),
-                    Entry::Vacant(slot) => {
-                        let factory = registry
-                            .processor(&type_of(processor_id)?)
-                            .ok_or_else(|| anyhow!("unknown processor `{processor_id}`"))?;
-                        let built = factory
-                            .build(processor_id, &config.processors[processor_id])
-                            .with_context(|| format!("cannot build processor {processor_id}"))?;
-                        slot.insert(built)
-                    }
-                };
+                let component =
+                    processor_component(&mut components, registry, config, processor_id)?;
                 let output = Output::new(processor_id, signal, next);
                 let instance = component
                     .instance(PipelineContext {
@@ -447,6 +472,40 @@ async fn join_all_until(tasks: Vec<JoinHandle<()>>, until: tokio::time::Instant)
 async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// Processor `id`'s component, built on first use.
+fn processor_component<'a>(
+    components: &'a mut BTreeMap<String, Box<dyn ProcessorComponent>>,
+    registry: &Registry,
+    config: &RawConfig,
+    id: &str,
+) -> anyhow::Result<&'a mut Box<dyn ProcessorComponent>> {
+    Ok(match components.entry(id.to_owned()) {
+        Entry::Occupied(built) => built.into_mut(),
+        Entry::Vacant(slot) => {
+            let factory = registry
+                .processor(&type_of(id)?)
+                .ok_or_else(|| anyhow!("unknown processor `{id}`"))?;
+            let built = factory
+                .build(id, &config.processors[id])
+                .with_context(|| format!("cannot build processor {id}"))?;
+            slot.insert(built)
+        }
+    })
+}
+
+/// The output of a processor that runs after a persistent queue's log: the reader hands on what
+/// it returns, so it has nothing to hand on by itself.
+struct ReaderOnly;
+
+#[async_trait::async_trait]
+impl Consumer for ReaderOnly {
+    async fn consume(&self, _: sluice_core::Batch) -> Result<(), sluice_core::ConsumeError> {
+        Err(sluice_core::ConsumeError::internal(
+            "a processor behind a persistent queue cannot hand on data by itself",
+        ))
     }
 }
 
