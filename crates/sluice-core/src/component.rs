@@ -12,7 +12,7 @@ use sluice_config::Problem;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::exporter::{Exporter, HelperSettings};
+use crate::exporter::{ErasedExporter, HelperSettings};
 use crate::gate::MemoryGate;
 use crate::processor::ProcessorComponent;
 use crate::{Consumer, Signal};
@@ -100,7 +100,7 @@ pub trait ProcessorFactory: Send + Sync {
 pub enum BuiltExporter {
     /// Sends batches to a backend through the exporter helper (queue, retries, timeout), with
     /// the helper settings core parsed from the config.
-    Push(Arc<dyn Exporter>),
+    Push(Arc<dyn ErasedExporter>),
     /// Takes batches directly, without a queue or retries: an exporter that keeps data for
     /// others to pull (a Prometheus scrape endpoint), or hands it to something in-process.
     Direct(Arc<dyn DirectExporter>),
@@ -226,8 +226,14 @@ mod tests {
     struct Nothing;
 
     #[async_trait]
-    impl Exporter for Nothing {
-        async fn export(&self, _: &Batch) -> Result<(), ExportError> {
+    impl crate::Exporter for Nothing {
+        type Encoded = ();
+
+        fn encode(&self, _: &Batch) -> Result<(), ExportError> {
+            Ok(())
+        }
+
+        async fn send(&self, (): &()) -> Result<(), ExportError> {
             Ok(())
         }
     }

@@ -4,6 +4,7 @@
 //! Exporters implement only [`Exporter::export`] and say whether a failure is worth retrying; the
 //! helper owns everything else, so retry and queueing behave the same for every backend.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,10 +59,25 @@ impl ExportError {
     }
 }
 
-/// A backend client: encodes a batch and sends it once.
+/// A backend client, in two steps: `encode` turns a batch into what goes on the wire (translate,
+/// compress), `send` sends it once. The exporter helper encodes each batch once, off the async
+/// workers when it is large, and every retry sends the same encoding again: a retry costs a
+/// round trip, not a translation, and what `encode` counts (items it could not translate) is
+/// counted once per batch.
 #[async_trait]
 pub trait Exporter: Send + Sync + 'static {
-    /// Sends one batch once; the helper retries.
+    /// What a batch becomes for sending.
+    type Encoded: Send + Sync + 'static;
+
+    /// Encodes a batch. Runs on the blocking pool for batches over
+    /// [`ENCODE_OFF_WORKERS_ABOVE`] bytes.
+    ///
+    /// # Errors
+    /// A permanent [`ExportError`] when the batch cannot be encoded (the helper then drops the
+    /// items that would not decode and tries the rest once).
+    fn encode(&self, batch: &Batch) -> Result<Self::Encoded, ExportError>;
+
+    /// Sends an encoded batch once; the helper retries.
     ///
     /// # Errors
     /// An [`ExportError`] saying whether the failure is retryable.
@@ -69,12 +85,59 @@ pub trait Exporter: Send + Sync + 'static {
     /// # Cancel safety
     /// The helper drops the future when the attempt times out; an exporter must not leave shared
     /// state half-updated across an await.
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError>;
+    async fn send(&self, encoded: &Self::Encoded) -> Result<(), ExportError>;
 
     /// Starts the exporter's own work (a database's maintenance), once; it ends when `shutdown`
     /// is cancelled, after the queues have drained.
     fn start(&self, _shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         Vec::new()
+    }
+}
+
+/// Batches over this many bytes are encoded on the blocking pool: translating or compressing
+/// 64 KiB takes a few hundred microseconds, about as long as an async worker should be held.
+pub const ENCODE_OFF_WORKERS_ABOVE: usize = 64 * 1024;
+
+/// An encoded batch whose type only its exporter knows.
+pub type AnyEncoded = Box<dyn Any + Send + Sync>;
+
+/// [`Exporter`] with its encoding's type erased, so that the helper and the service hold every
+/// exporter the same way. Implemented for every [`Exporter`]; build with `Arc::new(exporter)`.
+#[async_trait]
+pub trait ErasedExporter: Send + Sync + 'static {
+    /// [`Exporter::encode`].
+    ///
+    /// # Errors
+    /// As [`Exporter::encode`].
+    fn encode_any(&self, batch: &Batch) -> Result<AnyEncoded, ExportError>;
+
+    /// [`Exporter::send`] of what [`ErasedExporter::encode_any`] returned.
+    ///
+    /// # Errors
+    /// As [`Exporter::send`].
+    async fn send_any(&self, encoded: &AnyEncoded) -> Result<(), ExportError>;
+
+    /// [`Exporter::start`].
+    fn start_any(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>>;
+}
+
+#[async_trait]
+impl<E: Exporter> ErasedExporter for E {
+    fn encode_any(&self, batch: &Batch) -> Result<AnyEncoded, ExportError> {
+        Ok(Box::new(self.encode(batch)?))
+    }
+
+    async fn send_any(&self, encoded: &AnyEncoded) -> Result<(), ExportError> {
+        match encoded.downcast_ref::<E::Encoded>() {
+            Some(encoded) => self.send(encoded).await,
+            None => Err(ExportError::permanent(
+                "an encoding reached an exporter that did not make it",
+            )),
+        }
+    }
+
+    fn start_any(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        self.start(shutdown)
     }
 }
 
@@ -454,7 +517,7 @@ struct QueueState {
 struct Shared {
     id: String,
     signal: Signal,
-    exporter: Arc<dyn Exporter>,
+    exporter: Arc<dyn ErasedExporter>,
     settings: HelperSettings,
     metrics: Metrics,
     state: std::sync::Mutex<QueueState>,
@@ -485,7 +548,7 @@ impl ExporterHelper {
     pub fn new(
         id: impl Into<String>,
         signal: Signal,
-        exporter: Arc<dyn Exporter>,
+        exporter: Arc<dyn ErasedExporter>,
         settings: HelperSettings,
     ) -> Arc<Self> {
         let id = id.into();
@@ -646,6 +709,8 @@ impl Shared {
     async fn send(&self, batch: &Batch) -> Result<(), (ExportError, usize)> {
         let retry = &self.settings.retry;
         let mut salvaged: Option<Batch> = None;
+        // Encoded by the first attempt and sent again by every retry.
+        let mut encoded: Option<AnyEncoded> = None;
         let started = tokio::time::Instant::now();
         let mut interval = retry.initial_interval.get();
         let mut attempt = 0u32;
@@ -655,7 +720,7 @@ impl Shared {
             let lost = batch.items();
             self.metrics.in_flight.increment(1.0);
             let outcome = tokio::select! {
-                r = tokio::time::timeout(self.settings.timeout, self.exporter.export(batch)) => r,
+                r = tokio::time::timeout(self.settings.timeout, self.attempt(batch, &mut encoded)) => r,
                 () = self.abort.cancelled() => {
                     self.metrics.in_flight.decrement(1.0);
                     return Err((ExportError::permanent("shutdown deadline passed during export"), lost));
@@ -681,6 +746,7 @@ impl Shared {
                 self.metrics.send_failed.increment(dropped as u64);
                 tracing::error!(exporter = %self.id, signal = %self.signal, items = dropped, error = %err.message, "items that do not decode dropped; sending the rest of the batch");
                 salvaged = Some(kept);
+                encoded = None;
                 continue;
             }
             self.degraded.store(true, Ordering::Relaxed);
@@ -712,6 +778,28 @@ impl Shared {
             interval = interval
                 .mul_f64(retry.multiplier)
                 .min(retry.max_interval.get());
+        }
+    }
+
+    /// One attempt: encodes the batch unless an earlier attempt did, then sends it.
+    async fn attempt(
+        &self,
+        batch: &Batch,
+        encoded: &mut Option<AnyEncoded>,
+    ) -> Result<(), ExportError> {
+        if encoded.is_none() {
+            *encoded = Some(if batch.size() > ENCODE_OFF_WORKERS_ABOVE {
+                let (exporter, batch) = (Arc::clone(&self.exporter), batch.clone());
+                tokio::task::spawn_blocking(move || exporter.encode_any(&batch))
+                    .await
+                    .map_err(|e| ExportError::permanent(format!("encoding failed: {e}")))??
+            } else {
+                self.exporter.encode_any(batch)?
+            });
+        }
+        match encoded {
+            Some(encoded) => self.exporter.send_any(encoded).await,
+            None => Err(ExportError::permanent("nothing was encoded")),
         }
     }
 
@@ -955,13 +1043,21 @@ mod tests {
     struct Flaky {
         failures_left: Mutex<u32>,
         retryable: bool,
+        encodes: AtomicU64,
         calls: AtomicU64,
         delivered: Mutex<Vec<usize>>,
     }
 
     #[async_trait]
     impl Exporter for Flaky {
-        async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        type Encoded = usize;
+
+        fn encode(&self, batch: &Batch) -> Result<usize, ExportError> {
+            self.encodes.fetch_add(1, Ordering::Relaxed);
+            Ok(batch.items())
+        }
+
+        async fn send(&self, items: &usize) -> Result<(), ExportError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             let mut left = self.failures_left.lock().unwrap();
             if *left > 0 {
@@ -972,7 +1068,7 @@ mod tests {
                     ExportError::permanent("bad data")
                 });
             }
-            self.delivered.lock().unwrap().push(batch.items());
+            self.delivered.lock().unwrap().push(*items);
             Ok(())
         }
     }
@@ -981,6 +1077,7 @@ mod tests {
         Arc::new(Flaky {
             failures_left: Mutex::new(failures),
             retryable,
+            encodes: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             delivered: Mutex::new(Vec::new()),
         })
@@ -1015,6 +1112,11 @@ mod tests {
         let helper = ExporterHelper::new("otlp", Signal::Traces, exporter.clone(), settings(false));
         helper.consume(batch(5)).await.unwrap();
         assert_eq!(exporter.calls.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            exporter.encodes.load(Ordering::Relaxed),
+            1,
+            "retries send the first encoding again"
+        );
         assert_eq!(*exporter.delivered.lock().unwrap(), [5]);
     }
 
@@ -1051,17 +1153,24 @@ mod tests {
 
     #[async_trait]
     impl Exporter for Decoding {
-        async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        type Encoded = Vec<String>;
+
+        fn encode(&self, batch: &Batch) -> Result<Vec<String>, ExportError> {
             use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
             use prost::Message;
             let request = ExportTraceServiceRequest::decode(batch.data().clone())
                 .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
-            let mut delivered = self.delivered.lock().unwrap();
-            for rs in request.resource_spans {
-                for ss in rs.scope_spans {
-                    delivered.extend(ss.spans.into_iter().map(|s| s.name));
-                }
-            }
+            Ok(request
+                .resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .map(|s| s.name)
+                .collect())
+        }
+
+        async fn send(&self, names: &Vec<String>) -> Result<(), ExportError> {
+            self.delivered.lock().unwrap().extend(names.iter().cloned());
             Ok(())
         }
     }

@@ -29,7 +29,7 @@ pub use component::{
 pub use connector::{Admission, ConnectorComponent, ConnectorContext, ConnectorFactory, Route};
 pub use consumer::{Consumer, Fanout, FanoutPolicy};
 pub use error::{ConsumeError, ErrorCode};
-pub use exporter::{ExportError, Exporter, ExporterHelper, HelperSettings};
+pub use exporter::{ErasedExporter, ExportError, Exporter, ExporterHelper, HelperSettings};
 pub use extension::{Extension, ExtensionFactory, Host, ServiceStatus};
 pub use gate::{MemoryGate, Reservation};
 pub use intake::{Accepted, ConnectionLoad, Intake, Upload};

@@ -93,9 +93,6 @@ pub(crate) fn encode_requests(batches: Vec<proto::Batch>, max: usize) -> Vec<Byt
     out
 }
 
-/// Batches above this size are decoded and translated off the async workers.
-const BLOCKING_THRESHOLD: usize = 64 * 1024;
-
 struct JaegerExporter {
     client: UnaryClient,
     max_request: usize,
@@ -127,16 +124,17 @@ pub fn post_spans_requests(data: &[u8], max: usize) -> Result<Vec<Bytes>, Export
 
 #[async_trait]
 impl Exporter for JaegerExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let max = self.max_request;
-        let requests = if batch.size() > BLOCKING_THRESHOLD {
-            let data = batch.data().clone();
-            tokio::task::spawn_blocking(move || post_spans_requests(&data, max))
-                .await
-                .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??
-        } else {
-            post_spans_requests(batch.data(), max)?
-        };
+    /// The `PostSpans` requests of a batch, one per Jaeger batch, compressed when configured.
+    type Encoded = Vec<sluice_net::Message>;
+
+    fn encode(&self, batch: &Batch) -> Result<Vec<sluice_net::Message>, ExportError> {
+        post_spans_requests(batch.data(), self.max_request)?
+            .into_iter()
+            .map(|request| self.client.prepare(request))
+            .collect()
+    }
+
+    async fn send(&self, requests: &Vec<sluice_net::Message>) -> Result<(), ExportError> {
         // One call per Jaeger batch, as the Collector's exporter did. A retry resends every
         // request of the batch: delivery is at least once.
         for request in requests {

@@ -146,6 +146,25 @@ pub fn export_error(status: &tonic::Status) -> ExportError {
     }
 }
 
+/// A request body ready for [`UnaryClient::call`].
+#[derive(Debug, Clone)]
+pub struct Message {
+    payload: Bytes,
+    compressed: bool,
+}
+
+impl Message {
+    /// Bytes on the wire (after compression).
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+}
+
 /// One unary method on one channel, sending and receiving encoded messages.
 #[derive(Debug, Clone)]
 pub struct UnaryClient {
@@ -166,22 +185,35 @@ impl UnaryClient {
         }
     }
 
-    /// Sends one encoded request and returns the encoded response.
+    /// An encoded request made ready to send: compressed when the client compresses. Done once
+    /// per batch, in an exporter's `encode`; retries send the same message again.
+    ///
+    /// # Errors
+    /// A permanent [`ExportError`] when compression fails.
+    pub fn prepare(&self, body: Bytes) -> Result<Message, ExportError> {
+        Ok(if self.gzip {
+            Message {
+                payload: crate::gzip(&body)?,
+                compressed: true,
+            }
+        } else {
+            Message {
+                payload: body,
+                compressed: false,
+            }
+        })
+    }
+
+    /// Sends one prepared request and returns the encoded response.
     ///
     /// The request goes out without being copied: the body is the 5-byte gRPC message prefix
-    /// followed by `body` itself (tonic's codecs would copy it into a buffer of their own, and
-    /// an exporter keeps the original for retries, so every request in flight cost twice its
-    /// size). Only a gzip request gets a new buffer, its compressed form, made off the async
-    /// workers when large.
+    /// followed by the payload itself (tonic's codecs would copy it into a buffer of their own,
+    /// and an exporter keeps it for retries, so every request in flight cost twice its size).
     ///
     /// # Errors
     /// An [`ExportError`] classified by [`export_error`]; connection failures are retryable.
-    pub async fn call(&self, body: Bytes) -> Result<Bytes, ExportError> {
-        let (compressed, payload) = if self.gzip {
-            (true, crate::gzip(body).await?)
-        } else {
-            (false, body)
-        };
+    pub async fn call(&self, message: &Message) -> Result<Bytes, ExportError> {
+        let (compressed, payload) = (message.compressed, message.payload.clone());
         let len = u32::try_from(payload.len()).map_err(|_| {
             ExportError::permanent(format!(
                 "request of {} bytes is over gRPC's 4 GiB message limit",
@@ -363,11 +395,7 @@ mod tests {
         let mut gzip = http::HeaderMap::new();
         gzip.insert("grpc-encoding", HeaderValue::from_static("gzip"));
         assert_eq!(
-            message(
-                &gzip,
-                framed(1, &crate::codec::gzip_here(b"hello").unwrap())
-            )
-            .unwrap(),
+            message(&gzip, framed(1, &crate::codec::gzip(b"hello").unwrap())).unwrap(),
             "hello"
         );
         let problem =
@@ -480,6 +508,14 @@ mod tests {
         format!("http://{address}")
     }
 
+    /// A one-byte request, uncompressed.
+    fn x() -> Message {
+        Message {
+            payload: Bytes::from_static(b"x"),
+            compressed: false,
+        }
+    }
+
     #[tokio::test]
     async fn unary_calls_round_trip_and_classify_failures_against_a_tonic_server() {
         let endpoint = peer().await;
@@ -495,30 +531,34 @@ mod tests {
         for gzip in [false, true] {
             let echo = UnaryClient::new(channel.clone(), "/t.S/Echo", metadata.clone(), gzip);
             assert_eq!(
-                echo.call(big.clone()).await.unwrap(),
+                echo.call(&echo.prepare(big.clone()).unwrap())
+                    .await
+                    .unwrap(),
                 digest(&big),
                 "gzip: {gzip}"
             );
             assert_eq!(
-                echo.call(Bytes::new()).await.unwrap(),
+                echo.call(&echo.prepare(Bytes::new()).unwrap())
+                    .await
+                    .unwrap(),
                 digest(&[]),
                 "gzip: {gzip}"
             );
         }
         let busy = UnaryClient::new(channel.clone(), "/t.S/Busy", metadata.clone(), false)
-            .call(Bytes::from_static(b"x"))
+            .call(&x())
             .await
             .unwrap_err();
         assert!(busy.retryable, "{busy:?}");
         assert_eq!(busy.retry_after, Some(Duration::from_secs(2)));
         let bad = UnaryClient::new(channel.clone(), "/t.S/Bad", metadata.clone(), false)
-            .call(Bytes::from_static(b"x"))
+            .call(&x())
             .await
             .unwrap_err();
         assert!(!bad.retryable, "{bad:?}");
         assert!(bad.message.contains("span 3 has no id"), "{bad:?}");
         let http = UnaryClient::new(channel.clone(), "/t.S/Http503", metadata.clone(), false)
-            .call(Bytes::from_static(b"x"))
+            .call(&x())
             .await
             .unwrap_err();
         assert!(http.retryable && http.message.contains("503"), "{http:?}");
@@ -528,7 +568,7 @@ mod tests {
         )
         .unwrap();
         let down = UnaryClient::new(nobody, "/t.S/Echo", metadata, false)
-            .call(Bytes::from_static(b"x"))
+            .call(&x())
             .await
             .unwrap_err();
         assert!(down.retryable, "{down:?}");

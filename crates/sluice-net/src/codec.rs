@@ -54,26 +54,13 @@ pub fn accept_gzip() -> tonic::codec::EnabledCompressionEncodings {
     encodings
 }
 
-/// Requests above this size are compressed on the blocking pool, off the async workers.
-const BLOCKING_THRESHOLD: usize = 64 * 1024;
-
-/// `data` gzip-compressed at the fast level, on the blocking pool when it is large (compressing
-/// a batch of megabytes takes milliseconds of CPU).
+/// `data` gzip-compressed at the fast level, on the calling thread: exporters compress in their
+/// `encode`, which the exporter helper runs once per batch, off the async workers when the batch
+/// is large.
 ///
 /// # Errors
-/// A permanent [`ExportError`] when compression fails or its task dies.
-pub async fn gzip(data: Bytes) -> Result<Bytes, ExportError> {
-    if data.len() > BLOCKING_THRESHOLD {
-        tokio::task::spawn_blocking(move || gzip_here(&data))
-            .await
-            .map_err(|e| ExportError::permanent(format!("gzip task failed: {e}")))?
-    } else {
-        gzip_here(&data)
-    }
-}
-
-/// [`gzip`] on the calling thread.
-pub(crate) fn gzip_here(data: &[u8]) -> Result<Bytes, ExportError> {
+/// A permanent [`ExportError`] when compression fails.
+pub fn gzip(data: &[u8]) -> Result<Bytes, ExportError> {
     let mut e = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4),
         flate2::Compression::fast(),
@@ -126,7 +113,7 @@ mod tests {
 
     #[test]
     fn decompression_is_capped() {
-        let bomb = gzip_here(&vec![0u8; 10 << 20]).unwrap();
+        let bomb = gzip(&vec![0u8; 10 << 20]).unwrap();
         assert!(bomb.len() < 100 << 10);
         assert_eq!(decompress(Coding::Gzip, &bomb, 1 << 20).unwrap(), None);
         assert_eq!(

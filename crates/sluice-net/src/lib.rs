@@ -10,7 +10,7 @@ mod server;
 mod status;
 
 pub use client::{
-    Compression, TlsClientConfig, UnaryClient, channel, export_error, metadata, retryable,
+    Compression, Message, TlsClientConfig, UnaryClient, channel, export_error, metadata, retryable,
 };
 pub use codec::{Coding, RawCodec, accept_gzip, decompress, gzip};
 pub use http::{Answer, MAX_ANSWER_BYTES, http_client, http_headers, parse_retry_after, send};

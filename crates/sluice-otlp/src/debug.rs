@@ -112,12 +112,19 @@ impl DebugExporter {
 
 #[async_trait]
 impl Exporter for DebugExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+    /// Writing is the whole job: it happens once, here, and there is nothing to resend.
+    type Encoded = ();
+
+    fn encode(&self, batch: &Batch) -> Result<(), ExportError> {
         if self.verbosity == Verbosity::Basic {
             tracing::info!(target: "sluice::debug", exporter = %self.id, signal = %batch.signal(), items = batch.items(), bytes = batch.size(), "batch");
             return Ok(());
         }
         self.write(batch)
+    }
+
+    async fn send(&self, (): &()) -> Result<(), ExportError> {
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, typed,
 };
-use sluice_net::{Compression, TlsClientConfig, UnaryClient};
+use sluice_net::{Compression, Message, TlsClientConfig, UnaryClient};
 
 use crate::status;
 
@@ -138,9 +138,16 @@ fn index(signal: Signal) -> usize {
 
 #[async_trait]
 impl Exporter for GrpcExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let client = &self.clients[index(batch.signal())];
-        let response = client.call(batch.data().clone()).await?;
+    /// The signal's client and the request, compressed when configured (once per batch).
+    type Encoded = (usize, Message);
+
+    fn encode(&self, batch: &Batch) -> Result<(usize, Message), ExportError> {
+        let client = index(batch.signal());
+        Ok((client, self.clients[client].prepare(batch.data().clone())?))
+    }
+
+    async fn send(&self, (client, message): &(usize, Message)) -> Result<(), ExportError> {
+        let response = self.clients[*client].call(message).await?;
         if let Some((rejected, message)) = status::decode_partial_success(&response) {
             tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
         }
@@ -176,20 +183,29 @@ struct HttpExporter {
 
 #[async_trait]
 impl Exporter for HttpExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let data = batch.data().clone();
-        let url = &self.urls[index(batch.signal())];
+    /// The signal's URL and the body, gzipped when configured (once per batch).
+    type Encoded = (usize, Bytes);
+
+    fn encode(&self, batch: &Batch) -> Result<(usize, Bytes), ExportError> {
+        let body = if self.gzip {
+            sluice_net::gzip(batch.data())?
+        } else {
+            batch.data().clone()
+        };
+        Ok((index(batch.signal()), body))
+    }
+
+    async fn send(&self, (url, body): &(usize, Bytes)) -> Result<(), ExportError> {
+        let url = &self.urls[*url];
         let mut request = self
             .client
             .post(url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-        let body: Bytes = if self.gzip {
+        if self.gzip {
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
-            sluice_net::gzip(data).await?
-        } else {
-            data
-        };
+        }
+        let body = body.clone();
         let answer = sluice_net::send(request.body(body), url).await?;
         if answer.status.is_success() {
             if let Some((rejected, message)) = status::decode_partial_success(&answer.body) {

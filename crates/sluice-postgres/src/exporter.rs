@@ -37,9 +37,6 @@ use crate::types::Timestamp;
 /// The schema, embedded from the top-level `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// Batches above this size are decoded and translated off the async workers.
-const BLOCKING_THRESHOLD: usize = 64 * 1024;
-
 /// The tables partitioned by span start time, and the one partitioned by log time.
 const SPAN_TABLES: &[&str] = &["spans", "span_events", "span_links"];
 const LOG_TABLES: &[&str] = &["logs"];
@@ -558,27 +555,25 @@ impl PostgresExporter {
 
 #[async_trait]
 impl Exporter for PostgresExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+    /// The rows of a batch, ready to bind: all the CPU work of an export, done once.
+    type Encoded = (Signal, Rows);
+
+    fn encode(&self, batch: &Batch) -> Result<(Signal, Rows), ExportError> {
+        Ok((
+            batch.signal(),
+            prepare(batch.signal(), batch.data(), &self.store.promoted)?,
+        ))
+    }
+
+    async fn send(&self, (signal, rows): &(Signal, Rows)) -> Result<(), ExportError> {
         self.store.ensure_ready().await?;
         let started = Instant::now();
-        let signal = batch.signal();
-        let metrics = if signal == Signal::Logs {
+        let metrics = if *signal == Signal::Logs {
             &self.logs
         } else {
             &self.traces
         };
-        // Decoding and translating are the CPU work of an export; above the threshold they run
-        // off the async workers, and only the binding and the round trip stay here.
-        let rows = if batch.size() > BLOCKING_THRESHOLD {
-            let data = batch.data().clone();
-            let store = Arc::clone(&self.store);
-            tokio::task::spawn_blocking(move || prepare(signal, &data, &store.promoted))
-                .await
-                .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??
-        } else {
-            prepare(signal, batch.data(), &self.store.promoted)?
-        };
-        let duplicates = match &rows {
+        let duplicates = match rows {
             Rows::Traces(rows) => self.write_traces(rows).await?,
             Rows::Logs(rows) => self.write_logs(rows).await?,
         };

@@ -284,25 +284,24 @@ impl RemoteWriteExporter {
 
 #[async_trait]
 impl Exporter for RemoteWriteExporter {
-    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
-        let data = batch.data().clone();
-        let options = self.options.clone();
-        let (shards, max) = (self.shards, self.max_request);
-        // Decoding, translating and compressing a batch is CPU work: keep it off the async
-        // workers.
-        let WriteRequests {
-            shards: requests,
-            dropped,
-        } = tokio::task::spawn_blocking(move || write_requests(&data, &options, shards, max))
-            .await
-            .map_err(|e| ExportError::permanent(format!("translation failed: {e}")))??;
+    /// Per shard, the Snappy-compressed `WriteRequest` bodies of a batch.
+    type Encoded = Vec<Vec<Bytes>>;
+
+    fn encode(&self, batch: &Batch) -> Result<Vec<Vec<Bytes>>, ExportError> {
+        let WriteRequests { shards, dropped } =
+            write_requests(batch.data(), &self.options, self.shards, self.max_request)?;
+        // Counted here, once per batch, however many times the batch is retried.
         for (reason, count) in dropped {
             self.drops.increment(count as u64);
             tracing::debug!(exporter = %self.id, reason, count, "data points not translated");
         }
-        let sends = requests.into_iter().map(|shard| async move {
+        Ok(shards)
+    }
+
+    async fn send(&self, requests: &Vec<Vec<Bytes>>) -> Result<(), ExportError> {
+        let sends = requests.iter().map(|shard| async move {
             for body in shard {
-                self.post(body).await?;
+                self.post(body.clone()).await?;
             }
             Ok::<(), ExportError>(())
         });

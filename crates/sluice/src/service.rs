@@ -270,7 +270,7 @@ impl Service {
         let mut exporter_own_tasks = Vec::new();
         for (exporter, _) in exporters.values() {
             exporter_own_tasks.extend(match exporter {
-                BuiltExporter::Push(exporter) => exporter.start(exporters_done.clone()),
+                BuiltExporter::Push(exporter) => exporter.start_any(exporters_done.clone()),
                 BuiltExporter::Direct(direct) => direct.start(exporters_done.clone()),
             });
         }
