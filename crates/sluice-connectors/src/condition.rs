@@ -18,6 +18,15 @@
 
 use sluice_core::view::{AnyValue, Context, Item};
 
+/// Why a condition does not parse, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ConditionError(String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, ConditionError> {
+    Err(ConditionError(message.into()))
+}
+
 /// Where a condition is evaluated (`table.context`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -99,7 +108,7 @@ enum Token {
     Sym(&'static str),
 }
 
-fn tokens(text: &str) -> Result<Vec<Token>, String> {
+fn tokens(text: &str) -> Result<Vec<Token>, ConditionError> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -127,7 +136,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
             let mut s = String::new();
             loop {
                 match chars.get(i) {
-                    None => return Err("a string is not closed".into()),
+                    None => return fail("a string is not closed"),
                     Some('"') => break,
                     Some('\\') => {
                         i += 1;
@@ -135,7 +144,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
                             Some('n') => s.push('\n'),
                             Some('t') => s.push('\t'),
                             Some(&other) => s.push(other),
-                            None => return Err("a string is not closed".into()),
+                            None => return fail("a string is not closed"),
                         }
                     }
                     Some(&other) => s.push(other),
@@ -154,7 +163,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
                         .into_iter()
                         .find(|s| s.starts_with(c))
                 })
-                .ok_or_else(|| format!("unexpected `{c}`"))?;
+                .ok_or_else(|| ConditionError(format!("unexpected `{c}`")))?;
             i += sym.len();
             out.push(Token::Sym(sym));
         }
@@ -188,17 +197,17 @@ impl Parser {
         }
     }
 
-    fn expect(&mut self, sym: &'static str) -> Result<(), String> {
+    fn expect(&mut self, sym: &'static str) -> Result<(), ConditionError> {
         match self.next() {
             Some(Token::Sym(s)) if s == sym => Ok(()),
-            other => Err(format!(
+            other => fail(format!(
                 "expected `{sym}`, found {}",
                 describe(other.as_ref())
             )),
         }
     }
 
-    fn or(&mut self) -> Result<Condition, String> {
+    fn or(&mut self) -> Result<Condition, ConditionError> {
         let mut left = self.and()?;
         while self.keyword("or") {
             left = Condition::Or(Box::new(left), Box::new(self.and()?));
@@ -206,7 +215,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Condition, String> {
+    fn and(&mut self) -> Result<Condition, ConditionError> {
         let mut left = self.not()?;
         while self.keyword("and") {
             left = Condition::And(Box::new(left), Box::new(self.not()?));
@@ -214,14 +223,14 @@ impl Parser {
         Ok(left)
     }
 
-    fn not(&mut self) -> Result<Condition, String> {
+    fn not(&mut self) -> Result<Condition, ConditionError> {
         if self.keyword("not") {
             return Ok(Condition::Not(Box::new(self.not()?)));
         }
         self.primary()
     }
 
-    fn primary(&mut self) -> Result<Condition, String> {
+    fn primary(&mut self) -> Result<Condition, ConditionError> {
         if matches!(self.peek(), Some(Token::Sym("("))) {
             self.at += 1;
             let inner = self.or()?;
@@ -243,7 +252,7 @@ impl Parser {
             Some(Token::Sym(">")) => Op::Gt,
             Some(Token::Sym(">=")) => Op::Ge,
             other => {
-                return Err(format!(
+                return fail(format!(
                     "expected a comparison (==, !=, <, <=, >, >=), found {}",
                     describe(other.as_ref())
                 ));
@@ -253,12 +262,12 @@ impl Parser {
         Ok(Condition::Compare(path, op, literal))
     }
 
-    fn key(&mut self) -> Result<String, String> {
+    fn key(&mut self) -> Result<String, ConditionError> {
         self.expect("[")?;
         let key = match self.next() {
             Some(Token::Str(s)) => s,
             other => {
-                return Err(format!(
+                return fail(format!(
                     "expected a quoted key, found {}",
                     describe(other.as_ref())
                 ));
@@ -268,18 +277,18 @@ impl Parser {
         Ok(key)
     }
 
-    fn path(&mut self) -> Result<Path, String> {
+    fn path(&mut self) -> Result<Path, ConditionError> {
         let mut words = Vec::new();
         loop {
             match self.next() {
                 Some(Token::Ident(w)) if matches!(self.peek(), Some(Token::Sym("("))) => {
-                    return Err(format!(
+                    return fail(format!(
                         "OTTL functions (`{w}(...)`) are not supported in routing conditions yet; compare a path with a value"
                     ));
                 }
                 Some(Token::Ident(w)) => words.push(w),
                 other => {
-                    return Err(format!(
+                    return fail(format!(
                         "expected a path, found {}",
                         describe(other.as_ref())
                     ));
@@ -313,7 +322,7 @@ impl Parser {
             (S::Metric, ["unit"], false) => Path::Unit,
             (S::DataPoint, ["metric", "name"], false) => Path::MetricName,
             _ => {
-                return Err(format!(
+                return fail(format!(
                     "`{}{}` is not a path sluice supports in the `{}` context",
                     words.join("."),
                     if keyed { "[...]" } else { "" },
@@ -324,7 +333,7 @@ impl Parser {
         Ok(path)
     }
 
-    fn literal(&mut self) -> Result<Literal, String> {
+    fn literal(&mut self) -> Result<Literal, ConditionError> {
         match self.next() {
             Some(Token::Str(s)) => Ok(Literal::Str(s)),
             Some(Token::Num(n)) => {
@@ -333,7 +342,7 @@ impl Parser {
                 } else {
                     n.parse::<f64>()
                         .map(Literal::Float)
-                        .map_err(|_| format!("`{n}` is not a number"))
+                        .map_err(|_| ConditionError(format!("`{n}` is not a number")))
                 }
             }
             Some(Token::Ident(w)) => match w.as_str() {
@@ -342,9 +351,9 @@ impl Parser {
                 "nil" => Ok(Literal::Nil),
                 name => enum_value(name)
                     .map(Literal::Int)
-                    .ok_or_else(|| format!("unknown name `{name}`")),
+                    .ok_or_else(|| ConditionError(format!("unknown name `{name}`"))),
             },
-            other => Err(format!(
+            other => fail(format!(
                 "expected a value, found {}",
                 describe(other.as_ref())
             )),
@@ -406,7 +415,7 @@ fn enum_value(name: &str) -> Option<i64> {
 }
 
 /// Parses an OTTL condition in `scope`.
-pub(crate) fn parse(text: &str, scope: Scope) -> Result<Condition, String> {
+pub(crate) fn parse(text: &str, scope: Scope) -> Result<Condition, ConditionError> {
     let mut parser = Parser {
         tokens: tokens(text)?,
         at: 0,
@@ -414,7 +423,7 @@ pub(crate) fn parse(text: &str, scope: Scope) -> Result<Condition, String> {
     };
     let condition = parser.or()?;
     if parser.at < parser.tokens.len() {
-        return Err(format!(
+        return fail(format!(
             "unexpected {} after the condition",
             describe(parser.peek())
         ));
@@ -423,16 +432,16 @@ pub(crate) fn parse(text: &str, scope: Scope) -> Result<Condition, String> {
 }
 
 /// Parses an OTTL routing statement, `route() where <condition>`.
-pub(crate) fn parse_statement(text: &str, scope: Scope) -> Result<Condition, String> {
+pub(crate) fn parse_statement(text: &str, scope: Scope) -> Result<Condition, ConditionError> {
     let rest = text.trim_start();
     let Some(rest) = rest.strip_prefix("route()") else {
-        return Err("a routing statement reads `route() where <condition>`".into());
+        return fail("a routing statement reads `route() where <condition>`");
     };
     let rest = rest.trim_start();
     match rest.strip_prefix("where") {
         Some(condition) if condition.starts_with(char::is_whitespace) => parse(condition, scope),
         _ if rest.is_empty() => Ok(Condition::Const(true)),
-        _ => Err("a routing statement reads `route() where <condition>`".into()),
+        _ => fail("a routing statement reads `route() where <condition>`"),
     }
 }
 
@@ -592,7 +601,7 @@ mod tests {
             ),
             ("name == SEVERITY_NUMBER_NOPE", Scope::Span, "unknown name"),
         ] {
-            let err = parse(text, scope).unwrap_err();
+            let err = parse(text, scope).unwrap_err().to_string();
             assert!(err.contains(message), "{text}: {err}");
         }
         assert!(parse_statement("set(x, 1)", Scope::Resource).is_err());

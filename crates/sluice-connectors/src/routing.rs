@@ -116,10 +116,9 @@ fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec
         };
         let parsed = match (&route.statement, &route.condition) {
             (Some(statement), None) => condition::parse_statement(statement, scope)
-                .map_err(|e| (format!("{at}.statement"), e)),
-            (None, Some(text)) => {
-                condition::parse(text, scope).map_err(|e| (format!("{at}.condition"), e))
-            }
+                .map_err(|e| (format!("{at}.statement"), e.to_string())),
+            (None, Some(text)) => condition::parse(text, scope)
+                .map_err(|e| (format!("{at}.condition"), e.to_string())),
             _ => Err((
                 at.clone(),
                 "set one of `statement` and `condition`".to_owned(),

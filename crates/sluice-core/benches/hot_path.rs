@@ -42,6 +42,10 @@ fn benches(c: &mut Criterion) {
     g.bench_function("rewrite_resource", |b| {
         struct AddAttribute;
         impl Editor for AddAttribute {
+            fn reach(&self) -> sluice_core::view::Reach {
+                sluice_core::view::Reach::Resources
+            }
+
             fn resource(&mut self, view: &sluice_core::view::Resource<'_>) -> Verdict {
                 let mut resource = view.decode();
                 resource.attributes.push(KeyValue {

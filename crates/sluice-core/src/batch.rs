@@ -87,7 +87,10 @@ impl Batch {
     pub fn edit<E: Editor + ?Sized>(self, editor: &mut E) -> Batch {
         match edit::edit(self.signal, &self.data, editor) {
             None => self,
-            Some((data, items)) => self.rebased(data, items),
+            Some((data, dropped)) => {
+                let items = self.items.saturating_sub(dropped);
+                self.rebased(data, items)
+            }
         }
     }
 

@@ -16,7 +16,7 @@ pub mod edit;
 #[cfg(test)]
 mod tests;
 
-pub use edit::{Editor, Verdict};
+pub use edit::{Editor, Reach, Verdict};
 
 use prost::Message;
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_config::Problem;
-use sluice_core::view::{self, Editor, Verdict};
+use sluice_core::view::{self, Editor, Reach, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, typed,
@@ -224,6 +224,10 @@ struct ResourceProcessor {
 struct Apply<'a>(&'a [Compiled]);
 
 impl Editor for Apply<'_> {
+    fn reach(&self) -> Reach {
+        Reach::Resources
+    }
+
     fn resource(&mut self, view: &view::Resource<'_>) -> Verdict {
         let mut resource = view.decode();
         apply(self.0, &mut resource.attributes);

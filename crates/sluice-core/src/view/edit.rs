@@ -94,10 +94,28 @@ fn header_with(raw: &[u8], skip: &[u32], set: &[(u32, &[u8])]) -> Vec<u8> {
     out.to_vec()
 }
 
+/// How deep an [`Editor`] looks: the walk copies what lies below untouched, in one piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    /// Resources only (a resource processor).
+    Resources,
+    /// Resources and scopes.
+    Scopes,
+    /// Down to metrics (metrics batches).
+    Metrics,
+    /// Down to every item (the default).
+    Items,
+}
+
 /// Decides, level by level, what to keep of a batch. Every method keeps by default.
 ///
 /// A resource, scope or metric dropped takes its items along without its items being visited.
 pub trait Editor {
+    /// How deep the walk goes; below it nothing is visited and everything is copied as it is.
+    fn reach(&self) -> Reach {
+        Reach::Items
+    }
+
     /// One resource, before its scopes.
     fn resource(&mut self, _resource: &Resource<'_>) -> Verdict {
         Verdict::Keep
@@ -297,6 +315,19 @@ impl<'a> Assembler<'a> {
         node.end = end;
     }
 
+    /// Ends container `i`, whose header was replaced, keeping every child of the original as it
+    /// is (they were not visited).
+    fn close_untouched(&mut self, i: usize) {
+        let Body::Container { raw, children, .. } = &self.nodes[i].body else {
+            return;
+        };
+        let (raw, children) = (*raw, *children);
+        for f in each(raw).filter(|f| is_child(children, f)) {
+            self.leaf(f.number, Body::Raw(f.value));
+        }
+        self.close(i);
+    }
+
     /// Ends container `i` as its original bytes: nothing in it changed.
     fn collapse(&mut self, i: usize) {
         self.nodes.truncate(i + 1);
@@ -352,11 +383,13 @@ impl<'a> Assembler<'a> {
     }
 }
 
-/// Items before and after an edit of one message.
+/// What an edit did to one message: items dropped, whether it held items before and still
+/// holds some (a container left without items goes), whether anything changed.
 #[derive(Default)]
 struct Tally {
-    before: usize,
-    kept: usize,
+    dropped: usize,
+    had: bool,
+    kept: bool,
     changed: bool,
 }
 
@@ -368,23 +401,38 @@ struct EditWalk<'a, 'e, E: Editor + ?Sized> {
 }
 
 impl<'a, E: Editor + ?Sized> EditWalk<'a, '_, E> {
+    /// Whether the editor looks at the level `depth` (1 resources, 2 scopes, 3 metrics, the
+    /// last the items).
+    fn reaches(&self, depth: usize) -> bool {
+        let wanted = match self.editor.reach() {
+            Reach::Resources => 1,
+            Reach::Scopes => 2,
+            Reach::Metrics => 3,
+            Reach::Items => usize::MAX,
+        };
+        depth <= wanted
+    }
+
     fn level(&mut self, depth: usize, msg: &'a [u8], cursor: &mut Cursor<'a>) -> Tally {
         let children = self.levels[depth];
         let leaf = depth + 1 == self.levels.len();
         let mut tally = Tally::default();
         for f in each(msg).filter(|f| is_child(children, f)) {
             if leaf {
-                tally.before += 1;
+                tally.had = true;
                 let item = cursor.item(self.signal, f.value);
                 match self.editor.item(&cursor.context(), &item) {
                     Verdict::Keep => {
                         self.out.leaf(f.number, Body::Raw(f.value));
-                        tally.kept += 1;
+                        tally.kept = true;
                     }
-                    Verdict::Drop => tally.changed = true,
+                    Verdict::Drop => {
+                        tally.dropped += 1;
+                        tally.changed = true;
+                    }
                     Verdict::Replace(bytes) => {
                         self.out.leaf(f.number, Body::Owned(bytes));
-                        tally.kept += 1;
+                        tally.kept = true;
                         tally.changed = true;
                     }
                 }
@@ -408,21 +456,36 @@ impl<'a, E: Editor + ?Sized> EditWalk<'a, '_, E> {
                 Verdict::Keep => None,
                 Verdict::Replace(header) => Some(header),
                 Verdict::Drop => {
-                    tally.before += wire::count_levels(&self.levels[depth..], f.value);
+                    let items = wire::count_levels(&self.levels[depth..], f.value);
+                    tally.dropped += items;
+                    tally.had |= items > 0;
                     tally.changed = true;
                     continue;
                 }
             };
             let replaced = header.is_some();
             let node = self.out.open(f.number, f.value, self.levels[depth], header);
+            if !self.reaches(depth + 1) {
+                // Nothing below is looked at (or counted): the children go as they are.
+                tally.had = true;
+                tally.kept = true;
+                if replaced {
+                    self.out.close_untouched(node);
+                    tally.changed = true;
+                } else {
+                    self.out.collapse(node);
+                }
+                continue;
+            }
             let inner = self.level(depth, f.value, cursor);
-            tally.before += inner.before;
-            if inner.before > 0 && inner.kept == 0 {
+            tally.dropped += inner.dropped;
+            tally.had |= inner.had;
+            if inner.had && !inner.kept {
                 self.out.discard(node);
                 tally.changed = true;
                 continue;
             }
-            tally.kept += inner.kept;
+            tally.kept |= inner.kept;
             if inner.changed || replaced {
                 self.out.close(node);
                 tally.changed = true;
@@ -435,7 +498,7 @@ impl<'a, E: Editor + ?Sized> EditWalk<'a, '_, E> {
 }
 
 /// Runs `editor` over an encoded request of `signal`: `None` when it changed nothing, else the
-/// new request and the items it holds.
+/// new request and how many items it dropped.
 pub(crate) fn edit<E: Editor + ?Sized>(
     signal: Signal,
     request: &[u8],
@@ -449,7 +512,7 @@ pub(crate) fn edit<E: Editor + ?Sized>(
         out: Assembler::new(request, levels[0]),
     };
     let tally = walk.level(0, request, &mut Cursor::new());
-    tally.changed.then(|| (walk.out.finish(), tally.kept))
+    tally.changed.then(|| (walk.out.finish(), tally.dropped))
 }
 
 /// An [`Editor`] that keeps the items a predicate accepts.

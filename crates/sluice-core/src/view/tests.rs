@@ -816,6 +816,41 @@ proptest! {
     }
 
     #[test]
+    fn an_editor_reaching_only_resources_copies_the_rest_whole(layout in layout(), drop_t1 in any::<bool>()) {
+        let req = traces(&layout);
+        let input = batch(Signal::Traces, &req);
+        struct Tag(bool);
+        impl Editor for Tag {
+            fn reach(&self) -> Reach {
+                Reach::Resources
+            }
+            fn resource(&mut self, resource: &Resource<'_>) -> Verdict {
+                if self.0 && resource.attribute("tenant") == Some(AnyValue::String("t1")) {
+                    return Verdict::Drop;
+                }
+                let mut r = resource.decode();
+                r.attributes.push(kv("added", s("yes")));
+                Verdict::resource(resource, &r)
+            }
+            fn item(&mut self, _: &Context<'_>, _: &Item<'_>) -> Verdict {
+                panic!("items are below this editor's reach");
+            }
+        }
+        let mut expected = req.clone();
+        expected.resource_spans.retain(|rs| {
+            !drop_t1 || rs.resource.as_ref().is_none_or(|r| !r.attributes.iter().any(|kv| kv.key == "tenant" && kv.value == Some(PbAnyValue { value: Some(s("t1")) })))
+        });
+        for rs in &mut expected.resource_spans {
+            rs.resource.get_or_insert_default().attributes.push(kv("added", s("yes")));
+        }
+        let out = input.edit(&mut Tag(drop_t1));
+        prop_assert_eq!(ExportTraceServiceRequest::decode(out.data().clone()).unwrap(), expected.clone());
+        let items: usize = expected.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+        prop_assert_eq!(out.items(), items);
+        prop_assert_eq!(crate::wire::validate_and_count(Signal::Traces, out.data()), Ok(items));
+    }
+
+    #[test]
     fn group_by_partitions_like_prost(layout in layout(), modulus in 1u8..4) {
         let req = traces(&layout);
         let input = batch(Signal::Traces, &req);
