@@ -1,8 +1,10 @@
 //! The exporter helper every exporter shares: a bounded sending queue, consumer workers, retry
 //! with capped, jittered exponential backoff, a per-attempt timeout, and the exporter metrics.
 //!
-//! Exporters implement only [`Exporter::export`] and say whether a failure is worth retrying; the
-//! helper owns everything else, so retry and queueing behave the same for every backend.
+//! Exporters implement only [`Exporter::encode`] and [`Exporter::send`] and say whether a
+//! failure is worth retrying; the helper owns everything else (encoding once per batch, off the
+//! async workers when large, and resending that encoding on retry), so retry and queueing behave
+//! the same for every backend.
 
 use std::any::Any;
 use std::collections::VecDeque;
