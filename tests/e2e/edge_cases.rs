@@ -291,3 +291,150 @@ async fn grpc_edge_cases_get_the_right_status_codes() {
         })
         .await;
 }
+
+/// `data` compressed as a client configured for `encoding` sends it.
+fn compressed(encoding: &str, data: &[u8]) -> Vec<u8> {
+    match encoding {
+        "gzip" => gzip(data),
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "zstd" => zstd::bulk::compress(data, 3).unwrap(),
+        // The block format, as Prometheus and the Collector's clients send it.
+        "snappy" => snap::raw::Encoder::new().compress_vec(data).unwrap(),
+        "x-snappy-framed" | "snappy-framed" => {
+            let mut e = snap::write::FrameEncoder::new(Vec::new());
+            e.write_all(data).unwrap();
+            e.into_inner().unwrap()
+        }
+        "lz4" => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        other => panic!("no encoder for {other}"),
+    }
+}
+
+/// One unary gRPC call with a message compressed as `encoding` says: the `grpc-status` and
+/// `grpc-message` it got, and the server's `grpc-accept-encoding`.
+async fn grpc_call(port: u16, encoding: &str, payload: Vec<u8>) -> (String, String, String) {
+    use bytes::BufMut;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", encoding)
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    let mut body = bytes::BytesMut::new();
+    body.put_u8(1);
+    body.put_u32(payload.len() as u32);
+    body.put_slice(&payload);
+    stream.send_data(body.freeze(), true).unwrap();
+    let response = response.await.unwrap();
+    let header = |h: &http::HeaderMap, k: &str| {
+        h.get(k)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let accept = header(response.headers(), "grpc-accept-encoding");
+    let (parts, mut body) = response.into_parts();
+    while let Some(chunk) = body.data().await {
+        let _ = chunk.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    let status = |k: &str| {
+        let from_trailers = header(&trailers, k);
+        if from_trailers.is_empty() {
+            header(&parts.headers, k)
+        } else {
+            from_trailers
+        }
+    };
+    (status("grpc-status"), status("grpc-message"), accept)
+}
+
+/// Every compression the Collector's receivers accept is accepted (HTTP: gzip, deflate, zstd,
+/// snappy block and framed, x-snappy-framed, lz4; gRPC: gzip, deflate, zstd, snappy), and a
+/// small body that expands past the limit is refused for each, never expanded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_compression_the_collector_accepts_is_accepted_and_capped() {
+    let f = fixture().await;
+    let zeros = vec![0u8; 16 << 20];
+    let http = [
+        ("deflate", "deflate"),
+        ("zstd", "zstd"),
+        ("snappy", "snappy"),
+        ("snappy-framed", "snappy"),
+        ("x-snappy-framed", "x-snappy-framed"),
+        ("lz4", "lz4"),
+    ];
+    for (i, (encoder, header)) in http.iter().enumerate() {
+        let request = trace_request(2, &format!("http-{i}"), 0).encode_to_vec();
+        let (status, _, _, body) = f
+            .post(
+                "application/x-protobuf",
+                Some(header),
+                compressed(encoder, &request),
+            )
+            .await;
+        assert_eq!(status, 200, "{encoder}: {body:?}");
+        let bomb = compressed(encoder, &zeros);
+        assert!(bomb.len() < 1 << 20, "{encoder}: {} bytes", bomb.len());
+        let (status, _, _, body) = f.post("application/x-protobuf", Some(header), bomb).await;
+        assert_eq!(status, 413, "{encoder}");
+        assert!(
+            RpcStatus::decode(body.as_slice())
+                .unwrap()
+                .message
+                .contains("limit"),
+            "{encoder}"
+        );
+    }
+    let (status, _, _, body) = f
+        .post("application/x-protobuf", Some("br"), vec![1, 2, 3])
+        .await;
+    assert_eq!(status, 400, "an unknown encoding is bad data: {body:?}");
+
+    for (i, encoding) in ["gzip", "deflate", "zstd", "snappy"].iter().enumerate() {
+        let request = trace_request(2, &format!("grpc-{i}"), 0).encode_to_vec();
+        let (status, message, accept) = grpc_call(
+            f.sluice.ports.grpc,
+            encoding,
+            compressed(encoding, &request),
+        )
+        .await;
+        assert_eq!(status, "0", "{encoding}: {message}");
+        assert_eq!(accept, "gzip,deflate,zstd,snappy");
+        let (status, message, _) =
+            grpc_call(f.sluice.ports.grpc, encoding, compressed(encoding, &zeros)).await;
+        assert_eq!(status, "8", "{encoding}: RESOURCE_EXHAUSTED, got {message}");
+    }
+    let (status, message, accept) = grpc_call(f.sluice.ports.grpc, "lz4", vec![1]).await;
+    assert_eq!(
+        status, "12",
+        "lz4 is HTTP only: UNIMPLEMENTED, got {message}"
+    );
+    assert_eq!(accept, "gzip,deflate,zstd,snappy");
+
+    f.sink
+        .wait_for(Duration::from_secs(10), "every compressed request", |r| {
+            r.span_count() == 2 * (http.len() + 4)
+        })
+        .await;
+}

@@ -209,3 +209,50 @@ async fn processors_after_batch_run_for_an_exporter_with_a_persistent_queue() {
         "otelcol_processor_incoming_items{processor=\"resource/tag\",otel_signal=\"traces\"}";
     assert_eq!(sluice.wait_metric(incoming, 14.0).await, 14.0);
 }
+
+/// The exporters' `compression` values, sent into a second sluice (whose receivers accept them
+/// all) and from there into the sink: zstd and snappy over gRPC, zstd and snappy over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exporters_send_zstd_and_snappy_that_a_receiver_accepts() {
+    let sink = Sink::start().await;
+    let back = Ports::new();
+    let back_config = format!(
+        "{}exporters:\n  otlp:\n    endpoint: http://127.0.0.1:{}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [otlp]}}\n{}",
+        back.common(),
+        sink.grpc_port,
+        back.telemetry()
+    );
+    let _back = Sluice::start(back, &back_config);
+    let front = Ports::new();
+    let front_config = format!(
+        "{common}exporters:\n  otlp/zstd:\n    endpoint: http://127.0.0.1:{g}\n    compression: zstd\n    compression_params: {{level: 5}}\n  otlp/snappy:\n    endpoint: http://127.0.0.1:{g}\n    compression: snappy\n  otlphttp/zstd:\n    endpoint: http://127.0.0.1:{h}\n    compression: zstd\n  otlphttp/snappy:\n    endpoint: http://127.0.0.1:{h}\n    compression: snappy\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [otlp/zstd, otlp/snappy, otlphttp/zstd, otlphttp/snappy]}}\n{telemetry}",
+        common = front.common(),
+        g = back.grpc,
+        h = back.http,
+        telemetry = front.telemetry()
+    );
+    let front_sluice = Sluice::start(front, &front_config);
+    let r = post(
+        front.http,
+        trace_request(5, "compressed", 0).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    sink.wait_for(Duration::from_secs(10), "5 spans from each exporter", |r| {
+        r.span_count() == 20
+    })
+    .await;
+    for exporter in [
+        "otlp/zstd",
+        "otlp/snappy",
+        "otlphttp/zstd",
+        "otlphttp/snappy",
+    ] {
+        let sent = format!("otelcol_exporter_sent_spans{{exporter=\"{exporter}\"}}");
+        assert_eq!(
+            front_sluice.wait_metric(&sent, 5.0).await,
+            5.0,
+            "{exporter}"
+        );
+    }
+}

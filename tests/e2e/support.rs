@@ -50,11 +50,17 @@ pub(crate) struct Ports {
 
 impl Ports {
     pub(crate) fn new() -> Self {
+        // Held together until all four are known, so that the operating system cannot hand the
+        // same port out twice (it did: health and HTTP once got one port).
+        let listeners: Vec<TcpListener> = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let port = |i: usize| listeners[i].local_addr().expect("a bound port").port();
         Ports {
-            grpc: free_port(),
-            http: free_port(),
-            metrics: free_port(),
-            health: free_port(),
+            grpc: port(0),
+            http: port(1),
+            metrics: port(2),
+            health: port(3),
         }
     }
 

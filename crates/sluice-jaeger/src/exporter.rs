@@ -15,7 +15,7 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     check_typed, typed,
 };
-use sluice_net::{Compression, TlsClientConfig, UnaryClient};
+use sluice_net::{Compression, CompressionParams, Compressor, TlsClientConfig, UnaryClient};
 
 use crate::proto::{self, POST_SPANS_PATH, PostSpansRequest};
 use crate::translate;
@@ -33,9 +33,13 @@ pub struct JaegerConfig {
     /// gRPC metadata sent with every request, e.g. `authorization`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// `none` (default: Jaeger's collector is not known to accept compressed requests) or `gzip`.
+    /// `none` (default: Jaeger's collector is not known to accept compressed requests) or `gzip`
+    /// (the one compression gRPC servers accept by default).
     #[serde(default = "no_compression")]
     pub compression: Compression,
+    /// `level` for gzip, 1 to 9 (default 1).
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// Largest `PostSpans` request sent; bigger batches are split (default `4MiB`, the gRPC
     /// default receive limit of Jaeger's collector).
     #[serde(default = "default_max_request")]
@@ -53,6 +57,18 @@ fn default_max_request() -> ByteSize {
 impl JaegerConfig {
     fn check(&self, path: &str) -> Vec<Problem> {
         let mut p = self.tls.check(path);
+        if matches!(self.compression, Compression::Zstd | Compression::Snappy) {
+            p.push(Problem::error(
+                format!("{path}.compression"),
+                "Jaeger's collector accepts gzip only; use gzip or none",
+            ));
+        } else {
+            p.extend(Compressor::check(
+                self.compression,
+                self.compression_params,
+                path,
+            ));
+        }
         if self.endpoint.is_empty() {
             p.push(Problem::error(format!("{path}.endpoint"), "is required"));
         }
@@ -175,7 +191,7 @@ impl ExporterFactory for JaegerExporterFactory {
                 channel,
                 POST_SPANS_PATH,
                 metadata,
-                c.compression == Compression::Gzip,
+                Compressor::new(c.compression, c.compression_params).map_err(BuildError::Other)?,
             ),
             max_request: c.max_request_size.bytes() as usize,
         })))

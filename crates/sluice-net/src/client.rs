@@ -47,14 +47,130 @@ impl TlsClientConfig {
     }
 }
 
-/// Compression of export requests.
+/// Compression of export requests: the Collector's `compression` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip.
+    /// gzip (levels 1 to 9; sluice's default 1, the fastest).
     Gzip,
+    /// Zstandard (levels 1 to 22; default 3, as libzstd's).
+    Zstd,
+    /// Snappy (no levels): the block format over HTTP, the framed format over gRPC.
+    Snappy,
     /// No compression.
     None,
+}
+
+/// `compression_params`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionParams {
+    /// The level, for `gzip` (1 to 9) and `zstd` (1 to 22).
+    #[serde(default)]
+    pub level: Option<i32>,
+}
+
+/// How an exporter compresses what it sends, made once from `compression` and
+/// `compression_params`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compressor {
+    compression: Compression,
+    level: i32,
+}
+
+impl Compressor {
+    /// The compressor for these settings.
+    ///
+    /// # Errors
+    /// A message when the level does not apply to the algorithm or is out of its range.
+    pub fn new(compression: Compression, params: CompressionParams) -> Result<Self, String> {
+        let (range, default) = match compression {
+            Compression::Gzip => (1..=9, 1),
+            Compression::Zstd => (1..=22, 3),
+            Compression::Snappy | Compression::None => {
+                return match params.level {
+                    Some(_) => Err(format!(
+                        "`{}` has no levels",
+                        match compression {
+                            Compression::Snappy => "snappy",
+                            _ => "none",
+                        }
+                    )),
+                    None => Ok(Compressor {
+                        compression,
+                        level: 0,
+                    }),
+                };
+            }
+        };
+        let level = params.level.unwrap_or(default);
+        if !range.contains(&level) {
+            return Err(format!(
+                "level {level} is out of range; use {} to {}",
+                range.start(),
+                range.end()
+            ));
+        }
+        Ok(Compressor { compression, level })
+    }
+
+    /// Checks settings for `sluice validate`; `path` is the exporter's.
+    pub fn check(compression: Compression, params: CompressionParams, path: &str) -> Vec<Problem> {
+        match Compressor::new(compression, params) {
+            Ok(_) => Vec::new(),
+            Err(message) => vec![Problem::error(
+                format!("{path}.compression_params.level"),
+                message,
+            )],
+        }
+    }
+
+    /// The algorithm.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The `Content-Encoding` / `grpc-encoding` name, `None` when not compressing.
+    pub fn encoding(&self) -> Option<&'static str> {
+        match self.compression {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            Compression::Snappy => Some("snappy"),
+            Compression::None => None,
+        }
+    }
+
+    /// `data` compressed (`None` when not compressing). `framed` picks Snappy's framed format,
+    /// which gRPC's snappy codec speaks, over the block format HTTP clients send.
+    ///
+    /// # Errors
+    /// A permanent [`ExportError`] when the compressor fails.
+    pub fn compress(&self, data: &[u8], framed: bool) -> Result<Option<Bytes>, ExportError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ExportError::permanent(format!("{} failed: {e}", self.encoding().unwrap_or("none")))
+        };
+        Ok(match self.compression {
+            Compression::None => None,
+            Compression::Gzip => Some(crate::codec::gzip_at(data, self.level)?),
+            Compression::Zstd => Some(
+                zstd::bulk::compress(data, self.level)
+                    .map(Bytes::from)
+                    .map_err(|e| failed(&e))?,
+            ),
+            Compression::Snappy if framed => {
+                use std::io::Write as _;
+                let mut e = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2));
+                e.write_all(data).map_err(|e| failed(&e))?;
+                Some(Bytes::from(e.into_inner().map_err(|e| failed(&e))?))
+            }
+            Compression::Snappy => Some(
+                snap::raw::Encoder::new()
+                    .compress_vec(data)
+                    .map(Bytes::from)
+                    .map_err(|e| failed(&e))?,
+            ),
+        })
+    }
 }
 
 fn read(path: &str) -> Result<Vec<u8>, BuildError> {
@@ -171,17 +287,23 @@ pub struct UnaryClient {
     channel: Channel,
     path: http::uri::PathAndQuery,
     metadata: MetadataMap,
-    gzip: bool,
+    compressor: Compressor,
 }
 
 impl UnaryClient {
-    /// A client for the method at `path` (`/package.Service/Method`).
-    pub fn new(channel: Channel, path: &'static str, metadata: MetadataMap, gzip: bool) -> Self {
+    /// A client for the method at `path` (`/package.Service/Method`), compressing requests with
+    /// `compressor`.
+    pub fn new(
+        channel: Channel,
+        path: &'static str,
+        metadata: MetadataMap,
+        compressor: Compressor,
+    ) -> Self {
         UnaryClient {
             channel,
             path: http::uri::PathAndQuery::from_static(path),
             metadata,
-            gzip,
+            compressor,
         }
     }
 
@@ -191,16 +313,15 @@ impl UnaryClient {
     /// # Errors
     /// A permanent [`ExportError`] when compression fails.
     pub fn prepare(&self, body: Bytes) -> Result<Message, ExportError> {
-        Ok(if self.gzip {
-            Message {
-                payload: crate::gzip(&body)?,
+        Ok(match self.compressor.compress(&body, true)? {
+            Some(payload) => Message {
+                payload,
                 compressed: true,
-            }
-        } else {
-            Message {
+            },
+            None => Message {
                 payload: body,
                 compressed: false,
-            }
+            },
         })
     }
 
@@ -238,8 +359,8 @@ impl UnaryClient {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
-        if compressed {
-            headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+        if compressed && let Some(encoding) = self.compressor.encoding() {
+            headers.insert("grpc-encoding", HeaderValue::from_static(encoding));
         }
         let mut channel = self.channel.clone();
         let response = channel
@@ -508,6 +629,49 @@ mod tests {
         format!("http://{address}")
     }
 
+    fn plain() -> Compressor {
+        Compressor::new(Compression::None, CompressionParams::default()).unwrap()
+    }
+
+    #[test]
+    fn levels_are_checked_per_algorithm_and_every_algorithm_round_trips() {
+        let level = |compression, level| {
+            Compressor::new(compression, CompressionParams { level: Some(level) })
+        };
+        assert!(level(Compression::Gzip, 9).is_ok());
+        assert_eq!(
+            level(Compression::Gzip, 10).unwrap_err(),
+            "level 10 is out of range; use 1 to 9"
+        );
+        assert!(level(Compression::Zstd, 19).is_ok());
+        assert!(level(Compression::Zstd, 0).is_err());
+        assert_eq!(
+            level(Compression::Snappy, 1).unwrap_err(),
+            "`snappy` has no levels"
+        );
+        let data: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 13).to_le_bytes())
+            .collect();
+        for (compression, coding, framed) in [
+            (Compression::Gzip, crate::Coding::Gzip, false),
+            (Compression::Zstd, crate::Coding::Zstd, false),
+            (Compression::Snappy, crate::Coding::Snappy, false),
+            (Compression::Snappy, crate::Coding::Snappy, true),
+        ] {
+            let c = Compressor::new(compression, CompressionParams::default()).unwrap();
+            let packed = c.compress(&data, framed).unwrap().unwrap();
+            assert!(packed.len() < data.len() / 4, "{compression:?}");
+            assert_eq!(
+                crate::decompress(coding, &packed, data.len())
+                    .unwrap()
+                    .unwrap(),
+                data,
+                "{compression:?} framed {framed}"
+            );
+        }
+        assert_eq!(plain().compress(&data, false).unwrap(), None);
+    }
+
     /// A one-byte request, uncompressed.
     fn x() -> Message {
         Message {
@@ -529,7 +693,13 @@ mod tests {
             .collect::<Vec<_>>()
             .into();
         for gzip in [false, true] {
-            let echo = UnaryClient::new(channel.clone(), "/t.S/Echo", metadata.clone(), gzip);
+            let compression = if gzip {
+                Compression::Gzip
+            } else {
+                Compression::None
+            };
+            let compressor = Compressor::new(compression, CompressionParams::default()).unwrap();
+            let echo = UnaryClient::new(channel.clone(), "/t.S/Echo", metadata.clone(), compressor);
             assert_eq!(
                 echo.call(&echo.prepare(big.clone()).unwrap())
                     .await
@@ -545,19 +715,19 @@ mod tests {
                 "gzip: {gzip}"
             );
         }
-        let busy = UnaryClient::new(channel.clone(), "/t.S/Busy", metadata.clone(), false)
+        let busy = UnaryClient::new(channel.clone(), "/t.S/Busy", metadata.clone(), plain())
             .call(&x())
             .await
             .unwrap_err();
         assert!(busy.retryable, "{busy:?}");
         assert_eq!(busy.retry_after, Some(Duration::from_secs(2)));
-        let bad = UnaryClient::new(channel.clone(), "/t.S/Bad", metadata.clone(), false)
+        let bad = UnaryClient::new(channel.clone(), "/t.S/Bad", metadata.clone(), plain())
             .call(&x())
             .await
             .unwrap_err();
         assert!(!bad.retryable, "{bad:?}");
         assert!(bad.message.contains("span 3 has no id"), "{bad:?}");
-        let http = UnaryClient::new(channel.clone(), "/t.S/Http503", metadata.clone(), false)
+        let http = UnaryClient::new(channel.clone(), "/t.S/Http503", metadata.clone(), plain())
             .call(&x())
             .await
             .unwrap_err();
@@ -567,7 +737,7 @@ mod tests {
             &TlsClientConfig::default(),
         )
         .unwrap();
-        let down = UnaryClient::new(nobody, "/t.S/Echo", metadata, false)
+        let down = UnaryClient::new(nobody, "/t.S/Echo", metadata, plain())
             .call(&x())
             .await
             .unwrap_err();

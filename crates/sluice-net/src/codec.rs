@@ -61,9 +61,15 @@ pub fn accept_gzip() -> tonic::codec::EnabledCompressionEncodings {
 /// # Errors
 /// A permanent [`ExportError`] when compression fails.
 pub fn gzip(data: &[u8]) -> Result<Bytes, ExportError> {
+    gzip_at(data, 1)
+}
+
+/// [`gzip`] at `level` (1 to 9).
+pub(crate) fn gzip_at(data: &[u8], level: i32) -> Result<Bytes, ExportError> {
+    let level = u32::try_from(level.clamp(1, 9)).unwrap_or(1);
     let mut e = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
+        flate2::Compression::new(level),
     );
     e.write_all(data)
         .and_then(|()| e.finish())
@@ -71,13 +77,23 @@ pub fn gzip(data: &[u8]) -> Result<Bytes, ExportError> {
         .map_err(|err| ExportError::permanent(format!("gzip failed: {err}")))
 }
 
-/// A content coding sluice reads: gzip (the one OTLP requires) or zlib `deflate`.
+/// The compressions sluice's receivers accept: what the OpenTelemetry Collector's `confighttp`
+/// and `configgrpc` accept, so that clients configured for it work unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
     /// gzip, including concatenated members.
     Gzip,
     /// zlib-wrapped deflate, as HTTP's `deflate` means.
     Deflate,
+    /// Zstandard frames.
+    Zstd,
+    /// Snappy, block format or framed: the Collector's servers tell them apart by the framed
+    /// format's stream identifier, and so does sluice.
+    Snappy,
+    /// Snappy's framed format (`x-snappy-framed`).
+    SnappyFramed,
+    /// LZ4's frame format (HTTP only, as in the Collector).
+    Lz4,
 }
 
 impl Coding {
@@ -86,8 +102,49 @@ impl Coding {
         match self {
             Coding::Gzip => "gzip",
             Coding::Deflate => "deflate",
+            Coding::Zstd => "zstd",
+            Coding::Snappy => "snappy",
+            Coding::SnappyFramed => "x-snappy-framed",
+            Coding::Lz4 => "lz4",
         }
     }
+
+    /// The coding an HTTP `Content-Encoding` names (`None` for one sluice does not accept).
+    pub fn from_http(name: &str) -> Option<Coding> {
+        Some(match name {
+            "gzip" | "x-gzip" => Coding::Gzip,
+            "deflate" | "zlib" => Coding::Deflate,
+            "zstd" => Coding::Zstd,
+            "snappy" => Coding::Snappy,
+            "x-snappy-framed" => Coding::SnappyFramed,
+            "lz4" => Coding::Lz4,
+            _ => return None,
+        })
+    }
+
+    /// The coding a `grpc-encoding` names (`None` for one sluice does not accept).
+    pub fn from_grpc(name: &str) -> Option<Coding> {
+        Some(match name {
+            "gzip" => Coding::Gzip,
+            "deflate" => Coding::Deflate,
+            "zstd" => Coding::Zstd,
+            "snappy" => Coding::Snappy,
+            _ => return None,
+        })
+    }
+}
+
+/// The `grpc-accept-encoding` of sluice's gRPC servers.
+pub const GRPC_ACCEPT_ENCODING: &str = "gzip,deflate,zstd,snappy";
+
+/// The stream identifier chunk that opens Snappy's framed format.
+const SNAPPY_STREAM: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+/// The largest Zstandard window a decoder may allocate for an output of at most `limit` bytes:
+/// a frame declaring a larger window is refused rather than allowed to allocate it.
+fn zstd_window_log(limit: usize) -> u32 {
+    let log = usize::BITS - limit.max(1).leading_zeros();
+    log.clamp(10, 27)
 }
 
 /// Decompresses `body` into at most `limit` bytes; `Ok(None)` when the output would exceed it,
@@ -96,10 +153,30 @@ impl Coding {
 /// # Errors
 /// The decoder's error when `body` is not valid `coding`.
 pub fn decompress(coding: Coding, body: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let framed = coding == Coding::SnappyFramed
+        || (coding == Coding::Snappy && body.starts_with(SNAPPY_STREAM));
+    if coding == Coding::Snappy && !framed {
+        // The block format declares its length up front: check it before allocating.
+        let len = snap::raw::decompress_len(body).map_err(std::io::Error::other)?;
+        if len > limit {
+            return Ok(None);
+        }
+        return snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map(Some)
+            .map_err(std::io::Error::other);
+    }
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     let reader: Box<dyn Read + '_> = match coding {
         Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
         Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+        Coding::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(body)?;
+            decoder.window_log_max(zstd_window_log(limit))?;
+            Box::new(decoder)
+        }
+        Coding::Snappy | Coding::SnappyFramed => Box::new(snap::read::FrameDecoder::new(body)),
+        Coding::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
     };
     reader
         .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
@@ -132,5 +209,108 @@ mod tests {
             b"hello"
         );
         assert_eq!(decompress(Coding::Deflate, &zlib, 4).unwrap(), None);
+    }
+
+    /// `data` compressed with `coding`, as a client would send it.
+    fn compressed(coding: Coding, data: &[u8]) -> Vec<u8> {
+        match coding {
+            Coding::Gzip => gzip(data).unwrap().to_vec(),
+            Coding::Deflate => {
+                let mut e =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Coding::Zstd => zstd::bulk::compress(data, 3).unwrap(),
+            Coding::Snappy => snap::raw::Encoder::new().compress_vec(data).unwrap(),
+            Coding::SnappyFramed => {
+                let mut e = snap::write::FrameEncoder::new(Vec::new());
+                e.write_all(data).unwrap();
+                e.into_inner().unwrap()
+            }
+            Coding::Lz4 => {
+                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn every_coding_round_trips_and_no_bomb_gets_past_its_cap() {
+        let text: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
+        let zeros = vec![0u8; 32 << 20];
+        for coding in [
+            Coding::Gzip,
+            Coding::Deflate,
+            Coding::Zstd,
+            Coding::Snappy,
+            Coding::SnappyFramed,
+            Coding::Lz4,
+        ] {
+            let body = compressed(coding, &text);
+            assert_eq!(
+                decompress(coding, &body, text.len()).unwrap().as_deref(),
+                Some(&text[..]),
+                "{coding:?}"
+            );
+            assert_eq!(
+                decompress(coding, &body, text.len() - 1).unwrap(),
+                None,
+                "{coding:?}"
+            );
+            // 32 MiB of zeros in a small body: refused at a 1 MiB cap, never expanded.
+            let bomb = compressed(coding, &zeros);
+            assert!(bomb.len() < 2 << 20, "{coding:?}: {}", bomb.len());
+            assert_eq!(
+                decompress(coding, &bomb, 1 << 20).unwrap(),
+                None,
+                "{coding:?}"
+            );
+            assert!(
+                decompress(coding, b"\x00\x01garbage", 1 << 20).is_err()
+                    || coding == Coding::Snappy,
+                "{coding:?}"
+            );
+        }
+        // Framed Snappy under the name `snappy` is recognised by its stream identifier.
+        let framed = compressed(Coding::SnappyFramed, &text);
+        assert_eq!(
+            decompress(Coding::Snappy, &framed, text.len())
+                .unwrap()
+                .as_deref(),
+            Some(&text[..])
+        );
+        assert_eq!(
+            Coding::from_http("x-snappy-framed"),
+            Some(Coding::SnappyFramed)
+        );
+        assert_eq!(
+            Coding::from_grpc("lz4"),
+            None,
+            "lz4 is HTTP only, as in the Collector"
+        );
+    }
+
+    #[test]
+    fn a_zstd_frame_cannot_make_the_decoder_allocate_a_large_window() {
+        // A frame compressed with a 128 MiB window (long distance matching) needs that window to
+        // decode: refused at a small cap instead of allocated.
+        let mut encoder = zstd::bulk::Compressor::new(1).unwrap();
+        encoder
+            .set_parameter(zstd::zstd_safe::CParameter::WindowLog(27))
+            .unwrap();
+        let data = vec![7u8; 1 << 20];
+        let frame = encoder.compress(&data).unwrap();
+        assert!(
+            decompress(Coding::Zstd, &frame, 64 << 10).is_err()
+                || decompress(Coding::Zstd, &frame, 64 << 10)
+                    .unwrap()
+                    .is_none()
+        );
+        assert_eq!(zstd_window_log(64 << 10), 17);
+        assert_eq!(zstd_window_log(usize::MAX), 27);
     }
 }

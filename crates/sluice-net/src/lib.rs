@@ -10,9 +10,10 @@ mod server;
 mod status;
 
 pub use client::{
-    Compression, Message, TlsClientConfig, UnaryClient, channel, export_error, metadata, retryable,
+    Compression, CompressionParams, Compressor, Message, TlsClientConfig, UnaryClient, channel,
+    export_error, metadata, retryable,
 };
-pub use codec::{Coding, RawCodec, accept_gzip, decompress, gzip};
+pub use codec::{Coding, GRPC_ACCEPT_ENCODING, RawCodec, accept_gzip, decompress, gzip};
 pub use http::{Answer, MAX_ANSWER_BYTES, http_client, http_headers, parse_retry_after, send};
 pub use server::{BodyError, ServerSettings, discard, read_body, serve};
 pub use status::{

@@ -14,7 +14,9 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, typed,
 };
-use sluice_net::{Compression, Message, TlsClientConfig, UnaryClient};
+use sluice_net::{
+    Compression, CompressionParams, Compressor, Message, TlsClientConfig, UnaryClient,
+};
 
 use crate::status;
 
@@ -40,9 +42,13 @@ pub struct OtlpExporterConfig {
     /// redacted in logs.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// `gzip` (default) or `none`.
+    /// `gzip` (default), `zstd`, `snappy` or `none`. The receiver must accept it: OTLP requires
+    /// only gzip.
     #[serde(default = "gzip_default")]
     pub compression: Compression,
+    /// `level`: gzip 1 to 9 (default 1), zstd 1 to 22 (default 3).
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// TLS settings.
     #[serde(default)]
     pub tls: TlsClientConfig,
@@ -55,6 +61,11 @@ fn gzip_default() -> Compression {
 impl OtlpExporterConfig {
     fn check(&self, path: &str, http: bool) -> Vec<Problem> {
         let mut p = self.tls.check(path);
+        p.extend(Compressor::check(
+            self.compression,
+            self.compression_params,
+            path,
+        ));
         if self.endpoint.is_empty() {
             p.push(Problem::error(format!("{path}.endpoint"), "is required"));
         }
@@ -158,12 +169,13 @@ impl Exporter for GrpcExporter {
 fn grpc_exporter(id: &str, c: &OtlpExporterConfig) -> Result<GrpcExporter, BuildError> {
     let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
     let metadata = sluice_net::metadata(&c.headers)?;
+    let compressor = compressor(c)?;
     let client = |signal: Signal| {
         UnaryClient::new(
             channel.clone(),
             signal.grpc_path(),
             metadata.clone(),
-            c.compression == Compression::Gzip,
+            compressor,
         )
     };
     Ok(GrpcExporter {
@@ -172,26 +184,29 @@ fn grpc_exporter(id: &str, c: &OtlpExporterConfig) -> Result<GrpcExporter, Build
     })
 }
 
+fn compressor(c: &OtlpExporterConfig) -> Result<Compressor, BuildError> {
+    Compressor::new(c.compression, c.compression_params).map_err(BuildError::Other)
+}
+
 struct HttpExporter {
     id: String,
     client: reqwest::Client,
     /// Per signal.
     urls: [String; 3],
     headers: reqwest::header::HeaderMap,
-    gzip: bool,
+    compressor: Compressor,
 }
 
 #[async_trait]
 impl Exporter for HttpExporter {
-    /// The signal's URL and the body, gzipped when configured (once per batch).
+    /// The signal's URL and the body, compressed when configured (once per batch).
     type Encoded = (usize, Bytes);
 
     fn encode(&self, batch: &Batch) -> Result<(usize, Bytes), ExportError> {
-        let body = if self.gzip {
-            sluice_net::gzip(batch.data())?
-        } else {
-            batch.data().clone()
-        };
+        let body = self
+            .compressor
+            .compress(batch.data(), false)?
+            .unwrap_or_else(|| batch.data().clone());
         Ok((index(batch.signal()), body))
     }
 
@@ -202,8 +217,8 @@ impl Exporter for HttpExporter {
             .post(url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-        if self.gzip {
-            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        if let Some(encoding) = self.compressor.encoding() {
+            request = request.header(reqwest::header::CONTENT_ENCODING, encoding);
         }
         let body = body.clone();
         let answer = sluice_net::send(request.body(body), url).await?;
@@ -236,7 +251,7 @@ fn http_exporter(id: &str, c: &OtlpExporterConfig) -> Result<HttpExporter, Build
             url(Signal::Logs)?,
         ],
         headers,
-        gzip: c.compression == Compression::Gzip,
+        compressor: compressor(c)?,
     })
 }
 

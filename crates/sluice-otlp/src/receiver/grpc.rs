@@ -48,10 +48,16 @@ impl tower::Service<Request<hyper::body::Incoming>> for ExportService {
     fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let service = self.clone();
         Box::pin(async move {
-            Ok(match service.export(request).await {
+            let mut response = match service.export(request).await {
                 Ok(response) => ok(response),
                 Err(status) => status.into_http(),
-            })
+            };
+            // What a client may compress with, as the gRPC compression spec asks of servers.
+            response.headers_mut().insert(
+                "grpc-accept-encoding",
+                HeaderValue::from_static(sluice_net::GRPC_ACCEPT_ENCODING),
+            );
+            Ok(response)
         })
     }
 }
@@ -168,11 +174,11 @@ fn compression(headers: &HeaderMap) -> Result<Option<Coding>, Status> {
     };
     match value.to_str().unwrap_or("").trim() {
         "identity" => Ok(None),
-        "gzip" => Ok(Some(Coding::Gzip)),
-        "deflate" => Ok(Some(Coding::Deflate)),
-        other => Err(Status::unimplemented(format!(
-            "unsupported grpc-encoding `{other}`; use gzip or identity"
-        ))),
+        other => Coding::from_grpc(other).map(Some).ok_or_else(|| {
+            Status::unimplemented(format!(
+                "unsupported grpc-encoding `{other}`; use gzip, deflate, zstd, snappy or identity"
+            ))
+        }),
     }
 }
 

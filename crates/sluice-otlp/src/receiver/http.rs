@@ -162,11 +162,11 @@ fn content_encoding(headers: &HeaderMap) -> Result<Option<Coding>, String> {
         .as_str()
     {
         "" | "identity" => Ok(None),
-        "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
-        "deflate" | "zlib" => Ok(Some(Coding::Deflate)),
-        other => Err(format!(
-            "unsupported Content-Encoding `{other}`; use gzip, deflate or none"
-        )),
+        other => Coding::from_http(other).map(Some).ok_or_else(|| {
+            format!(
+                "unsupported Content-Encoding `{other}`; use gzip, deflate, zstd, snappy, x-snappy-framed, lz4 or none"
+            )
+        }),
     }
 }
 
