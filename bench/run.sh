@@ -103,6 +103,13 @@ prometheus_samples() {
   curl -s "http://127.0.0.1:$prom_port/metrics" | awk '/^prometheus_tsdb_head_samples_appended_total/ { s += $2 } END { printf "%d", s }'
 }
 
+# expected_encoding SCENARIO: how every export request should reach the counting sink, as both
+# collectors are configured (`--otlp-exporter-compression none` for rotel, `compression: none`
+# for sluice); empty when the backend is not the sink (Prometheus).
+expected_encoding() {
+  case "$1" in *-prometheus) echo "" ;; *) echo identity ;; esac
+}
+
 # delivered_items SCENARIO SIGNAL SINK_HTTP_PORT: the items that reached the backend so far.
 delivered_items() {
   case "$1" in
@@ -183,12 +190,15 @@ EOF
     previous=$delivered; sleep 1
   done
   cpu1=$(cpu_seconds $pid); rss=$(peak_rss_mib $pid)
+  # How the requests really arrived at the sink, by compression: checked against the scenario.
+  local encodings
+  encodings=$(curl -s "http://127.0.0.1:$sink_http/stats" | python3 -c "import json,sys; print(json.dumps(json.load(sys.stdin).get('encodings', {})))")
   kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   kill $sink_pid 2>/dev/null || true; wait $sink_pid 2>/dev/null || true
   if [ -n "$prom_pid" ]; then kill $prom_pid 2>/dev/null || true; wait $prom_pid 2>/dev/null || true; fi
-  python3 - "$collector" "$scenario" "$cpu0" "$cpu1" "$rss" "$delivered" "$DURATION" "$out/send.json" >> "$out/runs.jsonl" <<'EOF'
+  python3 - "$collector" "$scenario" "$cpu0" "$cpu1" "$rss" "$delivered" "$DURATION" "$out/send.json" "$encodings" "$(expected_encoding "$scenario")" >> "$out/runs.jsonl" <<'EOF'
 import json, sys
-collector, scenario, cpu0, cpu1, rss, delivered, duration, send = sys.argv[1:]
+collector, scenario, cpu0, cpu1, rss, delivered, duration, send, encodings, expected = sys.argv[1:]
 s = json.load(open(send))
 cpu = float(cpu1) - float(cpu0)
 delivered = int(delivered)
@@ -199,6 +209,7 @@ print(json.dumps({
     "cpu_percent_of_one_core": 100.0 * cpu / float(duration),
     "accepted_per_second": s["items_accepted_per_second"], "latency_p99_ms": s["latency_ms"]["p99"],
     "refused": s["refused"], "errors": s["errors"],
+    "encodings": json.loads(encodings), "expected_encoding": expected,
 }))
 EOF
   tail -1 "$out/runs.jsonl"
@@ -240,6 +251,20 @@ for rep in $(seq 1 "$REPS"); do
     done
   done
 done
+
+# A table compares like with like only if every collector sent what its configuration says: a
+# collector that compresses anyway is named, and no table is written.
+python3 - "$out/runs.jsonl" <<'EOF' || { echo "bench/run.sh: a collector did not send what it was configured to send; no table written" >&2; exit 1; }
+import json, sys
+bad = []
+for r in (json.loads(l) for l in open(sys.argv[1])):
+    expected = r.get("expected_encoding")
+    if expected and set(r.get("encodings", {})) - {expected}:
+        bad.append(f"{r['collector']} {r['scenario']}: expected {expected}, the sink saw {r['encodings']}")
+for b in bad:
+    print(b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+EOF
 
 if [ $smoke = 1 ]; then
   python3 - "$out/runs.jsonl" <<'EOF'

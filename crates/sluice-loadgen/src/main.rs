@@ -485,13 +485,16 @@ fn record(tally: &mut Tally, r: Result<Option<String>, String>, latency: Duratio
     }
 }
 
-/// Requests and items a sink counted per signal, and Jaeger `PostSpans` requests and spans.
+/// Requests and items a sink counted per signal, Jaeger `PostSpans` requests and spans, and
+/// how the requests arrived compressed (`grpc-encoding` / `Content-Encoding`, `identity` when
+/// not), so that a benchmark can check what each collector really sends.
 #[derive(Default)]
 struct Counts {
     requests: [AtomicU64; 3],
     items: [AtomicU64; 3],
     jaeger_requests: AtomicU64,
     jaeger_spans: AtomicU64,
+    encodings: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 fn index(signal: Signal) -> usize {
@@ -510,6 +513,21 @@ impl Counts {
             sluice_core::wire::count(signal, data) as u64,
             Ordering::Relaxed,
         );
+    }
+
+    /// Counts a request that arrived with this compression header (absent: `identity`).
+    fn add_encoding(&self, header: Option<&http::HeaderValue>) {
+        let name = header
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "identity".to_owned());
+        *self
+            .encodings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name)
+            .or_default() += 1;
     }
 
     /// Counts one well-formed Jaeger `PostSpans` request of `spans` spans.
@@ -537,6 +555,12 @@ impl Counts {
                 "spans": self.jaeger_spans.load(Ordering::Relaxed),
             }),
         );
+        let encodings = self
+            .encodings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        out.insert("encodings".to_owned(), serde_json::json!(encodings));
         serde_json::Value::Object(out)
     }
 }
@@ -631,6 +655,7 @@ async fn grpc_export(
     counts: Arc<Counts>,
     request: Request,
 ) -> axum::response::Response {
+    counts.add_encoding(request.headers().get("grpc-encoding"));
     grpc_unary(Count(counts, signal), request).await
 }
 
@@ -639,6 +664,7 @@ async fn http_export(
     counts: Arc<Counts>,
     request: Request,
 ) -> axum::response::Response {
+    counts.add_encoding(request.headers().get("content-encoding"));
     let gzipped = request
         .headers()
         .get("content-encoding")
@@ -685,7 +711,10 @@ async fn sink(grpc: &str, http_addr: &str) -> anyhow::Result<()> {
     let c = counts.clone();
     grpc_router = grpc_router.route(
         JAEGER_POST_SPANS,
-        post(move |r: Request| grpc_unary(JaegerCount(c.clone()), r)),
+        post(move |r: Request| {
+            c.add_encoding(r.headers().get("grpc-encoding"));
+            grpc_unary(JaegerCount(c.clone()), r)
+        }),
     );
     let stats = counts.clone();
     let http_router = http_router
@@ -789,5 +818,18 @@ mod tests {
         assert_eq!(stats["jaeger"]["requests"], 1);
         assert_eq!(stats["jaeger"]["spans"], 3);
         assert_eq!(stats["traces"]["items"], 0);
+    }
+
+    #[test]
+    fn encodings_are_counted_as_they_arrive() {
+        let counts = Counts::default();
+        counts.add_encoding(None);
+        counts.add_encoding(Some(&http::HeaderValue::from_static("gzip")));
+        counts.add_encoding(Some(&http::HeaderValue::from_static("GZIP")));
+        counts.add_encoding(Some(&http::HeaderValue::from_static("zstd")));
+        assert_eq!(
+            counts.json()["encodings"],
+            serde_json::json!({"gzip": 2, "identity": 1, "zstd": 1})
+        );
     }
 }
