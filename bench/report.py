@@ -65,7 +65,10 @@ lines = [
     "Each run: the load generator (`sluice-loadgen send`, closed loop, 8 requests in flight, 100 items per "
     "request, pre-encoded) and the counting sink (`sluice-loadgen sink`) on core 0, the collector alone on "
     "core 1. Both collectors run OTLP in -> resource attribute upsert -> batch (8192 items / 200 ms) -> OTLP "
-    "out without compression; sluice also runs its memory_limiter. CPU is the collector's user+system time "
+    "out with gzip; sluice also runs its memory_limiter. Gzip on both sides because rotel compresses its "
+    "export whatever its flag says: started with `--otlp-exporter-compression none` it still gzips every "
+    "request, so the sink counts how each request arrives and `bench/run.sh` refuses a table where a "
+    "collector sends other than configured. CPU is the collector's user+system time "
     "from /proc/<pid>/stat; peak RSS is VmHWM. Items are counted at the sink. Medians of "
     f"{max(len(v) for v in by.values())} runs, sluice and rotel alternating.",
     "",
@@ -96,8 +99,11 @@ if alone:
         "## Sluice alone into real backends",
         "",
         "Same run, same layout (sluice alone on core 1), sluice only: rotel has no Jaeger gRPC or "
-        "Prometheus remote-write exporter. The pipeline is the same as above with another exporter:",
+        "Prometheus remote-write exporter, and does not send uncompressed. The pipeline is the same as "
+        "above with another exporter:",
         "",
+        "- `traces-grpc-plain`: the side-by-side traces-over-gRPC pipeline with `compression: none`, for "
+        "what gzip costs.",
         "- `traces-50k-per-second-jaeger`: 50k spans/s into the `jaeger` exporter, which translates OTLP to "
         "`jaeger.api_v2` and calls `PostSpans` on the sink playing Jaeger's collector; spans are counted by "
         "walking each `PostSpansRequest`.",

@@ -78,7 +78,7 @@ exporter_config() {
     *-prometheus)
       printf '  prometheusremotewrite:\n    endpoint: http://127.0.0.1:%s/api/v1/write\n' "$prom_port" ;;
     *)
-      printf '  otlp:\n    endpoint: http://127.0.0.1:%s\n    compression: none\n' "$sink_grpc"
+      printf '  otlp:\n    endpoint: http://127.0.0.1:%s\n    compression: %s\n' "$sink_grpc" "$(otlp_compression "$1")"
       queue_config "$1" ;;
   esac
 }
@@ -103,11 +103,20 @@ prometheus_samples() {
   curl -s "http://127.0.0.1:$prom_port/metrics" | awk '/^prometheus_tsdb_head_samples_appended_total/ { s += $2 } END { printf "%d", s }'
 }
 
-# expected_encoding SCENARIO: how every export request should reach the counting sink, as both
-# collectors are configured (`--otlp-exporter-compression none` for rotel, `compression: none`
-# for sluice); empty when the backend is not the sink (Prometheus).
+# The OTLP exporters' compression: gzip on both sides (the default of the Collector and of
+# sluice, and what rotel sends whatever its flag says), none in the sluice-only `*-plain` rows.
+otlp_compression() {
+  case "$1" in *-plain) echo none ;; *) echo gzip ;; esac
+}
+
+# expected_encoding SCENARIO: how every export request should reach the counting sink, as the
+# collectors are configured; empty when the backend is not the sink (Prometheus).
 expected_encoding() {
-  case "$1" in *-prometheus) echo "" ;; *) echo identity ;; esac
+  case "$1" in
+    *-prometheus) echo "" ;;
+    *-jaeger) echo identity ;;
+    *) case "$(otlp_compression "$1")" in none) echo identity ;; *) echo gzip ;; esac ;;
+  esac
 }
 
 # delivered_items SCENARIO SIGNAL SINK_HTTP_PORT: the items that reached the backend so far.
@@ -165,7 +174,7 @@ EOF
   else
     $collector_cpu "$rotel" start --otlp-grpc-endpoint 127.0.0.1:$grpc --otlp-http-endpoint 127.0.0.1:$http \
       --otel-resource-attributes bench.collector=rotel --batch-max-size 8192 --batch-timeout 200ms \
-      --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:$sink_grpc --otlp-exporter-compression none \
+      --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:$sink_grpc --otlp-exporter-compression gzip \
       --pid-file "$out/rotel.pid" > "$out/collector.log" 2>&1 &
   fi
   pid=$!
@@ -219,6 +228,8 @@ EOF
 scenarios=("traces-grpc traces grpc" "traces-http traces http" "logs-grpc logs grpc" "metrics-grpc metrics grpc" "traces-10k-per-second traces grpc 10000")
 # The persistent queue's cost (sluice only; rotel has none): COLLECTORS=sluice SCENARIOS="traces-grpc traces-grpc-disk-always traces-grpc-disk-interval"
 persistent=("traces-grpc-disk-always traces grpc" "traces-grpc-disk-interval traces grpc" "traces-grpc-disk-never traces grpc")
+# Sluice alone without compressing its export (rotel compresses whatever its flag says):
+scenarios+=("traces-grpc-plain traces grpc")
 # Sluice alone into real backends (rotel has no Jaeger gRPC or remote-write exporter to compare):
 # COLLECTORS=sluice SCENARIOS="traces-50k-per-second-jaeger metrics-20k-per-second-prometheus"
 backends=("traces-50k-per-second-jaeger traces grpc 50000" "metrics-20k-per-second-prometheus metrics grpc 20000")
@@ -245,8 +256,9 @@ for rep in $(seq 1 "$REPS"); do
   for s in "${scenarios[@]}"; do
     read -r name signal protocol rate <<< "$s"
     for c in "${collectors[@]}"; do
-      # rotel has no persistent queue, Jaeger gRPC exporter or remote-write exporter to compare.
-      case "$name" in *-disk-*|*-jaeger|*-prometheus) [ "$c" = sluice ] || continue ;; esac
+      # rotel has no persistent queue, Jaeger gRPC exporter or remote-write exporter to compare,
+      # and does not send uncompressed.
+      case "$name" in *-disk-*|*-jaeger|*-prometheus|*-plain) [ "$c" = sluice ] || continue ;; esac
       run "$c" "$name" "$signal" "$protocol" "${rate:-}"
     done
   done
