@@ -169,18 +169,8 @@ service:
         }
     }
     // Data entering a pipeline through the connector is counted as a receiver's.
-    let accepted = |n| {
-        format!(
-            "otelcol_receiver_accepted_spans{{receiver=\"routing\",transport=\"connector\"}} {n}"
-        )
-    };
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", sluice.ports.metrics))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(text.contains(&accepted(11)), "{text}");
+    let accepted = "otelcol_receiver_accepted_spans{receiver=\"routing\",transport=\"connector\"}";
+    assert_eq!(sluice.wait_metric(accepted, 11.0).await, 11.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use sluice_net::RawCodec;
 
-use crate::support::{Ports, Sink, Sluice, hex, trace_request};
+use crate::support::{Ports, Sink, Sluice, export_request, frame, h2_connect, hex, trace_request};
 
 struct Fixture {
     sink: Sink,
@@ -321,31 +321,13 @@ fn compressed(encoding: &str, data: &[u8]) -> Vec<u8> {
 /// One unary gRPC call with a message compressed as `encoding` says: the `grpc-status` and
 /// `grpc-message` it got, and the server's `grpc-accept-encoding`.
 async fn grpc_call(port: u16, encoding: &str, payload: Vec<u8>) -> (String, String, String) {
-    use bytes::BufMut;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
+    let mut client = h2_connect(port).await.ready().await.unwrap();
+    let (response, mut stream) = client
+        .send_request(export_request(port, Some(encoding)), false)
         .unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-encoding", encoding)
-        .body(())
+    stream
+        .send_data(Bytes::from(frame(true, &payload)), true)
         .unwrap();
-    let (response, mut stream) = client.send_request(request, false).unwrap();
-    let mut body = bytes::BytesMut::new();
-    body.put_u8(1);
-    body.put_u32(payload.len() as u32);
-    body.put_slice(&payload);
-    stream.send_data(body.freeze(), true).unwrap();
     let response = response.await.unwrap();
     let header = |h: &http::HeaderMap, k: &str| {
         h.get(k)

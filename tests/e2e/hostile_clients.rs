@@ -14,7 +14,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
 use prost::Message;
 use sluice_net::RpcStatus;
 
-use crate::support::{Ports, Sink, Sluice, rss_kib, string, trace_request};
+use crate::support::{
+    Ports, Sink, Sluice, export_request, frame, h2_connect, rss_kib, string, trace_request,
+};
 
 /// The reporter's smallest reproducer: one span named `\xffbad` (not UTF-8).
 const BAD_NAME: &str =
@@ -113,41 +115,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A gRPC message prefix and payload.
-fn frame(compressed: bool, payload: &[u8]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    out.put_u8(u8::from(compressed));
-    out.put_u32(payload.len() as u32);
-    out.put_slice(payload);
-    out.to_vec()
-}
-
-/// Opens an HTTP/2 connection to sluice's gRPC port.
-async fn h2_connect(port: u16) -> h2::client::SendRequest<Bytes> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
-fn export_request(port: u16, encoding: Option<&str>) -> http::Request<()> {
-    let mut r = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some(e) = encoding {
-        r = r.header("grpc-encoding", e);
-    }
-    r.body(()).unwrap()
 }
 
 /// Starts a call whose message prefix declares `declared` bytes, sends `sent` of them and

@@ -609,3 +609,39 @@ pub(crate) fn sluice_validate(text: &str, env: &[(&str, &str)]) -> (bool, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A gRPC message prefix and payload.
+pub(crate) fn frame(compressed: bool, payload: &[u8]) -> Vec<u8> {
+    use bytes::BufMut;
+    let mut out = bytes::BytesMut::new();
+    out.put_u8(u8::from(compressed));
+    out.put_u32(payload.len() as u32);
+    out.put_slice(payload);
+    out.to_vec()
+}
+
+/// Opens an HTTP/2 connection to sluice's gRPC port.
+pub(crate) async fn h2_connect(port: u16) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+pub(crate) fn export_request(port: u16, encoding: Option<&str>) -> http::Request<()> {
+    let mut r = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(e) = encoding {
+        r = r.header("grpc-encoding", e);
+    }
+    r.body(()).unwrap()
+}

@@ -250,14 +250,15 @@ impl BatchBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gate::MemoryGate;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
 
-    fn request(spans: usize) -> Bytes {
+    /// A traces request of `spans` spans under one resource and scope.
+    pub(crate) fn request(spans: usize) -> Bytes {
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {

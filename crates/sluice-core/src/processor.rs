@@ -214,27 +214,7 @@ mod tests {
     }
 
     fn spans(n: usize) -> Batch {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-        use prost::Message;
-        let data = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![
-                        Span {
-                            trace_id: vec![1; 16],
-                            span_id: vec![2; 8],
-                            ..Default::default()
-                        };
-                        n
-                    ],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec();
-        Batch::decode(Signal::Traces, data.into()).unwrap()
+        Batch::decode(Signal::Traces, crate::batch::tests::request(n)).unwrap()
     }
 
     #[tokio::test]

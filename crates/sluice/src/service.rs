@@ -112,21 +112,16 @@ impl Service {
                     )?);
                     continue;
                 }
-                let exporter = match exporters.entry(exporter_id.clone()) {
-                    Entry::Occupied(built) => built.into_mut(),
-                    Entry::Vacant(slot) => {
-                        let factory = registry
-                            .exporter(&type_of(exporter_id)?)
-                            .ok_or_else(|| anyhow!("unknown exporter `{exporter_id}`"))?;
-                        let built = sluice_core::build_exporter(
-                            factory.as_ref(),
-                            exporter_id,
-                            &config.exporters[exporter_id],
-                        )
-                        .with_context(|| format!("cannot build exporter {exporter_id}"))?;
-                        slot.insert(built)
-                    }
-                };
+                let exporter = once_per_id(&mut exporters, exporter_id, "exporter", || {
+                    let factory = registry
+                        .exporter(&type_of(exporter_id)?)
+                        .ok_or_else(|| anyhow!("unknown exporter `{exporter_id}`"))?;
+                    Ok(sluice_core::build_exporter(
+                        factory.as_ref(),
+                        exporter_id,
+                        &config.exporters[exporter_id],
+                    )?)
+                })?;
                 let (exporter, settings) = match exporter {
                     (BuiltExporter::Direct(direct), _) => {
                         outputs.push(direct.clone());
@@ -482,16 +477,26 @@ fn processor_component<'a>(
     config: &RawConfig,
     id: &str,
 ) -> anyhow::Result<&'a mut Box<dyn ProcessorComponent>> {
-    Ok(match components.entry(id.to_owned()) {
-        Entry::Occupied(built) => built.into_mut(),
+    once_per_id(components, id, "processor", || {
+        let factory = registry
+            .processor(&type_of(id)?)
+            .ok_or_else(|| anyhow!("unknown processor `{id}`"))?;
+        Ok(factory.build(id, &config.processors[id])?)
+    })
+}
+
+/// Component `id` of `built`, built by `build` on first use: every component is built once per
+/// id and shared by the pipelines listing it.
+fn once_per_id<'a, T>(
+    built: &'a mut BTreeMap<String, T>,
+    id: &str,
+    class: &str,
+    build: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<&'a mut T> {
+    Ok(match built.entry(id.to_owned()) {
+        Entry::Occupied(done) => done.into_mut(),
         Entry::Vacant(slot) => {
-            let factory = registry
-                .processor(&type_of(id)?)
-                .ok_or_else(|| anyhow!("unknown processor `{id}`"))?;
-            let built = factory
-                .build(id, &config.processors[id])
-                .with_context(|| format!("cannot build processor {id}"))?;
-            slot.insert(built)
+            slot.insert(build().with_context(|| format!("cannot build {class} {id}"))?)
         }
     })
 }
@@ -570,18 +575,12 @@ fn connector_instance(
     id: &str,
     signal: Signal,
 ) -> anyhow::Result<Arc<dyn Consumer>> {
-    let component = match connectors.entry(id.to_owned()) {
-        Entry::Occupied(built) => built.into_mut(),
-        Entry::Vacant(slot) => {
-            let factory = registry
-                .connector(&type_of(id)?)
-                .ok_or_else(|| anyhow!("unknown connector `{id}`"))?;
-            let built = factory
-                .build(id, &config.connectors[id])
-                .with_context(|| format!("cannot build connector {id}"))?;
-            slot.insert(built)
-        }
-    };
+    let component = once_per_id(connectors, id, "connector", || {
+        let factory = registry
+            .connector(&type_of(id)?)
+            .ok_or_else(|| anyhow!("unknown connector `{id}`"))?;
+        Ok(factory.build(id, &config.connectors[id])?)
+    })?;
     let mut routes = BTreeMap::new();
     for (pipeline_id, pipeline) in &config.service.pipelines {
         if !pipeline.receivers.iter().any(|r| r == id) {
