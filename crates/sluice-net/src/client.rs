@@ -576,7 +576,7 @@ mod tests {
             let mut send = tonic::codec::EnabledCompressionEncodings::default();
             send.enable(tonic::codec::CompressionEncoding::Gzip);
             tonic::server::Grpc::new(crate::RawCodec)
-                .apply_compression_config(crate::accept_gzip(), send)
+                .apply_compression_config(crate::tonic_accept_encodings(), send)
                 .apply_max_message_size_config(Some(64 << 20), Some(64 << 20))
                 .unary(Echo(status), request)
                 .await

@@ -13,7 +13,7 @@ pub use client::{
     Compression, CompressionParams, Compressor, Message, TlsClientConfig, UnaryClient, channel,
     export_error, metadata, retryable,
 };
-pub use codec::{Coding, GRPC_ACCEPT_ENCODING, RawCodec, accept_gzip, decompress, gzip};
+pub use codec::{Coding, GRPC_ACCEPT_ENCODING, RawCodec, decompress, gzip, tonic_accept_encodings};
 pub use http::{Answer, MAX_ANSWER_BYTES, http_client, http_headers, parse_retry_after, send};
 pub use server::{BodyError, ServerSettings, discard, read_body, serve};
 pub use status::{
