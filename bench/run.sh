@@ -104,9 +104,15 @@ prometheus_samples() {
 }
 
 # The OTLP exporters' compression: gzip on both sides (the default of the Collector and of
-# sluice, and what rotel sends whatever its flag says), none in the sluice-only `*-plain` rows.
+# sluice, and what rotel sends whatever its flag says); in the sluice-only rows, none (`*-plain`)
+# or zstd (`*-zstd-out`).
 otlp_compression() {
-  case "$1" in *-plain) echo none ;; *) echo gzip ;; esac
+  case "$1" in *-plain) echo none ;; *-zstd-out) echo zstd ;; *) echo gzip ;; esac
+}
+
+# How the load generator compresses what it sends: gzip (`*-gzip-in`), zstd (`*-zstd-in`) or not.
+load_compression() {
+  case "$1" in *-gzip-in) echo gzip ;; *-zstd-in) echo zstd ;; *) echo none ;; esac
 }
 
 # expected_encoding SCENARIO: how every export request should reach the counting sink, as the
@@ -115,7 +121,7 @@ expected_encoding() {
   case "$1" in
     *-prometheus) echo "" ;;
     *-jaeger) echo identity ;;
-    *) case "$(otlp_compression "$1")" in none) echo identity ;; *) echo gzip ;; esac ;;
+    *) case "$(otlp_compression "$1")" in none) echo identity ;; *) otlp_compression "$1" ;; esac ;;
   esac
 }
 
@@ -183,7 +189,8 @@ EOF
   cpu0=$(cpu_seconds $pid)
   port=$grpc; [ "$protocol" = http ] && port=$http
   local args=(send --signal "$signal" --protocol "$protocol" --endpoint "http://127.0.0.1:$port"
-              --duration "${DURATION}s" --items "$ITEMS" --concurrency "$CONCURRENCY")
+              --duration "${DURATION}s" --items "$ITEMS" --concurrency "$CONCURRENCY"
+              --compression "$(load_compression "$scenario")")
   [ -n "$rate" ] && args+=(--rate "$rate")
   # Prometheus refuses repeated or older samples: fresh timestamps. Each of the 32 pooled requests
   # is its own instance, so the load is about 21k series, each sampled every 32 requests.
@@ -201,13 +208,16 @@ EOF
   cpu1=$(cpu_seconds $pid); rss=$(peak_rss_mib $pid)
   # How the requests really arrived at the sink, by compression: checked against the scenario.
   local encodings
-  encodings=$(curl -s "http://127.0.0.1:$sink_http/stats" | python3 -c "import json,sys; print(json.dumps(json.load(sys.stdin).get('encodings', {})))")
+  local stats
+  stats=$(curl -s "http://127.0.0.1:$sink_http/stats")
+  encodings=$(python3 -c "import json,sys; print(json.dumps(json.loads(sys.argv[1]).get('encodings', {})))" "$stats")
   kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   kill $sink_pid 2>/dev/null || true; wait $sink_pid 2>/dev/null || true
   if [ -n "$prom_pid" ]; then kill $prom_pid 2>/dev/null || true; wait $prom_pid 2>/dev/null || true; fi
-  python3 - "$collector" "$scenario" "$cpu0" "$cpu1" "$rss" "$delivered" "$DURATION" "$out/send.json" "$encodings" "$(expected_encoding "$scenario")" >> "$out/runs.jsonl" <<'EOF'
+  python3 - "$collector" "$scenario" "$cpu0" "$cpu1" "$rss" "$delivered" "$DURATION" "$out/send.json" "$encodings" "$(expected_encoding "$scenario")" "$stats" >> "$out/runs.jsonl" <<'EOF'
 import json, sys
-collector, scenario, cpu0, cpu1, rss, delivered, duration, send, encodings, expected = sys.argv[1:]
+collector, scenario, cpu0, cpu1, rss, delivered, duration, send, encodings, expected, stats = sys.argv[1:]
+wire = sum(json.loads(stats).get("wire_bytes", {}).values()) if expected else 0
 s = json.load(open(send))
 cpu = float(cpu1) - float(cpu0)
 delivered = int(delivered)
@@ -219,6 +229,8 @@ print(json.dumps({
     "accepted_per_second": s["items_accepted_per_second"], "latency_p99_ms": s["latency_ms"]["p99"],
     "refused": s["refused"], "errors": s["errors"],
     "encodings": json.loads(encodings), "expected_encoding": expected,
+    "load_compression": s.get("compression", "none"),
+    "sink_bytes_per_item": wire / delivered if delivered else 0.0,
 }))
 EOF
   tail -1 "$out/runs.jsonl"
@@ -228,8 +240,11 @@ EOF
 scenarios=("traces-grpc traces grpc" "traces-http traces http" "logs-grpc logs grpc" "metrics-grpc metrics grpc" "traces-10k-per-second traces grpc 10000")
 # The persistent queue's cost (sluice only; rotel has none): COLLECTORS=sluice SCENARIOS="traces-grpc traces-grpc-disk-always traces-grpc-disk-interval"
 persistent=("traces-grpc-disk-always traces grpc" "traces-grpc-disk-interval traces grpc" "traces-grpc-disk-never traces grpc")
-# Sluice alone without compressing its export (rotel compresses whatever its flag says):
-scenarios+=("traces-grpc-plain traces grpc")
+# Receiving compressed requests: the load generator gzips, or zstd-compresses, what it sends.
+scenarios+=("traces-grpc-gzip-in traces grpc" "traces-grpc-zstd-in traces grpc")
+# Sluice alone without compressing its export (rotel compresses whatever its flag says), and
+# exporting with zstd (rotel's OTLP exporter has gzip only):
+scenarios+=("traces-grpc-plain traces grpc" "traces-grpc-zstd-out traces grpc")
 # Sluice alone into real backends (rotel has no Jaeger gRPC or remote-write exporter to compare):
 # COLLECTORS=sluice SCENARIOS="traces-50k-per-second-jaeger metrics-20k-per-second-prometheus"
 backends=("traces-50k-per-second-jaeger traces grpc 50000" "metrics-20k-per-second-prometheus metrics grpc 20000")
@@ -257,8 +272,9 @@ for rep in $(seq 1 "$REPS"); do
     read -r name signal protocol rate <<< "$s"
     for c in "${collectors[@]}"; do
       # rotel has no persistent queue, Jaeger gRPC exporter or remote-write exporter to compare,
-      # and does not send uncompressed.
-      case "$name" in *-disk-*|*-jaeger|*-prometheus|*-plain) [ "$c" = sluice ] || continue ;; esac
+      # does not send uncompressed, and its OTLP exporter has gzip only.
+      # rotel answers zstd-compressed gRPC requests with UNIMPLEMENTED (measured).
+      case "$name" in *-disk-*|*-jaeger|*-prometheus|*-plain|*-zstd-out|*-zstd-in) [ "$c" = sluice ] || continue ;; esac
       run "$c" "$name" "$signal" "$protocol" "${rate:-}"
     done
   done

@@ -10,7 +10,7 @@
 mod timestamps;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_core::Signal;
-use sluice_net::RawCodec;
+use sluice_net::{Compression, CompressionParams, Compressor, Message, RawCodec, UnaryClient};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,25 @@ impl From<SignalArg> for Signal {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompressionArg {
+    None,
+    Gzip,
+    Zstd,
+    Snappy,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Compression {
+        match c {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Snappy => Compression::Snappy,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Protocol {
     Grpc,
     Http,
@@ -73,9 +92,11 @@ enum Command {
         /// Base URL (default http://127.0.0.1:4317 for gRPC, http://127.0.0.1:4318 for HTTP).
         #[arg(long)]
         endpoint: Option<String>,
-        /// Compress requests with gzip.
-        #[arg(long)]
-        gzip: bool,
+        /// Compress requests (once, when the pool is made: the load generator's own cost stays
+        /// out of the measurement): gzip at level 1, zstd at level 3, Snappy (block format over
+        /// HTTP, framed over gRPC), as sluice's exporters send them.
+        #[arg(long, value_enum, default_value = "none")]
+        compression: CompressionArg,
         /// Requests in flight (closed loop), or the most in flight at a fixed rate.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -130,7 +151,7 @@ fn main() -> anyhow::Result<()> {
                 signal,
                 protocol,
                 endpoint,
-                gzip,
+                compression,
                 concurrency,
                 rate,
                 duration,
@@ -152,7 +173,8 @@ fn main() -> anyhow::Result<()> {
                     signal: signal.into(),
                     protocol,
                     endpoint,
-                    gzip,
+                    compressor: Compressor::new(compression.into(), CompressionParams::default())
+                        .map_err(anyhow::Error::msg)?,
                     concurrency: concurrency.max(1),
                     rate,
                     duration,
@@ -191,7 +213,7 @@ struct Settings {
     signal: Signal,
     protocol: Protocol,
     endpoint: String,
-    gzip: bool,
+    compressor: Compressor,
     concurrency: usize,
     rate: Option<f64>,
     duration: Duration,
@@ -227,11 +249,15 @@ impl Tally {
 }
 
 enum Client {
-    Grpc(
-        tonic::client::Grpc<tonic::transport::Channel>,
-        http::uri::PathAndQuery,
-    ),
-    Http(reqwest::Client, String),
+    Grpc(UnaryClient),
+    Http(reqwest::Client, String, Compressor),
+}
+
+/// One request ready to send: a gRPC message (compressed or not, with its flag), or an HTTP body.
+#[derive(Clone)]
+enum Prepared {
+    Grpc(Message),
+    Http(Bytes),
 }
 
 impl Client {
@@ -244,14 +270,12 @@ impl Client {
                     .connect()
                     .await
                     .with_context(|| format!("cannot connect to {}", s.endpoint))?;
-                let mut grpc = tonic::client::Grpc::new(channel);
-                if s.gzip {
-                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-                }
-                Client::Grpc(
-                    grpc,
-                    http::uri::PathAndQuery::from_static(s.signal.grpc_path()),
-                )
+                Client::Grpc(UnaryClient::new(
+                    channel,
+                    s.signal.grpc_path(),
+                    tonic::metadata::MetadataMap::new(),
+                    s.compressor,
+                ))
             }
             Protocol::Http => Client::Http(
                 reqwest::Client::builder().timeout(s.timeout).build()?,
@@ -260,32 +284,53 @@ impl Client {
                     s.endpoint.trim_end_matches('/'),
                     s.signal.http_path()
                 ),
+                s.compressor,
+            ),
+        })
+    }
+
+    /// `body` made ready to send: compressed as configured.
+    fn prepare(&self, body: Bytes) -> anyhow::Result<Prepared> {
+        Ok(match self {
+            Client::Grpc(grpc) => {
+                Prepared::Grpc(grpc.prepare(body).map_err(|e| anyhow::anyhow!(e.message))?)
+            }
+            Client::Http(_, _, compressor) => Prepared::Http(
+                compressor
+                    .compress(&body, false)
+                    .map_err(|e| anyhow::anyhow!(e.message))?
+                    .unwrap_or(body),
             ),
         })
     }
 
     /// Sends one request; `Ok(None)` when accepted, `Ok(Some(code))` when refused.
-    async fn send(&self, body: Bytes, gzip: bool) -> Result<Option<String>, String> {
-        match self {
-            Client::Grpc(grpc, path) => {
-                let mut grpc = grpc.clone();
-                grpc.ready().await.map_err(|e| e.to_string())?;
-                match grpc
-                    .unary::<Bytes, Bytes, _>(tonic::Request::new(body), path.clone(), RawCodec)
-                    .await
-                {
-                    Ok(_) => Ok(None),
-                    Err(status) => Ok(Some(format!("{:?}", status.code()))),
-                }
-            }
-            Client::Http(client, url) => {
+    async fn send(&self, request: &Prepared) -> Result<Option<String>, String> {
+        match (self, request) {
+            (Client::Grpc(grpc), Prepared::Grpc(message)) => match grpc.call(message).await {
+                Ok(_) => Ok(None),
+                // A status from the server reads `Code: message`; the client's own failures
+                // (connecting, the transport, the timeout) are errors, not refusals.
+                Err(e) if e.message.starts_with("cannot connect") => Err("connection".into()),
+                Err(e) if e.message.starts_with("transport error") => Err(
+                    if e.message.contains("timed out") || e.message.contains("timeout") {
+                        "timeout".into()
+                    } else {
+                        "connection".into()
+                    },
+                ),
+                Err(e) => Ok(Some(
+                    e.message.split(':').next().unwrap_or_default().to_owned(),
+                )),
+            },
+            (Client::Http(client, url, compressor), Prepared::Http(body)) => {
                 let mut r = client
                     .post(url)
                     .header("content-type", "application/x-protobuf");
-                if gzip {
-                    r = r.header("content-encoding", "gzip");
+                if let Some(encoding) = compressor.encoding() {
+                    r = r.header("content-encoding", encoding);
                 }
-                match r.body(body).send().await {
+                match r.body(body.clone()).send().await {
                     Ok(resp) if resp.status().is_success() => Ok(None),
                     Ok(resp) => Ok(Some(resp.status().as_u16().to_string())),
                     Err(e) => Err(if e.is_timeout() {
@@ -295,42 +340,40 @@ impl Client {
                     }),
                 }
             }
+            _ => Err("a request prepared for another protocol".into()),
         }
     }
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = e.write_all(data);
-    e.finish().unwrap_or_default()
-}
-
 /// The requests `send` cycles through, and how to make each one ready to send.
 struct Pool {
-    /// The encoded requests; already gzipped when HTTP bodies are compressed up front.
-    bodies: Vec<Bytes>,
+    /// The requests, prepared (compressed) up front; with fresh timestamps, the encoded requests,
+    /// prepared as they are sent.
+    bodies: Vec<Prepared>,
     /// With `--fresh-timestamps`, how to move each request's timestamps forward.
     fresh: Option<Fresh>,
 }
 
 /// What `--fresh-timestamps` needs to shift a pooled request at send time.
 struct Fresh {
+    /// The encoded requests.
+    requests: Vec<Bytes>,
     /// Per request, the offsets of its non-zero timestamp fields.
     offsets: Vec<Vec<usize>>,
     /// When the pool's timestamps were generated (the shift is the time elapsed since).
     base: Instant,
-    /// Whether to gzip each shifted body (HTTP with `--gzip`).
-    gzip: bool,
 }
 
 impl Pool {
-    /// Generates and encodes the pool. HTTP bodies are compressed once, up front, unless their
-    /// timestamps change per request; gRPC compresses per message in tonic.
-    fn new(s: &Settings) -> anyhow::Result<Pool> {
-        let http_gzip = s.gzip && s.protocol == Protocol::Http;
+    /// Generates and encodes the pool, and prepares (compresses) it once, up front, unless the
+    /// timestamps change per request.
+    fn new(s: &Settings, client: &Client) -> anyhow::Result<Pool> {
         let base = Instant::now();
-        let requests =
-            sluice_fixtures::pool(s.signal, s.items, s.pool, sluice_fixtures::now_nanos());
+        let requests: Vec<Bytes> =
+            sluice_fixtures::pool(s.signal, s.items, s.pool, sluice_fixtures::now_nanos())
+                .into_iter()
+                .map(Bytes::from)
+                .collect();
         if s.fresh_timestamps {
             let offsets = requests
                 .iter()
@@ -338,20 +381,19 @@ impl Pool {
                 .collect::<Result<Vec<_>, _>>()
                 .context("cannot locate the timestamps of a generated request")?;
             Ok(Pool {
-                bodies: requests.into_iter().map(Bytes::from).collect(),
+                bodies: Vec::new(),
                 fresh: Some(Fresh {
+                    requests,
                     offsets,
                     base,
-                    gzip: http_gzip,
                 }),
             })
         } else {
             Ok(Pool {
                 bodies: requests
                     .into_iter()
-                    .map(|b| if http_gzip { gzip(&b) } else { b })
-                    .map(Bytes::from)
-                    .collect(),
+                    .map(|b| client.prepare(b))
+                    .collect::<anyhow::Result<_>>()?,
                 fresh: None,
             })
         }
@@ -359,32 +401,26 @@ impl Pool {
 
     /// The `i`-th request (cyclically), ready to send: with fresh timestamps, shifted by the
     /// time elapsed since the pool was generated (a monotonic clock, so the shift never goes
-    /// back) and compressed if needed.
-    fn body(&self, i: usize) -> Bytes {
-        let i = i % self.bodies.len();
-        let body = &self.bodies[i];
+    /// back) and prepared.
+    fn body(&self, i: usize, client: &Client) -> Result<Prepared, String> {
         let Some(fresh) = &self.fresh else {
-            return body.clone();
+            return Ok(self.bodies[i % self.bodies.len()].clone());
         };
+        let i = i % fresh.requests.len();
         let shift = u64::try_from(fresh.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let offsets = fresh.offsets.get(i).map_or(&[][..], Vec::as_slice);
-        let shifted = timestamps::shifted(body, offsets, shift);
-        if fresh.gzip {
-            Bytes::from(gzip(&shifted))
-        } else {
-            shifted
-        }
+        let shifted = timestamps::shifted(&fresh.requests[i], offsets, shift);
+        client.prepare(shifted).map_err(|e| e.to_string())
     }
 }
 
 async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
-    let pool = Arc::new(Pool::new(&s)?);
     let client = Arc::new(Client::new(&s).await?);
+    let pool = Arc::new(Pool::new(&s, &client)?);
     let started = Instant::now();
     let deadline = started + s.duration;
     let issued = Arc::new(AtomicU64::new(0));
     let limit = s.count.unwrap_or(u64::MAX);
-    let http_gzip = s.gzip && s.protocol == Protocol::Http;
     let mut total = Tally::default();
     match s.rate {
         None => {
@@ -397,10 +433,13 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
                         while Instant::now() < deadline
                             && issued.fetch_add(1, Ordering::Relaxed) < limit
                         {
-                            let body = pool.body(i);
+                            let body = pool.body(i, &client);
                             i += 1;
                             let t = Instant::now();
-                            let r = client.send(body, http_gzip).await;
+                            let r = match body {
+                                Ok(body) => client.send(&body).await,
+                                Err(e) => Err(e),
+                            };
                             record(&mut tally, r, t.elapsed());
                         }
                         tally
@@ -429,10 +468,13 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
                 let n = i;
                 i += 1;
                 tokio::spawn(async move {
-                    let body = pool.body(n);
+                    let body = pool.body(n, &client);
                     let mut tally = Tally::default();
                     let t = Instant::now();
-                    let r = client.send(body, http_gzip).await;
+                    let r = match body {
+                        Ok(body) => client.send(&body).await,
+                        Err(e) => Err(e),
+                    };
                     record(&mut tally, r, t.elapsed());
                     let _ = tx.send(tally);
                     drop(permit);
@@ -461,7 +503,7 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "signal": s.signal.as_str(),
         "protocol": if s.protocol == Protocol::Grpc { "grpc" } else { "http" },
-        "gzip": s.gzip,
+        "compression": s.compressor.encoding().unwrap_or("none"),
         "fresh_timestamps": s.fresh_timestamps,
         "seconds": elapsed,
         "requests_sent": total.requests,
@@ -494,7 +536,15 @@ struct Counts {
     items: [AtomicU64; 3],
     jaeger_requests: AtomicU64,
     jaeger_spans: AtomicU64,
-    encodings: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    encodings: std::sync::Mutex<BTreeMap<String, Encoding>>,
+}
+
+/// Requests that arrived with one compression, and their bytes on the wire (gRPC: with each
+/// message's 5-byte prefix), for bytes per item beside the CPU each compression costs.
+#[derive(Default, Clone, Copy)]
+struct Encoding {
+    requests: u64,
+    bytes: u64,
 }
 
 fn index(signal: Signal) -> usize {
@@ -515,19 +565,37 @@ impl Counts {
         );
     }
 
-    /// Counts a request that arrived with this compression header (absent: `identity`).
-    fn add_encoding(&self, header: Option<&http::HeaderValue>) {
+    /// Counts a request that arrived with this compression header (absent: `identity`), and
+    /// counts its body's bytes as they are read: the request to hand on.
+    fn add_encoding(self: &Arc<Self>, request: Request, header: &str) -> Request {
+        let header = request.headers().get(header);
         let name = header
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_ascii_lowercase())
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "identity".to_owned());
-        *self
-            .encodings
+        self.encodings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(name)
-            .or_default() += 1;
+            .entry(name.clone())
+            .or_default()
+            .requests += 1;
+        let counts = self.clone();
+        request.map(move |body| {
+            use http_body_util::BodyExt as _;
+            axum::body::Body::new(body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    counts
+                        .encodings
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(name.clone())
+                        .or_default()
+                        .bytes += data.len() as u64;
+                }
+                frame
+            }))
+        })
     }
 
     /// Counts one well-formed Jaeger `PostSpans` request of `spans` spans.
@@ -559,8 +627,18 @@ impl Counts {
             .encodings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+            .iter()
+            .map(|(name, e)| (name.clone(), e.requests))
+            .collect::<BTreeMap<_, _>>();
         out.insert("encodings".to_owned(), serde_json::json!(encodings));
+        let bytes = self
+            .encodings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, e)| (name.clone(), e.bytes))
+            .collect::<BTreeMap<_, _>>();
+        out.insert("wire_bytes".to_owned(), serde_json::json!(bytes));
         serde_json::Value::Object(out)
     }
 }
@@ -637,14 +715,17 @@ impl tonic::server::UnaryService<Bytes> for JaegerCount {
     }
 }
 
+/// The largest request the sink takes, compressed or not.
+const MAX_BODY: usize = 256 << 20;
+
 /// Serves one unary gRPC call with raw bytes in and out.
 async fn grpc_unary<S>(service: S, request: Request) -> axum::response::Response
 where
     S: tonic::server::UnaryService<Bytes, Response = Bytes>,
 {
     let mut grpc = tonic::server::Grpc::new(RawCodec)
-        .apply_compression_config(sluice_net::accept_gzip(), Default::default())
-        .apply_max_message_size_config(Some(256 << 20), None);
+        .apply_compression_config(sluice_net::tonic_accept_encodings(), Default::default())
+        .apply_max_message_size_config(Some(MAX_BODY), None);
     grpc.unary(service, request)
         .await
         .map(axum::body::Body::new)
@@ -655,7 +736,7 @@ async fn grpc_export(
     counts: Arc<Counts>,
     request: Request,
 ) -> axum::response::Response {
-    counts.add_encoding(request.headers().get("grpc-encoding"));
+    let request = counts.add_encoding(request, "grpc-encoding");
     grpc_unary(Count(counts, signal), request).await
 }
 
@@ -664,25 +745,43 @@ async fn http_export(
     counts: Arc<Counts>,
     request: Request,
 ) -> axum::response::Response {
-    counts.add_encoding(request.headers().get("content-encoding"));
-    let gzipped = request
+    let request = counts.add_encoding(request, "content-encoding");
+    let coding = match request
         .headers()
         .get("content-encoding")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let Ok(body) = axum::body::to_bytes(request.into_body(), 256 << 20).await else {
+        .map(|v| v.to_str())
+    {
+        None => None,
+        Some(Ok(name)) if name.eq_ignore_ascii_case("identity") => None,
+        Some(Ok(name)) => match sluice_net::Coding::from_http(&name.to_ascii_lowercase()) {
+            Some(coding) => Some(coding),
+            None => {
+                return (http::StatusCode::UNSUPPORTED_MEDIA_TYPE, "unknown encoding")
+                    .into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return (http::StatusCode::BAD_REQUEST, "bad content-encoding").into_response();
+        }
+    };
+    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_BODY).await else {
         return (http::StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response();
     };
-    let body = if gzipped {
-        let mut out = Vec::new();
-        if flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_end(&mut out)
-            .is_err()
-        {
-            return (http::StatusCode::BAD_REQUEST, "bad gzip").into_response();
-        }
-        Bytes::from(out)
-    } else {
-        body
+    let body = match coding {
+        None => body,
+        Some(coding) => match sluice_net::decompress(coding, &body, MAX_BODY) {
+            Ok(Some(out)) => Bytes::from(out),
+            Ok(None) => {
+                return (http::StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response();
+            }
+            Err(e) => {
+                return (
+                    http::StatusCode::BAD_REQUEST,
+                    format!("bad {}: {e}", coding.name()),
+                )
+                    .into_response();
+            }
+        },
     };
     counts.add(signal, &body);
     (
@@ -712,7 +811,7 @@ async fn sink(grpc: &str, http_addr: &str) -> anyhow::Result<()> {
     grpc_router = grpc_router.route(
         JAEGER_POST_SPANS,
         post(move |r: Request| {
-            c.add_encoding(r.headers().get("grpc-encoding"));
+            let r = c.add_encoding(r, "grpc-encoding");
             grpc_unary(JaegerCount(c.clone()), r)
         }),
     );
@@ -820,16 +919,86 @@ mod tests {
         assert_eq!(stats["traces"]["items"], 0);
     }
 
-    #[test]
-    fn encodings_are_counted_as_they_arrive() {
-        let counts = Counts::default();
-        counts.add_encoding(None);
-        counts.add_encoding(Some(&http::HeaderValue::from_static("gzip")));
-        counts.add_encoding(Some(&http::HeaderValue::from_static("GZIP")));
-        counts.add_encoding(Some(&http::HeaderValue::from_static("zstd")));
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// The load generator sends each compression over each protocol, and the sink decompresses
+    /// it, counts every item, and reports how the requests arrived and their bytes on the wire.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_compression_is_sent_and_counted_with_its_wire_bytes() {
+        let (grpc, http) = (free_port(), free_port());
+        let sink_task = tokio::spawn(async move {
+            sink(&format!("127.0.0.1:{grpc}"), &format!("127.0.0.1:{http}")).await
+        });
+        let stats = || async move {
+            let body = reqwest::get(format!("http://127.0.0.1:{http}/stats"))
+                .await
+                .map_err(|e| e.to_string())?
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
+        };
+        for _ in 0..100 {
+            if stats().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // tonic's server (the sink's gRPC side) takes gzip and zstd; the HTTP side every coding.
+        let cases = [
+            (Protocol::Grpc, Compression::None, "identity"),
+            (Protocol::Grpc, Compression::Gzip, "gzip"),
+            (Protocol::Grpc, Compression::Zstd, "zstd"),
+            (Protocol::Http, Compression::None, "identity"),
+            (Protocol::Http, Compression::Gzip, "gzip"),
+            (Protocol::Http, Compression::Zstd, "zstd"),
+            (Protocol::Http, Compression::Snappy, "snappy"),
+        ];
+        for (n, (protocol, compression, name)) in cases.into_iter().enumerate() {
+            let port = if protocol == Protocol::Grpc {
+                grpc
+            } else {
+                http
+            };
+            let summary = send(Settings {
+                signal: Signal::Logs,
+                protocol,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                compressor: Compressor::new(compression, CompressionParams::default()).unwrap(),
+                concurrency: 2,
+                rate: None,
+                duration: Duration::from_secs(30),
+                count: Some(4),
+                items: 50,
+                pool: 2,
+                timeout: Duration::from_secs(10),
+                fresh_timestamps: n % 2 == 0,
+            })
+            .await
+            .unwrap();
+            assert_eq!(summary["items_accepted"], 200, "{name}: {summary}");
+            let s = stats().await.unwrap();
+            assert_eq!(s["logs"]["items"], 200 * (n as u64 + 1), "{name}: {s}");
+        }
+        let s = stats().await.unwrap();
+        // identity: 4 gRPC and 4 HTTP requests; each compression 4 or 8.
         assert_eq!(
-            counts.json()["encodings"],
-            serde_json::json!({"gzip": 2, "identity": 1, "zstd": 1})
+            s["encodings"],
+            serde_json::json!({"gzip": 8, "identity": 8, "snappy": 4, "zstd": 8})
         );
+        // Per request, compressed requests arrive smaller, and gzip and zstd smaller than Snappy.
+        let per_request = |name: &str| {
+            s["wire_bytes"][name].as_u64().unwrap() / s["encodings"][name].as_u64().unwrap()
+        };
+        assert!(per_request("identity") > per_request("snappy"), "{s}");
+        assert!(per_request("snappy") > per_request("gzip"), "{s}");
+        assert!(per_request("snappy") > per_request("zstd"), "{s}");
+        sink_task.abort();
     }
 }
