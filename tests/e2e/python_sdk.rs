@@ -1,5 +1,6 @@
 //! The Python OpenTelemetry SDK (from PyPI, installed by the test command into a private venv)
-//! delivers traces, metrics and logs through sluice over gRPC and HTTP, intact.
+//! delivers traces, metrics and logs through sluice over gRPC and HTTP, uncompressed and with gzip,
+//! intact.
 
 use std::process::Command;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric;
 
-use crate::support::{Ports, Sink, Sluice, attr, hex, string};
+use crate::support::{Ports, Sink, Sluice, WireTap, attr, hex, string};
 
 /// The venv's Python: the README test command installs the SDK and sets `SLUICE_PYTHON`.
 fn python() -> String {
@@ -32,17 +33,27 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
         ports.telemetry()
     );
     let _sluice = Sluice::start(ports, &config);
+    // Every signal over each protocol, uncompressed and with gzip, through a tap that checks
+    // that the SDK compressed each request as asked.
     let mut trace_ids = Vec::new();
-    for (protocol, port) in [("grpc", ports.grpc), ("http", ports.http)] {
+    for (protocol, compression) in [
+        ("grpc", "none"),
+        ("grpc", "gzip"),
+        ("http", "none"),
+        ("http", "gzip"),
+    ] {
+        let target = if protocol == "grpc" {
+            ports.grpc
+        } else {
+            ports.http
+        };
+        let tap = WireTap::start(target).await;
+        let service = format!("py-{protocol}-{compression}");
         let out = Command::new(&python)
             .arg(script())
-            .args(["--endpoint", &format!("http://127.0.0.1:{port}")])
-            .args([
-                "--protocol",
-                protocol,
-                "--service-name",
-                &format!("py-{protocol}"),
-            ])
+            .args(["--endpoint", &format!("http://127.0.0.1:{}", tap.port)])
+            .args(["--protocol", protocol, "--service-name", &service])
+            .args(["--compression", compression])
             .args(["--spans", "6", "--logs", "4", "--metrics"])
             .output()
             .expect("python runs");
@@ -59,35 +70,47 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
         )
         .unwrap();
         assert_eq!(summary["spans"], 7);
-        trace_ids.push((protocol, summary["trace_id"].as_str().unwrap().to_owned()));
+        // Spans, logs and metrics: at least three requests, each compressed as configured.
+        let seen = tap.seen();
+        let expected = match (protocol, compression) {
+            ("grpc", "gzip") => "h2:compressed",
+            ("grpc", _) => "h2:plain",
+            (_, "gzip") => "h1:gzip",
+            _ => "h1:identity",
+        };
+        assert!(
+            seen.len() >= 3 && seen.iter().all(|s| s == expected),
+            "{service}: expected every request {expected}, saw {seen:?}"
+        );
+        trace_ids.push((service, summary["trace_id"].as_str().unwrap().to_owned()));
     }
 
     sink.wait_for(
         Duration::from_secs(20),
-        "14 spans and 8 logs from python",
+        "28 spans and 16 logs from python",
         |r| {
-            r.span_count() == 14
-                && r.log_count() == 8
+            r.span_count() == 28
+                && r.log_count() == 16
                 && r.metric_names()
                     .iter()
                     .filter(|n| *n == "e2e.latency")
                     .count()
-                    == 2
+                    == 4
         },
     )
     .await;
     let received = sink.snapshot();
-    for (protocol, trace_id) in &trace_ids {
+    for (service, trace_id) in &trace_ids {
         let rs: Vec<_> = received
             .traces
             .iter()
             .flat_map(|r| &r.resource_spans)
             .filter(|rs| {
                 attr(&rs.resource.as_ref().unwrap().attributes, "service.name")
-                    == Some(&string(&format!("py-{protocol}")))
+                    == Some(&string(service))
             })
             .collect();
-        assert!(!rs.is_empty(), "no spans from py-{protocol}");
+        assert!(!rs.is_empty(), "no spans from {service}");
         for r in &rs {
             let res = &r.resource.as_ref().unwrap().attributes;
             assert_eq!(attr(res, "service.version"), Some(&string("1.2.3")));
@@ -132,7 +155,7 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
             .flat_map(|r| &r.resource_logs)
             .filter(|rl| {
                 attr(&rl.resource.as_ref().unwrap().attributes, "service.name")
-                    == Some(&string(&format!("py-{protocol}")))
+                    == Some(&string(service))
             })
             .flat_map(|rl| &rl.scope_logs)
             .flat_map(|sl| sl.log_records.clone())
@@ -148,7 +171,7 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
             .flat_map(|r| &r.resource_metrics)
             .filter(|rm| {
                 attr(&rm.resource.as_ref().unwrap().attributes, "service.name")
-                    == Some(&string(&format!("py-{protocol}")))
+                    == Some(&string(service))
             })
             .flat_map(|rm| &rm.scope_metrics)
             .flat_map(|sm| sm.metrics.clone())

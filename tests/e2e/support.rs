@@ -645,3 +645,130 @@ pub(crate) fn export_request(port: u16, encoding: Option<&str>) -> http::Request
     }
     r.body(()).unwrap()
 }
+
+/// A TCP proxy in front of a port that reads what clients send and records how each request's
+/// body was compressed, so a test can see that a client (the Python SDK) really compressed:
+/// `h1:<content-encoding or identity>` per HTTP/1.1 request, and `h2:compressed` or `h2:plain`
+/// per HTTP/2 stream, from the gRPC message prefix's compressed flag in its first DATA frame.
+pub(crate) struct WireTap {
+    pub(crate) port: u16,
+    pub(crate) seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl WireTap {
+    /// Starts the proxy to `target` on a free loopback port, inside the current runtime.
+    pub(crate) async fn start(target: u16) -> WireTap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                    let mut parser = TapParser::default();
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        for event in parser.feed(&buf[..n]) {
+                            record.lock().unwrap().push(event);
+                        }
+                    }
+                    let _ = server_write.shutdown().await;
+                });
+            }
+        });
+        WireTap { port, seen }
+    }
+
+    pub(crate) fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads a client's byte stream: HTTP/2 frames after the connection preface, or HTTP/1.1
+/// requests with a `Content-Length` body.
+#[derive(Default)]
+struct TapParser {
+    pending: Vec<u8>,
+    h2: Option<bool>,
+    streams: std::collections::HashSet<u32>,
+}
+
+impl TapParser {
+    const PREFACE: &'static [u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    fn feed(&mut self, data: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(data);
+        let mut events = Vec::new();
+        if self.h2.is_none() {
+            if self.pending.len() < Self::PREFACE.len() {
+                return events;
+            }
+            let h2 = self.pending.starts_with(Self::PREFACE);
+            if h2 {
+                self.pending.drain(..Self::PREFACE.len());
+            }
+            self.h2 = Some(h2);
+        }
+        if self.h2 == Some(true) {
+            // Frames: 3-byte length, type, flags, 4-byte stream id, payload.
+            while self.pending.len() >= 9 {
+                let len = usize::from(self.pending[0]) << 16
+                    | usize::from(self.pending[1]) << 8
+                    | usize::from(self.pending[2]);
+                if self.pending.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (self.pending[3], self.pending[4]);
+                let stream =
+                    u32::from_be_bytes(self.pending[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                let mut payload = &self.pending[9..9 + len];
+                if kind == 0 && flags & 0x8 != 0 && !payload.is_empty() {
+                    let pad = usize::from(payload[0]);
+                    payload = &payload[1..payload.len().saturating_sub(pad)];
+                }
+                if kind == 0 && !payload.is_empty() && self.streams.insert(stream) {
+                    events.push(
+                        if payload[0] == 1 {
+                            "h2:compressed"
+                        } else {
+                            "h2:plain"
+                        }
+                        .to_owned(),
+                    );
+                }
+                self.pending.drain(..9 + len);
+            }
+        } else {
+            while let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                };
+                let body = header("content-length:")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if self.pending.len() < end + 4 + body {
+                    break;
+                }
+                let encoding = header("content-encoding:").unwrap_or_else(|| "identity".to_owned());
+                events.push(format!("h1:{encoding}"));
+                self.pending.drain(..end + 4 + body);
+            }
+        }
+        events
+    }
+}

@@ -168,8 +168,9 @@ class TalliedMetricExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def build_exporters(protocol: str, endpoint: str, timeout: float):
-    """Returns (span_exporter, log_exporter, metric_exporter) for the protocol."""
+def build_exporters(protocol: str, endpoint: str, timeout: float, gzip: bool):
+    """Returns (span_exporter, log_exporter, metric_exporter) for the protocol, compressing with
+    gzip (the SDK's only compression) when asked."""
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -179,7 +180,8 @@ def build_exporters(protocol: str, endpoint: str, timeout: float):
         # The gRPC exporter wants host:port; strip any scheme/path.
         parsed = urlparse(endpoint)
         target = parsed.netloc if parsed.netloc else endpoint
-        common = dict(endpoint=target, insecure=True, timeout=timeout, compression=Compression.NoCompression)
+        compression = Compression.Gzip if gzip else Compression.NoCompression
+        common = dict(endpoint=target, insecure=True, timeout=timeout, compression=compression)
         return (
             OTLPSpanExporter(**common),
             OTLPLogExporter(**common),
@@ -194,7 +196,7 @@ def build_exporters(protocol: str, endpoint: str, timeout: float):
     base = endpoint.rstrip("/")
     if "://" not in base:
         base = "http://" + base
-    common = dict(timeout=timeout, compression=Compression.Gzip)
+    common = dict(timeout=timeout, compression=Compression.Gzip if gzip else Compression.NoCompression)
     return (
         OTLPSpanExporter(endpoint=f"{base}/v1/traces", **common),
         OTLPLogExporter(endpoint=f"{base}/v1/logs", **common),
@@ -206,6 +208,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http)")
     p.add_argument("--protocol", required=True, choices=["grpc", "http"])
+    p.add_argument("--compression", choices=["none", "gzip"], default="none", help="how the exporters compress")
     p.add_argument("--service-name", required=True)
     p.add_argument("--spans", type=int, default=5, help="number of child spans (plus one root span)")
     p.add_argument("--logs", type=int, default=3, help="number of log records")
@@ -230,7 +233,7 @@ def main(argv=None) -> int:
         }
     )
     tally = ExportTally()
-    span_exp, log_exp, metric_exp = build_exporters(args.protocol, args.endpoint, args.timeout)
+    span_exp, log_exp, metric_exp = build_exporters(args.protocol, args.endpoint, args.timeout, args.compression == "gzip")
 
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(TalliedSpanExporter(span_exp, tally)))
