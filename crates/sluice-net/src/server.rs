@@ -60,6 +60,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const CONNECTION_WINDOW: u32 = 2 << 20;
 const STREAM_WINDOW: u32 = 1 << 20;
 
+/// The largest HTTP/2 frame clients may send: a typical export request (tens of KiB) arrives in
+/// one DATA frame instead of several of HTTP/2's default 16 KiB.
+const MAX_FRAME: u32 = 256 << 10;
+
 /// Counts what a listener refused, for the logs, once per burst.
 struct Refusals {
     count: AtomicU64,
@@ -149,6 +153,7 @@ fn builder(settings: &ServerSettings) -> Builder<TokioExecutor> {
         .max_concurrent_streams(settings.max_concurrent_streams)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .keep_alive_interval(settings.keepalive_interval)
         .keep_alive_timeout(
             settings
