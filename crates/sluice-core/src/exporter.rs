@@ -790,14 +790,14 @@ impl Shared {
         encoded: &mut Option<AnyEncoded>,
     ) -> Result<(), ExportError> {
         if encoded.is_none() {
-            *encoded = Some(if batch.size() > ENCODE_OFF_WORKERS_ABOVE {
-                let (exporter, batch) = (Arc::clone(&self.exporter), batch.clone());
-                tokio::task::spawn_blocking(move || exporter.encode_any(&batch))
-                    .await
-                    .map_err(|e| ExportError::permanent(format!("encoding failed: {e}")))??
-            } else {
-                self.exporter.encode_any(batch)?
-            });
+            let (exporter, work) = (Arc::clone(&self.exporter), batch.clone());
+            *encoded = Some(
+                crate::blocking::off_workers(batch.size(), ENCODE_OFF_WORKERS_ABOVE, move || {
+                    exporter.encode_any(&work)
+                })
+                .await
+                .ok_or_else(|| ExportError::permanent("encoding failed: the encoder panicked"))??,
+            );
         }
         match encoded {
             Some(encoded) => self.exporter.send_any(encoded).await,
@@ -816,15 +816,14 @@ impl Shared {
 
 /// [`Batch::without_undecodable`], on the blocking pool for large batches.
 async fn without_undecodable(batch: &Batch) -> Option<(Batch, usize)> {
-    if batch.size() > crate::wire::CHECK_OFF_WORKERS_ABOVE {
-        let batch = batch.clone();
-        tokio::task::spawn_blocking(move || batch.without_undecodable())
-            .await
-            .ok()
-            .flatten()
-    } else {
-        batch.without_undecodable()
-    }
+    let work = batch.clone();
+    crate::blocking::off_workers(
+        batch.size(),
+        crate::wire::CHECK_OFF_WORKERS_ABOVE,
+        move || work.without_undecodable(),
+    )
+    .await
+    .flatten()
 }
 
 fn jittered(interval: Duration, factor: f64) -> Duration {

@@ -249,13 +249,12 @@ impl Intake {
                 "this receiver is not configured for {signal}"
             )));
         };
-        let checked = if data.len() > wire::CHECK_OFF_WORKERS_ABOVE {
-            tokio::task::spawn_blocking(move || wire::checked(signal, data))
-                .await
-                .map_err(|_| ConsumeError::internal("request validation failed"))?
-        } else {
-            wire::checked(signal, data)
-        };
+        let checked =
+            crate::blocking::off_workers(data.len(), wire::CHECK_OFF_WORKERS_ABOVE, move || {
+                wire::checked(signal, data)
+            })
+            .await
+            .ok_or_else(|| ConsumeError::internal("request validation failed"))?;
         let (data, inspection) = match checked {
             Ok(checked) => checked,
             Err(err) => {

@@ -4,6 +4,7 @@
 
 pub mod anyvalue;
 mod batch;
+pub mod blocking;
 mod component;
 pub mod connector;
 mod consumer;
