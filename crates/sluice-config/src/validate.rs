@@ -130,6 +130,12 @@ pub trait Catalog {
         false
     }
 
+    /// Whether a processor type removes what must never be stored (`redaction`), so that it
+    /// must run before a persistent queue writes the data to disk.
+    fn guards_storage(&self, _type_name: &str) -> bool {
+        false
+    }
+
     /// Checks a connector's config against the pipelines that receive from it.
     fn check_connector(
         &self,
@@ -387,18 +393,40 @@ fn persistent_exporter<'a>(config: &'a RawConfig, exporters: &'a [String]) -> Op
 /// The rule for persistent queues: a pipeline's disk log is written right before its first
 /// processor that holds data, so clients are answered once their data is on disk; processors
 /// after it run on what the exporters read back, the reading standing in for `batch`. Any other
-/// processor that holds data cannot be honoured there.
+/// processor that holds data cannot be honoured there, and a processor that guards storage
+/// (`redaction`) placed after the log would let what it removes reach the disk.
 fn check_persistent_queues(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (pipeline_id, pipeline) in &config.service.pipelines {
         let Some(exporter) = persistent_exporter(config, &pipeline.exporters) else {
             continue;
         };
+        let type_of = |id: &String| {
+            ComponentId::parse(id)
+                .ok()
+                .map(|p| p.type_name().to_owned())
+        };
+        let log_at = pipeline
+            .processors
+            .iter()
+            .position(|id| type_of(id).is_some_and(|t| catalog.holds_data(&t)));
         for (i, id) in pipeline.processors.iter().enumerate() {
-            let Ok(parsed) = ComponentId::parse(id) else {
+            let Some(type_name) = type_of(id) else {
                 continue;
             };
-            let type_name = parsed.type_name();
+            if let Some(at) = log_at
+                && i > at
+                && catalog.guards_storage(&type_name)
+            {
+                let first = &pipeline.processors[at];
+                problems.push(Problem::error(
+                    format!("service.pipelines.{pipeline_id}.processors[{i}]"),
+                    format!(
+                        "processor `{id}` must come before `{first}`: exporter `{exporter}` has a persistent queue, whose log is written before `{first}`, so what `{id}` removes would be stored on disk. List `{id}` before `{first}` (it works item by item, so the result is the same)"
+                    ),
+                ));
+            }
+            let type_name = type_name.as_str();
             if type_name != "batch" && catalog.holds_data(type_name) {
                 problems.push(Problem::error(
                     format!("service.pipelines.{pipeline_id}.processors[{i}]"),
@@ -607,7 +635,7 @@ mod tests {
                 (Class::Receiver, "otlp") | (Class::Exporter, "otlp" | "debug") => {
                     Some(&["traces", "metrics", "logs"])
                 }
-                (Class::Processor, "batch" | "tail_sampling") => {
+                (Class::Processor, "batch" | "tail_sampling" | "redaction") => {
                     Some(&["traces", "metrics", "logs"])
                 }
                 (Class::Exporter, "postgres") => Some(&["traces", "logs"]),
@@ -629,6 +657,9 @@ mod tests {
         }
         fn holds_data(&self, type_name: &str) -> bool {
             matches!(type_name, "batch" | "tail_sampling")
+        }
+        fn guards_storage(&self, type_name: &str) -> bool {
+            type_name == "redaction"
         }
         fn connects(&self, type_name: &str, from: &str, to: &str) -> bool {
             match type_name {
@@ -716,6 +747,23 @@ mod tests {
             "{p:#?}"
         );
         assert!(problems(&config("memory")).is_empty());
+    }
+
+    #[test]
+    fn redaction_after_the_log_of_a_persistent_queue_is_refused() {
+        let config = |order: &str, storage: &str| {
+            format!(
+                "receivers: {{otlp: {{}}}}\nprocessors: {{batch: {{}}, redaction: {{}}}}\nexporters: {{otlp: {{sending_queue: {{storage: {storage}, directory: /q}}}}}}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], processors: [{order}], exporters: [otlp]}}\n"
+            )
+        };
+        assert_eq!(
+            problems(&config("batch, redaction", "file")),
+            [
+                "error: service.pipelines.logs.processors[1]: processor `redaction` must come before `batch`: exporter `otlp` has a persistent queue, whose log is written before `batch`, so what `redaction` removes would be stored on disk. List `redaction` before `batch` (it works item by item, so the result is the same)"
+            ]
+        );
+        assert!(problems(&config("redaction, batch", "file")).is_empty());
+        assert!(problems(&config("batch, redaction", "memory")).is_empty());
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub trait ProcessorFactory: Send + Sync {
     fn holds_data(&self) -> bool {
         false
     }
+    /// Whether it removes what must never be stored (`redaction`): validation then refuses it
+    /// after the place where a persistent queue writes the data to disk.
+    fn guards_storage(&self) -> bool {
+        false
+    }
     /// Builds the component for id `id`, once; each pipeline listing it then asks it for an
     /// instance (see [`crate::processor`]).
     ///

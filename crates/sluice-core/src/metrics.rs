@@ -72,6 +72,12 @@ pub const PROCESSOR_OUTGOING_ITEMS: &str = "otelcol_processor_outgoing_items";
 pub const EXPORTER_QUEUE_SIZE: &str = "otelcol_exporter_queue_size";
 /// Capacity of an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
 pub const EXPORTER_QUEUE_CAPACITY: &str = "otelcol_exporter_queue_capacity";
+/// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
+/// sluice's own: the Collector's redaction processor has no metrics.
+pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";
+/// Values the `redaction` processor masked or hashed, whole or in part (`processor`,
+/// `otel_signal`); sluice's own.
+pub const REDACTION_MASKED_VALUES: &str = "sluice_processor_redaction_masked_values";
 /// Items a routing connector dropped because they met no route and it has no
 /// `default_pipelines` (`connector`, `otel_signal`); sluice's own.
 pub const ROUTING_UNMATCHED_ITEMS: &str = "sluice_routing_unmatched_items";

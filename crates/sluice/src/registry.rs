@@ -7,7 +7,9 @@ use sluice_config::{Catalog, Class, ComponentId, Problem};
 use sluice_core::{
     ConnectorFactory, ExporterFactory, ExtensionFactory, ProcessorFactory, ReceiverFactory, Signal,
 };
-use sluice_processors::{BatchFactory, MemoryLimiterFactory, MemoryProbe, ResourceFactory};
+use sluice_processors::{
+    BatchFactory, MemoryLimiterFactory, MemoryProbe, RedactionFactory, ResourceFactory,
+};
 
 use crate::health::HealthCheckFactory;
 
@@ -29,6 +31,7 @@ impl Registry {
                 Arc::new(MemoryLimiterFactory::new(probe)),
                 Arc::new(ResourceFactory),
                 Arc::new(BatchFactory),
+                Arc::new(RedactionFactory),
             ],
             exporters: vec![
                 Arc::new(sluice_otlp::OtlpExporterFactory),
@@ -104,6 +107,11 @@ impl Catalog for Registry {
 
     fn holds_data(&self, type_name: &str) -> bool {
         self.processor(type_name).is_some_and(|f| f.holds_data())
+    }
+
+    fn guards_storage(&self, type_name: &str) -> bool {
+        self.processor(type_name)
+            .is_some_and(|f| f.guards_storage())
     }
 
     fn check_connector(

@@ -1,0 +1,114 @@
+//! The `redaction` processor's cost per span, on one request of 100 load-generator spans (the
+//! shared fixtures, as in `sluice-core`'s `hot_path`): the built-in `pii` and `secrets` sets with
+//! no personal data present (every string is checked, nothing is re-encoded), the same with an
+//! email in one span in ten (those spans are decoded, redacted and re-encoded), and the
+//! Collector's shape of config with `allowed_keys` (every span loses attributes).
+//!
+//! `cargo bench -p sluice-processors --bench redaction`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use sluice_core::{
+    Batch, ConsumeError, Consumer, Output, PipelineContext, Processor, ProcessorFactory, Signal,
+};
+use sluice_processors::RedactionFactory;
+use tokio_util::sync::CancellationToken;
+
+struct Null;
+
+#[async_trait]
+impl Consumer for Null {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+fn processor(config: serde_json::Value) -> Arc<dyn Processor> {
+    let component = RedactionFactory.build("redaction", &config).unwrap();
+    component
+        .instance(PipelineContext {
+            id: "redaction".into(),
+            pipeline: "traces".into(),
+            signal: Signal::Traces,
+            output: Output::new("redaction", Signal::Traces, Arc::new(Null)),
+            shutdown: CancellationToken::new(),
+        })
+        .unwrap()
+        .processor
+}
+
+/// One request of 100 spans; with `pii`, every tenth span carries an email attribute.
+fn request(pii: bool) -> bytes::Bytes {
+    let raw = sluice_fixtures::pool(Signal::Traces, 100, 1, sluice_fixtures::now_nanos()).remove(0);
+    if !pii {
+        return raw.into();
+    }
+    let mut request = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
+    let mut n = 0;
+    for rs in &mut request.resource_spans {
+        for ss in &mut rs.scope_spans {
+            for span in &mut ss.spans {
+                if n % 10 == 0 {
+                    span.attributes.push(KeyValue {
+                        key: "user.email".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!(
+                                "user{n}@example.com"
+                            ))),
+                        }),
+                        ..Default::default()
+                    });
+                }
+                n += 1;
+            }
+        }
+    }
+    request.encode_to_vec().into()
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let sets = serde_json::json!({"allow_all_keys": true, "builtin_patterns": ["pii", "secrets"]});
+    let cases = [
+        ("pii_and_secrets_sets_no_pii", sets.clone(), false),
+        ("pii_and_secrets_sets_pii_in_10_percent", sets, true),
+        (
+            "allowed_keys_and_blocked_values",
+            serde_json::json!({
+                "allowed_keys": ["http.method", "http.status_code", "http.route", "db.system"],
+                "blocked_values": ["4[0-9]{12}(?:[0-9]{3})?", "5[1-5][0-9]{14}"],
+            }),
+            false,
+        ),
+    ];
+    let mut g = c.benchmark_group("redaction_100_spans");
+    g.throughput(Throughput::Elements(100));
+    for (name, config, pii) in cases {
+        let p = processor(config);
+        let data = request(pii);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let batch = Batch::decode(Signal::Traces, data.clone()).unwrap();
+                runtime.block_on(p.process(black_box(batch))).unwrap()
+            })
+        });
+    }
+    // For scale: what taking the request as a batch costs without the processor.
+    let data = request(false);
+    g.bench_function("decode_only", |b| {
+        b.iter(|| Batch::decode(Signal::Traces, black_box(data.clone())).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
