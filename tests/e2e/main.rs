@@ -14,5 +14,6 @@ mod pipeline;
 mod postgres;
 mod prometheus;
 mod python_sdk;
+mod redaction;
 mod rust_sdk;
 mod support;

@@ -22,7 +22,7 @@ use sqlx::{PgPool, Row};
 use crate::support::{Ports, Sluice, TempDir, free_port, hex, kv, string as s};
 
 /// The server every test shares; each test makes its own database in it.
-fn server_url() -> String {
+pub(crate) fn server_url() -> String {
     std::env::var("DATABASE_URL").expect(
         "DATABASE_URL is not set: run scripts/test.sh (it starts a throwaway PostgreSQL), \
          or point DATABASE_URL at a server where databases may be created",

@@ -11,13 +11,13 @@ use opentelemetry_proto::tonic::metrics::v1::metric;
 use crate::support::{Ports, Sink, Sluice, WireTap, attr, hex, string};
 
 /// The venv's Python: the README test command installs the SDK and sets `SLUICE_PYTHON`.
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
         panic!("SLUICE_PYTHON is not set: run the test command from README.md (scripts/test.sh), which installs the Python OpenTelemetry SDK into a venv and points SLUICE_PYTHON at it")
     })
 }
 
-fn script() -> std::path::PathBuf {
+pub(crate) fn script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/send_otlp.py")
 }
 

@@ -8,7 +8,7 @@ Usage:
         --service-name NAME --spans N --logs N [--metrics]
 
 On success prints exactly one line of JSON to stdout:
-    {"trace_id": "<32 hex>", "spans": N+1, "logs": N, "metrics": true|false}
+    {"trace_id": "<32 hex>", "spans": N+1 (+1 with --pii), "logs": N (+2 with --pii), "metrics": true|false}
 and exits 0. If any export fails (or exports fewer items than were produced),
 it prints the reason to stderr and exits 1.
 """
@@ -55,6 +55,17 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 SCOPE_NAME = "sluice-e2e"
+
+# With --pii: personal data and secrets where applications put them. The redaction test in
+# tests/e2e/redaction.rs checks that none of these reaches a store, except NOT_A_CARD (its Luhn
+# digit is wrong, so it is an order number rather than a card) and ALLOWED (an allowed value).
+PII_EMAIL = "jane.roe@example.org"
+PII_PHONE = "+1 415 555 2671"
+PII_SSN = "123-45-6789"
+PII_CARD = "4111 1111 1111 1111"
+PII_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2lnbmF0dXJlLXZhbHVl"
+PII_NOT_A_CARD = "4111 1111 1111 1112"
+PII_ALLOWED = "support@sluice.example"
 SCOPE_VERSION = "0.1"
 
 # Always cumulative, whatever OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE says.
@@ -204,11 +215,49 @@ def build_exporters(protocol: str, endpoint: str, timeout: float, gzip: bool):
     )
 
 
+def send_pii(tracer, logger, root) -> None:
+    """One span and two log records carrying personal data everywhere it hides: span name,
+    attributes (nested too), an event and its name, a link, the status message, a database
+    statement with literals, and log bodies as text and as a map. Counted by the caller: one
+    span, two logs."""
+    from opentelemetry.trace import Link
+
+    with tracer.start_as_current_span(
+        f"notify {PII_EMAIL}",
+        kind=SpanKind.CLIENT,
+        links=[Link(root.get_span_context(), {"linked.by": PII_EMAIL})],
+        attributes={
+            "user.email": PII_EMAIL,
+            "user.phone": PII_PHONE,
+            "payment": f"card {PII_CARD} charged",
+            "order.number": PII_NOT_A_CARD,
+            "auth.header": f"Bearer {PII_JWT}",
+            "support.email": PII_ALLOWED,
+            "db.statement": f"SELECT * FROM users WHERE email = '{PII_EMAIL}' AND ssn = '{PII_SSN}'",
+            "emails": [PII_EMAIL, "nobody"],
+        },
+    ) as span:
+        span.add_event(f"mailed {PII_EMAIL}", attributes={"ssn": PII_SSN})
+        span.set_status(Status(StatusCode.ERROR, f"card {PII_CARD} declined"))
+    logger.emit(
+        timestamp=time.time_ns(),
+        body=f"login by {PII_EMAIL} from {PII_PHONE}, ssn {PII_SSN}",
+        severity_number=SeverityNumber.INFO,
+        attributes={"user": PII_EMAIL},
+    )
+    logger.emit(
+        timestamp=time.time_ns(),
+        body={"event": "payment", "card": PII_CARD, "customer": {"email": PII_EMAIL, "order": PII_NOT_A_CARD}},
+        severity_number=SeverityNumber.INFO,
+    )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http)")
     p.add_argument("--protocol", required=True, choices=["grpc", "http"])
     p.add_argument("--compression", choices=["none", "gzip"], default="none", help="how the exporters compress")
+    p.add_argument("--pii", action="store_true", help="put personal data and secrets in spans, events, links and logs")
     p.add_argument("--service-name", required=True)
     p.add_argument("--spans", type=int, default=5, help="number of child spans (plus one root span)")
     p.add_argument("--logs", type=int, default=3, help="number of log records")
@@ -256,6 +305,8 @@ def main(argv=None) -> int:
     with tracer.start_as_current_span("root", kind=SpanKind.SERVER) as root:
         trace_id = format(root.get_span_context().trace_id, "032x")
         root_ctx = set_span_in_context(root)
+        if args.pii:
+            send_pii(tracer, logger, root)
         for i in range(args.spans):
             with tracer.start_as_current_span(
                 f"op-{i}",
@@ -311,11 +362,12 @@ def main(argv=None) -> int:
         meter_provider.shutdown(timeout_millis=timeout_ms)
 
     errors.extend(tally.failures)
-    want_spans = args.spans + 1
+    want_spans = args.spans + 1 + (1 if args.pii else 0)
+    want_logs = args.logs + (2 if args.pii else 0)
     if tally.exported["traces"] != want_spans:
         errors.append(f"traces: {tally.exported['traces']} span(s) exported successfully, expected {want_spans}")
-    if tally.exported["logs"] != args.logs:
-        errors.append(f"logs: {tally.exported['logs']} log record(s) exported successfully, expected {args.logs}")
+    if tally.exported["logs"] != want_logs:
+        errors.append(f"logs: {tally.exported['logs']} log record(s) exported successfully, expected {want_logs}")
     if args.metrics:
         # e2e.requests: 1 point (route=/a); e2e.latency: 1 histogram point.
         if tally.calls["metrics"] != 1:
@@ -332,7 +384,7 @@ def main(argv=None) -> int:
         )
         return 1
 
-    print(json.dumps({"trace_id": trace_id, "spans": want_spans, "logs": args.logs, "metrics": bool(args.metrics)}))
+    print(json.dumps({"trace_id": trace_id, "spans": want_spans, "logs": want_logs, "metrics": bool(args.metrics)}))
     return 0
 
 
