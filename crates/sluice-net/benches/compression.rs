@@ -17,7 +17,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use sluice_core::Signal;
-use sluice_net::{Compression, CompressionParams, Compressor};
+use sluice_net::{Coding, Compression, CompressionParams, Compressor, decompress};
 
 /// One candidate: its name, its level, and the function that compresses a whole buffer.
 struct Candidate {
@@ -160,8 +160,52 @@ fn median(candidate: &Candidate, input: &[u8], rounds: usize) -> Duration {
     times[times.len() / 2]
 }
 
+/// What receiving one compressed request of 100 spans costs: [`sluice_net::decompress`] with its
+/// size cap, as the receivers call it.
+fn decompression() {
+    let request =
+        sluice_fixtures::pool(Signal::Traces, 100, 1, sluice_fixtures::now_nanos()).remove(0);
+    println!();
+    println!(
+        "| coding (one request of 100 spans, {} bytes) | compressed bytes | µs to decompress | ns per span |",
+        request.len()
+    );
+    println!("|---|---:|---:|---:|");
+    let cases = [
+        (Coding::Gzip, sluice_gzip(&request, 1)),
+        (Coding::Zstd, zstd(&request, 3)),
+        (Coding::Snappy, snappy(&request, 0)),
+    ];
+    for (coding, body) in cases {
+        let out = decompress(coding, &body, 64 << 20).unwrap().unwrap();
+        assert!(out == request, "{coding:?} does not round-trip");
+        let mut times = Vec::new();
+        let started = Instant::now();
+        while times.len() < 200 || started.elapsed() < Duration::from_millis(300) {
+            let t = Instant::now();
+            std::hint::black_box(
+                decompress(coding, std::hint::black_box(&body), 64 << 20).unwrap(),
+            );
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let median = times[times.len() / 2].as_secs_f64();
+        println!(
+            "| {} | {} | {:.1} | {:.0} |",
+            coding.name(),
+            body.len(),
+            median * 1e6,
+            median * 1e9 / 100.0
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::var_os("QUICK").is_some();
+    if std::env::var_os("DECOMPRESSION").is_some() {
+        decompression();
+        return;
+    }
     let items = 8200;
     let rounds = if quick { 3 } else { 15 };
     let signals: &[Signal] = if quick {
@@ -192,4 +236,5 @@ fn main() {
             );
         }
     }
+    decompression();
 }

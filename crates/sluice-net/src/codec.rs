@@ -149,6 +149,44 @@ fn zstd_window_log(limit: usize) -> u32 {
     log.clamp(10, 27)
 }
 
+/// A body that is one Zstandard frame declaring its size, decompressed in one call into a buffer
+/// of exactly that size (no window to allocate), with a decompression context kept per thread:
+/// a streaming decoder made per request cost more than decompressing a typical request. `None`
+/// for other bodies (several frames, or no declared size), which the streaming decoder reads.
+fn zstd_whole(body: &[u8], limit: usize) -> Option<std::io::Result<Option<Vec<u8>>>> {
+    use std::cell::RefCell;
+    thread_local! {
+        static CONTEXT: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(body).ok()??;
+    if zstd::zstd_safe::find_frame_compressed_size(body).ok()? != body.len() {
+        return None;
+    }
+    let size = match usize::try_from(size) {
+        Ok(size) if size <= limit => size,
+        _ => return Some(Ok(None)),
+    };
+    Some(CONTEXT.with(|context| {
+        let mut context = context.borrow_mut();
+        if context.is_none() {
+            *context = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let decompressor = context
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no context"))?;
+        let mut out = Vec::with_capacity(size);
+        decompressor.decompress_to_buffer(body, &mut out)?;
+        if out.len() == size {
+            Ok(Some(out))
+        } else {
+            Err(std::io::Error::other(format!(
+                "the zstd frame declares {size} bytes and holds {}",
+                out.len()
+            )))
+        }
+    }))
+}
+
 /// Decompresses `body` into at most `limit` bytes; `Ok(None)` when the output would exceed it,
 /// so a small bomb cannot become a large allocation.
 ///
@@ -167,6 +205,11 @@ pub fn decompress(coding: Coding, body: &[u8], limit: usize) -> std::io::Result<
             .decompress_vec(body)
             .map(Some)
             .map_err(std::io::Error::other);
+    }
+    if coding == Coding::Zstd
+        && let Some(whole) = zstd_whole(body, limit)
+    {
+        return whole;
     }
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     let reader: Box<dyn Read + '_> = match coding {
@@ -293,6 +336,26 @@ mod tests {
             None,
             "lz4 is HTTP only, as in the Collector"
         );
+    }
+
+    #[test]
+    fn zstd_frames_that_declare_their_size_and_those_that_do_not_decode_alike() {
+        let one = zstd::bulk::compress(b"first frame, ", 3).unwrap();
+        let two = zstd::bulk::compress(b"second frame", 3).unwrap();
+        // One frame with its size: decoded in one call.
+        assert_eq!(
+            decompress(Coding::Zstd, &one, 100).unwrap().unwrap(),
+            b"first frame, "
+        );
+        // Two frames: the streaming decoder reads both.
+        let both = [one.as_slice(), two.as_slice()].concat();
+        assert_eq!(
+            decompress(Coding::Zstd, &both, 100).unwrap().unwrap(),
+            b"first frame, second frame"
+        );
+        assert_eq!(decompress(Coding::Zstd, &both, 20).unwrap(), None);
+        // A frame cut short is an error, not a short body.
+        assert!(decompress(Coding::Zstd, &one[..one.len() - 2], 100).is_err());
     }
 
     #[test]
