@@ -177,6 +177,22 @@ impl<'a> KeyValue<'a> {
         string(self.0, 1)
     }
 
+    /// The key and the value, in one pass over the attribute.
+    pub fn parts(&self) -> (&'a str, AnyValue<'a>) {
+        let (mut key, mut value) = (&[][..], None);
+        for f in each(self.0) {
+            match (f.number, f.wire_type) {
+                (1, 2) => key = f.value,
+                (2, 2) => value = Some(f.value),
+                _ => {}
+            }
+        }
+        (
+            std::str::from_utf8(key).unwrap_or_default(),
+            value.map_or(AnyValue::Empty, AnyValue::read),
+        )
+    }
+
     /// The value.
     pub fn value(&self) -> AnyValue<'a> {
         last_len(self.0, 2).map_or(AnyValue::Empty, AnyValue::read)
@@ -533,7 +549,10 @@ impl<'a> Span<'a> {
                 (6, 0) => out.kind = f.varint().unwrap_or(0) as i32,
                 (7, 1) => out.start_time_unix_nano = f.fixed64().unwrap_or(0),
                 (8, 1) => out.end_time_unix_nano = f.fixed64().unwrap_or(0),
-                (15, 2) => out.status_code = varint(f.value, 3) as i32,
+                (15, 2) => {
+                    out.status_code = varint(f.value, 3) as i32;
+                    out.status_message = string(f.value, 2);
+                }
                 _ => {}
             }
         }
@@ -565,6 +584,8 @@ pub struct SpanSummary<'a> {
     pub end_time_unix_nano: u64,
     /// `status.code`.
     pub status_code: i32,
+    /// `status.message`.
+    pub status_message: &'a str,
 }
 
 /// A `Span.Event` message.

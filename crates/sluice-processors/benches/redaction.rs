@@ -79,6 +79,11 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let sets = serde_json::json!({"allow_all_keys": true, "builtin_patterns": ["pii", "secrets"]});
     let cases = [
+        (
+            "walk_only_allow_all_keys_no_patterns",
+            serde_json::json!({"allow_all_keys": true}),
+            false,
+        ),
         ("pii_and_secrets_sets_no_pii", sets.clone(), false),
         ("pii_and_secrets_sets_pii_in_10_percent", sets, true),
         (

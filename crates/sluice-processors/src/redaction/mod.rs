@@ -42,6 +42,7 @@ use sluice_core::{
     ProcessorFactory, typed,
 };
 
+use self::patterns::Shape;
 use self::sanitize::Db;
 
 /// `processors.redaction`.
@@ -222,10 +223,12 @@ impl Hasher {
     }
 }
 
-/// A pattern whose matches are masked, with the check a match must pass (a built-in's).
+/// A pattern whose matches are masked: a user's (`blocked_values`) or a built-in, with the check
+/// a match must pass and the hint a text must pass for the regex to run at all.
 struct Blocked {
     regex: Regex,
     check: Option<fn(&str) -> bool>,
+    hint: Option<fn(&Shape, &str) -> bool>,
 }
 
 /// What happens to an attribute, by its key.
@@ -245,9 +248,12 @@ struct Rules {
     ignored_patterns: Option<RegexSet>,
     blocked_keys: Option<RegexSet>,
     allowed_values: Option<RegexSet>,
+    /// The user's patterns first (in `user_blocked`'s order), then the built-ins.
     blocked: Vec<Blocked>,
-    /// Every blocked pattern at once: one pass says whether a value needs a closer look.
-    any_blocked: Option<RegexSet>,
+    /// The user's `blocked_values` at once: one pass says which may match.
+    user_blocked: Option<RegexSet>,
+    /// Whether any built-in is on (a text's shape is then taken for their hints).
+    builtins: bool,
     hasher: Option<Hasher>,
     summary: Summary,
     redact_all_types: bool,
@@ -298,7 +304,11 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
     for (i, p) in c.blocked_values.iter().enumerate() {
         match Regex::new(p) {
             Ok(regex) => {
-                blocked.push(Blocked { regex, check: None });
+                blocked.push(Blocked {
+                    regex,
+                    check: None,
+                    hint: None,
+                });
                 sources.push(p.clone());
             }
             Err(e) => problems.push(Problem::error(
@@ -317,8 +327,8 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
                         blocked.push(Blocked {
                             regex: patterns::compile(b),
                             check: b.check,
+                            hint: Some(b.hint),
                         });
-                        sources.push(b.regex.to_owned());
                     }
                 }
             }
@@ -331,9 +341,10 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
             )),
         }
     }
-    let any_blocked = (!sources.is_empty())
+    let user_blocked = (!sources.is_empty())
         .then(|| RegexSet::new(&sources).ok())
         .flatten();
+    let builtins = !enabled.is_empty();
     let hasher = match c.hash_function.as_deref() {
         None | Some("" | "none") => None,
         Some("md5") => Some(Hasher::Md5),
@@ -444,7 +455,8 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         blocked_keys,
         allowed_values,
         blocked,
-        any_blocked,
+        user_blocked,
+        builtins,
         hasher,
         summary,
         redact_all_types: c.redact_all_types,
@@ -526,7 +538,8 @@ fn owned_scalar_text(value: &any_value::Value) -> Option<String> {
 
 impl Rules {
     fn key_action(&self, key: &str) -> KeyAction {
-        if self.ignored.contains(key)
+        // Empty sets are not consulted: hashing every key costs more than the rest of the check.
+        if (!self.ignored.is_empty() && self.ignored.contains(key))
             || self
                 .ignored_patterns
                 .as_ref()
@@ -563,15 +576,24 @@ impl Rules {
 
     /// `s` with every blocked part masked; `None` when nothing was.
     fn mask_blocked(&self, s: &str) -> Option<String> {
-        let set = self.any_blocked.as_ref()?;
-        if !set.is_match(s) {
+        if self.blocked.is_empty() {
             return None;
         }
+        let user = self.user_blocked.as_ref().map(|set| set.matches(s));
+        let shape = if self.builtins {
+            Shape::of(s)
+        } else {
+            Shape::default()
+        };
         let mut current = Cow::Borrowed(s);
-        for index in set.matches(s).iter() {
-            let Some(b) = self.blocked.get(index) else {
-                continue;
+        for (index, b) in self.blocked.iter().enumerate() {
+            let candidate = match b.hint {
+                Some(hint) => hint(&shape, s),
+                None => user.as_ref().is_some_and(|m| m.matched(index)),
             };
+            if !candidate {
+                continue;
+            }
             let replaced = b.regex.replace_all(&current, |caps: &regex::Captures<'_>| {
                 let m = &caps[0];
                 if b.check.is_none_or(|check| check(m)) {
@@ -599,7 +621,10 @@ impl Rules {
         sanitizers: Sanitizers<'_>,
     ) -> Option<String> {
         let mut current = Cow::Borrowed(s);
-        if sanitizers.url || key.is_some_and(|k| self.url_attributes.contains(k)) {
+        if sanitizers.url
+            || (!self.url_attributes.is_empty()
+                && key.is_some_and(|k| self.url_attributes.contains(k)))
+        {
             let sanitized = sanitize::url(&current);
             if sanitized != *current {
                 current = Cow::Owned(sanitized);
@@ -633,20 +658,20 @@ impl Rules {
     /// Whether redaction would change an attribute list.
     fn attributes_change<'a>(&self, attributes: impl Iterator<Item = view::KeyValue<'a>>) -> bool {
         for kv in attributes {
-            let key = kv.key();
+            let (key, value) = kv.parts();
             match self.key_action(key) {
                 KeyAction::Ignore if self.summary_on() => return true,
                 KeyAction::Ignore => {}
                 KeyAction::Redact => return true,
                 KeyAction::Mask => {
                     let allowed =
-                        matches!(kv.value(), view::AnyValue::String(s) if self.is_allowed_value(s));
+                        matches!(value, view::AnyValue::String(s) if self.is_allowed_value(s));
                     if !allowed || self.summary_on() {
                         return true;
                     }
                 }
                 KeyAction::Check => {
-                    if self.value_changes(key, &kv.value()) {
+                    if self.value_changes(key, &value) {
                         return true;
                     }
                 }
@@ -679,12 +704,14 @@ impl Rules {
     }
 
     fn span_changes(&self, span: &view::Span<'_>) -> bool {
+        let summary = span.summary();
+        let db = !self.db_span_names.is_empty() && is_db_span(span.attributes());
         self.attributes_change(span.attributes())
             || self.text_changes(
-                span.name(),
-                self.span_name_sanitizers(span.kind(), span.name(), is_db_span(span.attributes())),
+                summary.name,
+                self.span_name_sanitizers(summary.kind, summary.name, db),
             )
-            || self.text_changes(span.status_message(), Sanitizers::NONE)
+            || self.text_changes(summary.status_message, Sanitizers::NONE)
             || span.events().any(|e| {
                 self.attributes_change(e.attributes())
                     || self.text_changes(e.name(), Sanitizers::NONE)
@@ -943,10 +970,11 @@ impl Rules {
     ) {
         let mut tally = Tally::default();
         self.redact_attributes(&mut span.attributes, &mut tally, "");
-        let db = span
-            .attributes
-            .iter()
-            .any(|kv| DB_SYSTEM.contains(&kv.key.as_str()));
+        let db = !self.db_span_names.is_empty()
+            && span
+                .attributes
+                .iter()
+                .any(|kv| DB_SYSTEM.contains(&kv.key.as_str()));
         let sanitizers = self.span_name_sanitizers(span.kind, &span.name, db);
         self.redact_named_text(&mut span.name, sanitizers, &mut tally, "name");
         if let Some(status) = span.status.as_mut() {
