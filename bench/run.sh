@@ -107,7 +107,7 @@ prometheus_samples() {
 # sluice, and what rotel sends whatever its flag says); in the sluice-only rows, none (`*-plain`)
 # or zstd (`*-zstd-out`).
 otlp_compression() {
-  case "$1" in *-plain) echo none ;; *-zstd-out) echo zstd ;; *) echo gzip ;; esac
+  case "$1" in *-plain|*-plain-*) echo none ;; *-zstd-out) echo zstd ;; *) echo gzip ;; esac
 }
 
 # How the load generator compresses what it sends: gzip (`*-gzip-in`), zstd (`*-zstd-in`) or not.
@@ -158,6 +158,13 @@ run() {
     local exporters exporter exe=$bin/sluice
     [ "$collector" = sluice-baseline ] && exe=$BASELINE
     exporters=$(exporter_config "$scenario"); exporter=$(exporter_id "$scenario")
+    # `*-redaction`: the redaction processor with the built-in pii and secrets sets, before batch.
+    local redaction="" chain="memory_limiter, resource, batch"
+    case "$scenario" in
+      *-redaction)
+        redaction="  redaction: { allow_all_keys: true, builtin_patterns: [pii, secrets] }"
+        chain="memory_limiter, resource, redaction, batch" ;;
+    esac
     cat > "$out/sluice.yaml" <<EOF
 receivers:
   otlp:
@@ -169,11 +176,12 @@ processors:
   resource:
     attributes: [{ key: bench.collector, value: sluice, action: upsert }]
   batch: { send_batch_size: 8192, timeout: 200ms }
+$redaction
 exporters:
 $exporters
 service:
   pipelines:
-    $signal: { receivers: [otlp], processors: [memory_limiter, resource, batch], exporters: [$exporter] }
+    $signal: { receivers: [otlp], processors: [$chain], exporters: [$exporter] }
   telemetry: { metrics: { address: "" }, logs: { level: warn } }
 EOF
     $collector_cpu "$exe" --config "$out/sluice.yaml" > "$out/collector.log" 2>&1 &
@@ -245,6 +253,9 @@ scenarios+=("traces-grpc-gzip-in traces grpc" "traces-grpc-zstd-in traces grpc")
 # Sluice alone without compressing its export (rotel compresses whatever its flag says), and
 # exporting with zstd (rotel's OTLP exporter has gzip only):
 scenarios+=("traces-grpc-plain traces grpc" "traces-grpc-zstd-out traces grpc")
+# What the redaction processor costs (built-in pii and secrets sets, no personal data in the
+# load), beside traces-grpc-plain:
+scenarios+=("traces-grpc-plain-redaction traces grpc")
 # Sluice alone into real backends (rotel has no Jaeger gRPC or remote-write exporter to compare):
 # COLLECTORS=sluice SCENARIOS="traces-50k-per-second-jaeger metrics-20k-per-second-prometheus"
 backends=("traces-50k-per-second-jaeger traces grpc 50000" "metrics-20k-per-second-prometheus metrics grpc 20000")
@@ -274,7 +285,7 @@ for rep in $(seq 1 "$REPS"); do
       # rotel has no persistent queue, Jaeger gRPC exporter or remote-write exporter to compare,
       # does not send uncompressed, and its OTLP exporter has gzip only.
       # rotel answers zstd-compressed gRPC requests with UNIMPLEMENTED (measured).
-      case "$name" in *-disk-*|*-jaeger|*-prometheus|*-plain|*-zstd-out|*-zstd-in) [ "$c" = rotel ] && continue ;; esac
+      case "$name" in *-disk-*|*-jaeger|*-prometheus|*-plain|*-plain-*|*-zstd-out|*-zstd-in) [ "$c" = rotel ] && continue ;; esac
       run "$c" "$name" "$signal" "$protocol" "${rate:-}"
     done
   done
