@@ -45,8 +45,8 @@ use sluice_core::{
 use self::patterns::Shape;
 use self::sanitize::Db;
 
-/// `processors.redaction`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `processors.redaction`. Its `Debug` leaves out `hmac_key`.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactionConfig {
     /// Keep every attribute key; `allowed_keys` is then not consulted. Values are still checked.
@@ -100,6 +100,27 @@ pub struct RedactionConfig {
     /// Replace the literals of database statements.
     #[serde(default)]
     pub db_sanitizer: Option<DbSanitizerConfig>,
+}
+
+impl std::fmt::Debug for RedactionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedactionConfig")
+            .field("allow_all_keys", &self.allow_all_keys)
+            .field("allowed_keys", &self.allowed_keys)
+            .field("ignored_keys", &self.ignored_keys)
+            .field("ignored_key_patterns", &self.ignored_key_patterns)
+            .field("blocked_key_patterns", &self.blocked_key_patterns)
+            .field("blocked_values", &self.blocked_values)
+            .field("allowed_values", &self.allowed_values)
+            .field("builtin_patterns", &self.builtin_patterns)
+            .field("hash_function", &self.hash_function)
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
+            .field("summary", &self.summary)
+            .field("redact_all_types", &self.redact_all_types)
+            .field("url_sanitizer", &self.url_sanitizer)
+            .field("db_sanitizer", &self.db_sanitizer)
+            .finish()
+    }
 }
 
 /// `url_sanitizer`.

@@ -526,6 +526,18 @@ fn data_point_and_exemplar_attributes_are_redacted() {
 }
 
 #[test]
+fn the_hmac_key_never_shows_in_debug_output() {
+    let c: RedactionConfig = serde_json::from_value(serde_json::json!({
+        "hash_function": "hmac-sha256",
+        "hmac_key": "a-very-secret-key-of-32-bytes-xx",
+    }))
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("a-very-secret"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
+
+#[test]
 fn invalid_configs_are_refused_with_paths() {
     let problems = RedactionFactory.check(
         "processors.redaction",
