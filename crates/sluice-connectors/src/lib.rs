@@ -4,7 +4,6 @@
 //!
 //! This crate must not depend on any other component crate.
 
-mod condition;
 mod forward;
 mod routing;
 

@@ -4,7 +4,7 @@
 //! `default_pipelines`, `error_mode`). A batch is split with `Batch::group_by`, so a batch whose
 //! items all take one route is handed on as it is, and nothing is decoded.
 //!
-//! Conditions are the OTTL subset of [`crate::condition`]. The `request` context (routing by
+//! Conditions are the OTTL subset of `sluice_ottl`. The `request` context (routing by
 //! the client's headers) needs request metadata carried with the data, which sluice's receivers
 //! do not do yet: it is refused by `sluice validate`, as is anything else not supported.
 
@@ -20,7 +20,7 @@ use sluice_core::{
     Consumer, Fanout, FanoutPolicy, Signal, metrics as names, typed,
 };
 
-use crate::condition::{self, Condition, Scope};
+use sluice_ottl::{Condition, Scope, Subject};
 
 /// `connectors.routing`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +73,7 @@ pub struct RouteConfig {
 fn context_signals(scope: Scope) -> &'static [Signal] {
     match scope {
         Scope::Resource => &[Signal::Traces, Signal::Metrics, Signal::Logs],
-        Scope::Span => &[Signal::Traces],
+        Scope::Span | Scope::SpanEvent => &[Signal::Traces],
         Scope::Log => &[Signal::Logs],
         Scope::Metric | Scope::DataPoint => &[Signal::Metrics],
     }
@@ -103,7 +103,7 @@ fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec
                 "the `request` context (routing by client headers) is not supported yet: sluice's receivers do not carry request metadata with the data; route by a resource attribute instead",
             ));
             continue;
-        } else if let Some(scope) = Scope::parse(context) {
+        } else if let Some(scope) = Scope::parse(context).filter(|s| *s != Scope::SpanEvent) {
             scope
         } else {
             problems.push(Problem::error(
@@ -115,9 +115,9 @@ fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec
             continue;
         };
         let parsed = match (&route.statement, &route.condition) {
-            (Some(statement), None) => condition::parse_statement(statement, scope)
+            (Some(statement), None) => sluice_ottl::parse_statement(statement, scope)
                 .map_err(|e| (format!("{at}.statement"), e.to_string())),
-            (None, Some(text)) => condition::parse(text, scope)
+            (None, Some(text)) => sluice_ottl::parse(text, scope)
                 .map_err(|e| (format!("{at}.condition"), e.to_string())),
             _ => Err((
                 at.clone(),
@@ -284,7 +284,11 @@ impl Consumer for Router {
             let target = self
                 .active
                 .iter()
-                .position(|&r| self.routes[r].condition.holds(context, item))
+                .position(|&r| {
+                    self.routes[r]
+                        .condition
+                        .holds(&Subject::Item(context, item))
+                })
                 .unwrap_or(DEFAULT);
             last = Some((resource, target));
             target

@@ -72,6 +72,13 @@ pub const PROCESSOR_OUTGOING_ITEMS: &str = "otelcol_processor_outgoing_items";
 pub const EXPORTER_QUEUE_SIZE: &str = "otelcol_exporter_queue_size";
 /// Capacity of an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
 pub const EXPORTER_QUEUE_CAPACITY: &str = "otelcol_exporter_queue_capacity";
+/// Spans the `filter` processor dropped (`filter`: the processor's id). The Collector names it
+/// `otelcol_processor_filter_spans.filtered`; Prometheus names cannot hold the dot.
+pub const FILTER_SPANS_FILTERED: &str = "otelcol_processor_filter_spans_filtered";
+/// Data points the `filter` processor dropped (`filter`).
+pub const FILTER_DATAPOINTS_FILTERED: &str = "otelcol_processor_filter_datapoints_filtered";
+/// Log records the `filter` processor dropped (`filter`).
+pub const FILTER_LOGS_FILTERED: &str = "otelcol_processor_filter_logs_filtered";
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
 /// sluice's own: the Collector's redaction processor has no metrics.
 pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";

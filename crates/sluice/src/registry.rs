@@ -8,7 +8,8 @@ use sluice_core::{
     ConnectorFactory, ExporterFactory, ExtensionFactory, ProcessorFactory, ReceiverFactory, Signal,
 };
 use sluice_processors::{
-    BatchFactory, MemoryLimiterFactory, MemoryProbe, RedactionFactory, ResourceFactory,
+    AttributesFactory, BatchFactory, FilterFactory, MemoryLimiterFactory, MemoryProbe,
+    RedactionFactory, ResourceFactory,
 };
 
 use crate::health::HealthCheckFactory;
@@ -32,6 +33,8 @@ impl Registry {
                 Arc::new(ResourceFactory),
                 Arc::new(BatchFactory),
                 Arc::new(RedactionFactory),
+                Arc::new(AttributesFactory),
+                Arc::new(FilterFactory),
             ],
             exporters: vec![
                 Arc::new(sluice_otlp::OtlpExporterFactory),

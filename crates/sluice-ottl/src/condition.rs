@@ -1,12 +1,16 @@
-//! The routing conditions: the subset of OTTL conditions that routing tables use, evaluated
-//! against the item views of `sluice_core::view` without decoding anything.
+//! OTTL conditions, evaluated against the item views of `sluice_core::view` without decoding
+//! anything.
 //!
-//! Grammar: comparisons `path op literal` (`==`, `!=`, `<`, `<=`, `>`, `>=`) joined by `and`,
-//! `or`, `not` and parentheses, plus `true` and `false`. Paths by context:
+//! Grammar: comparisons `path op literal` (`==`, `!=`, `<`, `<=`, `>`, `>=`) and the functions
+//! `IsMatch(path, "regex")`, `IsString(path)`, `IsInt(path)`, `IsDouble(path)`, `IsBool(path)`,
+//! `IsMap(path)`, `IsList(path)`, joined by `and`, `or`, `not` and parentheses, plus `true` and
+//! `false`. Paths by context:
 //! - `resource`: `attributes["k"]`;
 //! - `span`: `name`, `kind`, `status.code`, `attributes["k"]`, `resource.attributes["k"]`,
 //!   `instrumentation_scope.name`;
-//! - `log`: `severity_number`, `severity_text`, `body`, `event_name`, `attributes["k"]`,
+//! - `spanevent`: `name`, `attributes["k"]`, `span.name`, `resource.attributes["k"]`,
+//!   `instrumentation_scope.name`;
+//! - `log` (or `log_record`): `severity_number`, `severity_text`, `body`, `event_name`, `attributes["k"]`,
 //!   `resource.attributes["k"]`, `instrumentation_scope.name`;
 //! - `metric`: `name`, `unit`, `resource.attributes["k"]`, `instrumentation_scope.name`;
 //! - `datapoint`: `attributes["k"]`, `metric.name`, `resource.attributes["k"]`.
@@ -16,33 +20,42 @@
 //! different types are never equal, and a missing attribute is `nil`. Anything else is refused
 //! when the configuration is checked, naming what is not supported.
 
-use sluice_core::view::{AnyValue, Context, Item};
+use sluice_core::view::{self, AnyValue, Context, Item};
 
 /// Why a condition does not parse, in words for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct ConditionError(String);
+pub struct ConditionError(String);
 
 fn fail<T>(message: impl Into<String>) -> Result<T, ConditionError> {
     Err(ConditionError(message.into()))
 }
 
-/// Where a condition is evaluated (`table.context`).
+/// Where a condition is evaluated: OTTL's context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
+pub enum Scope {
+    /// A resource (`resource`).
     Resource,
+    /// A span (`span`).
     Span,
+    /// A span event (`spanevent`).
+    SpanEvent,
+    /// A log record (`log`, `log_record`).
     Log,
+    /// A metric (`metric`).
     Metric,
+    /// A data point (`datapoint`).
     DataPoint,
 }
 
 impl Scope {
-    pub(crate) fn parse(name: &str) -> Option<Scope> {
+    /// The context a name denotes.
+    pub fn parse(name: &str) -> Option<Scope> {
         Some(match name {
             "resource" => Scope::Resource,
             "span" => Scope::Span,
-            "log" => Scope::Log,
+            "spanevent" => Scope::SpanEvent,
+            "log" | "log_record" => Scope::Log,
             "metric" => Scope::Metric,
             "datapoint" => Scope::DataPoint,
             _ => return None,
@@ -50,9 +63,19 @@ impl Scope {
     }
 
     /// Whether the decision is the same for every item of a resource (or of a metric).
-    pub(crate) fn per_resource(self) -> bool {
+    pub fn per_resource(self) -> bool {
         self == Scope::Resource
     }
+}
+
+/// What a condition is evaluated against: an item in its context, or a span event of a span.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'s, 'a> {
+    /// A span, log record or data point (and, for the `resource` and `metric` contexts, the
+    /// resource or metric around it).
+    Item(&'s Context<'a>, &'s Item<'a>),
+    /// A span event, with its span.
+    Event(&'s Context<'a>, &'s view::Span<'a>, &'s view::SpanEvent<'a>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +92,7 @@ pub(crate) enum Path {
     EventName,
     MetricName,
     Unit,
+    SpanName,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,14 +114,47 @@ pub(crate) enum Op {
     Ge,
 }
 
-/// A parsed condition.
+/// The type tests and `IsMatch` of OTTL's converters.
+#[derive(Debug, Clone)]
+pub(crate) enum Function {
+    Match(regex::Regex),
+    String,
+    Int,
+    Double,
+    Bool,
+    Map,
+    List,
+}
+
+impl PartialEq for Function {
+    fn eq(&self, other: &Function) -> bool {
+        match (self, other) {
+            (Function::Match(a), Function::Match(b)) => a.as_str() == b.as_str(),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+/// A parsed condition, ready to evaluate.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Condition {
+pub struct Condition(pub(crate) Expr);
+
+impl Condition {
+    /// Whether the subject meets the condition.
+    pub fn holds(&self, subject: &Subject<'_, '_>) -> bool {
+        self.0.holds(subject)
+    }
+}
+
+/// A condition's syntax tree.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Expr {
     Const(bool),
     Compare(Path, Op, Literal),
-    And(Box<Condition>, Box<Condition>),
-    Or(Box<Condition>, Box<Condition>),
-    Not(Box<Condition>),
+    Call(Function, Path),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,30 +264,30 @@ impl Parser {
         }
     }
 
-    fn or(&mut self) -> Result<Condition, ConditionError> {
+    fn or(&mut self) -> Result<Expr, ConditionError> {
         let mut left = self.and()?;
         while self.keyword("or") {
-            left = Condition::Or(Box::new(left), Box::new(self.and()?));
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
         }
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Condition, ConditionError> {
+    fn and(&mut self) -> Result<Expr, ConditionError> {
         let mut left = self.not()?;
         while self.keyword("and") {
-            left = Condition::And(Box::new(left), Box::new(self.not()?));
+            left = Expr::And(Box::new(left), Box::new(self.not()?));
         }
         Ok(left)
     }
 
-    fn not(&mut self) -> Result<Condition, ConditionError> {
+    fn not(&mut self) -> Result<Expr, ConditionError> {
         if self.keyword("not") {
-            return Ok(Condition::Not(Box::new(self.not()?)));
+            return Ok(Expr::Not(Box::new(self.not()?)));
         }
         self.primary()
     }
 
-    fn primary(&mut self) -> Result<Condition, ConditionError> {
+    fn primary(&mut self) -> Result<Expr, ConditionError> {
         if matches!(self.peek(), Some(Token::Sym("("))) {
             self.at += 1;
             let inner = self.or()?;
@@ -238,10 +295,16 @@ impl Parser {
             return Ok(inner);
         }
         if self.keyword("true") {
-            return Ok(Condition::Const(true));
+            return Ok(Expr::Const(true));
         }
         if self.keyword("false") {
-            return Ok(Condition::Const(false));
+            return Ok(Expr::Const(false));
+        }
+        if let (Some(Token::Ident(name)), Some(Token::Sym("("))) =
+            (self.peek().cloned(), self.tokens.get(self.at + 1).cloned())
+        {
+            self.at += 2;
+            return self.call(&name);
         }
         let path = self.path()?;
         let op = match self.next() {
@@ -259,7 +322,44 @@ impl Parser {
             }
         };
         let literal = self.literal()?;
-        Ok(Condition::Compare(path, op, literal))
+        Ok(Expr::Compare(path, op, literal))
+    }
+
+    /// A function call, after its `(`.
+    fn call(&mut self, name: &str) -> Result<Expr, ConditionError> {
+        let path = self.path()?;
+        let function = match name {
+            "IsMatch" => {
+                self.expect(",")?;
+                let pattern = match self.next() {
+                    Some(Token::Str(s)) => s,
+                    other => {
+                        return fail(format!(
+                            "IsMatch takes a quoted regular expression, found {}",
+                            describe(other.as_ref())
+                        ));
+                    }
+                };
+                Function::Match(regex::Regex::new(&pattern).map_err(|e| {
+                    ConditionError(format!(
+                        "`{pattern}` is not a valid regular expression: {e}"
+                    ))
+                })?)
+            }
+            "IsString" => Function::String,
+            "IsInt" => Function::Int,
+            "IsDouble" => Function::Double,
+            "IsBool" => Function::Bool,
+            "IsMap" => Function::Map,
+            "IsList" => Function::List,
+            other => {
+                return fail(format!(
+                    "the OTTL function `{other}` is not supported; sluice supports IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap and IsList"
+                ));
+            }
+        };
+        self.expect(")")?;
+        Ok(Expr::Call(function, path))
     }
 
     fn key(&mut self) -> Result<String, ConditionError> {
@@ -281,11 +381,6 @@ impl Parser {
         let mut words = Vec::new();
         loop {
             match self.next() {
-                Some(Token::Ident(w)) if matches!(self.peek(), Some(Token::Sym("("))) => {
-                    return fail(format!(
-                        "OTTL functions (`{w}(...)`) are not supported in routing conditions yet; compare a path with a value"
-                    ));
-                }
                 Some(Token::Ident(w)) => words.push(w),
                 other => {
                     return fail(format!(
@@ -305,14 +400,21 @@ impl Parser {
         use Scope as S;
         let path = match (self.scope, words.as_slice(), keyed) {
             (S::Resource, ["attributes"], true) => Path::ResourceAttribute(self.key()?),
-            (S::Span | S::Log | S::DataPoint, ["attributes"], true) => Path::Attribute(self.key()?),
-            (S::Span | S::Log | S::Metric | S::DataPoint, ["resource", "attributes"], true) => {
-                Path::ResourceAttribute(self.key()?)
+            (S::Span | S::SpanEvent | S::Log | S::DataPoint, ["attributes"], true) => {
+                Path::Attribute(self.key()?)
             }
-            (S::Span | S::Log | S::Metric, ["instrumentation_scope", "name"], false) => {
-                Path::ScopeName
-            }
-            (S::Span | S::Metric, ["name"], false) => Path::Name,
+            (
+                S::Span | S::SpanEvent | S::Log | S::Metric | S::DataPoint,
+                ["resource", "attributes"],
+                true,
+            ) => Path::ResourceAttribute(self.key()?),
+            (
+                S::Span | S::SpanEvent | S::Log | S::Metric,
+                ["instrumentation_scope", "name"],
+                false,
+            ) => Path::ScopeName,
+            (S::Span | S::SpanEvent | S::Metric, ["name"], false) => Path::Name,
+            (S::SpanEvent, ["span", "name"], false) => Path::SpanName,
             (S::Span, ["kind"], false) => Path::Kind,
             (S::Span, ["status", "code"], false) => Path::StatusCode,
             (S::Log, ["severity_number"], false) => Path::SeverityNumber,
@@ -365,6 +467,7 @@ fn scope_name(scope: Scope) -> &'static str {
     match scope {
         Scope::Resource => "resource",
         Scope::Span => "span",
+        Scope::SpanEvent => "spanevent",
         Scope::Log => "log",
         Scope::Metric => "metric",
         Scope::DataPoint => "datapoint",
@@ -415,7 +518,10 @@ fn enum_value(name: &str) -> Option<i64> {
 }
 
 /// Parses an OTTL condition in `scope`.
-pub(crate) fn parse(text: &str, scope: Scope) -> Result<Condition, ConditionError> {
+///
+/// # Errors
+/// What does not parse, or is outside the subset, named.
+pub fn parse(text: &str, scope: Scope) -> Result<Condition, ConditionError> {
     let mut parser = Parser {
         tokens: tokens(text)?,
         at: 0,
@@ -428,11 +534,14 @@ pub(crate) fn parse(text: &str, scope: Scope) -> Result<Condition, ConditionErro
             describe(parser.peek())
         ));
     }
-    Ok(condition)
+    Ok(Condition(condition))
 }
 
 /// Parses an OTTL routing statement, `route() where <condition>`.
-pub(crate) fn parse_statement(text: &str, scope: Scope) -> Result<Condition, ConditionError> {
+///
+/// # Errors
+/// As [`parse`], and a statement that is not `route()`.
+pub fn parse_statement(text: &str, scope: Scope) -> Result<Condition, ConditionError> {
     let rest = text.trim_start();
     let Some(rest) = rest.strip_prefix("route()") else {
         return fail("a routing statement reads `route() where <condition>`");
@@ -440,7 +549,7 @@ pub(crate) fn parse_statement(text: &str, scope: Scope) -> Result<Condition, Con
     let rest = rest.trim_start();
     match rest.strip_prefix("where") {
         Some(condition) if condition.starts_with(char::is_whitespace) => parse(condition, scope),
-        _ if rest.is_empty() => Ok(Condition::Const(true)),
+        _ if rest.is_empty() => Ok(Condition(Expr::Const(true))),
         _ => fail("a routing statement reads `route() where <condition>`"),
     }
 }
@@ -466,37 +575,51 @@ fn from_any(value: Option<AnyValue<'_>>) -> Val<'_> {
     }
 }
 
-fn read<'a>(path: &Path, context: &Context<'a>, item: &Item<'a>) -> Val<'a> {
-    let attribute = |key: &str| match item {
-        Item::Span(s) => s.attribute(key),
-        Item::Log(l) => l.attribute(key),
-        Item::Point(p) => p.attribute(key),
+fn read<'a>(path: &Path, subject: &Subject<'_, 'a>) -> Option<AnyValue<'a>> {
+    let str_value = |s: &'a str| Some(AnyValue::String(s));
+    let (context, item) = match subject {
+        Subject::Item(context, item) => (*context, Some(*item)),
+        Subject::Event(context, span, event) => {
+            return match path {
+                Path::Attribute(key) => event
+                    .attributes()
+                    .find(|kv| kv.key() == key)
+                    .map(|kv| kv.value()),
+                Path::Name => str_value(event.name()),
+                Path::SpanName => str_value(span.name()),
+                Path::ResourceAttribute(key) => context.resource.attribute(key),
+                Path::ScopeName => str_value(context.scope.name()),
+                _ => None,
+            };
+        }
     };
+    let item = item?;
     match path {
-        Path::Attribute(key) => from_any(attribute(key)),
-        Path::ResourceAttribute(key) => from_any(context.resource.attribute(key)),
-        Path::ScopeName => Val::Str(context.scope.name()),
-        Path::Name => match (item, context.metric) {
-            (Item::Span(s), _) => Val::Str(s.name()),
-            (_, Some(m)) => Val::Str(m.name()),
-            _ => Val::Nil,
+        Path::Attribute(key) => match item {
+            Item::Span(s) => s.attribute(key),
+            Item::Log(l) => l.attribute(key),
+            Item::Point(p) => p.attribute(key),
         },
-        Path::MetricName => context.metric.map_or(Val::Nil, |m| Val::Str(m.name())),
-        Path::Unit => context.metric.map_or(Val::Nil, |m| Val::Str(m.unit())),
-        Path::Kind => item
-            .as_span()
-            .map_or(Val::Nil, |s| Val::Int(s.kind().into())),
+        Path::ResourceAttribute(key) => context.resource.attribute(key),
+        Path::ScopeName => str_value(context.scope.name()),
+        Path::Name => match (item, context.metric) {
+            (Item::Span(s), _) => str_value(s.name()),
+            (_, Some(m)) => str_value(m.name()),
+            _ => None,
+        },
+        Path::SpanName => None,
+        Path::MetricName => context.metric.and_then(|m| str_value(m.name())),
+        Path::Unit => context.metric.and_then(|m| str_value(m.unit())),
+        Path::Kind => item.as_span().map(|s| AnyValue::Int(s.kind().into())),
         Path::StatusCode => item
             .as_span()
-            .map_or(Val::Nil, |s| Val::Int(s.status_code().into())),
+            .map(|s| AnyValue::Int(s.status_code().into())),
         Path::SeverityNumber => item
             .as_log()
-            .map_or(Val::Nil, |l| Val::Int(l.severity_number().into())),
-        Path::SeverityText => item
-            .as_log()
-            .map_or(Val::Nil, |l| Val::Str(l.severity_text())),
-        Path::Body => item.as_log().map_or(Val::Nil, |l| from_any(Some(l.body()))),
-        Path::EventName => item.as_log().map_or(Val::Nil, |l| Val::Str(l.event_name())),
+            .map(|l| AnyValue::Int(l.severity_number().into())),
+        Path::SeverityText => item.as_log().and_then(|l| str_value(l.severity_text())),
+        Path::Body => item.as_log().map(|l| l.body()),
+        Path::EventName => item.as_log().and_then(|l| str_value(l.event_name())),
     }
 }
 
@@ -523,17 +646,30 @@ fn compare(left: Val<'_>, op: Op, right: &Literal) -> bool {
     }
 }
 
-impl Condition {
-    /// Whether the item (in its context) meets the condition.
-    pub(crate) fn holds(&self, context: &Context<'_>, item: &Item<'_>) -> bool {
+impl Expr {
+    fn holds(&self, subject: &Subject<'_, '_>) -> bool {
         match self {
-            Condition::Const(b) => *b,
-            Condition::Compare(path, op, literal) => {
-                compare(read(path, context, item), *op, literal)
+            Expr::Const(b) => *b,
+            Expr::Compare(path, op, literal) => {
+                compare(from_any(read(path, subject)), *op, literal)
             }
-            Condition::And(a, b) => a.holds(context, item) && b.holds(context, item),
-            Condition::Or(a, b) => a.holds(context, item) || b.holds(context, item),
-            Condition::Not(a) => !a.holds(context, item),
+            Expr::Call(function, path) => {
+                let value = read(path, subject);
+                match function {
+                    Function::Match(r) => value
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|s| r.is_match(s)),
+                    Function::String => matches!(value, Some(AnyValue::String(_))),
+                    Function::Int => matches!(value, Some(AnyValue::Int(_))),
+                    Function::Double => matches!(value, Some(AnyValue::Double(_))),
+                    Function::Bool => matches!(value, Some(AnyValue::Bool(_))),
+                    Function::Map => matches!(value, Some(AnyValue::Kvlist(_))),
+                    Function::List => matches!(value, Some(AnyValue::Array(_))),
+                }
+            }
+            Expr::And(a, b) => a.holds(subject) && b.holds(subject),
+            Expr::Or(a, b) => a.holds(subject) || b.holds(subject),
+            Expr::Not(a) => !a.holds(subject),
         }
     }
 }
@@ -564,8 +700,10 @@ mod tests {
             parse(text, scope).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
         assert_eq!(
-            parse_statement(r#"route() where attributes["a"] == "b""#, Scope::Resource).unwrap(),
-            Condition::Compare(
+            parse_statement(r#"route() where attributes["a"] == "b""#, Scope::Resource)
+                .unwrap()
+                .0,
+            Expr::Compare(
                 Path::ResourceAttribute("a".into()),
                 Op::Eq,
                 Literal::Str("b".into())
@@ -577,12 +715,48 @@ mod tests {
     }
 
     #[test]
+    fn parses_functions_and_the_spanevent_and_log_record_contexts() {
+        for (text, scope) in [
+            (
+                r#"IsMatch(attributes["http.route"], "^/health")"#,
+                Scope::Span,
+            ),
+            (r#"IsString(body) and not IsMap(body)"#, Scope::Log),
+            (
+                r#"IsInt(attributes["n"]) or IsDouble(attributes["n"]) or IsBool(attributes["b"])"#,
+                Scope::DataPoint,
+            ),
+            (r#"IsList(attributes["tags"])"#, Scope::Span),
+            (
+                r#"name == "cache.miss" and span.name == "GET /""#,
+                Scope::SpanEvent,
+            ),
+        ] {
+            parse(text, scope).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        assert_eq!(Scope::parse("log_record"), Some(Scope::Log));
+        assert_eq!(Scope::parse("spanevent"), Some(Scope::SpanEvent));
+        let err = parse("span.name == \"x\"", Scope::Span)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`span.name` is not a path sluice supports in the `span` context"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn refuses_what_it_does_not_support_naming_it() {
         for (text, scope, message) in [
             (
-                r#"IsMatch(attributes["a"], "x")"#,
+                r#"Concat(attributes["a"], "x")"#,
                 Scope::Resource,
-                "OTTL functions (`IsMatch(...)`) are not supported",
+                "the OTTL function `Concat` is not supported",
+            ),
+            (
+                r#"IsMatch(attributes["a"], "(")"#,
+                Scope::Resource,
+                "is not a valid regular expression",
             ),
             (
                 "severity_number < 9",

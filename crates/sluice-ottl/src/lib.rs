@@ -1,0 +1,9 @@
+//! The subset of the OpenTelemetry Transformation Language (OTTL) that sluice understands, shared
+//! by the components that take OTTL (the `routing` connector, the `filter` processor): conditions
+//! parsed once and evaluated against the encoded items of `sluice_core::view`, without decoding.
+//! What the subset does not cover is refused when the configuration is checked, naming it. Not a
+//! component.
+
+mod condition;
+
+pub use condition::{Condition, ConditionError, Scope, Subject, parse, parse_statement};
