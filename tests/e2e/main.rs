@@ -12,6 +12,7 @@ mod jaeger;
 mod overload;
 mod pipeline;
 mod postgres;
+mod processors;
 mod prometheus;
 mod python_sdk;
 mod redaction;
