@@ -1,6 +1,7 @@
-//! The `filter` and `attributes` processors through the real binary: health-check spans and
+//! The `filter`, `attributes` and `transform` processors through the real binary: health-check spans and
 //! DEBUG logs are dropped by OTTL conditions and counted under the Collector's metric names, and
-//! attribute actions apply only to the items their `include` selects.
+//! attribute actions apply only to the items their `include` selects, and `transform`
+//! normalizes ids in server span names.
 
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ async fn filter_drops_health_checks_and_debug_logs_and_attributes_acts_where_inc
     let sink = Sink::start().await;
     let ports = Ports::new();
     let config = format!(
-        "{common}processors:\n  filter:\n    error_mode: ignore\n    traces:\n      span:\n        - 'attributes[\"http.route\"] == \"/healthz\"'\n        - 'IsMatch(name, \"^GET /(ready|live)$\")'\n    logs:\n      log_record:\n        - 'severity_number < SEVERITY_NUMBER_INFO'\n  attributes:\n    include:\n      match_type: strict\n      span_kinds: [SPAN_KIND_SERVER]\n    actions:\n      - {{key: tier, value: web, action: insert}}\n      - {{pattern: '^http\\.request\\.header\\.', action: delete}}\n      - {{key: http.route, pattern: '^/users/(?P<user_segment>[a-z]+)$', action: extract}}\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [filter, attributes, batch], exporters: [otlp]}}\n    logs: {{receivers: [otlp], processors: [filter, batch], exporters: [otlp]}}\n{telemetry}",
+        "{common}processors:\n  filter:\n    error_mode: ignore\n    traces:\n      span:\n        - 'attributes[\"http.route\"] == \"/healthz\"'\n        - 'IsMatch(name, \"^GET /(ready|live)$\")'\n    logs:\n      log_record:\n        - 'severity_number < SEVERITY_NUMBER_INFO'\n  attributes:\n    include:\n      match_type: strict\n      span_kinds: [SPAN_KIND_SERVER]\n    actions:\n      - {{key: tier, value: web, action: insert}}\n      - {{pattern: '^http\\.request\\.header\\.', action: delete}}\n      - {{key: http.route, pattern: '^/users/(?P<user_segment>[a-z]+)$', action: extract}}\n  transform:\n    trace_statements:\n      - context: span\n        statements:\n          - 'replace_pattern(name, \"/[0-9]+(/|$)\", \"/{{id}}$1\") where kind == SPAN_KIND_SERVER'\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [filter, attributes, transform, batch], exporters: [otlp]}}\n    logs: {{receivers: [otlp], processors: [filter, batch], exporters: [otlp]}}\n{telemetry}",
         common = ports.common(),
         sink = sink.grpc_port,
         telemetry = ports.telemetry(),
@@ -70,6 +71,7 @@ async fn filter_drops_health_checks_and_debug_logs_and_attributes_acts_where_inc
                         span::SpanKind::Client,
                         vec![kv("http.request.header.x", string("kept"))],
                     ),
+                    span(5, "GET /users/123/orders/9", span::SpanKind::Server, vec![]),
                 ],
                 ..Default::default()
             }],
@@ -110,8 +112,8 @@ async fn filter_drops_health_checks_and_debug_logs_and_attributes_acts_where_inc
         .await
         .unwrap();
 
-    sink.wait_for(Duration::from_secs(10), "2 spans and 1 log", |r| {
-        r.span_count() == 2 && r.log_count() == 1
+    sink.wait_for(Duration::from_secs(10), "3 spans and 1 log", |r| {
+        r.span_count() == 3 && r.log_count() == 1
     })
     .await;
     let received = sink.snapshot();

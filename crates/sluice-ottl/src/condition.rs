@@ -25,9 +25,9 @@ use sluice_core::view::{self, AnyValue, Context, Item};
 /// Why a condition does not parse, in words for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ConditionError(String);
+pub struct ConditionError(pub(crate) String);
 
-fn fail<T>(message: impl Into<String>) -> Result<T, ConditionError> {
+pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T, ConditionError> {
     Err(ConditionError(message.into()))
 }
 
@@ -158,14 +158,14 @@ pub(crate) enum Expr {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(crate) enum Token {
     Ident(String),
     Str(String),
     Num(String),
     Sym(&'static str),
 }
 
-fn tokens(text: &str) -> Result<Vec<Token>, ConditionError> {
+pub(crate) fn tokens(text: &str) -> Result<Vec<Token>, ConditionError> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -228,24 +228,24 @@ fn tokens(text: &str) -> Result<Vec<Token>, ConditionError> {
     Ok(out)
 }
 
-struct Parser {
-    tokens: Vec<Token>,
-    at: usize,
-    scope: Scope,
+pub(crate) struct Parser {
+    pub(crate) tokens: Vec<Token>,
+    pub(crate) at: usize,
+    pub(crate) scope: Scope,
 }
 
 impl Parser {
-    fn peek(&self) -> Option<&Token> {
+    pub(crate) fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.at)
     }
 
-    fn next(&mut self) -> Option<Token> {
+    pub(crate) fn next(&mut self) -> Option<Token> {
         let t = self.tokens.get(self.at).cloned();
         self.at += 1;
         t
     }
 
-    fn keyword(&mut self, word: &str) -> bool {
+    pub(crate) fn keyword(&mut self, word: &str) -> bool {
         if matches!(self.peek(), Some(Token::Ident(w)) if w == word) {
             self.at += 1;
             true
@@ -254,7 +254,7 @@ impl Parser {
         }
     }
 
-    fn expect(&mut self, sym: &'static str) -> Result<(), ConditionError> {
+    pub(crate) fn expect(&mut self, sym: &'static str) -> Result<(), ConditionError> {
         match self.next() {
             Some(Token::Sym(s)) if s == sym => Ok(()),
             other => fail(format!(
@@ -264,7 +264,7 @@ impl Parser {
         }
     }
 
-    fn or(&mut self) -> Result<Expr, ConditionError> {
+    pub(crate) fn or(&mut self) -> Result<Expr, ConditionError> {
         let mut left = self.and()?;
         while self.keyword("or") {
             left = Expr::Or(Box::new(left), Box::new(self.and()?));
@@ -377,7 +377,7 @@ impl Parser {
         Ok(key)
     }
 
-    fn path(&mut self) -> Result<Path, ConditionError> {
+    pub(crate) fn path(&mut self) -> Result<Path, ConditionError> {
         let mut words = Vec::new();
         loop {
             match self.next() {
@@ -435,7 +435,7 @@ impl Parser {
         Ok(path)
     }
 
-    fn literal(&mut self) -> Result<Literal, ConditionError> {
+    pub(crate) fn literal(&mut self) -> Result<Literal, ConditionError> {
         match self.next() {
             Some(Token::Str(s)) => Ok(Literal::Str(s)),
             Some(Token::Num(n)) => {
@@ -474,7 +474,7 @@ fn scope_name(scope: Scope) -> &'static str {
     }
 }
 
-fn describe(token: Option<&Token>) -> String {
+pub(crate) fn describe(token: Option<&Token>) -> String {
     match token {
         None => "the end".into(),
         Some(Token::Ident(w)) => format!("`{w}`"),

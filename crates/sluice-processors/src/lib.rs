@@ -1,5 +1,5 @@
 //! Processors written once for every signal: `memory_limiter`, `resource`, `batch`,
-//! `redaction`, `attributes` and `filter`.
+//! `redaction`, `attributes`, `filter` and `transform`.
 //!
 //! Each works on encoded batches and decodes only what it touches. This crate must not depend on
 //! any other component crate.
@@ -11,6 +11,7 @@ mod filter;
 mod memory_limiter;
 mod redaction;
 mod resource;
+mod transform;
 
 pub use actions::{Action, ActionKind};
 pub use attributes::{AttributesConfig, AttributesFactory, MatchProperties};
@@ -26,3 +27,4 @@ pub use redaction::{
     DbLanguageConfig, DbSanitizerConfig, RedactionConfig, RedactionFactory, UrlSanitizerConfig,
 };
 pub use resource::{ResourceConfig, ResourceFactory};
+pub use transform::{TransformConfig, TransformFactory};

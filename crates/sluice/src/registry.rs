@@ -9,7 +9,7 @@ use sluice_core::{
 };
 use sluice_processors::{
     AttributesFactory, BatchFactory, FilterFactory, MemoryLimiterFactory, MemoryProbe,
-    RedactionFactory, ResourceFactory,
+    RedactionFactory, ResourceFactory, TransformFactory,
 };
 
 use crate::health::HealthCheckFactory;
@@ -35,6 +35,7 @@ impl Registry {
                 Arc::new(RedactionFactory),
                 Arc::new(AttributesFactory),
                 Arc::new(FilterFactory),
+                Arc::new(TransformFactory),
             ],
             exporters: vec![
                 Arc::new(sluice_otlp::OtlpExporterFactory),
