@@ -179,6 +179,19 @@ impl<'a> KeyValue<'a> {
 
     /// The key and the value, in one pass over the attribute.
     pub fn parts(&self) -> (&'a str, AnyValue<'a>) {
+        // The common encoding, read without the general scanner: the key (field 1), then the
+        // value (field 2), each shorter than 128 bytes, and nothing else.
+        let b = self.0;
+        if let [0x0a, key_len, rest @ ..] = b
+            && *key_len < 0x80
+            && let Some((key, [0x12, value_len, value @ ..])) =
+                rest.split_at_checked(usize::from(*key_len))
+            && *value_len < 0x80
+            && value.len() == usize::from(*value_len)
+            && let Ok(key) = std::str::from_utf8(key)
+        {
+            return (key, AnyValue::read(value));
+        }
         let (mut key, mut value) = (&[][..], None);
         for f in each(self.0) {
             match (f.number, f.wire_type) {
@@ -228,6 +241,31 @@ pub enum AnyValue<'a> {
 impl<'a> AnyValue<'a> {
     /// Reads an encoded `AnyValue`; the last member of the oneof present wins.
     pub fn read(raw: &'a [u8]) -> AnyValue<'a> {
+        // The common encodings, one member and nothing else, read without the general scanner.
+        match raw {
+            [0x0a, len, s @ ..] if *len < 0x80 && s.len() == usize::from(*len) => {
+                if let Ok(s) = std::str::from_utf8(s) {
+                    return AnyValue::String(s);
+                }
+            }
+            [0x21, rest @ ..] if rest.len() == 8 => {
+                let bits = u64::from_le_bytes(rest.try_into().unwrap_or_default());
+                return AnyValue::Double(f64::from_bits(bits));
+            }
+            [tag @ (0x10 | 0x18), rest @ ..] if !rest.is_empty() => {
+                let mut pos = 0;
+                if let Some(v) = wire::read_varint(rest, &mut pos)
+                    && pos == rest.len()
+                {
+                    return if *tag == 0x10 {
+                        AnyValue::Bool(v != 0)
+                    } else {
+                        AnyValue::Int(v as i64)
+                    };
+                }
+            }
+            _ => {}
+        }
         let mut value = AnyValue::Empty;
         for f in each(raw) {
             value = match (f.number, f.wire_type) {

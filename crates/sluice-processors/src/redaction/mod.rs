@@ -275,6 +275,8 @@ struct Rules {
     user_blocked: Option<RegexSet>,
     /// Whether any built-in is on (a text's shape is then taken for their hints).
     builtins: bool,
+    /// The shortest text any blocked pattern can match (0 with user patterns).
+    min_len: usize,
     hasher: Option<Hasher>,
     summary: Summary,
     redact_all_types: bool,
@@ -366,6 +368,16 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         .then(|| RegexSet::new(&sources).ok())
         .flatten();
     let builtins = !enabled.is_empty();
+    let min_len = if c.blocked_values.is_empty() {
+        enabled
+            .iter()
+            .filter_map(|name| patterns::BUILTINS.iter().find(|b| b.name == *name))
+            .map(|b| b.min_len)
+            .min()
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let hasher = match c.hash_function.as_deref() {
         None | Some("" | "none") => None,
         Some("md5") => Some(Hasher::Md5),
@@ -478,6 +490,7 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         blocked,
         user_blocked,
         builtins,
+        min_len,
         hasher,
         summary,
         redact_all_types: c.redact_all_types,
@@ -597,7 +610,7 @@ impl Rules {
 
     /// `s` with every blocked part masked; `None` when nothing was.
     fn mask_blocked(&self, s: &str) -> Option<String> {
-        if self.blocked.is_empty() {
+        if self.blocked.is_empty() || s.len() < self.min_len.max(1) {
             return None;
         }
         let user = self.user_blocked.as_ref().map(|set| set.matches(s));

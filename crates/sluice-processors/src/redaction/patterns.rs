@@ -14,33 +14,50 @@ pub(crate) struct Builtin {
     pub(crate) regex: &'static str,
     pub(crate) check: Option<fn(&str) -> bool>,
     pub(crate) hint: fn(&Shape, &str) -> bool,
+    /// The shortest text the pattern can match: shorter texts are not looked at.
+    pub(crate) min_len: usize,
 }
 
 /// Counts over a text's bytes, taken in one pass, for the patterns' hints.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Shape {
-    digits: u32,
     at: bool,
-    dashes: u32,
     dots: u32,
     colons: u32,
-    underscores: u32,
-    uppers: u32,
+    /// The most digits in one run of digits and number separators (` `, `.`, `-`, `(`, `)`,
+    /// `+`): a phone, card or social security number is one such run.
+    number_run: u32,
+    /// The longest run of `[A-Za-z0-9_-]`: a key or token is one such run.
+    token_run: u32,
 }
 
 impl Shape {
     pub(crate) fn of(text: &str) -> Shape {
         let mut shape = Shape::default();
+        let (mut number, mut token) = (0u32, 0u32);
         for &b in text.as_bytes() {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                token += 1;
+                shape.token_run = shape.token_run.max(token);
+            } else {
+                token = 0;
+            }
             match b {
-                b'0'..=b'9' => shape.digits += 1,
-                b'@' => shape.at = true,
-                b'-' => shape.dashes += 1,
+                b'0'..=b'9' => {
+                    number += 1;
+                    shape.number_run = shape.number_run.max(number);
+                }
+                b' ' | b'-' | b'(' | b')' | b'+' => {}
                 b'.' => shape.dots += 1,
-                b':' => shape.colons += 1,
-                b'_' => shape.underscores += 1,
-                b'A'..=b'Z' => shape.uppers += 1,
-                _ => {}
+                b':' => {
+                    shape.colons += 1;
+                    number = 0;
+                }
+                b'@' => {
+                    shape.at = true;
+                    number = 0;
+                }
+                _ => number = 0,
             }
         }
         shape
@@ -74,6 +91,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         regex: r"(?i)\b[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b",
         check: None,
         hint: |shape, _| shape.at && shape.dots > 0,
+        min_len: 6,
     },
     // E.164 (`+` and 8 to 15 digits, separators allowed) and national forms written with
     // separators: `(555) 123-4567`, `555-123-4567`, `020 7946 0958`, `06 12 34 56 78`.
@@ -81,13 +99,15 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "phone",
         regex: r"(?:\+[1-9][0-9]{0,3}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}(?:[ .-]?[0-9]{2,5}){1,4}\b|(?:\(\b[0-9]{3}\)[ ]?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b|\b0[0-9]{1,4}(?:[ -][0-9]{2,4}){2,4}\b)",
         check: Some(phone),
-        hint: |shape, _| shape.digits >= 8,
+        hint: |shape, _| shape.number_run >= 8,
+        min_len: 10,
     },
     Builtin {
         name: "us_ssn",
         regex: r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
         check: Some(ssn),
-        hint: |shape, _| shape.digits >= 9 && shape.dashes >= 2,
+        hint: |shape, _| shape.number_run >= 9,
+        min_len: 11,
     },
     // 13 to 19 digits, optionally grouped by spaces or dashes; masked only with a valid Luhn
     // check digit and a known issuer prefix, so order ids and timestamps stay.
@@ -95,19 +115,22 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "payment_card",
         regex: r"\b[0-9](?:[ -]?[0-9]){12,18}\b",
         check: Some(payment_card),
-        hint: |shape, _| shape.digits >= 13,
+        hint: |shape, _| shape.number_run >= 13,
+        min_len: 13,
     },
     Builtin {
         name: "ipv4",
         regex: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
         check: None,
-        hint: |shape, _| shape.digits >= 4 && shape.dots >= 3,
+        hint: |shape, _| shape.number_run >= 4 && shape.dots >= 3,
+        min_len: 7,
     },
     Builtin {
         name: "ipv6",
         regex: r"(?i)(?:[0-9a-f]{1,4}:){1,7}(?:(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4}|:)|::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?",
         check: Some(ipv6),
         hint: |shape, _| shape.colons >= 2,
+        min_len: 2,
     },
     // A JSON Web Token: base64url header and payload that both start with `{"` (`eyJ`).
     Builtin {
@@ -115,12 +138,14 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         regex: r"\beyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
         check: None,
         hint: |shape, text| shape.dots >= 2 && text.contains("eyJ"),
+        min_len: 15,
     },
     Builtin {
         name: "bearer_token",
         regex: r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*",
         check: None,
-        hint: |_, text| text.len() >= 15 && has_ignoring_case(text, b"bearer"),
+        hint: |shape, text| shape.token_run >= 8 && has_ignoring_case(text, b"bearer"),
+        min_len: 15,
     },
     // Keys with a recognisable shape: AWS access key ids, GitHub, Slack, Stripe, Google and
     // OpenAI-style keys.
@@ -128,15 +153,15 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "api_key",
         regex: r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abposr]-[A-Za-z0-9-]{10,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_-]{35}|sk-[A-Za-z0-9_-]{20,})\b",
         check: None,
-        // Every shape has an underscore or a dash, or four capitals (`AKIA`, `AIza`).
+        // Every shape is one token of 15 characters or more.
         hint: |shape, text| {
-            text.len() >= 14
-                && (shape.underscores > 0 || shape.dashes > 0 || shape.uppers >= 4)
+            shape.token_run >= 15
                 && (API_KEY_PREFIXES.iter().any(|p| text.contains(p))
                     || text.contains("k_live_")
                     || text.contains("k_test_")
                     || text.contains("sk-"))
         },
+        min_len: 15,
     },
 ];
 

@@ -4,7 +4,10 @@
 //! email in one span in ten (those spans are decoded, redacted and re-encoded), and the
 //! Collector's shape of config with `allowed_keys` (every span loses attributes).
 //!
-//! `cargo bench -p sluice-processors --bench redaction`
+//! Then `transform` with four `replace_pattern` rules (endpoint normalization) and `filter`
+//! dropping one span in twenty.
+//!
+//! `cargo bench -p sluice-processors --bench privacy`
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use prost::Message;
 use sluice_core::{
     Batch, ConsumeError, Consumer, Output, PipelineContext, Processor, ProcessorFactory, Signal,
 };
-use sluice_processors::RedactionFactory;
+use sluice_processors::{FilterFactory, RedactionFactory, TransformFactory};
 use tokio_util::sync::CancellationToken;
 
 struct Null;
@@ -31,7 +34,11 @@ impl Consumer for Null {
 }
 
 fn processor(config: serde_json::Value) -> Arc<dyn Processor> {
-    let component = RedactionFactory.build("redaction", &config).unwrap();
+    built(&RedactionFactory, config)
+}
+
+fn built(factory: &dyn ProcessorFactory, config: serde_json::Value) -> Arc<dyn Processor> {
+    let component = factory.build(factory.type_name(), &config).unwrap();
     component
         .instance(PipelineContext {
             id: "redaction".into(),
@@ -95,11 +102,47 @@ fn benches(c: &mut Criterion) {
             false,
         ),
     ];
-    let mut g = c.benchmark_group("redaction_100_spans");
+    let mut g = c.benchmark_group("privacy_100_spans");
     g.throughput(Throughput::Elements(100));
     for (name, config, pii) in cases {
         let p = processor(config);
         let data = request(pii);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let batch = Batch::decode(Signal::Traces, data.clone()).unwrap();
+                runtime.block_on(p.process(black_box(batch))).unwrap()
+            })
+        });
+    }
+    let others = [
+        (
+            "transform_four_replace_patterns",
+            built(
+                &TransformFactory,
+                serde_json::json!({"trace_statements": [{"context": "span", "statements": [
+                    r#"replace_pattern(name, "/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "/{id}")"#,
+                    r#"replace_pattern(name, "/[0-9]+(/|$)", "/{id}$1")"#,
+                    r#"replace_pattern(attributes["url.full"], "/[0-9]+(/|$)", "/{id}$1")"#,
+                    r#"replace_pattern(attributes["http.route"], "/[0-9]+(/|$)", "/{id}$1")"#,
+                ]}]}),
+            ),
+        ),
+        (
+            "filter_dropping_5_percent",
+            built(
+                &FilterFactory,
+                // The fixture's span names end in `/items/<i % 7>`, and about 3% are errors: a
+                // name and a status that together select about one span in twenty.
+                serde_json::json!({"traces": {"span": [
+                    r#"IsMatch(name, "/items/6$") and status.code == STATUS_CODE_ERROR"#,
+                    r#"attributes["http.response.status_code"] == 404"#,
+                    r#"name == "GET /api/v1/orders/{id}/items/5" and kind == SPAN_KIND_SERVER"#,
+                ]}}),
+            ),
+        ),
+    ];
+    for (name, p) in others {
+        let data = request(false);
         g.bench_function(name, |b| {
             b.iter(|| {
                 let batch = Batch::decode(Signal::Traces, data.clone()).unwrap();
