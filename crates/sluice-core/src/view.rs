@@ -601,6 +601,40 @@ impl<'a> Span<'a> {
     pub fn decode(&self) -> opentelemetry_proto::tonic::trace::v1::Span {
         decode(self.0)
     }
+
+    /// The span's name, kind, attributes, events, links and status message in one pass, in the
+    /// order they are encoded: for a reader that visits them all (a redactor) without a pass per
+    /// accessor.
+    pub fn parts(&self) -> impl Iterator<Item = SpanPart<'a>> + use<'a> {
+        each(self.0).map(|f| match (f.number, f.wire_type) {
+            (5, 2) => SpanPart::Name(std::str::from_utf8(f.value).unwrap_or_default()),
+            (6, 0) => SpanPart::Kind(f.varint().unwrap_or(0) as i32),
+            (9, 2) => SpanPart::Attribute(KeyValue(f.value)),
+            (11, 2) => SpanPart::Event(SpanEvent(f.value)),
+            (13, 2) => SpanPart::Link(SpanLink(f.value)),
+            (15, 2) => SpanPart::StatusMessage(string(f.value, 2)),
+            _ => SpanPart::Other,
+        })
+    }
+}
+
+/// One field of a span, as [`Span::parts`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub enum SpanPart<'a> {
+    /// `name`.
+    Name(&'a str),
+    /// `kind`.
+    Kind(i32),
+    /// One of `attributes`.
+    Attribute(KeyValue<'a>),
+    /// One of `events`.
+    Event(SpanEvent<'a>),
+    /// One of `links`.
+    Link(SpanLink<'a>),
+    /// `status.message`.
+    StatusMessage(&'a str),
+    /// Any other field.
+    Other,
 }
 
 /// What [`Span::summary`] reads.

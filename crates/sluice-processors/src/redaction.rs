@@ -690,28 +690,26 @@ impl Rules {
     // ---- Detection on the encoded batch: would anything change? ----
 
     /// Whether redaction would change an attribute list.
-    fn attributes_change<'a>(&self, attributes: impl Iterator<Item = view::KeyValue<'a>>) -> bool {
-        for kv in attributes {
-            let (key, value) = kv.parts();
-            match self.key_action(key) {
-                KeyAction::Ignore if self.summary_on() => return true,
-                KeyAction::Ignore => {}
-                KeyAction::Redact => return true,
-                KeyAction::Mask => {
-                    let allowed =
-                        matches!(value, view::AnyValue::String(s) if self.is_allowed_value(s));
-                    if !allowed || self.summary_on() {
-                        return true;
-                    }
-                }
-                KeyAction::Check => {
-                    if self.value_changes(key, &value) {
-                        return true;
-                    }
-                }
+    fn attributes_change<'a>(
+        &self,
+        mut attributes: impl Iterator<Item = view::KeyValue<'a>>,
+    ) -> bool {
+        attributes.any(|kv| self.attribute_changes(&kv))
+    }
+
+    /// Whether redaction would change (or, with a summary, note) one attribute.
+    fn attribute_changes(&self, kv: &view::KeyValue<'_>) -> bool {
+        let (key, value) = kv.parts();
+        match self.key_action(key) {
+            KeyAction::Ignore => self.summary_on(),
+            KeyAction::Redact => true,
+            KeyAction::Mask => {
+                let allowed =
+                    matches!(value, view::AnyValue::String(s) if self.is_allowed_value(s));
+                !allowed || self.summary_on()
             }
+            KeyAction::Check => self.value_changes(key, &value),
         }
-        false
     }
 
     /// Whether redaction would change the value of attribute `key`.
@@ -737,20 +735,36 @@ impl Rules {
         !self.is_allowed_value(s) && self.redact_text(None, s, sanitizers).is_some()
     }
 
+    /// Whether redaction would change a span: one pass over its fields.
     fn span_changes(&self, span: &view::Span<'_>) -> bool {
-        let summary = span.summary();
-        let db = !self.db_span_names.is_empty() && is_db_span(span.attributes());
-        self.attributes_change(span.attributes())
-            || self.text_changes(
-                summary.name,
-                self.span_name_sanitizers(summary.kind, summary.name, db),
-            )
-            || self.text_changes(summary.status_message, Sanitizers::NONE)
-            || span.events().any(|e| {
-                self.attributes_change(e.attributes())
-                    || self.text_changes(e.name(), Sanitizers::NONE)
-            })
-            || span.links().any(|l| self.attributes_change(l.attributes()))
+        let (mut name, mut kind, mut db) = ("", 0, false);
+        for part in span.parts() {
+            let changes = match part {
+                view::SpanPart::Name(n) => {
+                    name = n;
+                    false
+                }
+                view::SpanPart::Kind(k) => {
+                    kind = k;
+                    false
+                }
+                view::SpanPart::Attribute(kv) => {
+                    db |= !self.db_span_names.is_empty() && DB_SYSTEM.contains(&kv.key());
+                    self.attribute_changes(&kv)
+                }
+                view::SpanPart::Event(e) => {
+                    self.attributes_change(e.attributes())
+                        || self.text_changes(e.name(), Sanitizers::NONE)
+                }
+                view::SpanPart::Link(l) => self.attributes_change(l.attributes()),
+                view::SpanPart::StatusMessage(m) => self.text_changes(m, Sanitizers::NONE),
+                view::SpanPart::Other => false,
+            };
+            if changes {
+                return true;
+            }
+        }
+        self.text_changes(name, self.span_name_sanitizers(kind, name, db))
     }
 
     fn log_changes(&self, log: &view::LogRecord<'_>) -> bool {
@@ -1103,10 +1117,6 @@ impl Rules {
 
 /// The attributes that mark a database span (the current semantic conventions' and the older).
 const DB_SYSTEM: [&str; 2] = ["db.system.name", "db.system"];
-
-fn is_db_span<'a>(mut attributes: impl Iterator<Item = view::KeyValue<'a>>) -> bool {
-    attributes.any(|kv| DB_SYSTEM.contains(&kv.key()))
-}
 
 /// Which sanitizers apply to a text that has no attribute key.
 #[derive(Clone, Copy)]
