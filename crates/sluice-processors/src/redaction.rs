@@ -619,6 +619,9 @@ impl Rules {
         } else {
             Shape::default()
         };
+        if user.as_ref().is_none_or(|m| !m.matched_any()) && !shape.may_hold_any(s) {
+            return None;
+        }
         let mut current = Cow::Borrowed(s);
         for (index, b) in self.blocked.iter().enumerate() {
             let candidate = match b.hint {

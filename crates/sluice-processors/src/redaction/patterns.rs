@@ -32,6 +32,17 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
+    /// Whether any built-in pattern could match the text: the weakest of their hints, checked
+    /// once, so that most texts are passed over without asking each pattern.
+    pub(crate) fn may_hold_any(&self, text: &str) -> bool {
+        self.at
+            || self.number_run >= 4
+            || self.colons >= 2
+            || self.token_run >= 15
+            || (self.token_run >= 8 && text.bytes().any(|c| c | 0x20 == b'b'))
+            || (self.dots >= 2 && text.contains("eyJ"))
+    }
+
     pub(crate) fn of(text: &str) -> Shape {
         let mut shape = Shape::default();
         let (mut number, mut token) = (0u32, 0u32);
