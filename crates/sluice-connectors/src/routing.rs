@@ -20,7 +20,7 @@ use sluice_core::{
     Consumer, Fanout, FanoutPolicy, Signal, metrics as names, typed,
 };
 
-use sluice_ottl::{Condition, Scope, Subject};
+use sluice_ottl::{Condition, ErrorMode, Scope, Subject};
 
 /// `connectors.routing`.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,19 +37,6 @@ pub struct RoutingConfig {
     pub error_mode: ErrorMode,
     /// The routes, tried in order; the first that matches takes the item.
     pub table: Vec<RouteConfig>,
-}
-
-/// `error_mode`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorMode {
-    /// Fail the batch (the Collector's default).
-    #[default]
-    Propagate,
-    /// Route to the default pipelines, logging.
-    Ignore,
-    /// Route to the default pipelines quietly.
-    Silent,
 }
 
 /// One route of `table`.

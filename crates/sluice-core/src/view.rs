@@ -796,6 +796,44 @@ pub struct DataPoint<'a> {
 }
 
 impl<'a> DataPoint<'a> {
+    /// The point decoded by its kind, its attributes and exemplars (none for summaries) handed
+    /// to `edit`: the new encoding when `edit` says it changed them, `None` when it did not (or
+    /// the point does not decode, which the intake's check rules out).
+    pub fn edit(
+        &self,
+        edit: impl FnOnce(
+            &mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+            &mut [opentelemetry_proto::tonic::metrics::v1::Exemplar],
+        ) -> bool,
+    ) -> Option<Vec<u8>> {
+        use opentelemetry_proto::tonic::metrics::v1 as m;
+        fn with<M: Message + Default>(
+            raw: &[u8],
+            parts: impl FnOnce(&mut M) -> bool,
+        ) -> Option<Vec<u8>> {
+            let mut point = M::decode(raw).ok()?;
+            parts(&mut point).then(|| point.encode_to_vec())
+        }
+        match self.kind() {
+            MetricKind::Gauge | MetricKind::Sum => {
+                with(self.raw(), |p: &mut m::NumberDataPoint| {
+                    edit(&mut p.attributes, &mut p.exemplars)
+                })
+            }
+            MetricKind::Histogram => with(self.raw(), |p: &mut m::HistogramDataPoint| {
+                edit(&mut p.attributes, &mut p.exemplars)
+            }),
+            MetricKind::ExponentialHistogram => {
+                with(self.raw(), |p: &mut m::ExponentialHistogramDataPoint| {
+                    edit(&mut p.attributes, &mut p.exemplars)
+                })
+            }
+            MetricKind::Summary => with(self.raw(), |p: &mut m::SummaryDataPoint| {
+                edit(&mut p.attributes, &mut [])
+            }),
+        }
+    }
+
     /// The encoded point (`NumberDataPoint`, `HistogramDataPoint`, ...).
     pub fn raw(&self) -> &'a [u8] {
         self.raw

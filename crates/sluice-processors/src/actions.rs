@@ -285,7 +285,8 @@ fn convert(value: &any_value::Value, target: Target) -> Option<any_value::Value>
     })
 }
 
-fn set(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
+/// Sets `key` to `value`, in place when present, appended when not.
+pub(crate) fn set(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
     let value = Some(AnyValue { value: Some(value) });
     match attributes.iter_mut().find(|kv| kv.key == key) {
         Some(kv) => kv.value = value,
@@ -297,7 +298,8 @@ fn set(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
     }
 }
 
-fn value_of<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+/// The value of `key`, if present.
+pub(crate) fn value_of<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attributes
         .iter()
         .find(|kv| kv.key == key)

@@ -10,15 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
-};
 use prost::Message;
 use regex::RegexSet;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::view::{self, Context, Editor, Item, MetricKind, Verdict};
+use sluice_core::view::{self, Context, Editor, Item, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, Signal, typed,
@@ -513,17 +510,6 @@ impl Rules {
 
     /// The item's new encoding, or `None` when the actions left it as it was.
     fn apply(&self, item: &Item<'_>) -> Option<Vec<u8>> {
-        fn edit<M: Message + Default>(
-            raw: &[u8],
-            actions: &[Compiled],
-            attributes: impl FnOnce(
-                &mut M,
-            )
-                -> &mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
-        ) -> Option<Vec<u8>> {
-            let mut message = M::decode(raw).ok()?;
-            apply(actions, attributes(&mut message)).then(|| message.encode_to_vec())
-        }
         let a = &self.actions;
         match item {
             Item::Span(span) => {
@@ -534,20 +520,7 @@ impl Rules {
                 let mut decoded = log.decode();
                 apply(a, &mut decoded.attributes).then(|| decoded.encode_to_vec())
             }
-            Item::Point(point) => match point.kind() {
-                MetricKind::Gauge | MetricKind::Sum => {
-                    edit::<NumberDataPoint>(point.raw(), a, |p| &mut p.attributes)
-                }
-                MetricKind::Histogram => {
-                    edit::<HistogramDataPoint>(point.raw(), a, |p| &mut p.attributes)
-                }
-                MetricKind::ExponentialHistogram => {
-                    edit::<ExponentialHistogramDataPoint>(point.raw(), a, |p| &mut p.attributes)
-                }
-                MetricKind::Summary => {
-                    edit::<SummaryDataPoint>(point.raw(), a, |p| &mut p.attributes)
-                }
-            },
+            Item::Point(point) => point.edit(|attributes, _| apply(a, attributes)),
         }
     }
 }

@@ -18,7 +18,7 @@ use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, Signal, typed,
 };
-use sluice_ottl::{Condition, Scope, Subject};
+use sluice_ottl::{Condition, ErrorMode, Scope, Subject};
 
 /// `processors.filter`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -28,7 +28,7 @@ pub struct FilterConfig {
     /// fails to evaluate. Sluice's conditions cannot fail at run time (a missing attribute is
     /// `nil`, a type mismatch is false), so all three behave alike.
     #[serde(default)]
-    pub error_mode: Option<String>,
+    pub error_mode: ErrorMode,
     /// Conditions on spans (`span`) and span events (`spanevent`).
     #[serde(default)]
     pub traces: TracesConditions,
@@ -110,14 +110,6 @@ fn legacy(path: &str, config: &Value) -> Vec<Problem> {
 
 fn compile(path: &str, c: &FilterConfig) -> Result<Rules, Vec<Problem>> {
     let mut problems = Vec::new();
-    if let Some(mode) = c.error_mode.as_deref()
-        && !matches!(mode, "propagate" | "ignore" | "silent")
-    {
-        problems.push(Problem::error(
-            format!("{path}.error_mode"),
-            format!("unknown error mode `{mode}`; use propagate, ignore or silent"),
-        ));
-    }
     let mut parse = |at: &str, list: &[String], scope: Scope| -> Vec<Condition> {
         list.iter()
             .enumerate()

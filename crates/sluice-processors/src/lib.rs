@@ -11,6 +11,8 @@ mod filter;
 mod memory_limiter;
 mod redaction;
 mod resource;
+#[cfg(test)]
+mod testing;
 mod transform;
 
 pub use actions::{Action, ActionKind};

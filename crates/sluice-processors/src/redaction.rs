@@ -27,16 +27,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
-};
+use opentelemetry_proto::tonic::metrics::v1::Exemplar;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message;
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::view::{self, Context, Editor, Item, MetricKind, Verdict};
+use sluice_core::view::{self, Context, Editor, Item, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, typed,
@@ -44,6 +41,7 @@ use sluice_core::{
 
 use self::patterns::Shape;
 use self::sanitize::Db;
+use crate::actions::{set, value_of};
 
 /// `processors.redaction`. Its `Debug` leaves out `hmac_key`.
 #[derive(Clone, Default, Deserialize)]
@@ -1000,17 +998,17 @@ impl Rules {
                     );
                 }
                 all.sort();
-                put(
+                set(
                     attributes,
                     keys_attr,
                     any_value::Value::StringValue(all.join(",")),
                 );
             }
             let mut count = keys.len() as i64;
-            if let Some(any_value::Value::IntValue(existing)) = find(attributes, count_attr) {
+            if let Some(any_value::Value::IntValue(existing)) = value_of(attributes, count_attr) {
                 count += existing;
             }
-            put(attributes, count_attr, any_value::Value::IntValue(count));
+            set(attributes, count_attr, any_value::Value::IntValue(count));
         }
     }
 
@@ -1088,32 +1086,12 @@ impl Rules {
         }
     }
 
-    /// The redacted encoding of a data point of `kind`.
-    fn redact_point(&self, kind: MetricKind, raw: &[u8], totals: &mut Totals) -> Option<Vec<u8>> {
-        Some(match kind {
-            MetricKind::Gauge | MetricKind::Sum => {
-                let mut p = NumberDataPoint::decode(raw).ok()?;
-                self.redact_map(&mut p.attributes, totals);
-                self.redact_exemplars(&mut p.exemplars, totals);
-                p.encode_to_vec()
-            }
-            MetricKind::Histogram => {
-                let mut p = HistogramDataPoint::decode(raw).ok()?;
-                self.redact_map(&mut p.attributes, totals);
-                self.redact_exemplars(&mut p.exemplars, totals);
-                p.encode_to_vec()
-            }
-            MetricKind::ExponentialHistogram => {
-                let mut p = ExponentialHistogramDataPoint::decode(raw).ok()?;
-                self.redact_map(&mut p.attributes, totals);
-                self.redact_exemplars(&mut p.exemplars, totals);
-                p.encode_to_vec()
-            }
-            MetricKind::Summary => {
-                let mut p = SummaryDataPoint::decode(raw).ok()?;
-                self.redact_map(&mut p.attributes, totals);
-                p.encode_to_vec()
-            }
+    /// The redacted encoding of a data point.
+    fn redact_point(&self, point: &view::DataPoint<'_>, totals: &mut Totals) -> Option<Vec<u8>> {
+        point.edit(|attributes, exemplars| {
+            self.redact_map(attributes, totals);
+            self.redact_exemplars(exemplars, totals);
+            true
         })
     }
 }
@@ -1135,30 +1113,10 @@ impl Sanitizers<'_> {
     };
 }
 
-fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-}
-
 fn find_string(attributes: &[KeyValue], key: &str) -> Option<String> {
-    match find(attributes, key) {
+    match value_of(attributes, key) {
         Some(any_value::Value::StringValue(s)) => Some(s.clone()),
         _ => None,
-    }
-}
-
-fn put(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
-    let value = Some(AnyValue { value: Some(value) });
-    match attributes.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attributes.push(KeyValue {
-            key: key.to_owned(),
-            value,
-            ..Default::default()
-        }),
     }
 }
 
@@ -1211,10 +1169,7 @@ impl Editor for Redact<'_> {
                 if !self.rules.point_changes(point) {
                     return Verdict::Keep;
                 }
-                match self
-                    .rules
-                    .redact_point(point.kind(), point.raw(), &mut self.totals)
-                {
+                match self.rules.redact_point(point, &mut self.totals) {
                     Some(encoded) => Verdict::Replace(encoded),
                     None => Verdict::Drop,
                 }

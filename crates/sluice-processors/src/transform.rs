@@ -11,19 +11,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
-};
 use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::view::{Context, Editor, Item, MetricKind, Verdict};
+use sluice_core::view::{Context, Editor, Item, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, typed,
 };
-use sluice_ottl::{Editable, Scope, Statement, Subject};
+use sluice_ottl::{Editable, ErrorMode, Scope, Statement, Subject};
 
 /// `processors.transform`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -32,7 +29,7 @@ pub struct TransformConfig {
     /// `propagate` (default), `ignore` or `silent`. Sluice's statements cannot fail at run time
     /// (a target of another type is left alone), so all three behave alike.
     #[serde(default)]
-    pub error_mode: Option<String>,
+    pub error_mode: ErrorMode,
     /// Statement groups for traces (context `span`).
     #[serde(default)]
     pub trace_statements: Vec<Value>,
@@ -52,8 +49,8 @@ struct Group {
     statements: Vec<String>,
     #[serde(default)]
     conditions: Vec<String>,
-    #[serde(default)]
-    error_mode: Option<String>,
+    #[serde(default, rename = "error_mode")]
+    _error_mode: ErrorMode,
 }
 
 #[derive(Debug, Default)]
@@ -105,14 +102,6 @@ fn compile_groups(
                 "group conditions are not supported yet; add `where <condition>` to each statement",
             ));
         }
-        if let Some(mode) = group.error_mode.as_deref()
-            && !matches!(mode, "propagate" | "ignore" | "silent")
-        {
-            problems.push(Problem::error(
-                format!("{at}.error_mode"),
-                format!("unknown error mode `{mode}`; use propagate, ignore or silent"),
-            ));
-        }
         match sluice_ottl::parse_statement_list(&group.statements, scope) {
             Ok(list) => out.extend(list),
             Err((j, e)) => problems.push(Problem::error(
@@ -126,14 +115,6 @@ fn compile_groups(
 
 fn compile(path: &str, c: &TransformConfig) -> Result<Rules, Vec<Problem>> {
     let mut problems = Vec::new();
-    if let Some(mode) = c.error_mode.as_deref()
-        && !matches!(mode, "propagate" | "ignore" | "silent")
-    {
-        problems.push(Problem::error(
-            format!("{path}.error_mode"),
-            format!("unknown error mode `{mode}`; use propagate, ignore or silent"),
-        ));
-    }
     let rules = Rules {
         traces: compile_groups(
             &format!("{path}.trace_statements"),
@@ -224,24 +205,18 @@ impl Editor for Apply<'_> {
                     }
                 })
             }
-            Item::Point(point) => match point.kind() {
-                MetricKind::Gauge | MetricKind::Sum => {
-                    edit::<NumberDataPoint>(raw, &applicable, |p| {
-                        attributes_only(&mut p.attributes)
+            Item::Point(point) => {
+                let before = point.raw();
+                point
+                    .edit(|attributes, _| {
+                        let mut editable = attributes_only(attributes);
+                        for statement in &applicable {
+                            statement.apply(&mut editable);
+                        }
+                        true
                     })
-                }
-                MetricKind::Histogram => edit::<HistogramDataPoint>(raw, &applicable, |p| {
-                    attributes_only(&mut p.attributes)
-                }),
-                MetricKind::ExponentialHistogram => {
-                    edit::<ExponentialHistogramDataPoint>(raw, &applicable, |p| {
-                        attributes_only(&mut p.attributes)
-                    })
-                }
-                MetricKind::Summary => edit::<SummaryDataPoint>(raw, &applicable, |p| {
-                    attributes_only(&mut p.attributes)
-                }),
-            },
+                    .filter(|encoded| encoded.as_slice() != before)
+            }
         };
         match changed {
             Some(encoded) => Verdict::Replace(encoded),

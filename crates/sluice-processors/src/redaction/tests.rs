@@ -3,31 +3,22 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::NumberDataPoint;
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, ResourceMetrics, ScopeMetrics, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use proptest::prelude::*;
+use prost::Message;
 use sluice_core::Signal;
 
 use super::*;
+use crate::testing::{kv, s};
 
 fn rules(config: serde_json::Value) -> Rules {
     let c: RedactionConfig = serde_json::from_value(config).unwrap();
     compile("processors.redaction", &c).unwrap_or_else(|p| panic!("{p:?}"))
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
-
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
 }
 
 fn map(entries: Vec<KeyValue>) -> any_value::Value {
