@@ -4,8 +4,8 @@
 //! email in one span in ten (those spans are decoded, redacted and re-encoded), and the
 //! Collector's shape of config with `allowed_keys` (every span loses attributes).
 //!
-//! Then `transform` with four `replace_pattern` rules (endpoint normalization) and `filter`
-//! dropping one span in twenty.
+//! Then `transform` with four `replace_pattern` rules (endpoint normalization), `attributes`
+//! inserting and deleting on server spans, and `filter` dropping one span in twenty.
 //!
 //! `cargo bench -p sluice-processors --bench privacy`
 
@@ -20,7 +20,7 @@ use prost::Message;
 use sluice_core::{
     Batch, ConsumeError, Consumer, Output, PipelineContext, Processor, ProcessorFactory, Signal,
 };
-use sluice_processors::{FilterFactory, RedactionFactory, TransformFactory};
+use sluice_processors::{AttributesFactory, FilterFactory, RedactionFactory, TransformFactory};
 use tokio_util::sync::CancellationToken;
 
 struct Null;
@@ -125,6 +125,19 @@ fn benches(c: &mut Criterion) {
                     r#"replace_pattern(attributes["url.full"], "/[0-9]+(/|$)", "/{id}$1")"#,
                     r#"replace_pattern(attributes["http.route"], "/[0-9]+(/|$)", "/{id}$1")"#,
                 ]}]}),
+            ),
+        ),
+        (
+            "attributes_insert_and_delete_on_server_spans",
+            built(
+                &AttributesFactory,
+                serde_json::json!({
+                    "include": {"match_type": "strict", "span_kinds": ["SPAN_KIND_SERVER"]},
+                    "actions": [
+                        {"key": "tier", "value": "web", "action": "insert"},
+                        {"key": "user_agent.original", "action": "delete"},
+                    ],
+                }),
             ),
         ),
         (
