@@ -39,7 +39,7 @@ use sluice_core::{
     ProcessorFactory, typed,
 };
 
-use self::patterns::Shape;
+use self::patterns::{Hint, Shape};
 use self::sanitize::Db;
 use crate::actions::{set, value_of};
 
@@ -247,7 +247,7 @@ impl Hasher {
 struct Blocked {
     regex: Regex,
     check: Option<fn(&str) -> bool>,
-    hint: Option<fn(&Shape, &str) -> bool>,
+    hint: Option<Hint>,
 }
 
 /// What happens to an attribute, by its key.
@@ -612,21 +612,24 @@ impl Rules {
             return None;
         }
         let user = self.user_blocked.as_ref().map(|set| set.matches(s));
-        let shape = if self.builtins {
-            Shape::of(s)
-        } else {
-            Shape::default()
+        let shape = Shape::of(if self.builtins { s.as_bytes() } else { &[] });
+        let candidate = |index: usize, b: &Blocked| match &b.hint {
+            Some(hint) => hint.admits(&shape),
+            None => user.as_ref().is_some_and(|m| m.matched(index)),
         };
-        if user.as_ref().is_none_or(|m| !m.matched_any()) && !shape.may_hold_any(s) {
+        // Most texts are candidates for no pattern: one pass over the blocked list says so
+        // before any regex runs or any text is copied.
+        if !self
+            .blocked
+            .iter()
+            .enumerate()
+            .any(|(i, b)| candidate(i, b))
+        {
             return None;
         }
         let mut current = Cow::Borrowed(s);
         for (index, b) in self.blocked.iter().enumerate() {
-            let candidate = match b.hint {
-                Some(hint) => hint(&shape, s),
-                None => user.as_ref().is_some_and(|m| m.matched(index)),
-            };
-            if !candidate {
+            if !candidate(index, b) {
                 continue;
             }
             let replaced = b.regex.replace_all(&current, |caps: &regex::Captures<'_>| {

@@ -6,94 +6,238 @@
 use regex::Regex;
 
 /// One built-in pattern: a candidate regex, an optional check every match must pass, and what a
-/// text must have for the regex to be worth running (most attribute values have too few digits
+/// text must hold for the regex to be worth running (most attribute values have too few digits
 /// for a phone or card number, no `@` for an email: one pass over their bytes rules every
 /// pattern out, where running the regexes cost microseconds per span).
 pub(crate) struct Builtin {
     pub(crate) name: &'static str,
     pub(crate) regex: &'static str,
     pub(crate) check: Option<fn(&str) -> bool>,
-    pub(crate) hint: fn(&Shape, &str) -> bool,
+    pub(crate) hint: Hint,
     /// The shortest text the pattern can match: shorter texts are not looked at.
     pub(crate) min_len: usize,
 }
 
-/// Counts over a text's bytes, taken in one pass, for the patterns' hints.
+/// What a text must hold for a pattern to be worth running: minimums over its [`Shape`], and a
+/// literal the text must contain where the shape alone lets too much through. A hint only saves
+/// work: it admits every text the pattern matches (tested).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hint {
+    /// Classes of bytes the text must have (`AT`, `LETTER_B`, `LETTER_J`, `KEY_CHAR`).
+    marks: u16,
+    dots: u32,
+    number_run: u32,
+    hex_colons: u32,
+    token_run: u32,
+    literal: Option<fn(&[u8]) -> bool>,
+}
+
+impl Hint {
+    const NONE: Hint = Hint {
+        marks: 0,
+        dots: 0,
+        number_run: 0,
+        hex_colons: 0,
+        token_run: 0,
+        literal: None,
+    };
+
+    /// Whether a text of this shape may hold a match: the counts first (a run of `n` digits
+    /// needs `n` digits), the runs only when the counts allow a match.
+    pub(crate) fn admits(&self, shape: &Shape<'_>) -> bool {
+        let counts = &shape.counts;
+        if counts.marks & self.marks != self.marks
+            || counts.dots < self.dots
+            || counts.digits < self.number_run
+            || counts.colons < self.hex_colons
+            || shape.text.len() < self.token_run as usize
+        {
+            return false;
+        }
+        let runs = shape.runs();
+        runs.number_run >= self.number_run
+            && runs.hex_colons >= self.hex_colons
+            && runs.token_run >= self.token_run
+            && self.literal.is_none_or(|literal| literal(shape.text))
+    }
+}
+
+/// A text's shape, for the patterns' hints: counts of its bytes by class, taken in one pass that
+/// most texts end at, and the longest runs, taken in a second pass when a hint asks.
+pub(crate) struct Shape<'a> {
+    text: &'a [u8],
+    counts: Counts,
+    runs: std::cell::OnceCell<Runs>,
+}
+
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Shape {
-    at: bool,
+struct Counts {
+    /// Every class of byte the text has.
+    marks: u16,
+    digits: u32,
     dots: u32,
     colons: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Runs {
     /// The most digits in one run of digits and number separators (` `, `.`, `-`, `(`, `)`,
     /// `+`): a phone, card or social security number is one such run.
     number_run: u32,
+    /// The most colons in one run of hexadecimal digits and colons: an IPv6 address is one.
+    hex_colons: u32,
     /// The longest run of `[A-Za-z0-9_-]`: a key or token is one such run.
     token_run: u32,
 }
 
-impl Shape {
-    /// Whether any built-in pattern could match the text: the weakest of their hints, checked
-    /// once, so that most texts are passed over without asking each pattern.
-    pub(crate) fn may_hold_any(&self, text: &str) -> bool {
-        self.at
-            || self.number_run >= 4
-            || self.colons >= 2
-            || self.token_run >= 15
-            || (self.token_run >= 8 && text.bytes().any(|c| c | 0x20 == b'b'))
-            || (self.dots >= 2 && text.contains("eyJ"))
+const DIGIT: u16 = 1;
+const NUMBER_SEPARATOR: u16 = 1 << 1;
+const DOT: u16 = 1 << 2;
+const COLON: u16 = 1 << 3;
+const AT: u16 = 1 << 4;
+const TOKEN: u16 = 1 << 5;
+const HEX: u16 = 1 << 6;
+/// `b` or `B`: `bearer` has one.
+const LETTER_B: u16 = 1 << 7;
+/// `J`: a JSON Web Token's `eyJ` has one.
+const LETTER_J: u16 = 1 << 8;
+/// `A`, `_` or `-`: every `api_key` shape has one.
+const KEY_CHAR: u16 = 1 << 9;
+
+/// Each byte's classes, so that a text's shape is taken with one lookup per byte.
+const CLASSES: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if c.is_ascii_digit() {
+            class |= DIGIT | TOKEN | HEX;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c == b'-' {
+            class |= TOKEN;
+        }
+        if matches!(c, b'a'..=b'f' | b'A'..=b'F') {
+            class |= HEX;
+        }
+        if matches!(c, b' ' | b'-' | b'(' | b')' | b'+') {
+            class |= NUMBER_SEPARATOR;
+        }
+        if c == b'.' {
+            class |= DOT | NUMBER_SEPARATOR;
+        }
+        if c == b':' {
+            class |= COLON;
+        }
+        if c == b'@' {
+            class |= AT;
+        }
+        if c == b'b' || c == b'B' {
+            class |= LETTER_B;
+        }
+        if c == b'J' {
+            class |= LETTER_J;
+        }
+        if matches!(c, b'A' | b'_' | b'-') {
+            class |= KEY_CHAR;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+impl<'a> Shape<'a> {
+    /// The counts of `text`; independent sums, so the pass is cheap.
+    pub(crate) fn of(text: &'a [u8]) -> Shape<'a> {
+        let mut counts = Counts::default();
+        for &b in text {
+            let class = CLASSES[usize::from(b)];
+            counts.marks |= class;
+            counts.digits += u32::from(class & DIGIT);
+            counts.dots += u32::from(class & DOT != 0);
+            counts.colons += u32::from(class & COLON != 0);
+        }
+        Shape {
+            text,
+            counts,
+            runs: std::cell::OnceCell::new(),
+        }
     }
 
-    pub(crate) fn of(text: &str) -> Shape {
-        let mut shape = Shape::default();
-        let (mut number, mut token) = (0u32, 0u32);
-        for &b in text.as_bytes() {
-            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-                token += 1;
-                shape.token_run = shape.token_run.max(token);
-            } else {
-                token = 0;
+    fn runs(&self) -> &Runs {
+        self.runs.get_or_init(|| {
+            let mut runs = Runs::default();
+            let (mut number, mut token, mut hex) = (0u32, 0u32, 0u32);
+            for &b in self.text {
+                let class = CLASSES[usize::from(b)];
+                token = if class & TOKEN != 0 { token + 1 } else { 0 };
+                runs.token_run = runs.token_run.max(token);
+                number = if class & DIGIT != 0 {
+                    number + 1
+                } else if class & NUMBER_SEPARATOR != 0 {
+                    number
+                } else {
+                    0
+                };
+                runs.number_run = runs.number_run.max(number);
+                hex = if class & COLON != 0 {
+                    hex + 1
+                } else if class & HEX != 0 {
+                    hex
+                } else {
+                    0
+                };
+                runs.hex_colons = runs.hex_colons.max(hex);
             }
-            match b {
-                b'0'..=b'9' => {
-                    number += 1;
-                    shape.number_run = shape.number_run.max(number);
-                }
-                b' ' | b'-' | b'(' | b')' | b'+' => {}
-                b'.' => shape.dots += 1,
-                b':' => {
-                    shape.colons += 1;
-                    number = 0;
-                }
-                b'@' => {
-                    shape.at = true;
-                    number = 0;
-                }
-                _ => number = 0,
-            }
-        }
-        shape
+            runs
+        })
     }
 }
 
-fn has_ignoring_case(text: &str, word: &[u8]) -> bool {
-    text.as_bytes()
-        .windows(word.len())
-        .any(|w| w.eq_ignore_ascii_case(word))
+fn contains(text: &[u8], word: &[u8]) -> bool {
+    text.windows(word.len()).any(|w| w == word)
 }
 
 /// The literal prefixes of the `api_key` shapes.
-const API_KEY_PREFIXES: [&str; 10] = [
-    "AKIA",
-    "ASIA",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "xox",
-    "AIza",
+const API_KEY_PREFIXES: [&[u8]; 15] = [
+    b"AKIA",
+    b"ASIA",
+    b"ghp_",
+    b"gho_",
+    b"ghu_",
+    b"ghs_",
+    b"ghr_",
+    b"github_pat_",
+    b"xox",
+    b"AIza",
+    b"sk_live_",
+    b"sk_test_",
+    b"rk_live_",
+    b"rk_test_",
+    b"sk-",
 ];
+
+/// Whether a word (a run of `[A-Za-z0-9_]`, where the `api_key` regex's `\b` lets a match
+/// start) begins with an API key's prefix.
+fn api_key_prefix(text: &[u8]) -> bool {
+    let mut in_word = false;
+    for (i, &c) in text.iter().enumerate() {
+        let word = c.is_ascii_alphanumeric() || c == b'_';
+        if word && !in_word && matches!(c, b'A' | b'g' | b'x' | b's' | b'r') {
+            let rest = &text[i..];
+            if API_KEY_PREFIXES.iter().any(|p| rest.starts_with(p)) {
+                return true;
+            }
+        }
+        in_word = word;
+    }
+    false
+}
+
+fn bearer(text: &[u8]) -> bool {
+    text.windows(6).any(|w| w.eq_ignore_ascii_case(b"bearer"))
+}
 
 /// Every built-in pattern, by name.
 pub(crate) const BUILTINS: &[Builtin] = &[
@@ -101,7 +245,11 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "email",
         regex: r"(?i)\b[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b",
         check: None,
-        hint: |shape, _| shape.at && shape.dots > 0,
+        hint: Hint {
+            marks: AT,
+            dots: 1,
+            ..Hint::NONE
+        },
         min_len: 6,
     },
     // E.164 (`+` and 8 to 15 digits, separators allowed) and national forms written with
@@ -110,14 +258,20 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "phone",
         regex: r"(?:\+[1-9][0-9]{0,3}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}(?:[ .-]?[0-9]{2,5}){1,4}\b|(?:\(\b[0-9]{3}\)[ ]?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b|\b0[0-9]{1,4}(?:[ -][0-9]{2,4}){2,4}\b)",
         check: Some(phone),
-        hint: |shape, _| shape.number_run >= 8,
+        hint: Hint {
+            number_run: 8,
+            ..Hint::NONE
+        },
         min_len: 10,
     },
     Builtin {
         name: "us_ssn",
         regex: r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
         check: Some(ssn),
-        hint: |shape, _| shape.number_run >= 9,
+        hint: Hint {
+            number_run: 9,
+            ..Hint::NONE
+        },
         min_len: 11,
     },
     // 13 to 19 digits, optionally grouped by spaces or dashes; masked only with a valid Luhn
@@ -126,21 +280,31 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "payment_card",
         regex: r"\b[0-9](?:[ -]?[0-9]){12,18}\b",
         check: Some(payment_card),
-        hint: |shape, _| shape.number_run >= 13,
+        hint: Hint {
+            number_run: 13,
+            ..Hint::NONE
+        },
         min_len: 13,
     },
     Builtin {
         name: "ipv4",
         regex: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
         check: None,
-        hint: |shape, _| shape.number_run >= 4 && shape.dots >= 3,
+        hint: Hint {
+            number_run: 4,
+            dots: 3,
+            ..Hint::NONE
+        },
         min_len: 7,
     },
     Builtin {
         name: "ipv6",
         regex: r"(?i)(?:[0-9a-f]{1,4}:){1,7}(?:(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4}|:)|::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?",
         check: Some(ipv6),
-        hint: |shape, _| shape.colons >= 2,
+        hint: Hint {
+            hex_colons: 2,
+            ..Hint::NONE
+        },
         min_len: 2,
     },
     // A JSON Web Token: base64url header and payload that both start with `{"` (`eyJ`).
@@ -148,29 +312,38 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         name: "jwt",
         regex: r"\beyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
         check: None,
-        hint: |shape, text| shape.dots >= 2 && text.contains("eyJ"),
+        hint: Hint {
+            marks: LETTER_J,
+            dots: 2,
+            token_run: 5,
+            literal: Some(|text| contains(text, b"eyJ")),
+            ..Hint::NONE
+        },
         min_len: 15,
     },
     Builtin {
         name: "bearer_token",
         regex: r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*",
         check: None,
-        hint: |shape, text| shape.token_run >= 8 && has_ignoring_case(text, b"bearer"),
+        hint: Hint {
+            marks: LETTER_B,
+            token_run: 6,
+            literal: Some(bearer),
+            ..Hint::NONE
+        },
         min_len: 15,
     },
     // Keys with a recognisable shape: AWS access key ids, GitHub, Slack, Stripe, Google and
-    // OpenAI-style keys.
+    // OpenAI-style keys; every one is a word of 15 characters or more.
     Builtin {
         name: "api_key",
         regex: r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abposr]-[A-Za-z0-9-]{10,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_-]{35}|sk-[A-Za-z0-9_-]{20,})\b",
         check: None,
-        // Every shape is one token of 15 characters or more.
-        hint: |shape, text| {
-            shape.token_run >= 15
-                && (API_KEY_PREFIXES.iter().any(|p| text.contains(p))
-                    || text.contains("k_live_")
-                    || text.contains("k_test_")
-                    || text.contains("sk-"))
+        hint: Hint {
+            marks: KEY_CHAR,
+            token_run: 15,
+            literal: Some(api_key_prefix),
+            ..Hint::NONE
         },
         min_len: 15,
     },
@@ -313,7 +486,7 @@ mod tests {
         // Whatever a pattern finds, its hint lets through: the hint only saves work.
         for m in &found {
             assert!(
-                (builtin.hint)(&Shape::of(m), m),
+                builtin.hint.admits(&Shape::of(m.as_bytes())),
                 "{name}: the hint refuses {m:?}"
             );
         }
@@ -396,6 +569,7 @@ mod tests {
             ["2001:db8::8a2e:370:7334"]
         );
         assert_eq!(finds("ipv6", "fe80::1"), ["fe80::1"]);
+        assert_eq!(finds("ipv6", "to [::1]:8080"), ["::1"]);
         assert!(finds("ipv6", "at 12:30:45 and key a:b").is_empty());
     }
 
@@ -407,6 +581,11 @@ mod tests {
         assert_eq!(
             finds("bearer_token", "Authorization: Bearer abc.DEF-123_xyz="),
             ["Bearer abc.DEF-123_xyz="]
+        );
+        // A token of short runs: the word `bearer` is what the hint goes by.
+        assert_eq!(
+            finds("bearer_token", "bearer a.b/c.d~e+f.g"),
+            ["bearer a.b/c.d~e+f.g"]
         );
         assert_eq!(
             finds(
