@@ -167,6 +167,55 @@ fn decode<M: Message + Default>(raw: &[u8]) -> M {
     M::decode(raw).unwrap_or_default()
 }
 
+/// A `string` field, borrowed from the request: its bytes as they lie, checked for UTF-8 only
+/// when read as a `str`, so that code matching bytes (a key compared with a name, a value scanned
+/// for patterns) does not pay for the check. The intake refuses strings that are not UTF-8 (see
+/// [`crate::wire::inspect`]); should one reach a view anyway, it reads as `""`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Str<'a>(&'a [u8]);
+
+impl<'a> Str<'a> {
+    /// The string.
+    #[inline]
+    pub fn as_str(&self) -> &'a str {
+        std::str::from_utf8(self.0).unwrap_or_default()
+    }
+
+    /// The bytes, unchecked.
+    #[inline]
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> From<&'a str> for Str<'a> {
+    fn from(s: &'a str) -> Str<'a> {
+        Str(s.as_bytes())
+    }
+}
+
+impl PartialEq<str> for Str<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Str<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
 /// One attribute: an encoded `KeyValue`.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyValue<'a>(&'a [u8]);
@@ -177,8 +226,13 @@ impl<'a> KeyValue<'a> {
         string(self.0, 1)
     }
 
+    /// Whether the key is `key` (bytes compared, no UTF-8 check).
+    pub fn has_key(&self, key: &str) -> bool {
+        bytes(self.0, 1) == key.as_bytes()
+    }
+
     /// The key and the value, in one pass over the attribute.
-    pub fn parts(&self) -> (&'a str, AnyValue<'a>) {
+    pub fn parts(&self) -> (Str<'a>, AnyValue<'a>) {
         // The common encoding, read without the general scanner: the key (field 1), then the
         // value (field 2), each shorter than 128 bytes, and nothing else.
         let b = self.0;
@@ -188,9 +242,8 @@ impl<'a> KeyValue<'a> {
                 rest.split_at_checked(usize::from(*key_len))
             && *value_len < 0x80
             && value.len() == usize::from(*value_len)
-            && let Ok(key) = std::str::from_utf8(key)
         {
-            return (key, AnyValue::read(value));
+            return (Str(key), AnyValue::read(value));
         }
         let (mut key, mut value) = (&[][..], None);
         for f in each(self.0) {
@@ -200,10 +253,7 @@ impl<'a> KeyValue<'a> {
                 _ => {}
             }
         }
-        (
-            std::str::from_utf8(key).unwrap_or_default(),
-            value.map_or(AnyValue::Empty, AnyValue::read),
-        )
+        (Str(key), value.map_or(AnyValue::Empty, AnyValue::read))
     }
 
     /// The value.
@@ -223,7 +273,7 @@ pub enum AnyValue<'a> {
     /// No value set.
     Empty,
     /// `string_value`.
-    String(&'a str),
+    String(Str<'a>),
     /// `bool_value`.
     Bool(bool),
     /// `int_value`.
@@ -244,9 +294,7 @@ impl<'a> AnyValue<'a> {
         // The common encodings, one member and nothing else, read without the general scanner.
         match raw {
             [0x0a, len, s @ ..] if *len < 0x80 && s.len() == usize::from(*len) => {
-                if let Ok(s) = std::str::from_utf8(s) {
-                    return AnyValue::String(s);
-                }
+                return AnyValue::String(Str(s));
             }
             [0x21, rest @ ..] if rest.len() == 8 => {
                 let bits = u64::from_le_bytes(rest.try_into().unwrap_or_default());
@@ -269,7 +317,7 @@ impl<'a> AnyValue<'a> {
         let mut value = AnyValue::Empty;
         for f in each(raw) {
             value = match (f.number, f.wire_type) {
-                (1, 2) => AnyValue::String(std::str::from_utf8(f.value).unwrap_or_default()),
+                (1, 2) => AnyValue::String(Str(f.value)),
                 (2, 0) => AnyValue::Bool(f.varint().unwrap_or(0) != 0),
                 (3, 0) => AnyValue::Int(f.varint().unwrap_or(0) as i64),
                 (4, 1) => AnyValue::Double(f64::from_bits(f.fixed64().unwrap_or(0))),
@@ -285,7 +333,7 @@ impl<'a> AnyValue<'a> {
     /// The string, for a `string_value`.
     pub fn as_str(&self) -> Option<&'a str> {
         match self {
-            AnyValue::String(s) => Some(s),
+            AnyValue::String(s) => Some(s.as_str()),
             _ => None,
         }
     }
@@ -311,7 +359,7 @@ impl<'a> AnyValue<'a> {
 
 /// The first attribute named `key` among `attributes`.
 fn find<'a>(mut attributes: impl Iterator<Item = KeyValue<'a>>, key: &str) -> Option<AnyValue<'a>> {
-    attributes.find(|kv| kv.key() == key).map(|kv| kv.value())
+    attributes.find(|kv| kv.has_key(key)).map(|kv| kv.value())
 }
 
 /// A `ResourceSpans`, `ResourceMetrics` or `ResourceLogs` message.
@@ -607,12 +655,12 @@ impl<'a> Span<'a> {
     /// accessor.
     pub fn parts(&self) -> impl Iterator<Item = SpanPart<'a>> + use<'a> {
         each(self.0).map(|f| match (f.number, f.wire_type) {
-            (5, 2) => SpanPart::Name(std::str::from_utf8(f.value).unwrap_or_default()),
+            (5, 2) => SpanPart::Name(Str(f.value)),
             (6, 0) => SpanPart::Kind(f.varint().unwrap_or(0) as i32),
             (9, 2) => SpanPart::Attribute(KeyValue(f.value)),
             (11, 2) => SpanPart::Event(SpanEvent(f.value)),
             (13, 2) => SpanPart::Link(SpanLink(f.value)),
-            (15, 2) => SpanPart::StatusMessage(string(f.value, 2)),
+            (15, 2) => SpanPart::StatusMessage(Str(bytes(f.value, 2))),
             _ => SpanPart::Other,
         })
     }
@@ -622,7 +670,7 @@ impl<'a> Span<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum SpanPart<'a> {
     /// `name`.
-    Name(&'a str),
+    Name(Str<'a>),
     /// `kind`.
     Kind(i32),
     /// One of `attributes`.
@@ -632,7 +680,7 @@ pub enum SpanPart<'a> {
     /// One of `links`.
     Link(SpanLink<'a>),
     /// `status.message`.
-    StatusMessage(&'a str),
+    StatusMessage(Str<'a>),
     /// Any other field.
     Other,
 }

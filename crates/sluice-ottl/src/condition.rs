@@ -566,7 +566,7 @@ enum Val<'a> {
 
 fn from_any(value: Option<AnyValue<'_>>) -> Val<'_> {
     match value {
-        Some(AnyValue::String(s)) => Val::Str(s),
+        Some(AnyValue::String(s)) => Val::Str(s.as_str()),
         Some(AnyValue::Int(i)) => Val::Int(i),
         Some(AnyValue::Double(f)) => Val::Float(f),
         Some(AnyValue::Bool(b)) => Val::Bool(b),
@@ -576,14 +576,14 @@ fn from_any(value: Option<AnyValue<'_>>) -> Val<'_> {
 }
 
 fn read<'a>(path: &Path, subject: &Subject<'_, 'a>) -> Option<AnyValue<'a>> {
-    let str_value = |s: &'a str| Some(AnyValue::String(s));
+    let str_value = |s: &'a str| Some(AnyValue::String(s.into()));
     let (context, item) = match subject {
         Subject::Item(context, item) => (*context, Some(*item)),
         Subject::Event(context, span, event) => {
             return match path {
                 Path::Attribute(key) => event
                     .attributes()
-                    .find(|kv| kv.key() == key)
+                    .find(|kv| kv.has_key(key))
                     .map(|kv| kv.value()),
                 Path::Name => str_value(event.name()),
                 Path::SpanName => str_value(span.name()),

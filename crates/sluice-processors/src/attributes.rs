@@ -152,7 +152,7 @@ impl Condition {
             ValueMatch::Present => true,
             ValueMatch::Regexp(r) => value.as_str().is_some_and(|s| r.is_match(s)),
             ValueMatch::Strict(want) => match (want, value) {
-                (Value::String(w), view::AnyValue::String(s)) => w == s,
+                (Value::String(w), view::AnyValue::String(s)) => s == w.as_str(),
                 (Value::Bool(w), view::AnyValue::Bool(b)) => *w == b,
                 (Value::Number(n), view::AnyValue::Int(i)) => n.as_i64() == Some(i),
                 (Value::Number(n), view::AnyValue::Double(d)) => n.as_f64() == Some(d),
@@ -422,7 +422,7 @@ impl Matcher {
             let get = |key: &str| {
                 attributes
                     .iter()
-                    .find(|kv| kv.key() == key)
+                    .find(|kv| kv.has_key(key))
                     .map(|kv| kv.value())
             };
             if !self.attributes.iter().all(|c| c.matches(get(&c.key))) {

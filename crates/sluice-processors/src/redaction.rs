@@ -33,7 +33,7 @@ use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::view::{self, Context, Editor, Item, Verdict};
+use sluice_core::view::{self, Context, Editor, Item, Str, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, typed,
@@ -275,6 +275,11 @@ struct Rules {
     builtins: bool,
     /// The shortest text any blocked pattern can match (0 with user patterns).
     min_len: usize,
+    /// Whether any rule goes by attribute keys (else every attribute is checked alike, and its
+    /// key is not read as text).
+    keys_matter: bool,
+    /// Whether a sanitizer is configured for some attribute keys.
+    sanitizes_by_key: bool,
     hasher: Option<Hasher>,
     summary: Summary,
     redact_all_types: bool,
@@ -478,7 +483,7 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
     ] {
         allowed.insert(key.to_owned());
     }
-    Ok(Rules {
+    let mut rules = Rules {
         allow_all_keys: c.allow_all_keys,
         allowed,
         ignored: c.ignored_keys.iter().cloned().collect(),
@@ -489,6 +494,8 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         user_blocked,
         builtins,
         min_len,
+        keys_matter: true,
+        sanitizes_by_key: true,
         hasher,
         summary,
         redact_all_types: c.redact_all_types,
@@ -506,7 +513,14 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         } else {
             Vec::new()
         },
-    })
+    };
+    rules.sanitizes_by_key = !rules.url_attributes.is_empty() || !rules.db_attributes.is_empty();
+    rules.keys_matter = !rules.allow_all_keys
+        || !rules.ignored.is_empty()
+        || rules.ignored_patterns.is_some()
+        || rules.blocked_keys.is_some()
+        || rules.sanitizes_by_key;
+    Ok(rules)
 }
 
 /// What redaction did to one attribute map (or log body): the keys, with their paths inside
@@ -704,12 +718,18 @@ impl Rules {
     /// Whether redaction would change (or, with a summary, note) one attribute.
     fn attribute_changes(&self, kv: &view::KeyValue<'_>) -> bool {
         let (key, value) = kv.parts();
-        match self.key_action(key) {
+        // The key is read as text only when some rule goes by keys.
+        let action = if self.keys_matter {
+            self.key_action(key.as_str())
+        } else {
+            KeyAction::Check
+        };
+        match action {
             KeyAction::Ignore => self.summary_on(),
             KeyAction::Redact => true,
             KeyAction::Mask => {
                 let allowed =
-                    matches!(value, view::AnyValue::String(s) if self.is_allowed_value(s));
+                    matches!(value, view::AnyValue::String(s) if self.is_allowed_value(s.as_str()));
                 !allowed || self.summary_on()
             }
             KeyAction::Check => self.value_changes(key, &value),
@@ -717,13 +737,13 @@ impl Rules {
     }
 
     /// Whether redaction would change the value of attribute `key`.
-    fn value_changes(&self, key: &str, value: &view::AnyValue<'_>) -> bool {
+    fn value_changes(&self, key: Str<'_>, value: &view::AnyValue<'_>) -> bool {
         match value {
             view::AnyValue::String(s) => {
-                if self.is_allowed_value(s) {
+                if self.allowed_values.is_some() && self.is_allowed_value(s.as_str()) {
                     return self.summary_on();
                 }
-                self.redact_text(Some(key), s, Sanitizers::NONE).is_some()
+                self.string_changes(Some(key), *s, Sanitizers::NONE)
             }
             view::AnyValue::Kvlist(_) => self.attributes_change(value.entries()),
             view::AnyValue::Array(_) => value.array().any(|v| self.value_changes(key, &v)),
@@ -735,13 +755,44 @@ impl Rules {
     }
 
     /// Whether a text without a key (a name, a message) would change.
-    fn text_changes(&self, s: &str, sanitizers: Sanitizers<'_>) -> bool {
-        !self.is_allowed_value(s) && self.redact_text(None, s, sanitizers).is_some()
+    fn text_changes(&self, s: Str<'_>, sanitizers: Sanitizers<'_>) -> bool {
+        if self.allowed_values.is_some() && self.is_allowed_value(s.as_str()) {
+            return false;
+        }
+        self.string_changes(None, s, sanitizers)
+    }
+
+    /// Whether the sanitizers or the blocked patterns would change a string. Without
+    /// sanitizers, the string's bytes are shaped first: most are candidates for no pattern and
+    /// are never checked for UTF-8 or copied.
+    fn string_changes(&self, key: Option<Str<'_>>, s: Str<'_>, sanitizers: Sanitizers<'_>) -> bool {
+        let keyed_sanitizers = key.is_some() && self.sanitizes_by_key;
+        if sanitizers.url || !sanitizers.db.is_empty() || keyed_sanitizers {
+            return self
+                .redact_text(key.map(|k| k.as_str()), s.as_str(), sanitizers)
+                .is_some();
+        }
+        self.may_mask(s.as_bytes()) && self.mask_blocked(s.as_str()).is_some()
+    }
+
+    /// Whether any blocked pattern may match `text` (a superset of those that do).
+    fn may_mask(&self, text: &[u8]) -> bool {
+        if self.blocked.is_empty() || text.len() < self.min_len.max(1) {
+            return false;
+        }
+        // The user's patterns are asked by `mask_blocked`, on the text.
+        if self.user_blocked.is_some() {
+            return true;
+        }
+        let shape = Shape::of(text);
+        self.blocked
+            .iter()
+            .any(|b| b.hint.as_ref().is_some_and(|h| h.admits(&shape)))
     }
 
     /// Whether redaction would change a span: one pass over its fields.
     fn span_changes(&self, span: &view::Span<'_>) -> bool {
-        let (mut name, mut kind, mut db) = ("", 0, false);
+        let (mut name, mut kind, mut db) = (Str::default(), 0, false);
         for part in span.parts() {
             let changes = match part {
                 view::SpanPart::Name(n) => {
@@ -753,12 +804,12 @@ impl Rules {
                     false
                 }
                 view::SpanPart::Attribute(kv) => {
-                    db |= !self.db_span_names.is_empty() && DB_SYSTEM.contains(&kv.key());
+                    db |= !self.db_span_names.is_empty() && DB_SYSTEM.iter().any(|k| kv.has_key(k));
                     self.attribute_changes(&kv)
                 }
                 view::SpanPart::Event(e) => {
                     self.attributes_change(e.attributes())
-                        || self.text_changes(e.name(), Sanitizers::NONE)
+                        || self.text_changes(e.name().into(), Sanitizers::NONE)
                 }
                 view::SpanPart::Link(l) => self.attributes_change(l.attributes()),
                 view::SpanPart::StatusMessage(m) => self.text_changes(m, Sanitizers::NONE),
@@ -768,7 +819,8 @@ impl Rules {
                 return true;
             }
         }
-        self.text_changes(name, self.span_name_sanitizers(kind, name, db))
+        let sanitizers = self.span_name_sanitizers(kind, name.as_bytes(), db);
+        self.text_changes(name, sanitizers)
     }
 
     fn log_changes(&self, log: &view::LogRecord<'_>) -> bool {
@@ -777,11 +829,10 @@ impl Rules {
         }
         match log.body() {
             view::AnyValue::String(s) => {
-                if self.is_allowed_value(s) {
+                if self.allowed_values.is_some() && self.is_allowed_value(s.as_str()) {
                     return self.summary_on();
                 }
-                self.redact_text(None, s, self.log_body_sanitizers())
-                    .is_some()
+                self.string_changes(None, s, self.log_body_sanitizers())
             }
             body @ view::AnyValue::Kvlist(_) => self.attributes_change(body.entries()),
             body @ view::AnyValue::Array(_) => body.array().any(|v| self.body_value_changes(&v)),
@@ -793,10 +844,10 @@ impl Rules {
     fn body_value_changes(&self, value: &view::AnyValue<'_>) -> bool {
         match value {
             view::AnyValue::String(s) => {
-                if self.is_allowed_value(s) {
+                if self.allowed_values.is_some() && self.is_allowed_value(s.as_str()) {
                     return self.summary_on();
                 }
-                self.redact_text(None, s, Sanitizers::NONE).is_some()
+                self.string_changes(None, *s, Sanitizers::NONE)
             }
             view::AnyValue::Kvlist(_) => self.attributes_change(value.entries()),
             view::AnyValue::Array(_) => value.array().any(|v| self.body_value_changes(&v)),
@@ -815,9 +866,9 @@ impl Rules {
 
     /// The sanitizers of a span's name: the URL sanitizer for client and server spans whose name
     /// holds a path, the database sanitizers for database spans (those with `db.system`).
-    fn span_name_sanitizers(&self, kind: i32, name: &str, db: bool) -> Sanitizers<'_> {
+    fn span_name_sanitizers(&self, kind: i32, name: &[u8], db: bool) -> Sanitizers<'_> {
         let url = self.url_span_names
-            && name.contains('/')
+            && name.contains(&b'/')
             && (kind == SpanKind::Client as i32 || kind == SpanKind::Server as i32);
         Sanitizers {
             url,
@@ -1027,7 +1078,7 @@ impl Rules {
                 .attributes
                 .iter()
                 .any(|kv| DB_SYSTEM.contains(&kv.key.as_str()));
-        let sanitizers = self.span_name_sanitizers(span.kind, &span.name, db);
+        let sanitizers = self.span_name_sanitizers(span.kind, span.name.as_bytes(), db);
         self.redact_named_text(&mut span.name, sanitizers, &mut tally, "name");
         if let Some(status) = span.status.as_mut() {
             self.redact_named_text(

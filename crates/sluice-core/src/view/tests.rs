@@ -348,7 +348,7 @@ fn metrics(layout: &[(bool, Vec<(bool, u64)>)]) -> ExportMetricsServiceRequest {
 fn read_value(value: AnyValue<'_>) -> Option<PbAnyValue> {
     let value = match value {
         AnyValue::Empty => return None,
-        AnyValue::String(v) => any_value::Value::StringValue(v.to_owned()),
+        AnyValue::String(v) => any_value::Value::StringValue(v.as_str().to_owned()),
         AnyValue::Bool(v) => any_value::Value::BoolValue(v),
         AnyValue::Int(v) => any_value::Value::IntValue(v),
         AnyValue::Double(v) => any_value::Value::DoubleValue(v),
@@ -789,7 +789,7 @@ proptest! {
         struct Edits;
         impl Editor for Edits {
             fn resource(&mut self, resource: &Resource<'_>) -> Verdict {
-                if resource.attribute("tenant") == Some(AnyValue::String("t1")) {
+                if resource.attribute("tenant") == Some(AnyValue::String("t1".into())) {
                     return Verdict::Drop;
                 }
                 let mut r = resource.decode();
@@ -825,7 +825,7 @@ proptest! {
                 Reach::Resources
             }
             fn resource(&mut self, resource: &Resource<'_>) -> Verdict {
-                if self.0 && resource.attribute("tenant") == Some(AnyValue::String("t1")) {
+                if self.0 && resource.attribute("tenant") == Some(AnyValue::String("t1".into())) {
                     return Verdict::Drop;
                 }
                 let mut r = resource.decode();
