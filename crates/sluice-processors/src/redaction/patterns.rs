@@ -3,6 +3,8 @@
 //! regex alone would mask innocent values, a check of the candidate (a card number's Luhn digit
 //! and issuer, an SSN's reserved ranges, a phone number's digit count, an IPv6 address's syntax).
 
+use std::cell::OnceCell;
+
 use regex::Regex;
 
 /// One built-in pattern: a candidate regex, an optional check every match must pass, and what a
@@ -54,20 +56,25 @@ impl Hint {
         {
             return false;
         }
-        let runs = shape.runs();
-        runs.number_run >= self.number_run
-            && runs.hex_colons >= self.hex_colons
-            && runs.token_run >= self.token_run
+        (self.number_run == 0 || shape.number_run() >= self.number_run)
+            && (self.hex_colons == 0 || shape.hex_colons() >= self.hex_colons)
+            && (self.token_run == 0 || shape.token_run() >= self.token_run)
             && self.literal.is_none_or(|literal| literal(shape.text))
     }
 }
 
 /// A text's shape, for the patterns' hints: counts of its bytes by class, taken in one pass that
-/// most texts end at, and the longest runs, taken in a second pass when a hint asks.
+/// most texts end at, and the longest runs, each taken in a pass of its own when a hint asks.
 pub(crate) struct Shape<'a> {
     text: &'a [u8],
     counts: Counts,
-    runs: std::cell::OnceCell<Runs>,
+    /// The most digits in one run of digits and number separators (` `, `.`, `-`, `(`, `)`,
+    /// `+`): a phone, card or social security number is one such run.
+    number_run: OnceCell<u32>,
+    /// The most colons in one run of hexadecimal digits and colons: an IPv6 address is one.
+    hex_colons: OnceCell<u32>,
+    /// The longest run of `[A-Za-z0-9_-]`: a key or token is one such run.
+    token_run: OnceCell<u32>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -77,17 +84,6 @@ struct Counts {
     digits: u32,
     dots: u32,
     colons: u32,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Runs {
-    /// The most digits in one run of digits and number separators (` `, `.`, `-`, `(`, `)`,
-    /// `+`): a phone, card or social security number is one such run.
-    number_run: u32,
-    /// The most colons in one run of hexadecimal digits and colons: an IPv6 address is one.
-    hex_colons: u32,
-    /// The longest run of `[A-Za-z0-9_-]`: a key or token is one such run.
-    token_run: u32,
 }
 
 const DIGIT: u16 = 1;
@@ -147,51 +143,110 @@ const CLASSES: [u16; 256] = {
     table
 };
 
-impl<'a> Shape<'a> {
-    /// The counts of `text`; independent sums, so the pass is cheap.
-    pub(crate) fn of(text: &'a [u8]) -> Shape<'a> {
-        let mut counts = Counts::default();
-        for &b in text {
-            let class = CLASSES[usize::from(b)];
-            counts.marks |= class;
-            counts.digits += u32::from(class & DIGIT);
-            counts.dots += u32::from(class & DOT != 0);
-            counts.colons += u32::from(class & COLON != 0);
+/// The classes counted per text, with their lanes in [`COUNTS`] (digits, dots and colons first,
+/// read by position in [`Shape::of`]).
+const COUNTED: [(u16, u32); 7] = [
+    (DIGIT, 0),
+    (DOT, 8),
+    (COLON, 16),
+    (AT, 24),
+    (LETTER_B, 32),
+    (LETTER_J, 40),
+    (KEY_CHAR, 48),
+];
+
+/// Each byte's counts: a one in the lane of each counted class it is in.
+const COUNTS: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < COUNTED.len() {
+            if CLASSES[b] & COUNTED[i].0 != 0 {
+                table[b] |= 1 << COUNTED[i].1;
+            }
+            i += 1;
         }
+        b += 1;
+    }
+    table
+};
+
+impl<'a> Shape<'a> {
+    /// The counts of `text`: one lookup and one addition per byte (each byte adds one to the
+    /// 8-bit lane of each class it is in; 255 bytes at most between carries into `u32`s).
+    pub(crate) fn of(text: &'a [u8]) -> Shape<'a> {
+        let mut totals = [0u32; COUNTED.len()];
+        for chunk in text.chunks(255) {
+            let lanes: u64 = chunk.iter().map(|&b| COUNTS[usize::from(b)]).sum();
+            for (i, total) in totals.iter_mut().enumerate() {
+                *total += ((lanes >> (8 * i)) & 0xff) as u32;
+            }
+        }
+        let mut counts = Counts::default();
+        for (&(class, _), &total) in COUNTED.iter().zip(&totals) {
+            if total > 0 {
+                counts.marks |= class;
+            }
+        }
+        counts.digits = totals[0];
+        counts.dots = totals[1];
+        counts.colons = totals[2];
         Shape {
             text,
             counts,
-            runs: std::cell::OnceCell::new(),
+            number_run: OnceCell::new(),
+            hex_colons: OnceCell::new(),
+            token_run: OnceCell::new(),
         }
     }
 
-    fn runs(&self) -> &Runs {
-        self.runs.get_or_init(|| {
-            let mut runs = Runs::default();
-            let (mut number, mut token, mut hex) = (0u32, 0u32, 0u32);
-            for &b in self.text {
-                let class = CLASSES[usize::from(b)];
-                token = if class & TOKEN != 0 { token + 1 } else { 0 };
-                runs.token_run = runs.token_run.max(token);
-                number = if class & DIGIT != 0 {
-                    number + 1
+    /// The longest run, by `step`: a byte's class takes the run on (`Some(1)`: counted,
+    /// `Some(0)`: passed over) or ends it (`None`).
+    fn longest(&self, step: impl Fn(u16) -> Option<u32>) -> u32 {
+        let (mut run, mut longest) = (0u32, 0u32);
+        for &b in self.text {
+            run = match step(CLASSES[usize::from(b)]) {
+                Some(n) => run + n,
+                None => 0,
+            };
+            longest = longest.max(run);
+        }
+        longest
+    }
+
+    fn number_run(&self) -> u32 {
+        *self.number_run.get_or_init(|| {
+            self.longest(|class| {
+                if class & DIGIT != 0 {
+                    Some(1)
                 } else if class & NUMBER_SEPARATOR != 0 {
-                    number
+                    Some(0)
                 } else {
-                    0
-                };
-                runs.number_run = runs.number_run.max(number);
-                hex = if class & COLON != 0 {
-                    hex + 1
-                } else if class & HEX != 0 {
-                    hex
-                } else {
-                    0
-                };
-                runs.hex_colons = runs.hex_colons.max(hex);
-            }
-            runs
+                    None
+                }
+            })
         })
+    }
+
+    fn hex_colons(&self) -> u32 {
+        *self.hex_colons.get_or_init(|| {
+            self.longest(|class| {
+                if class & COLON != 0 {
+                    Some(1)
+                } else if class & HEX != 0 {
+                    Some(0)
+                } else {
+                    None
+                }
+            })
+        })
+    }
+
+    fn token_run(&self) -> u32 {
+        *self
+            .token_run
+            .get_or_init(|| self.longest(|class| (class & TOKEN != 0).then_some(1)))
     }
 }
 
@@ -219,13 +274,16 @@ const API_KEY_PREFIXES: [&[u8]; 15] = [
 ];
 
 /// Whether a word (a run of `[A-Za-z0-9_]`, where the `api_key` regex's `\b` lets a match
-/// start) begins with an API key's prefix.
+/// start) begins with an API key's prefix and has room for a key (15 bytes or more).
 fn api_key_prefix(text: &[u8]) -> bool {
     let mut in_word = false;
     for (i, &c) in text.iter().enumerate() {
         let word = c.is_ascii_alphanumeric() || c == b'_';
         if word && !in_word && matches!(c, b'A' | b'g' | b'x' | b's' | b'r') {
             let rest = &text[i..];
+            if rest.len() < 15 {
+                return false;
+            }
             if API_KEY_PREFIXES.iter().any(|p| rest.starts_with(p)) {
                 return true;
             }
@@ -341,7 +399,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         check: None,
         hint: Hint {
             marks: KEY_CHAR,
-            token_run: 15,
             literal: Some(api_key_prefix),
             ..Hint::NONE
         },
@@ -491,6 +548,31 @@ mod tests {
             );
         }
         found
+    }
+
+    #[test]
+    fn counts_agree_with_counting_byte_by_byte() {
+        let texts: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"a@b.c: J".to_vec(),
+            (0..=255u8).cycle().take(1000).collect(),
+            b"9".repeat(700),
+            b"1.2:".repeat(300),
+        ];
+        for text in texts {
+            let shape = Shape::of(&text);
+            let count = |class: u16| {
+                text.iter()
+                    .filter(|&&b| CLASSES[usize::from(b)] & class != 0)
+                    .count() as u32
+            };
+            assert_eq!(shape.counts.digits, count(DIGIT));
+            assert_eq!(shape.counts.dots, count(DOT));
+            assert_eq!(shape.counts.colons, count(COLON));
+            for (class, _) in COUNTED {
+                assert_eq!(shape.counts.marks & class != 0, count(class) > 0, "{class}");
+            }
+        }
     }
 
     #[test]
