@@ -76,6 +76,8 @@ pub enum Subject<'s, 'a> {
     Item(&'s Context<'a>, &'s Item<'a>),
     /// A span event, with its span.
     Event(&'s Context<'a>, &'s view::Span<'a>, &'s view::SpanEvent<'a>),
+    /// A resource alone (the `resource` context of the `transform` processor).
+    Resource(&'s view::Resource<'a>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -395,7 +397,12 @@ impl Parser {
                 break;
             }
         }
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
+        // A path may name its own context first (`span.name` in the `span` context), as the
+        // Collector's context-inferring statements do.
+        if words.len() > 1 && words[0] == scope_name(self.scope) {
+            words.remove(0);
+        }
         let keyed = matches!(self.peek(), Some(Token::Sym("[")));
         use Scope as S;
         let path = match (self.scope, words.as_slice(), keyed) {
@@ -463,7 +470,7 @@ impl Parser {
     }
 }
 
-fn scope_name(scope: Scope) -> &'static str {
+pub(crate) fn scope_name(scope: Scope) -> &'static str {
     match scope {
         Scope::Resource => "resource",
         Scope::Span => "span",
@@ -515,6 +522,24 @@ fn enum_value(name: &str) -> Option<i64> {
         "STATUS_CODE_ERROR" => 2,
         _ => return None,
     })
+}
+
+/// The context of a statement written without one (the Collector's flat `trace_statements:
+/// ["set(span.name, ...)"]`): the most specific of `candidates` (listed most specific first)
+/// whose name prefixes a path of the statement; `None` when no path names one.
+pub fn infer_scope(text: &str, candidates: &[Scope]) -> Option<Scope> {
+    let tokens = tokens(text).ok()?;
+    let named: Vec<&str> = tokens
+        .windows(2)
+        .filter_map(|w| match w {
+            [Token::Ident(name), Token::Sym(".")] => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    candidates
+        .iter()
+        .copied()
+        .find(|scope| named.contains(&scope_name(*scope)))
 }
 
 /// Parses an OTTL condition in `scope`.
@@ -578,6 +603,12 @@ fn from_any(value: Option<AnyValue<'_>>) -> Val<'_> {
 fn read<'a>(path: &Path, subject: &Subject<'_, 'a>) -> Option<AnyValue<'a>> {
     let str_value = |s: &'a str| Some(AnyValue::String(s.into()));
     let (context, item) = match subject {
+        Subject::Resource(resource) => {
+            return match path {
+                Path::ResourceAttribute(key) => resource.attribute(key),
+                _ => None,
+            };
+        }
         Subject::Item(context, item) => (*context, Some(*item)),
         Subject::Event(context, span, event) => {
             return match path {
@@ -736,11 +767,16 @@ mod tests {
         }
         assert_eq!(Scope::parse("log_record"), Some(Scope::Log));
         assert_eq!(Scope::parse("spanevent"), Some(Scope::SpanEvent));
-        let err = parse("span.name == \"x\"", Scope::Span)
+        // A path may name its own context, as the Collector's context-inferring syntax does.
+        assert_eq!(
+            parse("span.name == \"x\"", Scope::Span).unwrap(),
+            parse("name == \"x\"", Scope::Span).unwrap()
+        );
+        let err = parse("span.trace_state == \"x\"", Scope::Span)
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("`span.name` is not a path sluice supports in the `span` context"),
+            err.contains("`trace_state` is not a path sluice supports in the `span` context"),
             "{err}"
         );
     }

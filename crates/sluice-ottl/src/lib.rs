@@ -24,5 +24,7 @@ pub enum ErrorMode {
     Silent,
 }
 
-pub use condition::{Condition, ConditionError, Scope, Subject, parse, parse_statement};
+pub use condition::{
+    Condition, ConditionError, Scope, Subject, infer_scope, parse, parse_statement,
+};
 pub use statement::{Editable, Statement, parse_statement_list};

@@ -142,8 +142,14 @@ impl Parser {
         }
     }
 
-    /// `attributes` as a whole map.
+    /// `attributes` as a whole map (or `<context>.attributes`, naming the statement's own).
     fn map_arg(&mut self) -> Result<(), ConditionError> {
+        if let (Some(Token::Ident(w)), Some(Token::Sym("."))) =
+            (self.peek(), self.tokens.get(self.at + 1))
+            && w == crate::condition::scope_name(self.scope)
+        {
+            self.at += 2;
+        }
         let first = self.next();
         let keyed = matches!(self.peek(), Some(Token::Sym("[")));
         match first {
@@ -159,10 +165,13 @@ impl Parser {
     fn target(&mut self) -> Result<Target, ConditionError> {
         let path = self.path()?;
         Ok(match (self.scope, path) {
-            (Scope::Span, Path::Name) => Target::Name,
+            (Scope::Span | Scope::SpanEvent, Path::Name) => Target::Name,
             (Scope::Log, Path::Body) => Target::Body,
             (Scope::Log, Path::SeverityText) => Target::SeverityText,
-            (Scope::Span | Scope::Log | Scope::DataPoint | Scope::Resource, Path::Attribute(k))
+            (
+                Scope::Span | Scope::SpanEvent | Scope::Log | Scope::DataPoint | Scope::Resource,
+                Path::Attribute(k),
+            )
             | (Scope::Resource, Path::ResourceAttribute(k)) => Target::Attribute(k),
             (scope, path) => {
                 return fail(format!(
@@ -178,9 +187,16 @@ impl Parser {
             "set" => {
                 let target = self.target()?;
                 comma(self)?;
+                let is_path = matches!(
+                    (self.peek(), self.tokens.get(self.at + 1)),
+                    (Some(Token::Ident(_)), Some(Token::Sym("." | "[")))
+                );
                 let source = match self.peek() {
-                    Some(Token::Ident(w)) if w == "attributes" => match self.path()? {
-                        Path::Attribute(k) => Source::Attribute(k),
+                    Some(Token::Ident(_)) if is_path => match (self.scope, self.path()?) {
+                        (Scope::Resource, Path::ResourceAttribute(k)) => Source::Attribute(k),
+                        (scope, Path::Attribute(k)) if scope != Scope::Resource => {
+                            Source::Attribute(k)
+                        }
                         _ => return fail("`set` copies from attributes[\"k\"] of the same item"),
                     },
                     _ => Source::Literal(self.literal()?),
@@ -292,12 +308,14 @@ pub fn parse_statement_list(
     for (i, text) in texts.iter().enumerate() {
         let statement = parse_edit(text, scope).map_err(|e| (i, e))?;
         // A condition must not read what an earlier statement of the list writes.
+        let resource = scope == Scope::Resource;
         if let Some(condition) = &statement.condition {
             for earlier in &out {
                 let conflict = match earlier.edit.writes() {
-                    None => condition.0.reads_attributes(),
+                    None => condition.0.reads_attributes(resource),
                     Some(keys) => {
-                        keys.iter().any(|k| condition.0.reads_attribute(k))
+                        keys.iter()
+                            .any(|k| condition.0.reads_attribute(k, resource))
                             || (keys.is_empty() && condition.0.reads_name_or_body())
                     }
                 };
@@ -400,7 +418,21 @@ fn truncate(s: &mut String, limit: usize) {
     }
 }
 
+impl Condition {
+    /// Whether the condition reads resource attributes.
+    pub fn reads_resource_attributes(&self) -> bool {
+        self.0.reads_attributes(true)
+    }
+}
+
 impl Statement {
+    /// Whether the statement's condition reads resource attributes.
+    pub fn reads_resource_attributes(&self) -> bool {
+        self.condition
+            .as_ref()
+            .is_some_and(Condition::reads_resource_attributes)
+    }
+
     /// Whether the statement applies to the item as it arrived.
     pub fn applies(&self, subject: &Subject<'_, '_>) -> bool {
         self.condition.as_ref().is_none_or(|c| c.holds(subject))
@@ -502,12 +534,22 @@ impl Expr {
         }
     }
 
-    fn reads_attributes(&self) -> bool {
-        self.walk(&mut |p| matches!(p, Path::Attribute(_)))
+    /// Whether the condition reads the item's attributes (or, with `resource`, the resource's:
+    /// what a `resource` context statement writes).
+    fn reads_attributes(&self, resource: bool) -> bool {
+        self.walk(&mut |p| match p {
+            Path::Attribute(_) => !resource,
+            Path::ResourceAttribute(_) => resource,
+            _ => false,
+        })
     }
 
-    fn reads_attribute(&self, key: &str) -> bool {
-        self.walk(&mut |p| matches!(p, Path::Attribute(k) if k == key))
+    fn reads_attribute(&self, key: &str, resource: bool) -> bool {
+        self.walk(&mut |p| match p {
+            Path::Attribute(k) => !resource && k == key,
+            Path::ResourceAttribute(k) => resource && k == key,
+            _ => false,
+        })
     }
 
     fn reads_name_or_body(&self) -> bool {

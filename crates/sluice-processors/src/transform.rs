@@ -1,10 +1,13 @@
 //! The `transform` processor: OTTL statements (the editors of `sluice_ottl`, each with an
-//! optional `where` condition) applied to spans, log records and data points, in the Collector's
-//! config shape (`trace_statements`, `metric_statements`, `log_statements`, each a list of
-//! `{context, statements}` groups).
+//! optional `where` condition) applied to resources, spans, span events, log records and data
+//! points, in the Collector's config shape: `trace_statements`, `metric_statements` and
+//! `log_statements`, each a list of `{context, conditions, statements}` groups (contexts
+//! `resource`, `span`, `spanevent`, `log`, `datapoint`; a group's statements apply where any of
+//! its `conditions` holds) or of flat statements whose context is inferred from their paths
+//! (`set(span.attributes["k"], "v")`), as the Collector's current versions take them.
 //!
-//! Conditions are evaluated on the encoded item; only items a statement applies to are decoded,
-//! and only those that changed are re-encoded. Endpoint normalization is the usual use:
+//! Conditions are evaluated on the encoded item as it arrived; only items a statement applies to
+//! are decoded, and only those that changed are re-encoded. Endpoint normalization is the usual use:
 //! `replace_pattern(name, "/[0-9]+", "/{id}")` (see `config/privacy.yaml`).
 
 use std::sync::Arc;
@@ -15,12 +18,12 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::view::{Context, Editor, Item, Verdict};
+use sluice_core::view::{self, Context, Editor, Item, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
-    ProcessorFactory, typed,
+    ProcessorFactory, Signal, typed,
 };
-use sluice_ottl::{Editable, ErrorMode, Scope, Statement, Subject};
+use sluice_ottl::{Condition, Editable, ErrorMode, Scope, Statement, Subject};
 
 /// `processors.transform`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,21 +33,22 @@ pub struct TransformConfig {
     /// (a target of another type is left alone), so all three behave alike.
     #[serde(default)]
     pub error_mode: ErrorMode,
-    /// Statement groups for traces (context `span`).
+    /// Statement groups (or flat statements) for traces: contexts `resource`, `span`,
+    /// `spanevent`.
     #[serde(default)]
     pub trace_statements: Vec<Value>,
-    /// Statement groups for metrics (context `datapoint`).
+    /// For metrics: contexts `resource`, `datapoint`.
     #[serde(default)]
     pub metric_statements: Vec<Value>,
-    /// Statement groups for logs (context `log`).
+    /// For logs: contexts `resource`, `log` (or `log_record`).
     #[serde(default)]
     pub log_statements: Vec<Value>,
 }
 
-/// One `{context, statements}` group.
+/// One group as configured: `{context, conditions, statements}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Group {
+struct GroupConfig {
     context: String,
     statements: Vec<String>,
     #[serde(default)]
@@ -53,61 +57,166 @@ struct Group {
     _error_mode: ErrorMode,
 }
 
+/// One group, compiled: its statements apply to an item when any of its conditions holds (or
+/// it has none), each statement's own `where` permitting.
+#[derive(Debug)]
+struct Group {
+    conditions: Vec<Condition>,
+    statements: Vec<Statement>,
+}
+
+impl Group {
+    /// Adds the statements that apply to `subject` to `out`.
+    fn applicable<'g>(&'g self, subject: &Subject<'_, '_>, out: &mut Vec<&'g Statement>) {
+        if self.conditions.is_empty() || self.conditions.iter().any(|c| c.holds(subject)) {
+            out.extend(self.statements.iter().filter(|s| s.applies(subject)));
+        }
+    }
+}
+
+fn applicable<'g>(groups: &'g [Group], subject: &Subject<'_, '_>) -> Vec<&'g Statement> {
+    let mut out = Vec::new();
+    for group in groups {
+        group.applicable(subject, &mut out);
+    }
+    out
+}
+
+/// One signal's groups, by the context they edit.
+#[derive(Debug, Default)]
+struct SignalRules {
+    resource: Vec<Group>,
+    /// `span`, `log` or `datapoint`.
+    item: Vec<Group>,
+    /// `spanevent` (traces).
+    event: Vec<Group>,
+}
+
 #[derive(Debug, Default)]
 struct Rules {
-    traces: Vec<Statement>,
-    metrics: Vec<Statement>,
-    logs: Vec<Statement>,
+    traces: SignalRules,
+    metrics: SignalRules,
+    logs: SignalRules,
+}
+
+/// The contexts of one signal's statements, most specific first (the order in which a flat
+/// statement's context is inferred), with their names.
+fn contexts(signal: Signal) -> &'static [(Scope, &'static str)] {
+    match signal {
+        Signal::Traces => &[
+            (Scope::SpanEvent, "spanevent"),
+            (Scope::Span, "span"),
+            (Scope::Resource, "resource"),
+        ],
+        Signal::Metrics => &[
+            (Scope::DataPoint, "datapoint"),
+            (Scope::Resource, "resource"),
+        ],
+        Signal::Logs => &[(Scope::Log, "log"), (Scope::Resource, "resource")],
+    }
 }
 
 fn compile_groups(
     path: &str,
     groups: &[Value],
-    scope: Scope,
-    context_name: &str,
+    signal: Signal,
     problems: &mut Vec<Problem>,
-) -> Vec<Statement> {
-    let mut out = Vec::new();
+) -> SignalRules {
+    let contexts = contexts(signal);
+    let names: Vec<&str> = contexts.iter().map(|(_, n)| *n).collect();
+    let mut out = SignalRules::default();
     for (i, raw) in groups.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        if raw.is_string() {
-            problems.push(Problem::error(
-                &at,
-                format!("statements without a context are not supported yet; write them in a group: `{{context: {context_name}, statements: [...]}}`"),
-            ));
-            continue;
+        // A flat statement: its context is inferred from the paths it names, as the Collector
+        // does (`set(span.name, ...)`).
+        let (scope, config) = if let Some(text) = raw.as_str() {
+            let scopes: Vec<Scope> = contexts.iter().map(|(s, _)| *s).collect();
+            let Some(scope) = sluice_ottl::infer_scope(text, &scopes) else {
+                problems.push(Problem::error(
+                    &at,
+                    format!(
+                        "`{text}`: the context cannot be inferred; name it in the paths (`{}.attributes[\"k\"]`) or write a group `{{context: ..., statements: [...]}}`",
+                        names[0]
+                    ),
+                ));
+                continue;
+            };
+            let config = GroupConfig {
+                context: String::new(),
+                statements: vec![text.to_owned()],
+                conditions: Vec::new(),
+                _error_mode: ErrorMode::default(),
+            };
+            (scope, config)
+        } else {
+            let config: GroupConfig = match serde_json::from_value(raw.clone()) {
+                Ok(g) => g,
+                Err(e) => {
+                    problems.push(Problem::error(&at, e.to_string()));
+                    continue;
+                }
+            };
+            let name = match config.context.as_str() {
+                "log_record" => "log",
+                other => other,
+            };
+            let Some(&(scope, _)) = contexts.iter().find(|(_, n)| *n == name) else {
+                problems.push(Problem::error(
+                    format!("{at}.context"),
+                    format!(
+                        "the `{}` context is not supported here; sluice transforms {}",
+                        config.context,
+                        names.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            (scope, config)
+        };
+        let mut conditions = Vec::new();
+        for (j, text) in config.conditions.iter().enumerate() {
+            match sluice_ottl::parse(text, scope) {
+                Ok(c) => conditions.push(c),
+                Err(e) => problems.push(Problem::error(
+                    format!("{at}.conditions[{j}]"),
+                    format!("`{text}`: {e}"),
+                )),
+            }
         }
-        let group: Group = match serde_json::from_value(raw.clone()) {
-            Ok(g) => g,
-            Err(e) => {
-                problems.push(Problem::error(&at, e.to_string()));
+        let statements = match sluice_ottl::parse_statement_list(&config.statements, scope) {
+            Ok(list) => list,
+            Err((j, e)) => {
+                let at = if raw.is_string() {
+                    at.clone()
+                } else {
+                    format!("{at}.statements[{j}]")
+                };
+                problems.push(Problem::error(
+                    at,
+                    format!("`{}`: {e}", config.statements[j]),
+                ));
                 continue;
             }
         };
-        if group.context != context_name
-            && !(context_name == "log" && group.context == "log_record")
-        {
+        // Conditions are evaluated on the data as it arrived: one that reads resource
+        // attributes after a `resource` group wrote some would not see the writes.
+        let reads_resource = conditions.iter().any(Condition::reads_resource_attributes)
+            || statements.iter().any(Statement::reads_resource_attributes);
+        if scope != Scope::Resource && reads_resource && !out.resource.is_empty() {
             problems.push(Problem::error(
-                format!("{at}.context"),
-                format!(
-                    "the `{}` context is not supported here yet; sluice transforms `{context_name}`",
-                    group.context
-                ),
+                &at,
+                "a condition here reads resource attributes after a `resource` group edits them; sluice evaluates conditions on the data as it arrived, so put the `resource` group in a transform processor of its own, before this one",
             ));
             continue;
         }
-        if !group.conditions.is_empty() {
-            problems.push(Problem::error(
-                format!("{at}.conditions"),
-                "group conditions are not supported yet; add `where <condition>` to each statement",
-            ));
-        }
-        match sluice_ottl::parse_statement_list(&group.statements, scope) {
-            Ok(list) => out.extend(list),
-            Err((j, e)) => problems.push(Problem::error(
-                format!("{at}.statements[{j}]"),
-                format!("`{}`: {e}", group.statements[j]),
-            )),
+        let group = Group {
+            conditions,
+            statements,
+        };
+        match scope {
+            Scope::Resource => out.resource.push(group),
+            Scope::SpanEvent => out.event.push(group),
+            _ => out.item.push(group),
         }
     }
     out
@@ -119,22 +228,19 @@ fn compile(path: &str, c: &TransformConfig) -> Result<Rules, Vec<Problem>> {
         traces: compile_groups(
             &format!("{path}.trace_statements"),
             &c.trace_statements,
-            Scope::Span,
-            "span",
+            Signal::Traces,
             &mut problems,
         ),
         metrics: compile_groups(
             &format!("{path}.metric_statements"),
             &c.metric_statements,
-            Scope::DataPoint,
-            "datapoint",
+            Signal::Metrics,
             &mut problems,
         ),
         logs: compile_groups(
             &format!("{path}.log_statements"),
             &c.log_statements,
-            Scope::Log,
-            "log",
+            Signal::Logs,
             &mut problems,
         ),
     };
@@ -145,19 +251,10 @@ fn compile(path: &str, c: &TransformConfig) -> Result<Rules, Vec<Problem>> {
     }
 }
 
-/// Applies `statements` to a decoded message's parts; the new encoding when it changed.
-fn edit<M: Message + Default>(
-    raw: &[u8],
-    statements: &[&Statement],
-    parts: impl FnOnce(&mut M) -> Editable<'_>,
-) -> Option<Vec<u8>> {
-    let mut message = M::decode(raw).ok()?;
-    let mut editable = parts(&mut message);
+fn apply_all(statements: &[&Statement], mut editable: Editable<'_>) {
     for statement in statements {
         statement.apply(&mut editable);
     }
-    let encoded = message.encode_to_vec();
-    (encoded != raw).then_some(encoded)
 }
 
 fn attributes_only(attributes: &mut Vec<KeyValue>) -> Editable<'_> {
@@ -169,58 +266,99 @@ fn attributes_only(attributes: &mut Vec<KeyValue>) -> Editable<'_> {
     }
 }
 
-struct Apply<'a>(&'a Rules);
+/// Applies one signal's groups to a batch.
+struct Apply<'a>(&'a SignalRules);
 
 impl Editor for Apply<'_> {
-    fn item(&mut self, context: &Context<'_>, item: &Item<'_>) -> Verdict {
-        let all = match item {
-            Item::Span(_) => &self.0.traces,
-            Item::Log(_) => &self.0.logs,
-            Item::Point(_) => &self.0.metrics,
-        };
-        let subject = Subject::Item(context, item);
-        let applicable: Vec<&Statement> = all.iter().filter(|s| s.applies(&subject)).collect();
-        if applicable.is_empty() {
+    fn resource(&mut self, resource: &view::Resource<'_>) -> Verdict {
+        let statements = applicable(&self.0.resource, &Subject::Resource(resource));
+        if statements.is_empty() {
             return Verdict::Keep;
         }
+        let mut decoded = resource.decode();
+        let before = decoded.clone();
+        apply_all(&statements, attributes_only(&mut decoded.attributes));
+        if decoded == before {
+            Verdict::Keep
+        } else {
+            Verdict::resource(resource, &decoded)
+        }
+    }
+
+    fn item(&mut self, context: &Context<'_>, item: &Item<'_>) -> Verdict {
+        let rules = self.0;
+        if rules.item.is_empty() && rules.event.is_empty() {
+            return Verdict::Keep;
+        }
+        let statements = applicable(&rules.item, &Subject::Item(context, item));
         let raw = item.raw();
         let changed = match item {
-            Item::Span(_) => {
-                edit::<opentelemetry_proto::tonic::trace::v1::Span>(raw, &applicable, |s| {
+            Item::Span(span) => {
+                // Each event's statements, by the event's position.
+                let events: Vec<(usize, Vec<&Statement>)> = if rules.event.is_empty() {
+                    Vec::new()
+                } else {
+                    span.events()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            (
+                                i,
+                                applicable(&rules.event, &Subject::Event(context, span, &e)),
+                            )
+                        })
+                        .filter(|(_, s)| !s.is_empty())
+                        .collect()
+                };
+                if statements.is_empty() && events.is_empty() {
+                    return Verdict::Keep;
+                }
+                let mut decoded = span.decode();
+                apply_all(
+                    &statements,
                     Editable {
-                        name: Some(&mut s.name),
+                        name: Some(&mut decoded.name),
                         body: None,
                         severity_text: None,
-                        attributes: &mut s.attributes,
+                        attributes: &mut decoded.attributes,
+                    },
+                );
+                for (i, list) in events {
+                    if let Some(event) = decoded.events.get_mut(i) {
+                        apply_all(
+                            &list,
+                            Editable {
+                                name: Some(&mut event.name),
+                                body: None,
+                                severity_text: None,
+                                attributes: &mut event.attributes,
+                            },
+                        );
                     }
-                })
+                }
+                Some(decoded.encode_to_vec())
             }
-            Item::Log(_) => {
-                edit::<opentelemetry_proto::tonic::logs::v1::LogRecord>(raw, &applicable, |l| {
+            _ if statements.is_empty() => return Verdict::Keep,
+            Item::Log(log) => {
+                let mut decoded = log.decode();
+                apply_all(
+                    &statements,
                     Editable {
                         name: None,
-                        body: Some(&mut l.body),
-                        severity_text: Some(&mut l.severity_text),
-                        attributes: &mut l.attributes,
-                    }
-                })
+                        body: Some(&mut decoded.body),
+                        severity_text: Some(&mut decoded.severity_text),
+                        attributes: &mut decoded.attributes,
+                    },
+                );
+                Some(decoded.encode_to_vec())
             }
-            Item::Point(point) => {
-                let before = point.raw();
-                point
-                    .edit(|attributes, _| {
-                        let mut editable = attributes_only(attributes);
-                        for statement in &applicable {
-                            statement.apply(&mut editable);
-                        }
-                        true
-                    })
-                    .filter(|encoded| encoded.as_slice() != before)
-            }
+            Item::Point(point) => point.edit(|attributes, _| {
+                apply_all(&statements, attributes_only(attributes));
+                true
+            }),
         };
         match changed {
-            Some(encoded) => Verdict::Replace(encoded),
-            None => Verdict::Keep,
+            Some(encoded) if encoded.as_slice() != raw => Verdict::Replace(encoded),
+            _ => Verdict::Keep,
         }
     }
 }
@@ -238,7 +376,12 @@ impl Processor for TransformProcessor {
         let rules = Arc::clone(&self.rules);
         let size = batch.size();
         let batch = sluice_core::blocking::off_workers(size, OFF_WORKERS_ABOVE, move || {
-            batch.edit(&mut Apply(&rules))
+            let signal = match batch.signal() {
+                Signal::Traces => &rules.traces,
+                Signal::Metrics => &rules.metrics,
+                Signal::Logs => &rules.logs,
+            };
+            batch.edit(&mut Apply(signal))
         })
         .await
         .ok_or_else(|| ConsumeError::internal("the transform processor failed"))?;
@@ -344,7 +487,7 @@ mod tests {
             span(1, "GET /users/123/orders/9", 2, "/users/123"),
             span(2, "GET /users/123", 3, "/x"),
         ]);
-        let out = batch.edit(&mut Apply(&r));
+        let out = batch.edit(&mut Apply(&r.traces));
         let request = ExportTraceServiceRequest::decode(out.data().clone()).unwrap();
         let spans = &request.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans[0].name, "GET /users/{id}/orders/{id}");
@@ -357,7 +500,7 @@ mod tests {
         // Nothing to change: the same bytes.
         let clean = traces(vec![span(3, "GET /", 2, "/")]);
         let before = clean.data().as_ptr();
-        assert_eq!(clean.edit(&mut Apply(&r)).data().as_ptr(), before);
+        assert_eq!(clean.edit(&mut Apply(&r.traces)).data().as_ptr(), before);
     }
 
     #[test]
@@ -366,30 +509,152 @@ mod tests {
             "processors.transform",
             &serde_json::json!({
                 "trace_statements": [
-                    "set(span.attributes[\"a\"], \"b\")",
-                    {"context": "resource", "statements": ["set(attributes[\"a\"], \"b\")"]},
+                    "set(attributes[\"a\"], \"b\")",
+                    {"context": "scope", "statements": ["set(attributes[\"a\"], \"b\")"]},
                     {"context": "span", "statements": ["set(attributes[\"a\"], \"b\")", "merge_maps(attributes, attributes, \"upsert\")"]},
+                    {"context": "span", "conditions": ["IsThing(name)"], "statements": []},
+                    {"context": "resource", "statements": ["set(attributes[\"env\"], \"prod\")"]},
+                    {"context": "span", "conditions": ["resource.attributes[\"env\"] == \"prod\""], "statements": ["set(name, \"x\")"]},
                 ],
             }),
         );
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        assert!(
-            text[0].starts_with(
-                "error: processors.transform.trace_statements[0]: statements without a context"
-            ),
-            "{text:?}"
+        let expected = [
+            "error: processors.transform.trace_statements[0]: `set(attributes[\"a\"], \"b\")`: the context cannot be inferred",
+            "error: processors.transform.trace_statements[1].context: the `scope` context is not supported here; sluice transforms spanevent, span, resource",
+            "error: processors.transform.trace_statements[2].statements[1]: `merge_maps",
+            "error: processors.transform.trace_statements[3].conditions[0]: `IsThing(name)`",
+            "error: processors.transform.trace_statements[5]: a condition here reads resource attributes after a `resource` group",
+        ];
+        assert_eq!(text.len(), expected.len(), "{text:#?}");
+        for (got, want) in text.iter().zip(expected) {
+            assert!(
+                got.starts_with(want),
+                "{got}\n  does not start with\n{want}"
+            );
+        }
+    }
+
+    fn decoded(batch: &Batch) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest::decode(batch.data().clone()).unwrap()
+    }
+
+    #[test]
+    fn resource_span_and_spanevent_contexts_with_group_conditions() {
+        let r = rules(serde_json::json!({
+            "trace_statements": [
+                {"context": "resource", "conditions": ["attributes[\"env\"] == \"staging\""],
+                 "statements": ["set(attributes[\"env\"], \"stage\")", "delete_key(attributes, \"secret\")"]},
+                {"context": "span", "conditions": ["kind == SPAN_KIND_SERVER", "name == \"job\""],
+                 "statements": ["set(attributes[\"tier\"], \"web\")"]},
+                {"context": "spanevent", "conditions": ["name == \"exception\""],
+                 "statements": ["delete_key(attributes, \"exception.stacktrace\")", "set(name, \"error\") where span.name == \"job\""]},
+            ],
+        }));
+        let event = |name: &str| opentelemetry_proto::tonic::trace::v1::span::Event {
+            name: name.into(),
+            attributes: vec![
+                kv("exception.stacktrace", "at x"),
+                kv("exception.type", "E"),
+            ],
+            ..Default::default()
+        };
+        let span = |id: u8, name: &str, kind: i32| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            name: name.into(),
+            kind,
+            events: vec![event("exception"), event("log")],
+            ..Default::default()
+        };
+        let request = |env: &str| ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![kv("env", env), kv("secret", "s")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1, "GET /", 2), span(2, "job", 1), span(3, "q", 3)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let batch =
+            Batch::decode(Signal::Traces, request("staging").encode_to_vec().into()).unwrap();
+        let out = decoded(&batch.edit(&mut Apply(&r.traces)));
+        let rs = &out.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().unwrap().attributes,
+            vec![kv("env", "stage")]
         );
-        assert!(
-            text[1].starts_with(
-                "error: processors.transform.trace_statements[1].context: the `resource` context"
-            ),
-            "{text:?}"
+        let spans = &rs.scope_spans[0].spans;
+        // Either group condition selects: the server span and the span named `job`.
+        assert_eq!(spans[0].attributes, vec![kv("tier", "web")]);
+        assert_eq!(spans[1].attributes, vec![kv("tier", "web")]);
+        assert!(spans[2].attributes.is_empty());
+        for (i, s) in spans.iter().enumerate() {
+            // Only `exception` events lose their stack trace; only the `job` span's are renamed.
+            assert_eq!(
+                s.events[0].attributes,
+                vec![kv("exception.type", "E")],
+                "span {i}"
+            );
+            assert_eq!(s.events[0].name, if i == 1 { "error" } else { "exception" });
+            assert_eq!(s.events[1], event("log"));
+        }
+        // A resource the condition does not select keeps its attributes.
+        let batch = Batch::decode(Signal::Traces, request("prod").encode_to_vec().into()).unwrap();
+        let out = decoded(&batch.edit(&mut Apply(&r.traces)));
+        assert_eq!(
+            out.resource_spans[0].resource.as_ref().unwrap().attributes,
+            vec![kv("env", "prod"), kv("secret", "s")]
         );
-        assert!(
-            text[2].starts_with(
-                "error: processors.transform.trace_statements[2].statements[1]: `merge_maps"
-            ),
-            "{text:?}"
+    }
+
+    #[test]
+    fn flat_statements_take_their_context_from_their_paths() {
+        let r = rules(serde_json::json!({
+            "trace_statements": [
+                r#"set(resource.attributes["region"], "eu")"#,
+                r#"replace_pattern(span.name, "/[0-9]+", "/{id}") where span.kind == SPAN_KIND_SERVER"#,
+                r#"set(spanevent.attributes["seen"], true) where spanevent.name == "exception""#,
+                r#"delete_key(span.attributes, "drop.me")"#,
+            ],
+        }));
+        assert_eq!(r.traces.resource.len(), 1);
+        assert_eq!(r.traces.item.len(), 2);
+        assert_eq!(r.traces.event.len(), 1);
+        let batch = traces(vec![Span {
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            name: "GET /users/42".into(),
+            kind: 2,
+            attributes: vec![kv("drop.me", "x"), kv("keep", "y")],
+            events: vec![opentelemetry_proto::tonic::trace::v1::span::Event {
+                name: "exception".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let out = decoded(&batch.edit(&mut Apply(&r.traces)));
+        let rs = &out.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().unwrap().attributes,
+            vec![kv("region", "eu")]
+        );
+        let span = &rs.scope_spans[0].spans[0];
+        assert_eq!(span.name, "GET /users/{id}");
+        assert_eq!(span.attributes, vec![kv("keep", "y")]);
+        assert_eq!(
+            span.events[0].attributes,
+            vec![KeyValue {
+                key: "seen".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::BoolValue(true)),
+                }),
+                ..Default::default()
+            }]
         );
     }
 }
