@@ -275,6 +275,8 @@ struct Rules {
     builtins: bool,
     /// The shortest text any blocked pattern can match (0 with user patterns).
     min_len: usize,
+    /// The hints of the built-in patterns, together (the user's patterns have none).
+    hints: Vec<Hint>,
     /// Whether any rule goes by attribute keys (else every attribute is checked alike, and its
     /// key is not read as text).
     keys_matter: bool,
@@ -494,6 +496,7 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         user_blocked,
         builtins,
         min_len,
+        hints: Vec::new(),
         keys_matter: true,
         sanitizes_by_key: true,
         hasher,
@@ -514,6 +517,7 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
             Vec::new()
         },
     };
+    rules.hints = rules.blocked.iter().filter_map(|b| b.hint).collect();
     rules.sanitizes_by_key = !rules.url_attributes.is_empty() || !rules.db_attributes.is_empty();
     rules.keys_matter = !rules.allow_all_keys
         || !rules.ignored.is_empty()
@@ -785,9 +789,7 @@ impl Rules {
             return true;
         }
         let shape = Shape::of(text);
-        self.blocked
-            .iter()
-            .any(|b| b.hint.as_ref().is_some_and(|h| h.admits(&shape)))
+        self.hints.iter().any(|h| h.admits(&shape))
     }
 
     /// Whether redaction would change a span: one pass over its fields.

@@ -46,6 +46,7 @@ impl Hint {
 
     /// Whether a text of this shape may hold a match: the counts first (a run of `n` digits
     /// needs `n` digits), the runs only when the counts allow a match.
+    #[inline]
     pub(crate) fn admits(&self, shape: &Shape<'_>) -> bool {
         let counts = &shape.counts;
         if counts.marks & self.marks != self.marks
@@ -99,6 +100,10 @@ const LETTER_B: u16 = 1 << 7;
 const LETTER_J: u16 = 1 << 8;
 /// `A`, `_` or `-`: every `api_key` shape has one.
 const KEY_CHAR: u16 = 1 << 9;
+/// `[A-Za-z0-9_]`: what the regex crate's `\b` takes for a word (in ASCII).
+const WORD: u16 = 1 << 10;
+/// The first letters of the `api_key` prefixes.
+const KEY_START: u16 = 1 << 11;
 
 /// Each byte's classes, so that a text's shape is taken with one lookup per byte.
 const CLASSES: [u16; 256] = {
@@ -136,6 +141,12 @@ const CLASSES: [u16; 256] = {
         }
         if matches!(c, b'A' | b'_' | b'-') {
             class |= KEY_CHAR;
+        }
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            class |= WORD;
+        }
+        if matches!(c, b'A' | b'g' | b'x' | b's' | b'r') {
+            class |= KEY_START;
         }
         table[b] = class;
         b += 1;
@@ -276,10 +287,13 @@ const API_KEY_PREFIXES: [&[u8]; 15] = [
 /// Whether a word (a run of `[A-Za-z0-9_]`, where the `api_key` regex's `\b` lets a match
 /// start) begins with an API key's prefix and has room for a key (15 bytes or more).
 fn api_key_prefix(text: &[u8]) -> bool {
+    if text.len() < 15 {
+        return false;
+    }
     let mut in_word = false;
     for (i, &c) in text.iter().enumerate() {
-        let word = c.is_ascii_alphanumeric() || c == b'_';
-        if word && !in_word && matches!(c, b'A' | b'g' | b'x' | b's' | b'r') {
+        let class = CLASSES[usize::from(c)];
+        if class & KEY_START != 0 && !in_word {
             let rest = &text[i..];
             if rest.len() < 15 {
                 return false;
@@ -288,7 +302,7 @@ fn api_key_prefix(text: &[u8]) -> bool {
                 return true;
             }
         }
-        in_word = word;
+        in_word = class & WORD != 0;
     }
     false
 }
