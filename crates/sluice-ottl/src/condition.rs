@@ -95,6 +95,32 @@ pub(crate) enum Path {
     MetricName,
     Unit,
     SpanName,
+    StatusMessage,
+    StartTime,
+    EndTime,
+    Time,
+    ObservedTime,
+}
+
+/// One side of a comparison: a path, a literal, or a sum or difference of them
+/// (`end_time_unix_nano - start_time_unix_nano > 1000000000`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Operand {
+    Path(Path),
+    Literal(Literal),
+    Add(Box<Operand>, Box<Operand>),
+    Sub(Box<Operand>, Box<Operand>),
+}
+
+impl Operand {
+    /// Calls `found` on each path, stopping at the first `true`.
+    pub(crate) fn any_path(&self, found: &mut dyn FnMut(&Path) -> bool) -> bool {
+        match self {
+            Operand::Path(p) => found(p),
+            Operand::Literal(_) => false,
+            Operand::Add(a, b) | Operand::Sub(a, b) => a.any_path(found) || b.any_path(found),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +178,7 @@ impl Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Expr {
     Const(bool),
-    Compare(Path, Op, Literal),
+    Compare(Operand, Op, Operand),
     Call(Function, Path),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -218,7 +244,7 @@ pub(crate) fn tokens(text: &str) -> Result<Vec<Token>, ConditionError> {
                 .into_iter()
                 .find(|s| *s == two)
                 .or_else(|| {
-                    ["(", ")", "[", "]", ".", "<", ">", ","]
+                    ["(", ")", "[", "]", ".", "<", ">", ",", "+", "-"]
                         .into_iter()
                         .find(|s| s.starts_with(c))
                 })
@@ -308,7 +334,7 @@ impl Parser {
             self.at += 2;
             return self.call(&name);
         }
-        let path = self.path()?;
+        let left = self.operand()?;
         let op = match self.next() {
             Some(Token::Sym("==")) => Op::Eq,
             Some(Token::Sym("!=")) => Op::Ne,
@@ -323,8 +349,56 @@ impl Parser {
                 ));
             }
         };
-        let literal = self.literal()?;
-        Ok(Expr::Compare(path, op, literal))
+        let right = self.operand()?;
+        Ok(Expr::Compare(left, op, right))
+    }
+
+    /// A term, then any `+ term` or `- term`.
+    fn operand(&mut self) -> Result<Operand, ConditionError> {
+        let mut left = self.term()?;
+        loop {
+            match self.peek() {
+                Some(Token::Sym("+")) => {
+                    self.at += 1;
+                    left = Operand::Add(Box::new(left), Box::new(self.term()?));
+                }
+                Some(Token::Sym("-")) => {
+                    self.at += 1;
+                    left = Operand::Sub(Box::new(left), Box::new(self.term()?));
+                }
+                // `a -5` reads as `a - 5`.
+                Some(Token::Num(n)) if n.starts_with('-') => {
+                    let n = n[1..].to_owned();
+                    self.at += 1;
+                    let right = Parser {
+                        tokens: vec![Token::Num(n)],
+                        at: 0,
+                        scope: self.scope,
+                    }
+                    .literal()?;
+                    left = Operand::Sub(Box::new(left), Box::new(Operand::Literal(right)));
+                }
+                _ => return Ok(left),
+            }
+        }
+    }
+
+    /// A path or a literal.
+    fn term(&mut self) -> Result<Operand, ConditionError> {
+        let is_path = match (self.peek(), self.tokens.get(self.at + 1)) {
+            // Paths are lower case; OTTL's enum names (`SPAN_KIND_SERVER`) upper case.
+            (Some(Token::Ident(w)), next) => {
+                matches!(next, Some(Token::Sym("." | "[")))
+                    || (!matches!(w.as_str(), "true" | "false" | "nil")
+                        && w.bytes().any(|b| b.is_ascii_lowercase()))
+            }
+            _ => false,
+        };
+        if is_path {
+            Ok(Operand::Path(self.path()?))
+        } else {
+            Ok(Operand::Literal(self.literal()?))
+        }
     }
 
     /// A function call, after its `(`.
@@ -424,6 +498,11 @@ impl Parser {
             (S::SpanEvent, ["span", "name"], false) => Path::SpanName,
             (S::Span, ["kind"], false) => Path::Kind,
             (S::Span, ["status", "code"], false) => Path::StatusCode,
+            (S::Span, ["status", "message"], false) => Path::StatusMessage,
+            (S::Span, ["start_time_unix_nano"], false) => Path::StartTime,
+            (S::Span, ["end_time_unix_nano"], false) => Path::EndTime,
+            (S::Log, ["time_unix_nano"], false) => Path::Time,
+            (S::Log, ["observed_time_unix_nano"], false) => Path::ObservedTime,
             (S::Log, ["severity_number"], false) => Path::SeverityNumber,
             (S::Log, ["severity_text"], false) => Path::SeverityText,
             (S::Log, ["body"], false) => Path::Body,
@@ -651,19 +730,69 @@ fn read<'a>(path: &Path, subject: &Subject<'_, 'a>) -> Option<AnyValue<'a>> {
         Path::SeverityText => item.as_log().and_then(|l| str_value(l.severity_text())),
         Path::Body => item.as_log().map(|l| l.body()),
         Path::EventName => item.as_log().and_then(|l| str_value(l.event_name())),
+        Path::StatusMessage => item.as_span().and_then(|s| str_value(s.status_message())),
+        Path::StartTime => item.as_span().map(|s| time(s.start_time_unix_nano())),
+        Path::EndTime => item.as_span().map(|s| time(s.end_time_unix_nano())),
+        Path::Time => item.as_log().map(|l| time(l.time_unix_nano())),
+        Path::ObservedTime => item.as_log().map(|l| time(l.observed_time_unix_nano())),
     }
 }
 
-fn compare(left: Val<'_>, op: Op, right: &Literal) -> bool {
+/// A timestamp as OTTL's `*_unix_nano` paths read it: an int.
+fn time<'a>(nanos: u64) -> AnyValue<'a> {
+    AnyValue::Int(i64::try_from(nanos).unwrap_or(i64::MAX))
+}
+
+/// An operand's value for one subject; sums and differences of numbers (an int overflowing, or
+/// anything but numbers, gives `nil`).
+fn value<'x>(operand: &'x Operand, subject: &Subject<'_, 'x>) -> Val<'x> {
+    let numbers =
+        |a: &'x Operand, b: &'x Operand, add: bool| match (value(a, subject), value(b, subject)) {
+            (Val::Int(x), Val::Int(y)) => {
+                let r = if add {
+                    x.checked_add(y)
+                } else {
+                    x.checked_sub(y)
+                };
+                r.map_or(Val::Nil, Val::Int)
+            }
+            (x, y) => match (float(x), float(y)) {
+                (Some(x), Some(y)) => Val::Float(if add { x + y } else { x - y }),
+                _ => Val::Nil,
+            },
+        };
+    match operand {
+        Operand::Path(path) => from_any(read(path, subject)),
+        Operand::Literal(literal) => match literal {
+            Literal::Str(s) => Val::Str(s),
+            Literal::Int(i) => Val::Int(*i),
+            Literal::Float(f) => Val::Float(*f),
+            Literal::Bool(b) => Val::Bool(*b),
+            Literal::Nil => Val::Nil,
+        },
+        Operand::Add(a, b) => numbers(a, b, true),
+        Operand::Sub(a, b) => numbers(a, b, false),
+    }
+}
+
+fn float(v: Val<'_>) -> Option<f64> {
+    match v {
+        Val::Int(i) => Some(i as f64),
+        Val::Float(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn compare(left: Val<'_>, op: Op, right: Val<'_>) -> bool {
     use std::cmp::Ordering;
     let ordering: Option<Ordering> = match (left, right) {
-        (Val::Str(a), Literal::Str(b)) => Some(a.cmp(b.as_str())),
-        (Val::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
-        (Val::Int(a), Literal::Float(b)) => (a as f64).partial_cmp(b),
-        (Val::Float(a), Literal::Float(b)) => a.partial_cmp(b),
-        (Val::Float(a), Literal::Int(b)) => a.partial_cmp(&(*b as f64)),
-        (Val::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
-        (Val::Nil, Literal::Nil) => Some(Ordering::Equal),
+        (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+        (Val::Int(a), Val::Int(b)) => Some(a.cmp(&b)),
+        (Val::Int(a), Val::Float(b)) => (a as f64).partial_cmp(&b),
+        (Val::Float(a), Val::Float(b)) => a.partial_cmp(&b),
+        (Val::Float(a), Val::Int(b)) => a.partial_cmp(&(b as f64)),
+        (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(&b)),
+        (Val::Nil, Val::Nil) => Some(Ordering::Equal),
         _ => None,
     };
     match (op, ordering) {
@@ -681,8 +810,8 @@ impl Expr {
     fn holds(&self, subject: &Subject<'_, '_>) -> bool {
         match self {
             Expr::Const(b) => *b,
-            Expr::Compare(path, op, literal) => {
-                compare(from_any(read(path, subject)), *op, literal)
+            Expr::Compare(left, op, right) => {
+                compare(value(left, subject), *op, value(right, subject))
             }
             Expr::Call(function, path) => {
                 let value = read(path, subject);
@@ -710,6 +839,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sums_and_differences_of_numbers_and_timestamps() {
+        let parsed = |t: &str, scope| parse(t, scope).unwrap_or_else(|e| panic!("{t}: {e}"));
+        let c = parsed(
+            "end_time_unix_nano - start_time_unix_nano > 5000000000",
+            Scope::Span,
+        );
+        assert_eq!(
+            c.0,
+            Expr::Compare(
+                Operand::Sub(
+                    Box::new(Operand::Path(Path::EndTime)),
+                    Box::new(Operand::Path(Path::StartTime))
+                ),
+                Op::Gt,
+                Operand::Literal(Literal::Int(5_000_000_000))
+            )
+        );
+        // `a -5` is `a - 5`; `-5` after an operator is a negative number.
+        assert_eq!(
+            parsed(r#"attributes["n"] -5 == 1"#, Scope::Span),
+            parsed(r#"attributes["n"] - 5 == 1"#, Scope::Span)
+        );
+        parsed(r#"attributes["n"] + 1.5 > -5"#, Scope::Span);
+        parsed(
+            "observed_time_unix_nano - time_unix_nano > 60000000000",
+            Scope::Log,
+        );
+        assert!(parse("time_unix_nano > 0", Scope::Span).is_err());
+    }
+
+    #[test]
     fn parses_the_collectors_examples() {
         for (text, scope) in [
             (r#"attributes["X-Tenant"] == "acme""#, Scope::Resource),
@@ -735,9 +895,9 @@ mod tests {
                 .unwrap()
                 .0,
             Expr::Compare(
-                Path::ResourceAttribute("a".into()),
+                Operand::Path(Path::ResourceAttribute("a".into())),
                 Op::Eq,
-                Literal::Str("b".into())
+                Operand::Literal(Literal::Str("b".into()))
             )
         );
         assert_eq!(enum_value("SEVERITY_NUMBER_ERROR"), Some(17));

@@ -528,7 +528,8 @@ impl Expr {
     fn walk(&self, found: &mut dyn FnMut(&Path) -> bool) -> bool {
         match self {
             Expr::Const(_) => false,
-            Expr::Compare(path, ..) | Expr::Call(_, path) => found(path),
+            Expr::Compare(left, _, right) => left.any_path(found) || right.any_path(found),
+            Expr::Call(_, path) => found(path),
             Expr::And(a, b) | Expr::Or(a, b) => a.walk(found) || b.walk(found),
             Expr::Not(a) => a.walk(found),
         }

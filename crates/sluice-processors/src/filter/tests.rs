@@ -231,3 +231,82 @@ fn unsupported_and_legacy_configs_are_refused_with_paths() {
         "{mode:?}"
     );
 }
+
+#[test]
+fn spans_are_kept_or_dropped_by_duration_and_status_message() {
+    // OTTL has no `duration` path: a duration is the difference of the two timestamps.
+    let r = rules(serde_json::json!({"traces": {"span": [
+        "end_time_unix_nano - start_time_unix_nano < 1000000",
+        r#"status.message == "ignored""#,
+    ]}}));
+    let timed = |name: &str, nanos: u64, message: &str| Span {
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_000_000_000 + nanos,
+        status: Some(opentelemetry_proto::tonic::trace::v1::Status {
+            message: message.into(),
+            code: 0,
+        }),
+        ..named(name, vec![], vec![])
+    };
+    let (out, dropped) = run(
+        &r,
+        traces(vec![
+            timed("fast", 999_999, ""),
+            timed("slow", 1_000_000, ""),
+            timed("slower", 2_000_000_000, "ignored"),
+            timed("slowest", 5_000_000_000, "kept"),
+        ]),
+    );
+    assert_eq!(dropped, 2);
+    let request = ExportTraceServiceRequest::decode(out.data().clone()).unwrap();
+    let names: Vec<&str> = request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["slow", "slowest"]);
+}
+
+#[test]
+fn arithmetic_on_attributes_overflows_to_nil_and_mixes_ints_and_doubles() {
+    let r = rules(serde_json::json!({"traces": {"span": [
+        r#"attributes["n"] + 1 > 5"#,
+        r#"attributes["n"] - 0.5 == 2.5"#,
+    ]}}));
+    let int = |v: i64| AnyValue {
+        value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(v)),
+    };
+    let with = |name: &str, value: AnyValue| {
+        named(
+            name,
+            vec![KeyValue {
+                key: "n".into(),
+                value: Some(value),
+                ..Default::default()
+            }],
+            vec![],
+        )
+    };
+    let (out, dropped) = run(
+        &r,
+        traces(vec![
+            with("big", int(5)),
+            with("overflow", int(i64::MAX)),
+            with("three", int(3)),
+            with("text", s_value("9")),
+            with("small", int(1)),
+        ]),
+    );
+    assert_eq!(dropped, 2, "5 + 1 > 5 and 3 - 0.5 == 2.5");
+    let request = ExportTraceServiceRequest::decode(out.data().clone()).unwrap();
+    let names: Vec<&str> = request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["overflow", "text", "small"]);
+}
+
+fn s_value(v: &str) -> AnyValue {
+    AnyValue { value: Some(s(v)) }
+}
