@@ -18,6 +18,7 @@
 //! resources and scopes that change; a batch in which nothing matched is handed on as the same
 //! bytes.
 
+mod detect;
 mod patterns;
 mod sanitize;
 
@@ -33,12 +34,13 @@ use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::view::{self, Context, Editor, Item, Str, Verdict};
+use sluice_core::view::{self, Context, Editor, Item, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
     ProcessorFactory, typed,
 };
 
+use self::detect::Detect;
 use self::patterns::{Hint, Shape};
 use self::sanitize::Db;
 use crate::actions::{set, value_of};
@@ -998,225 +1000,6 @@ impl Rules {
 /// The attributes that mark a database span (the current semantic conventions' and the older).
 const DB_SYSTEM: [&str; 2] = ["db.system.name", "db.system"];
 
-/// Strings found clean (no pattern matches them) earlier in the batch being checked, so that a
-/// value that repeats (the same host, route or user agent in every span) is compared, not shaped
-/// again: a direct-mapped table of copies, indexed by the length and three bytes.
-struct Clean {
-    slots: Vec<Vec<u8>>,
-}
-
-impl Clean {
-    const SLOTS: usize = 64;
-
-    fn new() -> Clean {
-        Clean {
-            slots: vec![Vec::new(); Clean::SLOTS],
-        }
-    }
-
-    fn slot(text: &[u8]) -> usize {
-        let (first, last) = (text.first(), text.last());
-        let middle = text.get(text.len() / 2);
-        let hash = text.len()
-            ^ usize::from(*first.unwrap_or(&0)) << 2
-            ^ usize::from(*middle.unwrap_or(&0)) << 5
-            ^ usize::from(*last.unwrap_or(&0)) << 8;
-        (hash ^ hash >> 6) % Clean::SLOTS
-    }
-
-    fn holds(&self, text: &[u8]) -> bool {
-        !text.is_empty() && self.slots[Clean::slot(text)] == text
-    }
-
-    fn remember(&mut self, text: &[u8]) {
-        let slot = &mut self.slots[Clean::slot(text)];
-        slot.clear();
-        slot.extend_from_slice(text);
-    }
-}
-
-/// Whether redaction would change what it is shown, read on the encoded batch: most data holds
-/// nothing to redact and is passed on as it came.
-struct Detect<'r> {
-    rules: &'r Rules,
-    clean: Clean,
-}
-
-impl Detect<'_> {
-    /// Whether redaction would change an attribute list.
-    fn attributes_change<'a>(
-        &mut self,
-        mut attributes: impl Iterator<Item = view::KeyValue<'a>>,
-    ) -> bool {
-        attributes.any(|kv| self.attribute_changes(&kv))
-    }
-
-    /// Whether redaction would change (or, with a summary, note) one attribute.
-    fn attribute_changes(&mut self, kv: &view::KeyValue<'_>) -> bool {
-        let (key, value) = kv.parts();
-        // The key is read as text only when some rule goes by keys.
-        let action = if self.rules.keys_matter {
-            self.rules.key_action(key.as_str())
-        } else {
-            KeyAction::Check
-        };
-        match action {
-            KeyAction::Ignore => self.rules.summary_on(),
-            KeyAction::Redact => true,
-            KeyAction::Mask => {
-                let allowed = matches!(value, view::AnyValue::String(s) if self.rules.is_allowed_value(s.as_str()));
-                !allowed || self.rules.summary_on()
-            }
-            KeyAction::Check => self.value_changes(key, &value),
-        }
-    }
-
-    /// Whether redaction would change the value of attribute `key`.
-    fn value_changes(&mut self, key: Str<'_>, value: &view::AnyValue<'_>) -> bool {
-        match value {
-            view::AnyValue::String(s) => {
-                if self.rules.allowed_values.is_some() && self.rules.is_allowed_value(s.as_str()) {
-                    return self.rules.summary_on();
-                }
-                self.string_changes(Some(key), *s, Sanitizers::NONE)
-            }
-            view::AnyValue::Kvlist(_) => self.attributes_change(value.entries()),
-            view::AnyValue::Array(_) => value.array().any(|v| self.value_changes(key, &v)),
-            other if self.rules.redact_all_types => scalar_text(other).is_some_and(|text| {
-                !self.rules.is_allowed_value(&text) && self.rules.mask_blocked(&text).is_some()
-            }),
-            _ => false,
-        }
-    }
-
-    /// Whether a text without a key (a name, a message) would change.
-    fn text_changes(&mut self, s: Str<'_>, sanitizers: Sanitizers<'_>) -> bool {
-        if self.rules.allowed_values.is_some() && self.rules.is_allowed_value(s.as_str()) {
-            return false;
-        }
-        self.string_changes(None, s, sanitizers)
-    }
-
-    /// Whether the sanitizers or the blocked patterns would change a string. Without
-    /// sanitizers, the string's bytes are shaped first: most are candidates for no pattern and
-    /// are never checked for UTF-8 or copied.
-    fn string_changes(
-        &mut self,
-        key: Option<Str<'_>>,
-        s: Str<'_>,
-        sanitizers: Sanitizers<'_>,
-    ) -> bool {
-        let keyed_sanitizers = key.is_some() && self.rules.sanitizes_by_key;
-        if sanitizers.url || !sanitizers.db.is_empty() || keyed_sanitizers {
-            return self
-                .rules
-                .redact_text(key.map(|k| k.as_str()), s.as_str(), sanitizers)
-                .is_some();
-        }
-        let text = s.as_bytes();
-        if self.rules.blocked.is_empty() || text.len() < self.rules.min_len.max(1) {
-            return false;
-        }
-        if self.clean.holds(text) {
-            return false;
-        }
-        let changes = self.may_mask(text) && self.rules.mask_blocked(s.as_str()).is_some();
-        if !changes {
-            self.clean.remember(text);
-        }
-        changes
-    }
-
-    /// Whether any blocked pattern may match `text` (a superset of those that do).
-    fn may_mask(&mut self, text: &[u8]) -> bool {
-        if self.rules.blocked.is_empty() || text.len() < self.rules.min_len.max(1) {
-            return false;
-        }
-        // The user's patterns are asked by `mask_blocked`, on the text.
-        if self.rules.user_blocked.is_some() {
-            return true;
-        }
-        let shape = Shape::of(text);
-        self.rules.hints.iter().any(|h| h.admits(&shape))
-    }
-
-    /// Whether redaction would change a span: one pass over its fields.
-    fn span_changes(&mut self, span: &view::Span<'_>) -> bool {
-        let (mut name, mut kind, mut db) = (Str::default(), 0, false);
-        for part in span.parts() {
-            let changes = match part {
-                view::SpanPart::Name(n) => {
-                    name = n;
-                    false
-                }
-                view::SpanPart::Kind(k) => {
-                    kind = k;
-                    false
-                }
-                view::SpanPart::Attribute(kv) => {
-                    db |= !self.rules.db_span_names.is_empty()
-                        && DB_SYSTEM.iter().any(|k| kv.has_key(k));
-                    self.attribute_changes(&kv)
-                }
-                view::SpanPart::Event(e) => {
-                    self.attributes_change(e.attributes())
-                        || self.text_changes(e.name().into(), Sanitizers::NONE)
-                }
-                view::SpanPart::Link(l) => self.attributes_change(l.attributes()),
-                view::SpanPart::StatusMessage(m) => self.text_changes(m, Sanitizers::NONE),
-                view::SpanPart::Other => false,
-            };
-            if changes {
-                return true;
-            }
-        }
-        let sanitizers = self.rules.span_name_sanitizers(kind, name.as_bytes(), db);
-        self.text_changes(name, sanitizers)
-    }
-
-    fn log_changes(&mut self, log: &view::LogRecord<'_>) -> bool {
-        if self.attributes_change(log.attributes()) {
-            return true;
-        }
-        match log.body() {
-            view::AnyValue::String(s) => {
-                if self.rules.allowed_values.is_some() && self.rules.is_allowed_value(s.as_str()) {
-                    return self.rules.summary_on();
-                }
-                self.string_changes(None, s, self.rules.log_body_sanitizers())
-            }
-            body @ view::AnyValue::Kvlist(_) => self.attributes_change(body.entries()),
-            body @ view::AnyValue::Array(_) => body.array().any(|v| self.body_value_changes(&v)),
-            other => self.body_value_changes(&other),
-        }
-    }
-
-    /// A value inside a log body, which has no attribute key of its own.
-    fn body_value_changes(&mut self, value: &view::AnyValue<'_>) -> bool {
-        match value {
-            view::AnyValue::String(s) => {
-                if self.rules.allowed_values.is_some() && self.rules.is_allowed_value(s.as_str()) {
-                    return self.rules.summary_on();
-                }
-                self.string_changes(None, *s, Sanitizers::NONE)
-            }
-            view::AnyValue::Kvlist(_) => self.attributes_change(value.entries()),
-            view::AnyValue::Array(_) => value.array().any(|v| self.body_value_changes(&v)),
-            other if self.rules.redact_all_types => scalar_text(other).is_some_and(|t| {
-                !self.rules.is_allowed_value(&t) && self.rules.mask_blocked(&t).is_some()
-            }),
-            _ => false,
-        }
-    }
-
-    fn point_changes(&mut self, point: &view::DataPoint<'_>) -> bool {
-        self.attributes_change(point.attributes())
-            || point
-                .exemplars()
-                .any(|e| self.attributes_change(e.attributes()))
-    }
-}
-
 /// Which sanitizers apply to a text that has no attribute key.
 #[derive(Clone, Copy)]
 struct Sanitizers<'a> {
@@ -1249,10 +1032,7 @@ impl<'a> Redact<'a> {
     fn new(rules: &'a Rules) -> Redact<'a> {
         Redact {
             rules,
-            detect: Detect {
-                rules,
-                clean: Clean::new(),
-            },
+            detect: Detect::new(rules),
             totals: Totals::default(),
         }
     }

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use prost::Message;
 use sluice_core::Signal;
 
+use super::detect::Clean;
 use super::*;
 use crate::testing::{kv, s};
 
