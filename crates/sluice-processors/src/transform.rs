@@ -434,28 +434,14 @@ mod tests {
     use sluice_core::Signal;
 
     use super::*;
+    use crate::testing;
 
     fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
-        }
+        testing::kv(k, testing::s(v))
     }
 
     fn traces(spans: Vec<Span>) -> Batch {
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        Batch::decode(Signal::Traces, request.encode_to_vec().into()).unwrap()
+        testing::traces(Vec::new(), spans)
     }
 
     fn rules(config: serde_json::Value) -> Rules {

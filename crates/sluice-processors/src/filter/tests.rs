@@ -6,11 +6,10 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
+use opentelemetry_proto::tonic::trace::v1::{Span, span};
 
 use super::*;
-use crate::testing::{kv, s};
+use crate::testing::{self, kv, s, span_names};
 
 fn rules(config: serde_json::Value) -> Rules {
     let c: FilterConfig = serde_json::from_value(config).unwrap();
@@ -24,20 +23,7 @@ fn run(rules: &Rules, batch: Batch) -> (Batch, u64) {
 }
 
 fn traces(spans: Vec<Span>) -> Batch {
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", s("shop"))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    Batch::decode(Signal::Traces, request.encode_to_vec().into()).unwrap()
+    testing::traces(vec![kv("service.name", s("shop"))], spans)
 }
 
 fn named(name: &str, attributes: Vec<KeyValue>, events: Vec<span::Event>) -> Span {
@@ -258,13 +244,7 @@ fn spans_are_kept_or_dropped_by_duration_and_status_message() {
         ]),
     );
     assert_eq!(dropped, 2);
-    let request = ExportTraceServiceRequest::decode(out.data().clone()).unwrap();
-    let names: Vec<&str> = request.resource_spans[0].scope_spans[0]
-        .spans
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(names, ["slow", "slowest"]);
+    assert_eq!(span_names(&out), ["slow", "slowest"]);
 }
 
 #[test]
@@ -293,20 +273,15 @@ fn arithmetic_on_attributes_overflows_to_nil_and_mixes_ints_and_doubles() {
             with("big", int(5)),
             with("overflow", int(i64::MAX)),
             with("three", int(3)),
-            with("text", s_value("9")),
+            with(
+                "text",
+                AnyValue {
+                    value: Some(s("9")),
+                },
+            ),
             with("small", int(1)),
         ]),
     );
     assert_eq!(dropped, 2, "5 + 1 > 5 and 3 - 0.5 == 2.5");
-    let request = ExportTraceServiceRequest::decode(out.data().clone()).unwrap();
-    let names: Vec<&str> = request.resource_spans[0].scope_spans[0]
-        .spans
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(names, ["overflow", "text", "small"]);
-}
-
-fn s_value(v: &str) -> AnyValue {
-    AnyValue { value: Some(s(v)) }
+    assert_eq!(span_names(&out), ["overflow", "text", "small"]);
 }

@@ -682,18 +682,9 @@ fn the_clean_cache_matches_exact_bytes_and_never_holds_what_was_masked() {
             ..Default::default()
         })
         .collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let (_, after, totals) = run(&r, Signal::Traces, request.encode_to_vec());
-    let request = ExportTraceServiceRequest::decode(after.data().clone()).unwrap();
-    for span in &request.resource_spans[0].scope_spans[0].spans {
+    let request = crate::testing::traces(Vec::new(), spans).data().to_vec();
+    let (_, after, totals) = run(&r, Signal::Traces, request);
+    for span in &crate::testing::spans(&after) {
         assert_eq!(
             span.attributes,
             vec![kv("user", s("****")), kv("host", s("shop.example.com"))]
