@@ -49,6 +49,10 @@ impl Clean {
 pub(super) struct Detect<'r> {
     rules: &'r Rules,
     clean: Clean,
+    /// Attributes (as encoded) found unchanged; apart from `clean`, which holds texts: an
+    /// attribute's bytes put a text between tags and lengths, where a pattern's `\b` may fall
+    /// otherwise.
+    clean_attributes: Clean,
 }
 
 impl<'r> Detect<'r> {
@@ -56,6 +60,7 @@ impl<'r> Detect<'r> {
         Detect {
             rules,
             clean: Clean::new(),
+            clean_attributes: Clean::new(),
         }
     }
 
@@ -69,6 +74,20 @@ impl<'r> Detect<'r> {
 
     /// Whether redaction would change (or, with a summary, note) one attribute.
     fn attribute_changes(&mut self, kv: &view::KeyValue<'_>) -> bool {
+        // Whether an attribute changes depends on its bytes alone: one seen unchanged in this
+        // batch is compared, not read again.
+        let raw = kv.raw();
+        if self.clean_attributes.holds(raw) {
+            return false;
+        }
+        let changes = self.attribute_changes_uncached(kv);
+        if !changes {
+            self.clean_attributes.remember(raw);
+        }
+        changes
+    }
+
+    fn attribute_changes_uncached(&mut self, kv: &view::KeyValue<'_>) -> bool {
         let (key, value) = kv.parts();
         // The key is read as text only when some rule goes by keys.
         let action = if self.rules.keys_matter {
