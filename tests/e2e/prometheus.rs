@@ -27,10 +27,22 @@ struct Prometheus {
 
 impl Prometheus {
     fn start() -> Prometheus {
+        Prometheus::with_config("global:\n  scrape_interval: 1h\n")
+    }
+
+    /// A Prometheus scraping `127.0.0.1:port` every second, keeping the labels it scrapes
+    /// (`honor_labels`, as the Collector's docs advise for its `prometheus` exporter).
+    fn scraping(port: u16) -> Prometheus {
+        Prometheus::with_config(&format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ))
+    }
+
+    fn with_config(yaml: &str) -> Prometheus {
         let binary = std::env::var("SLUICE_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
         let dir = TempDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let port = free_port();
         let child = Command::new(&binary)
             .arg(format!("--config.file={}", config.display()))
@@ -593,4 +605,124 @@ async fn parallel_senders_keep_per_series_order_and_out_of_order_is_a_counted_dr
         logs.contains("400") && logs.contains("out of order"),
         "{logs}"
     );
+}
+
+/// The `prometheus` exporter's page, as Prometheus would scrape it.
+async fn scrape(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() {
+    let ports = Ports::new();
+    let exporter = free_port();
+    let config = format!(
+        "{}exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{exporter}\n    namespace: app\n    const_labels: {{environment: e2e}}\nservice:\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [prometheus]}}\n{}",
+        ports.common(),
+        ports.telemetry()
+    );
+    let sluice = Sluice::start(ports, &config);
+    let prometheus = tokio::task::spawn_blocking(move || Prometheus::scraping(exporter))
+        .await
+        .unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (t1, t2) = (
+        (now_ms - 20_000) as u64 * 1_000_000,
+        (now_ms - 10_000) as u64 * 1_000_000,
+    );
+    let mut client = MetricsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+        .await
+        .unwrap();
+    client.export(request(t1, t2)).await.unwrap();
+
+    // The page passes Prometheus' own linter.
+    let page = scrape(exporter).await;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool comes with Debian's prometheus package: run scripts/test.sh");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), page.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Exit 3 is lint findings, anything else but 0 a page that does not parse. The one finding
+    // allowed is the base-unit lint on a name the OTLP unit decides (`ms` is `milliseconds` by
+    // the specification's translation, as in the Collector).
+    let lint_only = checked.status.code() == Some(3)
+        && findings
+            .lines()
+            .all(|l| l.trim().is_empty() || l.contains("use base unit"));
+    assert!(
+        checked.status.success() || lint_only,
+        "promtool check metrics: {findings}\n{page}"
+    );
+    assert!(
+        findings.is_empty() || findings.contains("app_e2e_rpc_duration_milliseconds"),
+        "{findings}"
+    );
+    // Deltas, exponential histograms (no text form) and the series marked stale are not there.
+    for absent in ["app_e2e_delta", "app_e2e_payload", "app_e2e_gone"] {
+        assert!(!page.contains(absent), "{absent} in:\n{page}");
+    }
+
+    // Prometheus scrapes it: the values come back with the resource's job and instance, the
+    // const label and the namespace.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    while prometheus
+        .query("app_e2e_requests_total", now())
+        .await
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scraped nothing:\n{}",
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sel = r#"job="shop/checkout",instance="i-1",environment="e2e",otel_scope_name="e2e-meter""#;
+    for (query, want) in [
+        (
+            format!(r#"app_e2e_requests_total{{{sel},http_route="/pay"}}"#),
+            42.0,
+        ),
+        (format!("app_e2e_memory_bytes{{{sel}}}"), 1536.5),
+        (format!("app_e2e_queue_depth{{{sel}}}"), -3.0),
+        (format!("app_e2e_latency_seconds_count{{{sel}}}"), 10.0),
+        (
+            format!(r#"app_e2e_latency_seconds_bucket{{{sel},le="0.5"}}"#),
+            7.0,
+        ),
+        (format!("app_e2e_latency_seconds_sum{{{sel}}}"), 4.5),
+        (
+            format!(r#"app_e2e_rpc_duration_milliseconds{{{sel},quantile="0.99"}}"#),
+            20.0,
+        ),
+        (
+            r#"app_target_info{job="shop/checkout",host_name="node-1"}"#.to_owned(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(prometheus.value(&query, now()).await, want, "{query}");
+    }
 }

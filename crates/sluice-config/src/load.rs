@@ -119,10 +119,10 @@ fn default_encoding() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsTelemetry {
-    /// `host:port` of the Prometheus endpoint (path `/metrics`); default `0.0.0.0:8888`.
-    /// An empty string turns the endpoint off.
-    #[serde(default = "default_metrics_address")]
-    pub address: String,
+    /// `host:port` of the Prometheus endpoint (path `/metrics`); unset, `0.0.0.0:8888` (see
+    /// [`RawConfig::self_metrics_address`]). An empty string turns the endpoint off.
+    #[serde(default)]
+    pub address: Option<String>,
     /// `none`, `basic`, `normal` (default) or `detailed`; `none` turns the endpoint off.
     #[serde(default = "default_metrics_level")]
     pub level: String,
@@ -131,14 +131,61 @@ pub struct MetricsTelemetry {
 impl Default for MetricsTelemetry {
     fn default() -> Self {
         MetricsTelemetry {
-            address: default_metrics_address(),
+            address: None,
             level: default_metrics_level(),
         }
     }
 }
 
-fn default_metrics_address() -> String {
-    "0.0.0.0:8888".to_owned()
+/// The self-metrics address when none is configured.
+pub(crate) const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:8888";
+
+/// The port of a `host:port` endpoint.
+fn port_of(endpoint: &str) -> Option<u16> {
+    endpoint.rsplit_once(':')?.1.parse().ok()
+}
+
+impl RawConfig {
+    /// The `prometheus` exporters (ids `prometheus` and `prometheus/...`) and the ports they
+    /// listen on.
+    pub fn scrape_ports(&self) -> Vec<(String, u16)> {
+        self.exporters
+            .iter()
+            .filter(|(id, _)| *id == "prometheus" || id.starts_with("prometheus/"))
+            .filter_map(|(id, v)| {
+                let port = port_of(v.get("endpoint")?.as_str()?)?;
+                Some((id.clone(), port))
+            })
+            .collect()
+    }
+
+    /// Where the self-metrics are served, and why not when they are not: off when the address
+    /// is empty or the level `none`; off too when no address is configured and a `prometheus`
+    /// exporter takes the default port (configs written for the Collector do: its telemetry
+    /// settings move it; sluice keeps the exporter where the config puts it and says so).
+    pub fn self_metrics_address(&self) -> Result<String, String> {
+        let metrics = &self.service.telemetry.metrics;
+        if metrics.level == "none" {
+            return Err("service.telemetry.metrics.level is none".into());
+        }
+        match &metrics.address {
+            Some(a) if a.is_empty() => Err("service.telemetry.metrics.address is empty".into()),
+            Some(a) => Ok(a.clone()),
+            None => {
+                let default_port = port_of(DEFAULT_METRICS_ADDRESS);
+                match self
+                    .scrape_ports()
+                    .into_iter()
+                    .find(|(_, p)| Some(*p) == default_port)
+                {
+                    Some((id, port)) => Err(format!(
+                        "exporters.{id} listens on port {port}, the self-metrics default; set service.telemetry.metrics.address to serve them elsewhere"
+                    )),
+                    None => Ok(DEFAULT_METRICS_ADDRESS.to_owned()),
+                }
+            }
+        }
+    }
 }
 
 fn default_metrics_level() -> String {
@@ -713,6 +760,30 @@ fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_prometheus_exporter_on_the_default_port_turns_the_self_metrics_off_unless_placed() {
+        let none = |_: &str| None;
+        let exporter = "exporters:\n  prometheus:\n    endpoint: 0.0.0.0:8888\n";
+        let c = parse(exporter, &none).unwrap();
+        assert_eq!(c.scrape_ports(), [("prometheus".to_owned(), 8888)]);
+        let why = c.self_metrics_address().unwrap_err();
+        assert!(
+            why.starts_with("exporters.prometheus listens on port 8888"),
+            "{why}"
+        );
+        let placed = format!(
+            "{exporter}service:\n  telemetry:\n    metrics:\n      address: 127.0.0.1:9999\n"
+        );
+        let c = parse(&placed, &none).unwrap();
+        assert_eq!(c.self_metrics_address().unwrap(), "127.0.0.1:9999");
+        let c = parse(
+            "exporters:\n  prometheus/x:\n    endpoint: 0.0.0.0:8889\n",
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.self_metrics_address().unwrap(), DEFAULT_METRICS_ADDRESS);
+    }
+
     fn env(name: &str) -> Option<String> {
         match name {
             "PORT" => Some("4317".into()),
@@ -783,7 +854,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.service.pipelines["traces/2"].receivers, ["otlp"]);
         assert_eq!(c.service.telemetry.logs.encoding, "json");
-        assert_eq!(c.service.telemetry.metrics.address, "127.0.0.1:9999");
+        assert_eq!(
+            c.service.telemetry.metrics.address.as_deref(),
+            Some("127.0.0.1:9999")
+        );
     }
 
     fn refusal(text: &str) -> String {

@@ -356,10 +356,33 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         ));
     }
     let metrics = &config.service.telemetry.metrics;
-    if !metrics.address.is_empty()
-        && let Err(message) = check_endpoint(&metrics.address)
+    if let Some(address) = metrics.address.as_deref().filter(|a| !a.is_empty()) {
+        if let Err(message) = check_endpoint(address) {
+            problems.push(Problem::error("service.telemetry.metrics.address", message));
+        }
+        let port = address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        if let Some((id, port)) = config
+            .scrape_ports()
+            .into_iter()
+            .find(|(_, p)| Some(*p) == port)
+        {
+            problems.push(Problem::error(
+                "service.telemetry.metrics.address",
+                format!(
+                    "port {port} is also exporters.{id}'s endpoint: give one of them another port"
+                ),
+            ));
+        }
+    } else if metrics.address.is_none()
+        && let Err(why) = config.self_metrics_address()
+        && metrics.level != "none"
     {
-        problems.push(Problem::error("service.telemetry.metrics.address", message));
+        problems.push(Problem::warning(
+            "service.telemetry.metrics.address",
+            format!("the self-metrics are off: {why}"),
+        ));
     }
     if !["none", "basic", "normal", "detailed"].contains(&metrics.level.as_str()) {
         problems.push(Problem::error(

@@ -214,12 +214,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let last = CancellationToken::new();
         let status = sluice_core::ServiceStatus::new();
         let mut side = Vec::new();
-        let metrics = &config.service.telemetry.metrics;
-        if !metrics.address.is_empty() && metrics.level != "none" {
-            let handle = telemetry::install_recorder()?;
-            side.push(
-                telemetry::serve_metrics(&metrics.address, handle, allocated, last.clone()).await?,
-            );
+        match config.self_metrics_address() {
+            Ok(address) => {
+                let handle = telemetry::install_recorder()?;
+                side.push(
+                    telemetry::serve_metrics(&address, handle, allocated, last.clone()).await?,
+                );
+            }
+            Err(why) => tracing::debug!("self-metrics are off: {why}"),
         }
         tracing::info!(config = %name, version = env!("CARGO_PKG_VERSION"), "starting sluice");
         let service = service::Service::start(&config, &registry, status, side, last).await?;

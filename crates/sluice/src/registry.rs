@@ -43,6 +43,7 @@ impl Registry {
                 Arc::new(sluice_otlp::DebugExporterFactory),
                 Arc::new(sluice_jaeger::JaegerExporterFactory),
                 Arc::new(sluice_prometheus::RemoteWriteExporterFactory),
+                Arc::new(sluice_prometheus::ScrapeExporterFactory),
                 Arc::new(sluice_postgres::PostgresExporterFactory),
             ],
             connectors: vec![

@@ -1,0 +1,408 @@
+//! The `prometheus` exporter: keeps the latest value of every series, translated from OTLP by
+//! the same rules as `prometheusremotewrite` ([`crate::translate`]: names, units, labels,
+//! `target_info`, histograms, summaries), for Prometheus to scrape at `endpoint` (any path; the
+//! Prometheus text format 0.0.4). The Collector's config: `endpoint`, `namespace`,
+//! `const_labels`, `send_timestamps`, `metric_expiration`, `resource_to_telemetry_conversion`,
+//! `add_metric_suffixes`.
+//!
+//! Where it differs from the Collector's, for now, and says so when a config asks:
+//!
+//! * Delta sums and histograms are dropped and counted, as the remote-write translation does;
+//!   the Collector's exporter accumulates monotonic delta sums into cumulative ones.
+//! * Exponential histograms have no text form: they are dropped and counted (the Collector
+//!   converts them to classic buckets); the protobuf scrape format, which carries them as native
+//!   histograms, is not served.
+//! * `enable_open_metrics: true` (the OpenMetrics text format) is refused by `sluice validate`.
+//!
+//! A family without an OTLP description gets its name as help (`promtool check metrics` wants
+//! help on every family). A series disappears after `metric_expiration` (default 5m) without a new point, or at once
+//! when a point marks it stale (`FLAG_NO_RECORDED_VALUE`). Each scrape renders the families in
+//! name order and the series of a family in label order.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::{HumanDuration, Problem};
+use sluice_core::{
+    Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterFactory,
+    HelperSettings, typed,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::exporter::Enabled;
+use crate::proto::{Label, MetricType};
+use crate::translate::{TranslateOptions, format_float, translate_encoded};
+
+/// Prometheus' stale marker: a NaN with these bits.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// `exporters.prometheus`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// Where Prometheus scrapes (`host:port`).
+    pub endpoint: String,
+    /// Prefixed to every metric name, with `_`.
+    #[serde(default)]
+    pub namespace: String,
+    /// Labels on every series, unless a series has a label of that name.
+    #[serde(default)]
+    pub const_labels: BTreeMap<String, String>,
+    /// Whether samples carry their points' timestamps (default false: Prometheus stamps them at
+    /// scrape time).
+    #[serde(default)]
+    pub send_timestamps: bool,
+    /// How long a series stays without a new point (default 5m).
+    #[serde(default = "default_expiration")]
+    pub metric_expiration: HumanDuration,
+    /// Copy resource attributes onto every series.
+    #[serde(default)]
+    pub resource_to_telemetry_conversion: Enabled,
+    /// The OpenMetrics text format: not served yet (refused when true).
+    #[serde(default)]
+    pub enable_open_metrics: bool,
+    /// Unit and type suffixes on names (default true).
+    #[serde(default = "yes")]
+    pub add_metric_suffixes: bool,
+}
+
+fn default_expiration() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One series' latest sample.
+#[derive(Debug, Clone)]
+struct Latest {
+    value: f64,
+    timestamp_ms: i64,
+    updated: Instant,
+}
+
+/// One family's type and help, as its first metric set them.
+#[derive(Debug, Clone)]
+struct Family {
+    metric_type: MetricType,
+    help: String,
+}
+
+/// The series of one metric name, by their other labels.
+type Series = BTreeMap<Vec<Label>, Latest>;
+
+#[derive(Debug, Default)]
+struct State {
+    /// By metric name (`__name__`), then by the other labels, sorted.
+    series: BTreeMap<String, Series>,
+    families: BTreeMap<String, Family>,
+}
+
+/// What the pipelines write and the scrape endpoint reads.
+struct Shared {
+    config: ScrapeConfig,
+    options: TranslateOptions,
+    state: Mutex<State>,
+    dropped: metrics::Counter,
+}
+
+/// The exporter, and its listening socket until it starts serving.
+struct ScrapeExporter {
+    shared: Arc<Shared>,
+    listener: Mutex<Option<std::net::TcpListener>>,
+}
+
+impl Shared {
+    fn new(id: &str, config: ScrapeConfig) -> Shared {
+        let options = TranslateOptions {
+            add_metric_suffixes: config.add_metric_suffixes,
+            resource_to_telemetry_conversion: config.resource_to_telemetry_conversion.enabled,
+            external_labels: config
+                .const_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            send_metadata: true,
+        };
+        let dropped = metrics::counter!(
+            "otelcol_exporter_prometheus_dropped_metric_points",
+            "exporter" => id.to_owned(),
+        );
+        Shared {
+            config,
+            options,
+            state: Mutex::new(State::default()),
+            dropped,
+        }
+    }
+
+    /// Takes one batch's series into the state.
+    fn take(&self, request: &[u8]) -> Result<(), ConsumeError> {
+        let translation = translate_encoded(request, &self.options)
+            .map_err(|e| ConsumeError::invalid(format!("prometheus exporter: {e}")))?;
+        let dropped: usize = translation.dropped.iter().map(|(_, n)| n).sum();
+        if dropped > 0 {
+            self.dropped.increment(dropped as u64);
+            tracing::debug!(dropped = ?translation.dropped, "points not exposed for scraping");
+        }
+        let now = Instant::now();
+        let namespaced = |name: &str| {
+            if self.config.namespace.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{}_{name}", self.config.namespace)
+            }
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for m in &translation.metadata {
+            let name = namespaced(&m.metric_family_name);
+            state.families.entry(name).or_insert_with(|| Family {
+                metric_type: MetricType::try_from(m.r#type).unwrap_or(MetricType::Unknown),
+                help: m.help.clone(),
+            });
+        }
+        for series in translation.series {
+            // Native histograms have no text form; their points were not samples.
+            let Some(sample) = series.samples.iter().max_by_key(|s| s.timestamp) else {
+                continue;
+            };
+            let (sample_value, timestamp_ms) = (sample.value, sample.timestamp);
+            let mut name = String::new();
+            let labels: Vec<Label> = series
+                .labels
+                .into_iter()
+                .filter_map(|l| {
+                    if l.name == "__name__" {
+                        name = namespaced(&l.value);
+                        None
+                    } else {
+                        Some(l)
+                    }
+                })
+                .collect();
+            let family = state.series.entry(name).or_default();
+            if sample_value.to_bits() == STALE_NAN {
+                family.remove(&labels);
+                continue;
+            }
+            match family.get_mut(&labels) {
+                // An older point than the one kept (points arrive out of order across batches).
+                Some(kept) if kept.timestamp_ms > timestamp_ms => kept.updated = now,
+                _ => {
+                    family.insert(
+                        labels,
+                        Latest {
+                            value: sample_value,
+                            timestamp_ms,
+                            updated: now,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The text exposition of every series updated within the expiration; expired series are
+    /// forgotten.
+    fn render(&self) -> String {
+        let expiration = self.config.metric_expiration.get();
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for family in state.series.values_mut() {
+            family.retain(|_, latest| now.duration_since(latest.updated) < expiration);
+        }
+        state.series.retain(|_, family| !family.is_empty());
+        let State { series, families } = &*state;
+        // Group the series by family: `x_bucket`, `x_sum` and `x_count` belong to histogram `x`.
+        let mut grouped: BTreeMap<&str, Vec<(&str, &Series)>> = BTreeMap::new();
+        for (name, family) in series {
+            grouped
+                .entry(family_of(name, families))
+                .or_default()
+                .push((name.as_str(), family));
+        }
+        let mut out = String::new();
+        for (family, members) in grouped {
+            if let Some(f) = families.get(family) {
+                // `promtool check metrics` wants help on every family: a metric without a
+                // description is helped by its name.
+                let help = if f.help.is_empty() { family } else { &f.help };
+                let _ = writeln!(out, "# HELP {family} {}", escape_help(help));
+                let _ = writeln!(out, "# TYPE {family} {}", type_word(f.metric_type));
+            }
+            for (name, series) in members {
+                for (labels, latest) in series {
+                    out.push_str(name);
+                    if !labels.is_empty() {
+                        out.push('{');
+                        for (i, l) in labels.iter().enumerate() {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            let _ = write!(out, "{}=\"{}\"", l.name, escape_label(&l.value));
+                        }
+                        out.push('}');
+                    }
+                    let _ = write!(out, " {}", format_float(latest.value));
+                    if self.config.send_timestamps {
+                        let _ = write!(out, " {}", latest.timestamp_ms);
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The family a series name belongs to: itself, or a histogram or summary it is a part of.
+fn family_of<'a>(name: &'a str, families: &BTreeMap<String, Family>) -> &'a str {
+    if families.contains_key(name) {
+        return name;
+    }
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && families.get(base).is_some_and(|f| {
+                matches!(f.metric_type, MetricType::Histogram | MetricType::Summary)
+            })
+        {
+            return base;
+        }
+    }
+    name
+}
+
+fn type_word(t: MetricType) -> &'static str {
+    match t {
+        MetricType::Counter => "counter",
+        MetricType::Gauge | MetricType::Info | MetricType::Stateset => "gauge",
+        MetricType::Histogram | MetricType::Gaugehistogram => "histogram",
+        MetricType::Summary => "summary",
+        MetricType::Unknown => "untyped",
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[async_trait]
+impl Consumer for ScrapeExporter {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        self.shared.take(batch.data())
+    }
+}
+
+impl DirectExporter for ScrapeExporter {
+    fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let exporter = Arc::clone(&self.shared);
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(listener) = taken.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) else {
+            return Vec::new();
+        };
+        vec![tokio::spawn(async move {
+            tracing::info!(endpoint = ?listener.local_addr().ok(), "prometheus exporter listening for scrapes");
+            let router = axum::Router::new().fallback(move || {
+                let exporter = Arc::clone(&exporter);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        exporter.render(),
+                    )
+                }
+            });
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        })]
+    }
+}
+
+/// Builds `prometheus` exporters.
+#[derive(Debug, Default)]
+pub struct ScrapeExporterFactory;
+
+fn problems(path: &str, c: &ScrapeConfig) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if c.endpoint.trim().is_empty() {
+        out.push(Problem::error(
+            format!("{path}.endpoint"),
+            "required: the address Prometheus scrapes (`0.0.0.0:8889`)",
+        ));
+    }
+    if c.enable_open_metrics {
+        out.push(Problem::error(
+            format!("{path}.enable_open_metrics"),
+            "the OpenMetrics format is not served yet; sluice serves the Prometheus text format (remove the key, or set it to false)",
+        ));
+    }
+    out
+}
+
+impl ExporterFactory for ScrapeExporterFactory {
+    fn type_name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["metrics"]
+    }
+
+    fn helper_defaults(&self) -> Option<HelperSettings> {
+        None
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        sluice_core::check_typed(path, config, |c: &ScrapeConfig| problems(path, c))
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        _helper: &mut HelperSettings,
+    ) -> Result<BuiltExporter, BuildError> {
+        let path = format!("exporters.{id}");
+        let c: ScrapeConfig = typed(&path, config)?;
+        if let Some(problem) = problems(&path, &c).into_iter().next() {
+            return Err(BuildError::Config(problem));
+        }
+        // Bound here, so that a taken port stops the start with its reason, before any data
+        // is accepted.
+        let listener = std::net::TcpListener::bind(&c.endpoint)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| BuildError::Bind {
+                endpoint: c.endpoint.clone(),
+                source,
+            })?;
+        Ok(BuiltExporter::Direct(Arc::new(ScrapeExporter {
+            shared: Arc::new(Shared::new(id, c)),
+            listener: Mutex::new(Some(listener)),
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::*;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+const T: u64 = 1_700_000_000_000_000_000;
+
+fn point(t: u64, v: f64, attrs: Vec<KeyValue>) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs,
+        start_time_unix_nano: t - 60_000_000_000,
+        time_unix_nano: t,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+fn request(metrics: Vec<Metric>) -> Vec<u8> {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "checkout"),
+                    kv("service.instance.id", "i-1"),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn counter(t: u64, v: f64, temporality: AggregationTemporality) -> Metric {
+    Metric {
+        name: "http.requests".into(),
+        description: "Requests \\ served\nby route".into(),
+        unit: "1".into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![point(t, v, vec![kv("route", "/a\"b")])],
+            aggregation_temporality: temporality as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+fn exporter(config: serde_json::Value) -> Shared {
+    let c: ScrapeConfig = serde_json::from_value(config).unwrap();
+    Shared::new("prometheus", c)
+}
+
+#[test]
+fn renders_the_text_format_by_family_with_help_types_and_escapes() {
+    let e = exporter(serde_json::json!({
+        "endpoint": "127.0.0.1:0",
+        "namespace": "shop",
+        "const_labels": {"environment": "e2e"},
+    }));
+    let histogram = Metric {
+        name: "latency".into(),
+        unit: "s".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: T - 60_000_000_000,
+                time_unix_nano: T,
+                count: 3,
+                sum: Some(0.7),
+                bucket_counts: vec![1, 2],
+                explicit_bounds: vec![0.25],
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    let gauge = Metric {
+        name: "memory".into(),
+        unit: "By".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![point(T, 1536.5, vec![])],
+        })),
+        ..Default::default()
+    };
+    e.take(&request(vec![
+        counter(T, 42.0, AggregationTemporality::Cumulative),
+        histogram,
+        gauge,
+    ]))
+    .unwrap();
+    let text = e.render();
+    let labels = r#"environment="e2e",instance="i-1",job="checkout""#;
+    let expected = format!(
+        r#"# HELP shop_http_requests_total Requests \\ served\nby route
+# TYPE shop_http_requests_total counter
+shop_http_requests_total{{{labels},route="/a\"b"}} 42
+# HELP shop_latency_seconds shop_latency_seconds
+# TYPE shop_latency_seconds histogram
+shop_latency_seconds_bucket{{{labels},le="+Inf"}} 3
+shop_latency_seconds_bucket{{{labels},le="0.25"}} 1
+shop_latency_seconds_count{{{labels}}} 3
+shop_latency_seconds_sum{{{labels}}} 0.7
+# HELP shop_memory_bytes shop_memory_bytes
+# TYPE shop_memory_bytes gauge
+shop_memory_bytes{{{labels}}} 1536.5
+"#
+    );
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn keeps_the_newest_point_drops_deltas_and_stale_series_and_forgets_expired_ones() {
+    let e = exporter(serde_json::json!({
+        "endpoint": "127.0.0.1:0",
+        "send_timestamps": true,
+        "metric_expiration": "200ms",
+    }));
+    let cumulative = AggregationTemporality::Cumulative;
+    e.take(&request(vec![counter(T + 1_000_000, 5.0, cumulative)]))
+        .unwrap();
+    // An older point arriving later does not go back in time.
+    e.take(&request(vec![counter(T, 3.0, cumulative)])).unwrap();
+    assert!(
+        e.render()
+            .contains("http_requests_total{instance=\"i-1\",job=\"checkout\",route=\"/a\\\"b\"} 5 1700000000001\n"),
+        "{}",
+        e.render()
+    );
+    // Deltas are dropped (and counted), not accumulated.
+    e.take(&request(vec![counter(
+        T + 2_000_000,
+        1.0,
+        AggregationTemporality::Delta,
+    )]))
+    .unwrap();
+    assert!(e.render().contains("} 5 1700000000001\n"));
+    // A stale marker removes the series at once.
+    let mut stale = counter(T + 3_000_000, 0.0, cumulative);
+    if let Some(metric::Data::Sum(sum)) = &mut stale.data {
+        sum.data_points[0].flags = 1;
+        sum.data_points[0].value = None;
+    }
+    e.take(&request(vec![stale])).unwrap();
+    assert!(
+        !e.render().contains("http_requests_total{"),
+        "{}",
+        e.render()
+    );
+    // Without new points, a series is gone after `metric_expiration`.
+    e.take(&request(vec![counter(T + 4_000_000, 6.0, cumulative)]))
+        .unwrap();
+    assert!(e.render().contains("} 6 "));
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert!(
+        !e.render().contains("http_requests_total{"),
+        "{}",
+        e.render()
+    );
+}
+
+#[test]
+fn configs_it_cannot_honour_are_refused() {
+    let problems: Vec<String> = ScrapeExporterFactory
+        .check(
+            "exporters.prometheus",
+            &serde_json::json!({"endpoint": "", "enable_open_metrics": true, "translation_strategy": "x"}),
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("translation_strategy"), "{problems:?}");
+    let problems: Vec<String> = ScrapeExporterFactory
+        .check(
+            "exporters.prometheus",
+            &serde_json::json!({"endpoint": "", "enable_open_metrics": true}),
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "error: exporters.prometheus.endpoint: required: the address Prometheus scrapes (`0.0.0.0:8889`)",
+            "error: exporters.prometheus.enable_open_metrics: the OpenMetrics format is not served yet; sluice serves the Prometheus text format (remove the key, or set it to false)",
+        ]
+    );
+}
