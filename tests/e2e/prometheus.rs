@@ -674,8 +674,8 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
         findings.is_empty() || findings.contains("app_e2e_rpc_duration_milliseconds"),
         "{findings}"
     );
-    // Deltas, exponential histograms (no text form) and the series marked stale are not there.
-    for absent in ["app_e2e_delta", "app_e2e_payload", "app_e2e_gone"] {
+    // Exponential histograms (no text form) and the series marked stale are not there.
+    for absent in ["app_e2e_payload", "app_e2e_gone"] {
         assert!(!page.contains(absent), "{absent} in:\n{page}");
     }
 
@@ -707,6 +707,8 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
             42.0,
         ),
         (format!("app_e2e_memory_bytes{{{sel}}}"), 1536.5),
+        // A monotonic delta sum, served as the Collector's exporter serves it: cumulated.
+        (format!("app_e2e_delta_total{{{sel}}}"), 5.0),
         (format!("app_e2e_queue_depth{{{sel}}}"), -3.0),
         (format!("app_e2e_latency_seconds_count{{{sel}}}"), 10.0),
         (

@@ -5,10 +5,10 @@
 //! `const_labels`, `send_timestamps`, `metric_expiration`, `resource_to_telemetry_conversion`,
 //! `add_metric_suffixes`.
 //!
-//! Where it differs from the Collector's, for now, and says so when a config asks:
+//! Delta sums and histograms are accumulated into cumulative ones as the Collector's exporter
+//! does ([`delta`]). Where it differs from the Collector's, for now, and says so when a config
+//! asks:
 //!
-//! * Delta sums and histograms are dropped and counted, as the remote-write translation does;
-//!   the Collector's exporter accumulates monotonic delta sums into cumulative ones.
 //! * Exponential histograms have no text form: they are dropped and counted (the Collector
 //!   converts them to classic buckets); the protobuf scrape format, which carries them as native
 //!   histograms, is not served.
@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{HumanDuration, Problem};
@@ -37,7 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exporter::Enabled;
 use crate::proto::{Label, MetricType};
-use crate::translate::{TranslateOptions, format_float, translate_encoded};
+use crate::translate::{TranslateOptions, format_float, translate};
+
+mod delta;
 
 /// Prometheus' stale marker: a NaN with these bits.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -103,6 +107,8 @@ struct State {
     /// By metric name (`__name__`), then by the other labels, sorted.
     series: BTreeMap<String, Series>,
     families: BTreeMap<String, Family>,
+    /// The running totals of delta series.
+    totals: delta::Totals,
 }
 
 /// What the pipelines write and the scrape endpoint reads.
@@ -145,8 +151,14 @@ impl Shared {
 
     /// Takes one batch's series into the state.
     fn take(&self, request: &[u8]) -> Result<(), ConsumeError> {
-        let translation = translate_encoded(request, &self.options)
+        let mut request = ExportMetricsServiceRequest::decode(request)
             .map_err(|e| ConsumeError::invalid(format!("prometheus exporter: {e}")))?;
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .totals
+            .cumulate(&mut request, Instant::now());
+        let translation = translate(&request, &self.options);
         let dropped: usize = translation.dropped.iter().map(|(_, n)| n).sum();
         if dropped > 0 {
             self.dropped.increment(dropped as u64);
@@ -220,7 +232,10 @@ impl Shared {
             family.retain(|_, latest| now.duration_since(latest.updated) < expiration);
         }
         state.series.retain(|_, family| !family.is_empty());
-        let State { series, families } = &*state;
+        state.totals.expire(now, expiration);
+        let State {
+            series, families, ..
+        } = &*state;
         // Group the series by family: `x_bucket`, `x_sum` and `x_count` belong to histogram `x`.
         let mut grouped: BTreeMap<&str, Vec<(&str, &Series)>> = BTreeMap::new();
         for (name, family) in series {

@@ -146,14 +146,6 @@ fn keeps_the_newest_point_drops_deltas_and_stale_series_and_forgets_expired_ones
         "{}",
         e.render()
     );
-    // Deltas are dropped (and counted), not accumulated.
-    e.take(&request(vec![counter(
-        T + 2_000_000,
-        1.0,
-        AggregationTemporality::Delta,
-    )]))
-    .unwrap();
-    assert!(e.render().contains("} 5 1700000000001\n"));
     // A stale marker removes the series at once.
     let mut stale = counter(T + 3_000_000, 0.0, cumulative);
     if let Some(metric::Data::Sum(sum)) = &mut stale.data {
@@ -205,4 +197,82 @@ fn configs_it_cannot_honour_are_refused() {
             "error: exporters.prometheus.enable_open_metrics: the OpenMetrics format is not served yet; sluice serves the Prometheus text format (remove the key, or set it to false)",
         ]
     );
+}
+
+fn delta_sum(start: u64, end: u64, v: f64, monotonic: bool) -> Metric {
+    Metric {
+        name: if monotonic { "jobs" } else { "level" }.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                start_time_unix_nano: start,
+                time_unix_nano: end,
+                value: Some(number_data_point::Value::AsDouble(v)),
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+            is_monotonic: monotonic,
+        })),
+        ..Default::default()
+    }
+}
+
+fn delta_histogram(start: u64, end: u64, buckets: [u64; 2], sum: f64) -> Metric {
+    Metric {
+        name: "wait".into(),
+        unit: "s".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: start,
+                time_unix_nano: end,
+                count: buckets.iter().sum(),
+                sum: Some(sum),
+                bucket_counts: buckets.to_vec(),
+                explicit_bounds: vec![1.0],
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The value of the one line of `text` that starts with `series`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+#[test]
+fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
+    let e = exporter(serde_json::json!({"endpoint": "127.0.0.1:0"}));
+    let s = 1_000_000_000;
+    let take = |m: Metric| e.take(&request(vec![m])).unwrap();
+    let jobs = "jobs_total{instance=\"i-1\",job=\"checkout\"}";
+    // Contiguous deltas add up.
+    take(delta_sum(T, T + s, 5.0, true));
+    take(delta_sum(T + s, T + 2 * s, 3.0, true));
+    assert_eq!(value(&e.render(), jobs), Some(8.0), "{}", e.render());
+    // A point older than the last is ignored.
+    take(delta_sum(T, T + s, 100.0, true));
+    assert_eq!(value(&e.render(), jobs), Some(8.0));
+    // A gap is a restart: the series begins again.
+    take(delta_sum(T + 5 * s, T + 6 * s, 2.0, true));
+    assert_eq!(value(&e.render(), jobs), Some(2.0));
+    // Non-monotonic deltas are not served.
+    take(delta_sum(T, T + s, 1.0, false));
+    assert!(!e.render().contains("level"), "{}", e.render());
+
+    let bucket =
+        |le: &str| format!("wait_seconds_bucket{{instance=\"i-1\",job=\"checkout\",le=\"{le}\"}}");
+    let sum = "wait_seconds_sum{";
+    take(delta_histogram(T, T + s, [1, 1], 1.5));
+    take(delta_histogram(T + s, T + 2 * s, [2, 1], 2.0));
+    let text = e.render();
+    assert_eq!(value(&text, &bucket("1")), Some(3.0), "{text}");
+    assert_eq!(value(&text, &bucket("+Inf")), Some(5.0));
+    assert_eq!(value(&text, sum), Some(3.5));
+    // Overlapping the last point: dropped; the totals stay.
+    take(delta_histogram(T + s, T + 3 * s, [9, 9], 9.0));
+    assert_eq!(value(&e.render(), &bucket("+Inf")), Some(5.0));
 }
