@@ -17,7 +17,7 @@
 //! A family without an OTLP description gets its name as help (`promtool check metrics` wants
 //! help on every family). A series disappears after `metric_expiration` (default 5m) without a new point, or at once
 //! when a point marks it stale (`FLAG_NO_RECORDED_VALUE`). Each scrape renders the families in
-//! name order and the series of a family in label order.
+//! name order and the series of a family in the order they first came.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,8 +99,9 @@ struct Family {
     help: String,
 }
 
-/// The series of one metric name, by their other labels.
-type Series = BTreeMap<Vec<Label>, Latest>;
+/// The series of one metric name, by their other labels, in the order they first came (hashed:
+/// a batch updates many, and sorting them at every scrape cost more than the rest of it).
+type Series = indexmap::IndexMap<Vec<Label>, Latest, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -199,9 +200,12 @@ impl Shared {
                     }
                 })
                 .collect();
-            let family = state.series.entry(name).or_default();
+            let family = state
+                .series
+                .entry(name)
+                .or_insert_with(|| Series::with_hasher(foldhash::fast::RandomState::default()));
             if sample_value.to_bits() == STALE_NAN {
-                family.remove(&labels);
+                family.shift_remove(&labels);
                 continue;
             }
             match family.get_mut(&labels) {
@@ -262,7 +266,10 @@ impl Shared {
                             if i > 0 {
                                 out.push(',');
                             }
-                            let _ = write!(out, "{}=\"{}\"", l.name, escape_label(&l.value));
+                            out.push_str(&l.name);
+                            out.push_str("=\"");
+                            escape_label(&mut out, &l.value);
+                            out.push('"');
                         }
                         out.push('}');
                     }
@@ -305,11 +312,20 @@ fn type_word(t: MetricType) -> &'static str {
     }
 }
 
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends a label value with `\\`, `"` and newlines escaped.
+fn escape_label(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 fn escape_help(help: &str) -> String {

@@ -116,8 +116,8 @@ fn renders_the_text_format_by_family_with_help_types_and_escapes() {
 shop_http_requests_total{{{labels},route="/a\"b"}} 42
 # HELP shop_latency_seconds shop_latency_seconds
 # TYPE shop_latency_seconds histogram
-shop_latency_seconds_bucket{{{labels},le="+Inf"}} 3
 shop_latency_seconds_bucket{{{labels},le="0.25"}} 1
+shop_latency_seconds_bucket{{{labels},le="+Inf"}} 3
 shop_latency_seconds_count{{{labels}}} 3
 shop_latency_seconds_sum{{{labels}}} 0.7
 # HELP shop_memory_bytes shop_memory_bytes
