@@ -105,8 +105,9 @@ type Series = indexmap::IndexMap<Vec<Label>, Latest, foldhash::fast::RandomState
 
 #[derive(Debug, Default)]
 struct State {
-    /// By metric name (`__name__`), then by the other labels, sorted.
-    series: BTreeMap<String, Series>,
+    /// By metric name (`__name__`), each behind a lock of its own: a scrape renders one name at
+    /// a time, so a batch waits for at most one name's rendering, not the whole page.
+    series: BTreeMap<String, Arc<Mutex<Series>>>,
     families: BTreeMap<String, Family>,
     /// The running totals of delta series.
     totals: delta::Totals,
@@ -200,10 +201,12 @@ impl Shared {
                     }
                 })
                 .collect();
-            let family = state
-                .series
-                .entry(name)
-                .or_insert_with(|| Series::with_hasher(foldhash::fast::RandomState::default()));
+            let family = state.series.entry(name).or_insert_with(|| {
+                Arc::new(Mutex::new(Series::with_hasher(
+                    foldhash::fast::RandomState::default(),
+                )))
+            });
+            let mut family = family.lock().unwrap_or_else(|e| e.into_inner());
             if sample_value.to_bits() == STALE_NAN {
                 family.shift_remove(&labels);
                 continue;
@@ -227,29 +230,46 @@ impl Shared {
     }
 
     /// The text exposition of every series updated within the expiration; expired series are
-    /// forgotten.
+    /// forgotten. The state's lock is held only to list the names; each name's series are
+    /// rendered under that name's lock alone.
     fn render(&self) -> String {
         let expiration = self.config.metric_expiration.get();
         let now = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for family in state.series.values_mut() {
-            family.retain(|_, latest| now.duration_since(latest.updated) < expiration);
-        }
-        state.series.retain(|_, family| !family.is_empty());
-        state.totals.expire(now, expiration);
-        let State {
-            series, families, ..
-        } = &*state;
+        let (names, families) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.totals.expire(now, expiration);
+            let names: Vec<(String, Arc<Mutex<Series>>)> = state
+                .series
+                .iter()
+                .map(|(n, s)| (n.clone(), Arc::clone(s)))
+                .collect();
+            (names, state.families.clone())
+        };
         // Group the series by family: `x_bucket`, `x_sum` and `x_count` belong to histogram `x`.
-        let mut grouped: BTreeMap<&str, Vec<(&str, &Series)>> = BTreeMap::new();
-        for (name, family) in series {
+        let mut grouped: BTreeMap<&str, Vec<(&str, &Mutex<Series>)>> = BTreeMap::new();
+        for (name, series) in &names {
             grouped
-                .entry(family_of(name, families))
+                .entry(family_of(name, &families))
                 .or_default()
-                .push((name.as_str(), family));
+                .push((name.as_str(), series));
         }
         let mut out = String::new();
+        let mut body = String::new();
+        let mut emptied = false;
         for (family, members) in grouped {
+            body.clear();
+            for (name, series) in members {
+                let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+                series.retain(|_, latest| now.duration_since(latest.updated) < expiration);
+                emptied |= series.is_empty();
+                for (labels, latest) in series.iter() {
+                    self.line(&mut body, name, labels, latest);
+                }
+            }
+            // A family whose series all went stale or expired is not listed.
+            if body.is_empty() {
+                continue;
+            }
             if let Some(f) = families.get(family) {
                 // `promtool check metrics` wants help on every family: a metric without a
                 // description is helped by its name.
@@ -257,31 +277,38 @@ impl Shared {
                 let _ = writeln!(out, "# HELP {family} {}", escape_help(help));
                 let _ = writeln!(out, "# TYPE {family} {}", type_word(f.metric_type));
             }
-            for (name, series) in members {
-                for (labels, latest) in series {
-                    out.push_str(name);
-                    if !labels.is_empty() {
-                        out.push('{');
-                        for (i, l) in labels.iter().enumerate() {
-                            if i > 0 {
-                                out.push(',');
-                            }
-                            out.push_str(&l.name);
-                            out.push_str("=\"");
-                            escape_label(&mut out, &l.value);
-                            out.push('"');
-                        }
-                        out.push('}');
-                    }
-                    let _ = write!(out, " {}", format_float(latest.value));
-                    if self.config.send_timestamps {
-                        let _ = write!(out, " {}", latest.timestamp_ms);
-                    }
-                    out.push('\n');
-                }
-            }
+            out.push_str(&body);
+        }
+        if emptied {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state
+                .series
+                .retain(|_, s| !s.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
         }
         out
+    }
+
+    /// One sample line.
+    fn line(&self, out: &mut String, name: &str, labels: &[Label], latest: &Latest) {
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, l) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&l.name);
+                out.push_str("=\"");
+                escape_label(out, &l.value);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        let _ = write!(out, " {}", format_float(latest.value));
+        if self.config.send_timestamps {
+            let _ = write!(out, " {}", latest.timestamp_ms);
+        }
+        out.push('\n');
     }
 }
 
