@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -119,7 +120,12 @@ struct Shared {
     options: TranslateOptions,
     state: Mutex<State>,
     dropped: metrics::Counter,
+    /// The size of the last page rendered, to decide where the next one is.
+    last_page: AtomicUsize,
 }
+
+/// Batches and pages over this many bytes are handled on the blocking pool.
+const OFF_WORKERS_ABOVE: usize = 64 * 1024;
 
 /// The exporter, and its listening socket until it starts serving.
 struct ScrapeExporter {
@@ -148,6 +154,7 @@ impl Shared {
             options,
             state: Mutex::new(State::default()),
             dropped,
+            last_page: AtomicUsize::new(0),
         }
     }
 
@@ -230,11 +237,10 @@ impl Shared {
     }
 
     /// The text exposition of every series updated within the expiration; expired series are
-    /// forgotten. The state's lock is held only to list the names; each name's series are
-    /// rendered under that name's lock alone.
-    fn render(&self) -> String {
+    /// forgotten, as of `now`. The state's lock is held only to list the names; each name's
+    /// series are rendered under that name's lock alone.
+    fn render(&self, now: Instant) -> String {
         let expiration = self.config.metric_expiration.get();
-        let now = Instant::now();
         let (names, families) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.totals.expire(now, expiration);
@@ -362,7 +368,13 @@ fn escape_help(help: &str) -> String {
 #[async_trait]
 impl Consumer for ScrapeExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        self.shared.take(batch.data())
+        // Translating a batch costs about 12 µs a point: large batches leave the async workers.
+        let shared = Arc::clone(&self.shared);
+        sluice_core::blocking::off_workers(batch.size(), OFF_WORKERS_ABOVE, move || {
+            shared.take(batch.data())
+        })
+        .await
+        .ok_or_else(|| ConsumeError::internal("the prometheus exporter failed"))?
     }
 }
 
@@ -382,12 +394,22 @@ impl DirectExporter for ScrapeExporter {
             let router = axum::Router::new().fallback(move || {
                 let exporter = Arc::clone(&exporter);
                 async move {
+                    // Rendering takes about a microsecond a series line: a page as large as the
+                    // last one was over the threshold is rendered off the async workers.
+                    let last = exporter.last_page.load(Ordering::Relaxed);
+                    let page = sluice_core::blocking::off_workers(last, OFF_WORKERS_ABOVE, move || {
+                        let page = exporter.render(Instant::now());
+                        exporter.last_page.store(page.len(), Ordering::Relaxed);
+                        page
+                    })
+                    .await
+                    .unwrap_or_default();
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        exporter.render(),
+                        page,
                     )
                 }
             });

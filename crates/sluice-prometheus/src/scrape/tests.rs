@@ -7,6 +7,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use std::time::Instant;
+
 use super::*;
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -108,7 +110,7 @@ fn renders_the_text_format_by_family_with_help_types_and_escapes() {
         gauge,
     ]))
     .unwrap();
-    let text = e.render();
+    let text = e.render(Instant::now());
     let labels = r#"environment="e2e",instance="i-1",job="checkout""#;
     let expected = format!(
         r#"# HELP shop_http_requests_total Requests \\ served\nby route
@@ -141,10 +143,10 @@ fn keeps_the_newest_point_drops_deltas_and_stale_series_and_forgets_expired_ones
     // An older point arriving later does not go back in time.
     e.take(&request(vec![counter(T, 3.0, cumulative)])).unwrap();
     assert!(
-        e.render()
+        e.render(Instant::now())
             .contains("http_requests_total{instance=\"i-1\",job=\"checkout\",route=\"/a\\\"b\"} 5 1700000000001\n"),
         "{}",
-        e.render()
+        e.render(Instant::now())
     );
     // A stale marker removes the series at once.
     let mut stale = counter(T + 3_000_000, 0.0, cumulative);
@@ -155,19 +157,20 @@ fn keeps_the_newest_point_drops_deltas_and_stale_series_and_forgets_expired_ones
     e.take(&request(vec![stale])).unwrap();
     // The family goes with its last series.
     assert!(
-        !e.render().contains("http_requests_total"),
+        !e.render(Instant::now()).contains("http_requests_total"),
         "{}",
-        e.render()
+        e.render(Instant::now())
     );
     // Without new points, a series is gone after `metric_expiration`.
     e.take(&request(vec![counter(T + 4_000_000, 6.0, cumulative)]))
         .unwrap();
-    assert!(e.render().contains("} 6 "));
-    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert!(e.render(Instant::now()).contains("} 6 "));
+    // Rendered as of a moment past the expiration: no sleeping, nothing timed.
+    let later = Instant::now() + std::time::Duration::from_millis(250);
     assert!(
-        !e.render().contains("http_requests_total{"),
+        !e.render(later).contains("http_requests_total"),
         "{}",
-        e.render()
+        e.render(later)
     );
 }
 
@@ -253,27 +256,27 @@ fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
     // Contiguous deltas add up.
     take(delta_sum(T, T + s, 5.0, true));
     take(delta_sum(T + s, T + 2 * s, 3.0, true));
-    assert_eq!(value(&e.render(), jobs), Some(8.0), "{}", e.render());
+    assert_eq!(value(&e.render(Instant::now()), jobs), Some(8.0), "{}", e.render(Instant::now()));
     // A point older than the last is ignored.
     take(delta_sum(T, T + s, 100.0, true));
-    assert_eq!(value(&e.render(), jobs), Some(8.0));
+    assert_eq!(value(&e.render(Instant::now()), jobs), Some(8.0));
     // A gap is a restart: the series begins again.
     take(delta_sum(T + 5 * s, T + 6 * s, 2.0, true));
-    assert_eq!(value(&e.render(), jobs), Some(2.0));
+    assert_eq!(value(&e.render(Instant::now()), jobs), Some(2.0));
     // Non-monotonic deltas are not served.
     take(delta_sum(T, T + s, 1.0, false));
-    assert!(!e.render().contains("level"), "{}", e.render());
+    assert!(!e.render(Instant::now()).contains("level"), "{}", e.render(Instant::now()));
 
     let bucket =
         |le: &str| format!("wait_seconds_bucket{{instance=\"i-1\",job=\"checkout\",le=\"{le}\"}}");
     let sum = "wait_seconds_sum{";
     take(delta_histogram(T, T + s, [1, 1], 1.5));
     take(delta_histogram(T + s, T + 2 * s, [2, 1], 2.0));
-    let text = e.render();
+    let text = e.render(Instant::now());
     assert_eq!(value(&text, &bucket("1")), Some(3.0), "{text}");
     assert_eq!(value(&text, &bucket("+Inf")), Some(5.0));
     assert_eq!(value(&text, sum), Some(3.5));
     // Overlapping the last point: dropped; the totals stay.
     take(delta_histogram(T + s, T + 3 * s, [9, 9], 9.0));
-    assert_eq!(value(&e.render(), &bucket("+Inf")), Some(5.0));
+    assert_eq!(value(&e.render(Instant::now()), &bucket("+Inf")), Some(5.0));
 }
