@@ -68,6 +68,14 @@ pub const BATCH_TIMEOUT_TRIGGER_SEND: &str = "otelcol_processor_batch_timeout_tr
 pub const PROCESSOR_INCOMING_ITEMS: &str = "otelcol_processor_incoming_items";
 /// Items leaving a processor (`processor`, `otel_signal`).
 pub const PROCESSOR_OUTGOING_ITEMS: &str = "otelcol_processor_outgoing_items";
+/// Points the `prometheusremotewrite` exporter could not translate (delta or unspecified
+/// temporality, invalid points), by exporter.
+pub const PROMETHEUSREMOTEWRITE_DROPPED_METRIC_POINTS: &str =
+    "otelcol_exporter_prometheusremotewrite_dropped_metric_points";
+/// Points the `prometheus` exporter cannot serve (non-monotonic deltas, exponential histograms
+/// in the text format, invalid points), by exporter.
+pub const PROMETHEUS_DROPPED_METRIC_POINTS: &str =
+    "otelcol_exporter_prometheus_dropped_metric_points";
 /// Batches waiting in an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
 pub const EXPORTER_QUEUE_SIZE: &str = "otelcol_exporter_queue_size";
 /// Capacity of an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.

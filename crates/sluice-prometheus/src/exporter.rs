@@ -357,7 +357,7 @@ impl ExporterFactory for RemoteWriteExporterFactory {
             options: c.options(),
             shards: c.remote_write_queue.num_consumers,
             max_request: c.max_batch_size_bytes.bytes() as usize,
-            drops: metrics::counter!("otelcol_exporter_prometheusremotewrite_dropped_metric_points", "exporter" => id.to_owned()),
+            drops: metrics::counter!(sluice_core::metrics::PROMETHEUSREMOTEWRITE_DROPPED_METRIC_POINTS, "exporter" => id.to_owned()),
         })))
     }
 }

@@ -146,7 +146,7 @@ impl Shared {
             send_metadata: true,
         };
         let dropped = metrics::counter!(
-            "otelcol_exporter_prometheus_dropped_metric_points",
+            sluice_core::metrics::PROMETHEUS_DROPPED_METRIC_POINTS,
             "exporter" => id.to_owned(),
         );
         Shared {
@@ -397,13 +397,14 @@ impl DirectExporter for ScrapeExporter {
                     // Rendering takes about a microsecond a series line: a page as large as the
                     // last one was over the threshold is rendered off the async workers.
                     let last = exporter.last_page.load(Ordering::Relaxed);
-                    let page = sluice_core::blocking::off_workers(last, OFF_WORKERS_ABOVE, move || {
-                        let page = exporter.render(Instant::now());
-                        exporter.last_page.store(page.len(), Ordering::Relaxed);
-                        page
-                    })
-                    .await
-                    .unwrap_or_default();
+                    let page =
+                        sluice_core::blocking::off_workers(last, OFF_WORKERS_ABOVE, move || {
+                            let page = exporter.render(Instant::now());
+                            exporter.last_page.store(page.len(), Ordering::Relaxed);
+                            page
+                        })
+                        .await
+                        .unwrap_or_default();
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,

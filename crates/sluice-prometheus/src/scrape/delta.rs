@@ -44,18 +44,12 @@ pub(super) struct Totals {
     series: HashMap<Vec<u8>, Entry>,
 }
 
-/// A series' identity: the resource and scope it comes from, the metric's name and the point's
-/// attributes, in key order.
-fn key(resource: &[KeyValue], scope: &[u8], metric: &str, attributes: &[KeyValue]) -> Vec<u8> {
+/// A series' identity: the resource and scope it comes from (`origin`, encoded once per scope),
+/// the metric's name and the point's attributes, in key order.
+fn key(origin: &[u8], metric: &str, attributes: &[KeyValue]) -> Vec<u8> {
     let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut key = Vec::new();
-    for kv in resource {
-        kv.encode(&mut key).ok();
-    }
-    key.push(0xff);
-    key.extend_from_slice(scope);
-    key.push(0xff);
+    let mut key = origin.to_vec();
     key.extend_from_slice(metric.as_bytes());
     key.push(0xff);
     for kv in sorted {
@@ -85,17 +79,14 @@ impl Totals {
         let delta = AggregationTemporality::Delta as i32;
         let cumulative = AggregationTemporality::Cumulative as i32;
         for rm in &mut request.resource_metrics {
-            let resource = rm
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.clone())
-                .unwrap_or_default();
+            let resource = rm.resource.as_ref().map(Message::encode_to_vec);
             for sm in &mut rm.scope_metrics {
-                let scope = sm
-                    .scope
-                    .as_ref()
-                    .map(Message::encode_to_vec)
-                    .unwrap_or_default();
+                let mut origin = resource.clone().unwrap_or_default();
+                origin.push(0xff);
+                if let Some(scope) = &sm.scope {
+                    scope.encode(&mut origin).ok();
+                }
+                origin.push(0xff);
                 for metric in &mut sm.metrics {
                     match &mut metric.data {
                         Some(Data::Sum(sum)) if sum.aggregation_temporality == delta => {
@@ -105,14 +96,14 @@ impl Totals {
                             }
                             sum.aggregation_temporality = cumulative;
                             sum.data_points.retain_mut(|point| {
-                                let key = key(&resource, &scope, &metric.name, &point.attributes);
+                                let key = key(&origin, &metric.name, &point.attributes);
                                 self.sum(key, point, now)
                             });
                         }
                         Some(Data::Histogram(h)) if h.aggregation_temporality == delta => {
                             h.aggregation_temporality = cumulative;
                             h.data_points.retain_mut(|point| {
-                                let key = key(&resource, &scope, &metric.name, &point.attributes);
+                                let key = key(&origin, &metric.name, &point.attributes);
                                 self.histogram(key, point, now)
                             });
                         }

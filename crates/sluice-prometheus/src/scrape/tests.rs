@@ -256,7 +256,12 @@ fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
     // Contiguous deltas add up.
     take(delta_sum(T, T + s, 5.0, true));
     take(delta_sum(T + s, T + 2 * s, 3.0, true));
-    assert_eq!(value(&e.render(Instant::now()), jobs), Some(8.0), "{}", e.render(Instant::now()));
+    assert_eq!(
+        value(&e.render(Instant::now()), jobs),
+        Some(8.0),
+        "{}",
+        e.render(Instant::now())
+    );
     // A point older than the last is ignored.
     take(delta_sum(T, T + s, 100.0, true));
     assert_eq!(value(&e.render(Instant::now()), jobs), Some(8.0));
@@ -265,7 +270,11 @@ fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
     assert_eq!(value(&e.render(Instant::now()), jobs), Some(2.0));
     // Non-monotonic deltas are not served.
     take(delta_sum(T, T + s, 1.0, false));
-    assert!(!e.render(Instant::now()).contains("level"), "{}", e.render(Instant::now()));
+    assert!(
+        !e.render(Instant::now()).contains("level"),
+        "{}",
+        e.render(Instant::now())
+    );
 
     let bucket =
         |le: &str| format!("wait_seconds_bucket{{instance=\"i-1\",job=\"checkout\",le=\"{le}\"}}");
