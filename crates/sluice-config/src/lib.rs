@@ -11,8 +11,8 @@ mod validate;
 use std::fmt;
 
 pub use load::{
-    LogsTelemetry, MAX_CONFIG_BYTES, MetricsTelemetry, PipelineConfig, RawConfig, ServiceConfig,
-    TelemetryConfig, parse,
+    LogsTelemetry, MAX_CONFIG_BYTES, MetricsTelemetry, PipelineConfig, RawConfig, SelfMetricsOff,
+    ServiceConfig, TelemetryConfig, parse,
 };
 pub use units::{ByteSize, HumanDuration};
 pub use validate::{Catalog, Class, ComponentId, check_endpoint, connector_edges, validate};

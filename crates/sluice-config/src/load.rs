@@ -141,7 +141,7 @@ impl Default for MetricsTelemetry {
 pub(crate) const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:8888";
 
 /// The port of a `host:port` endpoint.
-fn port_of(endpoint: &str) -> Option<u16> {
+pub(crate) fn port_of(endpoint: &str) -> Option<u16> {
     endpoint.rsplit_once(':')?.1.parse().ok()
 }
 
@@ -159,17 +159,20 @@ impl RawConfig {
             .collect()
     }
 
-    /// Where the self-metrics are served, and why not when they are not: off when the address
-    /// is empty or the level `none`; off too when no address is configured and a `prometheus`
-    /// exporter takes the default port (configs written for the Collector do: its telemetry
-    /// settings move it; sluice keeps the exporter where the config puts it and says so).
-    pub fn self_metrics_address(&self) -> Result<String, String> {
+    /// Where the self-metrics are served, or why they are not: off when the address is empty
+    /// or the level `none`; off too when no address is configured and a `prometheus` exporter
+    /// takes the default port (configs written for the Collector do: its telemetry settings
+    /// move it; sluice keeps the exporter where the config puts it and says so).
+    ///
+    /// # Errors
+    /// [`SelfMetricsOff`], saying why.
+    pub fn self_metrics_address(&self) -> Result<String, SelfMetricsOff> {
         let metrics = &self.service.telemetry.metrics;
         if metrics.level == "none" {
-            return Err("service.telemetry.metrics.level is none".into());
+            return Err(SelfMetricsOff::LevelNone);
         }
         match &metrics.address {
-            Some(a) if a.is_empty() => Err("service.telemetry.metrics.address is empty".into()),
+            Some(a) if a.is_empty() => Err(SelfMetricsOff::EmptyAddress),
             Some(a) => Ok(a.clone()),
             None => {
                 let default_port = port_of(DEFAULT_METRICS_ADDRESS);
@@ -178,14 +181,33 @@ impl RawConfig {
                     .into_iter()
                     .find(|(_, p)| Some(*p) == default_port)
                 {
-                    Some((id, port)) => Err(format!(
-                        "exporters.{id} listens on port {port}, the self-metrics default; set service.telemetry.metrics.address to serve them elsewhere"
-                    )),
+                    Some((exporter, port)) => Err(SelfMetricsOff::PortTaken { exporter, port }),
                     None => Ok(DEFAULT_METRICS_ADDRESS.to_owned()),
                 }
             }
         }
     }
+}
+
+/// Why the self-metrics are not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelfMetricsOff {
+    /// `service.telemetry.metrics.level: none`.
+    #[error("service.telemetry.metrics.level is none")]
+    LevelNone,
+    /// `service.telemetry.metrics.address: ""`.
+    #[error("service.telemetry.metrics.address is empty")]
+    EmptyAddress,
+    /// No address configured, and a `prometheus` exporter listens on the default port.
+    #[error(
+        "exporters.{exporter} listens on port {port}, the self-metrics default; set service.telemetry.metrics.address to serve them elsewhere"
+    )]
+    PortTaken {
+        /// The exporter's id.
+        exporter: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 fn default_metrics_level() -> String {
@@ -767,8 +789,16 @@ mod tests {
         let c = parse(exporter, &none).unwrap();
         assert_eq!(c.scrape_ports(), [("prometheus".to_owned(), 8888)]);
         let why = c.self_metrics_address().unwrap_err();
+        assert_eq!(
+            why,
+            SelfMetricsOff::PortTaken {
+                exporter: "prometheus".into(),
+                port: 8888
+            }
+        );
         assert!(
-            why.starts_with("exporters.prometheus listens on port 8888"),
+            why.to_string()
+                .starts_with("exporters.prometheus listens on port 8888"),
             "{why}"
         );
         let placed = format!(

@@ -360,9 +360,7 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         if let Err(message) = check_endpoint(address) {
             problems.push(Problem::error("service.telemetry.metrics.address", message));
         }
-        let port = address
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok());
+        let port = crate::load::port_of(address);
         if let Some((id, port)) = config
             .scrape_ports()
             .into_iter()
