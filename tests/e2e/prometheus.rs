@@ -104,6 +104,14 @@ impl Drop for Prometheus {
     }
 }
 
+/// The wall clock in milliseconds, as Prometheus' API takes times.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -298,10 +306,7 @@ async fn every_metric_type_is_queryable_in_prometheus() {
         ports.telemetry()
     );
     let sluice = Sluice::start(ports, &config);
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = now_ms();
     let t1_ms = now_ms - 20_000;
     let t2_ms = now_ms - 10_000;
     let (t1, t2) = (t1_ms as u64 * 1_000_000, t2_ms as u64 * 1_000_000);
@@ -531,10 +536,7 @@ async fn parallel_senders_keep_per_series_order_and_out_of_order_is_a_counted_dr
     let mut client = MetricsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = now_ms();
     // 40 series, 30 successive samples each, sent as fast as sluice takes them: with five
     // parallel senders and 2 KiB requests, any reordering within a series would be a 400.
     for step in 0..30 {
@@ -630,13 +632,10 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
     let prometheus = tokio::task::spawn_blocking(move || Prometheus::scraping(exporter))
         .await
         .unwrap();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let sent_ms = now_ms();
     let (t1, t2) = (
-        (now_ms - 20_000) as u64 * 1_000_000,
-        (now_ms - 10_000) as u64 * 1_000_000,
+        (sent_ms - 20_000) as u64 * 1_000_000,
+        (sent_ms - 10_000) as u64 * 1_000_000,
     );
     let mut client = MetricsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
@@ -682,14 +681,8 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
     // Prometheus scrapes it: the values come back with the resource's job and instance, the
     // const label and the namespace.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let now = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
     while prometheus
-        .query("app_e2e_requests_total", now())
+        .query("app_e2e_requests_total", now_ms())
         .await
         .is_empty()
     {
@@ -725,6 +718,6 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
             1.0,
         ),
     ] {
-        assert_eq!(prometheus.value(&query, now()).await, want, "{query}");
+        assert_eq!(prometheus.value(&query, now_ms()).await, want, "{query}");
     }
 }

@@ -273,8 +273,6 @@ struct Rules {
     blocked: Vec<Blocked>,
     /// The user's `blocked_values` at once: one pass says which may match.
     user_blocked: Option<RegexSet>,
-    /// Whether any built-in is on (a text's shape is then taken for their hints).
-    builtins: bool,
     /// The shortest text any blocked pattern can match (0 with user patterns).
     min_len: usize,
     /// The hints of the built-in patterns, together (the user's patterns have none).
@@ -374,7 +372,6 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
     let user_blocked = (!sources.is_empty())
         .then(|| RegexSet::new(&sources).ok())
         .flatten();
-    let builtins = !enabled.is_empty();
     let min_len = if c.blocked_values.is_empty() {
         enabled
             .iter()
@@ -496,7 +493,6 @@ fn compile(path: &str, c: &RedactionConfig) -> Result<Rules, Vec<Problem>> {
         allowed_values,
         blocked,
         user_blocked,
-        builtins,
         min_len,
         hints: Vec::new(),
         keys_matter: true,
@@ -632,7 +628,11 @@ impl Rules {
             return None;
         }
         let user = self.user_blocked.as_ref().map(|set| set.matches(s));
-        let shape = Shape::of(if self.builtins { s.as_bytes() } else { &[] });
+        let shape = Shape::of(if self.hints.is_empty() {
+            &[]
+        } else {
+            s.as_bytes()
+        });
         let candidate = |index: usize, b: &Blocked| match &b.hint {
             Some(hint) => hint.admits(&shape),
             None => user.as_ref().is_some_and(|m| m.matched(index)),
