@@ -9,23 +9,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_connectors::{ForwardFactory, RoutingFactory};
-use sluice_core::{
-    Batch, ConnectorContext, ConnectorFactory, ConsumeError, Consumer, Route, Signal,
-};
-
-/// Takes every batch and drops it.
-struct Null;
-
-#[async_trait]
-impl Consumer for Null {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        black_box(batch);
-        Ok(())
-    }
-}
+use sluice_core::{Batch, ConnectorContext, ConnectorFactory, Consumer, Route, Signal};
 
 fn connector(factory: &dyn ConnectorFactory, config: serde_json::Value) -> Arc<dyn Consumer> {
     let routes: BTreeMap<String, Route> = ["traces/a", "traces/b"]
@@ -34,7 +20,7 @@ fn connector(factory: &dyn ConnectorFactory, config: serde_json::Value) -> Arc<d
             let route = Route {
                 pipeline: p.to_owned(),
                 signal: Signal::Traces,
-                consumer: Arc::new(Null) as Arc<dyn Consumer>,
+                consumer: Arc::new(sluice_fixtures::Discard) as Arc<dyn Consumer>,
             };
             (p.to_owned(), route)
         })

@@ -412,3 +412,16 @@ mod tests {
         }
     }
 }
+
+/// A consumer that takes every batch and drops it: the end of a pipeline in benchmarks that time
+/// a component alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+#[async_trait::async_trait]
+impl sluice_core::Consumer for Discard {
+    async fn consume(&self, batch: sluice_core::Batch) -> Result<(), sluice_core::ConsumeError> {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}

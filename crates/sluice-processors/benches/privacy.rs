@@ -17,25 +17,12 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
-use sluice_core::{
-    Batch, ConsumeError, Consumer, Output, PipelineContext, Processor, ProcessorFactory, Signal,
-};
+use sluice_core::{Batch, Output, PipelineContext, Processor, ProcessorFactory, Signal};
 use sluice_processors::{AttributesFactory, FilterFactory, RedactionFactory, TransformFactory};
 use tokio_util::sync::CancellationToken;
-
-struct Null;
-
-#[async_trait]
-impl Consumer for Null {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        black_box(batch);
-        Ok(())
-    }
-}
 
 fn processor(config: serde_json::Value) -> Arc<dyn Processor> {
     built(&RedactionFactory, config)
@@ -48,7 +35,11 @@ fn built(factory: &dyn ProcessorFactory, config: serde_json::Value) -> Arc<dyn P
             id: "redaction".into(),
             pipeline: "traces".into(),
             signal: Signal::Traces,
-            output: Output::new("redaction", Signal::Traces, Arc::new(Null)),
+            output: Output::new(
+                "redaction",
+                Signal::Traces,
+                Arc::new(sluice_fixtures::Discard),
+            ),
             shutdown: CancellationToken::new(),
         })
         .unwrap()
