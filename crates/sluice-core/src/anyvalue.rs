@@ -1,6 +1,6 @@
 //! Attribute values for protocols that are not OTLP: the specification's "AnyValue
 //! representation for non-OTLP protocols" (common/README.md). Shared by every translator (Jaeger
-//! tags, Prometheus labels) so the rendering exists once.
+//! tags, Prometheus labels, Loki lines, PostgreSQL columns) so the rendering exists once.
 
 use std::fmt::Write as _;
 
@@ -209,6 +209,18 @@ fn write_base64(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Bytes as lowercase hexadecimal: how trace and span ids are written outside OTLP's binary form
+/// (Prometheus exemplars, Loki lines, PostgreSQL columns, the debug exporter).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +285,11 @@ mod tests {
         let mut out = String::new();
         write_base64(&mut out, &[0xfb, 0xff, 0xbf]);
         assert_eq!(out, "+/+/");
+    }
+
+    #[test]
+    fn ids_are_lowercase_hex() {
+        assert_eq!(hex(&[0x4b, 0xf9, 0x00, 0xff]), "4bf900ff");
+        assert_eq!(hex(&[]), "");
     }
 }

@@ -15,6 +15,7 @@ pub mod exporter;
 pub mod extension;
 mod gate;
 pub mod intake;
+pub mod labels;
 pub mod metrics;
 pub mod processor;
 pub mod schema;

@@ -10,6 +10,7 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
+use sluice_core::anyvalue::hex;
 use sluice_core::exporter::{QueueSettings, RetrySettings};
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
@@ -44,10 +45,6 @@ pub struct DebugConfig {
 struct DebugExporter {
     id: String,
     verbosity: Verbosity,
-}
-
-fn hex(id: &[u8]) -> String {
-    ::hex::encode(id)
 }
 
 impl DebugExporter {

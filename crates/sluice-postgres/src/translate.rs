@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use sha2::{Digest, Sha256};
-use sluice_core::anyvalue;
+use sluice_core::anyvalue::{self, hex};
 
 use crate::types::{Jsonb, Timestamp};
 
@@ -121,17 +121,6 @@ fn text(value: &str) -> String {
     } else {
         value.to_owned()
     }
-}
-
-/// Lowercase hex of an id.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
 }
 
 /// An id that may be absent (all zero bytes or empty means absent, per OTLP).

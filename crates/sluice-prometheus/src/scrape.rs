@@ -304,9 +304,8 @@ impl Shared {
                     out.push(',');
                 }
                 out.push_str(&l.name);
-                out.push_str("=\"");
-                escape_label(out, &l.value);
-                out.push('"');
+                out.push('=');
+                sluice_core::labels::write_quoted(out, &l.value);
             }
             out.push('}');
         }
@@ -342,22 +341,6 @@ fn type_word(t: MetricType) -> &'static str {
         MetricType::Histogram | MetricType::Gaugehistogram => "histogram",
         MetricType::Summary => "summary",
         MetricType::Unknown => "untyped",
-    }
-}
-
-/// Appends a label value with `\\`, `"` and newlines escaped.
-fn escape_label(out: &mut String, value: &str) {
-    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(value);
-        return;
-    }
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
     }
 }
 

@@ -91,14 +91,16 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use naming::{MetricKind, format_float, label_name, metadata_unit, metric_name};
+pub(crate) use naming::{MetricKind, format_float, metadata_unit, metric_name};
+pub(crate) use sluice_core::labels::label_name;
 // Exposed for unit tests (and any other caller in the crate); unused by the translation itself.
 #[allow(unused_imports)]
 pub(crate) use naming::unit_word;
 #[allow(unused_imports)]
 pub(crate) use value::value_to_string;
 
-use value::{attribute_value, hex};
+use sluice_core::anyvalue::hex;
+use value::attribute_value;
 
 /// Options from the exporter's config.
 #[derive(Debug, Clone)]
@@ -494,7 +496,7 @@ impl<'o> Translator<'o> {
     fn new(options: &'o TranslateOptions) -> Self {
         let mut external_labels: Vec<(String, String)> = Vec::new();
         for (name, value) in &options.external_labels {
-            let name = if naming::is_valid_label_name(name) {
+            let name = if sluice_core::labels::is_valid_label_name(name) {
                 Some(name.clone())
             } else {
                 label_name(name)

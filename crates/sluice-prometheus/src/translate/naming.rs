@@ -27,6 +27,8 @@
 //! prefix of a metric name that starts with a digit, and the `key_` prefix of a label name that
 //! does.
 
+use sluice_core::labels::sanitize;
+
 use crate::proto::MetricType;
 
 /// What an OTLP metric becomes in Prometheus; it decides the type suffix and metadata type.
@@ -118,24 +120,6 @@ fn per_unit_word(unit: &str) -> Option<&'static str> {
 /// Whether a character may appear in a metric name (besides `_`, which is handled apart).
 fn is_metric_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == ':'
-}
-
-/// Whether a character may appear in a label name (besides `_`, which is handled apart).
-fn is_label_char(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-}
-
-/// Replaces every character that `valid` rejects with `_` and collapses runs of `_` into one.
-fn sanitize(input: &str, valid: fn(char) -> bool) -> String {
-    let mut out = String::with_capacity(input.len());
-    for c in input.chars() {
-        if valid(c) {
-            out.push(c);
-        } else if !out.ends_with('_') {
-            out.push('_');
-        }
-    }
-    out
 }
 
 /// Removes UCUM annotations (`{packet}`): from each `{` through the next `}`, or through the end
@@ -265,33 +249,6 @@ pub(crate) fn metric_name(
         return None;
     }
     Some(out)
-}
-
-/// The Prometheus label name of an attribute key, matching `[a-zA-Z_][a-zA-Z0-9_]*`: characters
-/// outside `[a-zA-Z0-9]` become `_`, runs of `_` collapse into one (so the result never starts with
-/// the reserved `__`), and a leading digit gets the prefix `key_`.
-///
-/// `None` for a key that leaves nothing but underscores (empty, or only invalid characters): the
-/// attribute is not sent.
-pub(crate) fn label_name(key: &str) -> Option<String> {
-    let sanitized = sanitize(key, is_label_char);
-    if sanitized.chars().all(|c| c == '_') {
-        return None;
-    }
-    if sanitized.starts_with(|c: char| c.is_ascii_digit()) {
-        return Some(format!("key_{sanitized}"));
-    }
-    Some(sanitized)
-}
-
-/// Whether a label name is already valid (`[a-zA-Z_][a-zA-Z0-9_]*`), so it may be used as given
-/// (external labels from the configuration).
-pub(crate) fn is_valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A bucket bound or quantile as a label value, like Go's `strconv.FormatFloat(v, 'f', -1, 64)`:

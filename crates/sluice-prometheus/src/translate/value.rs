@@ -13,14 +13,3 @@ pub(crate) fn attribute_value(attribute: &KeyValue) -> String {
             .and_then(|value| value.value.as_ref()),
     )
 }
-
-/// Bytes as lowercase hexadecimal (trace and span ids on exemplars).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
-}
