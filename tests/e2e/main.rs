@@ -9,6 +9,7 @@ mod faults;
 mod hostile_clients;
 mod hostile_config;
 mod jaeger;
+mod loki;
 mod overload;
 mod pipeline;
 mod postgres;

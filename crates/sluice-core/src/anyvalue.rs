@@ -157,24 +157,37 @@ fn write_json_element<'a>(
 /// with `nul_safe`, U+0000 becomes U+FFFD.
 pub fn write_json_string(out: &mut String, value: &str, nul_safe: bool) {
     out.push('"');
-    for c in value.chars() {
-        match c {
-            '\0' if nul_safe => out.push('\u{fffd}'),
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < '\u{20}' => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    // Runs that need no escape are copied whole: most text has none at all.
+    let mut rest = value;
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..at]);
+        // The byte found is ASCII, so `at` and `at + 1` are character boundaries.
+        escape(out, char::from(rest.as_bytes()[at]), nul_safe);
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// Writes the escape of a quote, a backslash or a control character.
+fn escape(out: &mut String, c: char, nul_safe: bool) {
+    match c {
+        '\0' if nul_safe => out.push('\u{fffd}'),
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        c => {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
         }
     }
-    out.push('"');
 }
 
 const BASE64_ALPHABET: &[u8; 64] =
@@ -264,6 +277,16 @@ mod tests {
             }],
         });
         assert_eq!(to_string(Some(&array)), r#"["say \"hi\""]"#);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_written_as_a_json_string_that_reads_back(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            write_json_string(&mut out, &text, false);
+            let back: String = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert_eq!(back, text);
+        }
     }
 
     #[test]

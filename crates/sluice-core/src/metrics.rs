@@ -76,6 +76,9 @@ pub const PROMETHEUSREMOTEWRITE_DROPPED_METRIC_POINTS: &str =
 /// in the text format, invalid points), by exporter.
 pub const PROMETHEUS_DROPPED_METRIC_POINTS: &str =
     "otelcol_exporter_prometheus_dropped_metric_points";
+/// Log records the `loki` exporter could not send because they had no label at all (every
+/// default label turned off and no hint), by exporter; the Collector's Loki exporter's name.
+pub const LOKI_MISSING_LABELS: &str = "otelcol_lokiexporter_send_failed_due_to_missing_labels";
 /// Batches waiting in an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.
 pub const EXPORTER_QUEUE_SIZE: &str = "otelcol_exporter_queue_size";
 /// Capacity of an exporter's sending queue (`exporter`, `data_type`), in the queue's sizer unit.

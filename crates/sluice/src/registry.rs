@@ -45,6 +45,7 @@ impl Registry {
                 Arc::new(sluice_prometheus::RemoteWriteExporterFactory),
                 Arc::new(sluice_prometheus::ScrapeExporterFactory),
                 Arc::new(sluice_postgres::PostgresExporterFactory),
+                Arc::new(sluice_loki::LokiExporterFactory),
             ],
             connectors: vec![
                 Arc::new(sluice_connectors::ForwardFactory),
