@@ -15,8 +15,8 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip'
   apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
 fi
 
-if ! command -v curl >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1; then
-  echo "test.sh: installing curl and util-linux (taskset)" >&2
+if ! command -v curl >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1; then
+  echo "test.sh: installing curl and util-linux (taskset, unshare)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl util-linux >/dev/null
 fi
 

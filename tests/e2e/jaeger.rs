@@ -24,7 +24,7 @@ use crate::support::{Ports, Sluice, hex, kv, string as s};
 
 /// What the peer does with each call.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Accept,
     /// Answer UNAVAILABLE this many times, then accept.
     UnavailableFirst(usize),
@@ -32,8 +32,8 @@ enum Mode {
 }
 
 #[derive(Clone)]
-struct Peer {
-    batches: Arc<Mutex<Vec<Batch>>>,
+pub(crate) struct Peer {
+    pub(crate) batches: Arc<Mutex<Vec<Batch>>>,
     calls: Arc<Mutex<usize>>,
     mode: Mode,
 }
@@ -95,12 +95,19 @@ impl tonic::server::NamedService for Peer {
 }
 
 async fn start_peer(mode: Mode) -> (Peer, u16) {
+    start_peer_at(mode, "127.0.0.1:0").await
+}
+
+/// A peer listening on `address` (a fixed port, for configs that name one).
+pub(crate) async fn start_peer_at(mode: Mode, address: &str) -> (Peer, u16) {
     let peer = Peer {
         batches: Arc::new(Mutex::new(Vec::new())),
         calls: Arc::new(Mutex::new(0)),
         mode,
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .unwrap_or_else(|e| panic!("the Jaeger peer cannot listen on {address}: {e}"));
     let port = listener.local_addr().unwrap().port();
     let incoming = crate::support::incoming(listener);
     let router = tonic::transport::Server::builder().add_service(peer.clone());
@@ -557,7 +564,7 @@ async fn invalid_argument_is_permanent_counted_and_logged() {
     );
 }
 
-async fn wait(peer: &Peer, spans: usize) {
+pub(crate) async fn wait(peer: &Peer, spans: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let n: usize = peer

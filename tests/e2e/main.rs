@@ -16,6 +16,7 @@ mod postgres;
 mod processors;
 mod prometheus;
 mod python_sdk;
+mod real_deployment;
 mod redaction;
 mod rust_sdk;
 mod support;

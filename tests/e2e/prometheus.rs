@@ -19,20 +19,20 @@ use serde_json::Value;
 
 use crate::support::{Ports, Sluice, TempDir, free_port};
 
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: TempDir,
 }
 
 impl Prometheus {
-    fn start() -> Prometheus {
+    pub(crate) fn start() -> Prometheus {
         Prometheus::with_config("global:\n  scrape_interval: 1h\n")
     }
 
     /// A Prometheus scraping `127.0.0.1:port` every second, keeping the labels it scrapes
     /// (`honor_labels`, as the Collector's docs advise for its `prometheus` exporter).
-    fn scraping(port: u16) -> Prometheus {
+    pub(crate) fn scraping(port: u16) -> Prometheus {
         Prometheus::with_config(&format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
         ))
@@ -73,7 +73,7 @@ impl Prometheus {
         }
     }
 
-    async fn query(&self, q: &str, at_ms: i64) -> Vec<Value> {
+    pub(crate) async fn query(&self, q: &str, at_ms: i64) -> Vec<Value> {
         let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
         let time = format!("{:.3}", at_ms as f64 / 1000.0);
         let v: Value = reqwest::Client::new()
@@ -105,7 +105,7 @@ impl Drop for Prometheus {
 }
 
 /// The wall clock in milliseconds, as Prometheus' API takes times.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
