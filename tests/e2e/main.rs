@@ -19,4 +19,5 @@ mod python_sdk;
 mod real_deployment;
 mod redaction;
 mod rust_sdk;
+mod spanmetrics;
 mod support;

@@ -50,6 +50,7 @@ impl Registry {
             connectors: vec![
                 Arc::new(sluice_connectors::ForwardFactory),
                 Arc::new(sluice_connectors::RoutingFactory),
+                Arc::new(sluice_connectors::SpanMetricsFactory),
             ],
             extensions: vec![Arc::new(HealthCheckFactory)],
         }

@@ -1,0 +1,226 @@
+//! The `spanmetrics` connector end to end: spans with known durations and statuses go in over
+//! OTLP, and a real Prometheus is asked for `traces_span_metrics_calls_total` and the duration
+//! histogram per service, span name, kind and status, through both ways out of sluice: pushed by
+//! `prometheusremotewrite` (with the exemplars, which carry the trace ids) and scraped from the
+//! `prometheus` exporter.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use serde_json::Value;
+
+use crate::prometheus::{Prometheus, now_ms};
+use crate::support::{Ports, Sluice, free_port, kv, string as s};
+
+const MS: u64 = 1_000_000;
+
+fn span(name: &str, kind: i32, ms: u64, status: i32, trace: u8) -> Span {
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![trace; 8],
+        name: name.to_owned(),
+        kind,
+        start_time_unix_nano: end - ms * MS,
+        end_time_unix_nano: end,
+        status: Some(Status {
+            code: status,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Waits until `query` answers with `want` series, and returns them.
+async fn wait_for(
+    prometheus: &Prometheus,
+    query: &str,
+    want: usize,
+    logs: &dyn Fn() -> String,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = prometheus.query(query, now_ms()).await;
+        if result.len() >= want {
+            return result;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query}: {} of {want} series\n{}",
+            result.len(),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn value_of(result: &[Value], label: &str, value: &str) -> f64 {
+    result
+        .iter()
+        .find(|r| r["metric"][label] == value)
+        .unwrap_or_else(|| panic!("no series with {label}={value} in {result:?}"))["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn span_metrics_reach_prometheus_by_service_name_kind_and_status_with_exemplars() {
+    let remote = Prometheus::start();
+    let scrape_port = free_port();
+    let scraper = Prometheus::scraping(scrape_port);
+    let ports = Ports::new();
+    let config = format!(
+        "{}connectors:\n  spanmetrics:\n    metrics_flush_interval: 1s\n    exemplars: {{enabled: true}}\nexporters:\n  prometheusremotewrite:\n    endpoint: http://127.0.0.1:{}/api/v1/write\n  prometheus:\n    endpoint: 127.0.0.1:{scrape_port}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [spanmetrics]}}\n    metrics: {{receivers: [spanmetrics], exporters: [prometheusremotewrite, prometheus]}}\n{}",
+        ports.common(),
+        remote.port,
+        ports.telemetry()
+    );
+    let sluice = Sluice::start(ports, &config);
+    let logs = || sluice.logs();
+
+    // checkout: three server calls to /cart (3ms and 120ms fine, 20s an error), one client call;
+    // payment: one internal span.
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("checkout"))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span("GET /cart", 2, 3, 0, 0xa1),
+                        span("GET /cart", 2, 120, 0, 0xa2),
+                        span("GET /cart", 2, 20_000, 2, 0xa3),
+                        span("SELECT", 3, 1, 1, 0xa4),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("payment"))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span("charge", 1, 50, 0, 0xb1)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    };
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", sluice.ports.grpc))
+        .await
+        .unwrap();
+    client.export(request).await.unwrap();
+
+    for (who, prometheus) in [("remote-write", &remote), ("scrape", &scraper)] {
+        let calls = wait_for(prometheus, "traces_span_metrics_calls_total", 4, &logs).await;
+        assert_eq!(calls.len(), 4, "{who}: {calls:?}");
+        for c in &calls {
+            let m = &c["metric"];
+            let key = (
+                m["service_name"].as_str().unwrap(),
+                m["span_name"].as_str().unwrap(),
+                m["span_kind"].as_str().unwrap(),
+                m["status_code"].as_str().unwrap(),
+            );
+            let want = match key {
+                ("checkout", "GET /cart", "SPAN_KIND_SERVER", "STATUS_CODE_UNSET") => "2",
+                ("checkout", "GET /cart", "SPAN_KIND_SERVER", "STATUS_CODE_ERROR")
+                | ("checkout", "SELECT", "SPAN_KIND_CLIENT", "STATUS_CODE_OK")
+                | ("payment", "charge", "SPAN_KIND_INTERNAL", "STATUS_CODE_UNSET") => "1",
+                other => panic!("{who}: unexpected series {other:?}"),
+            };
+            assert_eq!(c["value"][1], want, "{who}: {key:?}");
+            assert_eq!(
+                m["job"].as_str(),
+                Some(key.0),
+                "{who}: the service is the job"
+            );
+        }
+        // The duration histogram: buckets in milliseconds, per series.
+        let cart =
+            r#"service_name="checkout",span_name="GET /cart",status_code="STATUS_CODE_UNSET""#;
+        let le = |bound: &str| {
+            format!(r#"traces_span_metrics_duration_milliseconds_bucket{{{cart},le="{bound}"}}"#)
+        };
+        for (bound, want) in [
+            ("2", 0.0),
+            ("4", 1.0),
+            ("100", 1.0),
+            ("200", 2.0),
+            ("+Inf", 2.0),
+        ] {
+            let result = wait_for(prometheus, &le(bound), 1, &logs).await;
+            assert_eq!(
+                value_of(&result, "span_kind", "SPAN_KIND_SERVER"),
+                want,
+                "{who}: le={bound}"
+            );
+        }
+        let sum = wait_for(
+            prometheus,
+            &format!("traces_span_metrics_duration_milliseconds_sum{{{cart}}}"),
+            1,
+            &logs,
+        )
+        .await;
+        assert_eq!(
+            value_of(&sum, "span_kind", "SPAN_KIND_SERVER"),
+            123.0,
+            "{who}"
+        );
+        let errors = wait_for(
+            prometheus,
+            r#"sum by (service_name) (traces_span_metrics_calls_total{status_code="STATUS_CODE_ERROR"})"#,
+            1,
+            &logs,
+        )
+        .await;
+        assert_eq!(value_of(&errors, "service_name", "checkout"), 1.0, "{who}");
+    }
+
+    // Exemplars (remote-write carries them): the slow error's trace id is on its bucket.
+    let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", remote.port);
+    let (start, end) = (
+        format!("{}", now_ms() / 1000 - 120),
+        format!("{}", now_ms() / 1000 + 1),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = reqwest::Client::new()
+            .get(&url)
+            .query(&[
+                ("query", r#"traces_span_metrics_duration_milliseconds_bucket{status_code="STATUS_CODE_ERROR"}"#),
+                ("start", start.as_str()),
+                ("end", end.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = v.to_string();
+        if text.contains(&"a3".repeat(16)) {
+            assert!(text.contains(&"a3".repeat(8)), "the span id too: {text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exemplar with the trace id: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
