@@ -420,3 +420,108 @@ fn the_image_health_check_probes_a_running_sluice() {
     ));
     assert!(!closed.status.success());
 }
+
+/// The `otelcol_*` and `sluice_*` series names of a promtool test file's `input_series`.
+fn input_series_names(test: &Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for case in test["tests"].as_sequence().into_iter().flatten() {
+        for series in case["input_series"].as_sequence().into_iter().flatten() {
+            let spec = series["series"].as_str().unwrap();
+            let name = spec.split('{').next().unwrap();
+            if name.starts_with("otelcol_") || name.starts_with("sluice_") {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerting_rules_pass_promtool_on_the_metric_names_sluice_exposes() {
+    let rules = root().join("deploy/prometheus/rules");
+    let promtool = std::env::var("SLUICE_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let mut rule_files = files_with(&rules, &["yml"]);
+    rule_files.retain(|p| p.to_string_lossy().ends_with(".rules.yml"));
+    let mut tests = files_with(&rules, &["yml"]);
+    tests.retain(|p| p.to_string_lossy().ends_with(".test.yml"));
+    assert!(
+        rule_files.len() >= 2 && tests.len() == rule_files.len(),
+        "{rule_files:?} {tests:?}"
+    );
+    for (command, files) in [("check", &rule_files), ("test", &tests)] {
+        let out = std::process::Command::new(&promtool)
+            .arg(command)
+            .arg("rules")
+            .args(files.iter())
+            .current_dir(&rules)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{promtool}` ({e}): run scripts/test.sh, which installs Debian's prometheus package"));
+        assert!(
+            out.status.success(),
+            "promtool {command} rules failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // The tests' series are sluice's own names: a sluice with a memory limiter, a queue and an
+    // exporter per signal, after one request of each, exposes every one of them.
+    let ports = Ports::new();
+    let config = format!(
+        "{common}processors:\n  memory_limiter:\n    limit_mib: 256\nexporters:\n  otlp:\n    endpoint: 127.0.0.1:1\n    tls: {{insecure: true}}\n    retry_on_failure: {{enabled: false}}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [memory_limiter]\n      exporters: [otlp]\n    metrics:\n      receivers: [otlp]\n      processors: [memory_limiter]\n      exporters: [otlp]\n    logs:\n      receivers: [otlp]\n      processors: [memory_limiter]\n      exporters: [otlp]\n{telemetry}",
+        common = ports.common(),
+        telemetry = ports.telemetry()
+    );
+    let sluice = Sluice::start(ports, &config);
+    let endpoint = format!("http://127.0.0.1:{}", ports.grpc);
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    TraceServiceClient::connect(endpoint.clone())
+        .await
+        .unwrap()
+        .export(crate::support::trace_request(1, "rules", 0))
+        .await
+        .unwrap();
+    let log = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+            scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                log_records: vec![Default::default()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    LogsServiceClient::connect(endpoint)
+        .await
+        .unwrap()
+        .export(log)
+        .await
+        .unwrap();
+    sluice
+        .wait_metric(
+            "otelcol_exporter_send_failed_log_records{exporter=\"otlp\"}",
+            1.0,
+        )
+        .await;
+    let exposed: BTreeSet<String> =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect();
+    let test = yaml(&rules.join("sluice.rules.test.yml"));
+    let names = input_series_names(&test);
+    assert!(names.len() >= 8, "{names:?}");
+    for name in &names {
+        assert!(
+            exposed.contains(name),
+            "sluice.rules.test.yml uses `{name}`, which sluice does not expose:\n{exposed:?}"
+        );
+    }
+}

@@ -191,6 +191,57 @@ async fn span_metrics_reach_prometheus_by_service_name_kind_and_status_with_exem
         assert_eq!(value_of(&errors, "service_name", "checkout"), 1.0, "{who}");
     }
 
+    // The RED dashboard and the service alerts read these series: every query of the dashboard
+    // answers, and every metric the rules name exists, on what sluice wrote.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/dashboards/sluice-red.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let rules =
+        std::fs::read_to_string(root.join("deploy/prometheus/rules/red.rules.yml")).unwrap();
+    let rules: Value = serde_yaml::from_str(&rules).unwrap();
+    for rule in rules["groups"][0]["rules"].as_array().unwrap() {
+        if rule["record"].is_string() {
+            exprs.push(rule["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for expr in &exprs {
+        let expr = expr
+            .replace("$service", ".*")
+            .replace("$kind", ".*")
+            .replace("$__rate_interval", "1m");
+        wait_for(&remote, &expr, 1, &logs).await;
+    }
+    let rules_text = serde_json::to_string(&rules).unwrap();
+    let mut names: Vec<&str> = rules_text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        // Metric names, not the `service:traces_span_metrics_calls:rate5m` recording names.
+        .filter(|w| {
+            w.starts_with("traces_span_metrics_")
+                && (w.ends_with("_total") || w.ends_with("_bucket"))
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 2, "{names:?}");
+    for name in names {
+        wait_for(
+            &remote,
+            &format!("count({{__name__=\"{name}\"}})"),
+            1,
+            &logs,
+        )
+        .await;
+    }
+
     // Exemplars (remote-write carries them): the slow error's trace id is on its bucket.
     let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", remote.port);
     let (start, end) = (
