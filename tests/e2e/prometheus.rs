@@ -31,14 +31,28 @@ impl Prometheus {
     }
 
     /// A Prometheus scraping `127.0.0.1:port` every second, keeping the labels it scrapes
-    /// (`honor_labels`, as the Collector's docs advise for its `prometheus` exporter).
+    /// (`honor_labels`, as the Collector's docs advise for its `prometheus` exporter). With
+    /// native histograms on, it asks for the protobuf format first.
     pub(crate) fn scraping(port: u16) -> Prometheus {
-        Prometheus::with_config(&format!(
+        Prometheus::with(&Self::scrape_config(port), true)
+    }
+
+    /// The same, with native histograms off: it asks for the text format.
+    pub(crate) fn scraping_text(port: u16) -> Prometheus {
+        Prometheus::with(&Self::scrape_config(port), false)
+    }
+
+    fn scrape_config(port: u16) -> String {
+        format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
-        ))
+        )
     }
 
     fn with_config(yaml: &str) -> Prometheus {
+        Prometheus::with(yaml, true)
+    }
+
+    fn with(yaml: &str, native_histograms: bool) -> Prometheus {
         let binary = std::env::var("SLUICE_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
         let dir = TempDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
@@ -49,7 +63,11 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
-            .arg("--enable-feature=native-histograms,exemplar-storage")
+            .arg(if native_histograms {
+                "--enable-feature=native-histograms,exemplar-storage"
+            } else {
+                "--enable-feature=exemplar-storage"
+            })
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.0.join("prometheus.log")).unwrap())
             .spawn()
@@ -629,9 +647,15 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
         ports.telemetry()
     );
     let sluice = Sluice::start(ports, &config);
-    let prometheus = tokio::task::spawn_blocking(move || Prometheus::scraping(exporter))
-        .await
-        .unwrap();
+    // One Prometheus asks for the protobuf format (native histograms on), one for the text.
+    let (protobuf, text) = tokio::task::spawn_blocking(move || {
+        (
+            Prometheus::scraping(exporter),
+            Prometheus::scraping_text(exporter),
+        )
+    })
+    .await
+    .unwrap();
     let sent_ms = now_ms();
     let (t1, t2) = (
         (sent_ms - 20_000) as u64 * 1_000_000,
@@ -678,46 +702,81 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
         assert!(!page.contains(absent), "{absent} in:\n{page}");
     }
 
-    // Prometheus scrapes it: the values come back with the resource's job and instance, the
-    // const label and the namespace.
+    // Prometheus scrapes it, in both formats: the values come back with the resource's job and
+    // instance, the const label and the namespace.
+    let sel = r#"job="shop/checkout",instance="i-1",environment="e2e",otel_scope_name="e2e-meter""#;
+    for (format, prometheus) in [("protobuf", &protobuf), ("text", &text)] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while prometheus
+            .query("app_e2e_requests_total", now_ms())
+            .await
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus ({format}) scraped nothing:\n{}",
+                sluice.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for (query, want) in [
+            (
+                format!(r#"app_e2e_requests_total{{{sel},http_route="/pay"}}"#),
+                42.0,
+            ),
+            (format!("app_e2e_memory_bytes{{{sel}}}"), 1536.5),
+            // A monotonic delta sum, served as the Collector's exporter serves it: cumulated.
+            (format!("app_e2e_delta_total{{{sel}}}"), 5.0),
+            (format!("app_e2e_queue_depth{{{sel}}}"), -3.0),
+            (format!("app_e2e_latency_seconds_count{{{sel}}}"), 10.0),
+            (
+                format!(r#"app_e2e_latency_seconds_bucket{{{sel},le="0.5"}}"#),
+                7.0,
+            ),
+            (
+                format!(r#"app_e2e_latency_seconds_bucket{{{sel},le="+Inf"}}"#),
+                10.0,
+            ),
+            (format!("app_e2e_latency_seconds_sum{{{sel}}}"), 4.5),
+            (
+                format!(r#"app_e2e_rpc_duration_milliseconds{{{sel},quantile="0.99"}}"#),
+                20.0,
+            ),
+            (
+                format!("app_e2e_rpc_duration_milliseconds_count{{{sel}}}"),
+                7.0,
+            ),
+            (
+                r#"app_target_info{job="shop/checkout",host_name="node-1"}"#.to_owned(),
+                1.0,
+            ),
+        ] {
+            assert_eq!(
+                prometheus.value(&query, now_ms()).await,
+                want,
+                "{format}: {query}"
+            );
+        }
+    }
+    // The exponential histogram reaches the protobuf scraper as a native histogram, and is not
+    // in the text one.
+    let payload = format!("app_e2e_payload_bytes{{{sel}}}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while prometheus
-        .query("app_e2e_requests_total", now_ms())
-        .await
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus scraped nothing:\n{}",
-            sluice.logs()
-        );
+    while protobuf.query(&payload, now_ms()).await.is_empty() {
+        assert!(Instant::now() < deadline, "no native histogram scraped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let sel = r#"job="shop/checkout",instance="i-1",environment="e2e",otel_scope_name="e2e-meter""#;
-    for (query, want) in [
-        (
-            format!(r#"app_e2e_requests_total{{{sel},http_route="/pay"}}"#),
-            42.0,
-        ),
-        (format!("app_e2e_memory_bytes{{{sel}}}"), 1536.5),
-        // A monotonic delta sum, served as the Collector's exporter serves it: cumulated.
-        (format!("app_e2e_delta_total{{{sel}}}"), 5.0),
-        (format!("app_e2e_queue_depth{{{sel}}}"), -3.0),
-        (format!("app_e2e_latency_seconds_count{{{sel}}}"), 10.0),
-        (
-            format!(r#"app_e2e_latency_seconds_bucket{{{sel},le="0.5"}}"#),
-            7.0,
-        ),
-        (format!("app_e2e_latency_seconds_sum{{{sel}}}"), 4.5),
-        (
-            format!(r#"app_e2e_rpc_duration_milliseconds{{{sel},quantile="0.99"}}"#),
-            20.0,
-        ),
-        (
-            r#"app_target_info{job="shop/checkout",host_name="node-1"}"#.to_owned(),
-            1.0,
-        ),
-    ] {
-        assert_eq!(prometheus.value(&query, now_ms()).await, want, "{query}");
-    }
+    assert_eq!(
+        protobuf
+            .value(&format!("histogram_count({payload})"), now_ms())
+            .await,
+        6.0
+    );
+    assert_eq!(
+        protobuf
+            .value(&format!("histogram_sum({payload})"), now_ms())
+            .await,
+        100.0
+    );
+    assert!(text.query(&payload, now_ms()).await.is_empty());
 }

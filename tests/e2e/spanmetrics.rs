@@ -152,8 +152,15 @@ async fn span_metrics_reach_prometheus_by_service_name_kind_and_status_with_exem
         // The duration histogram: buckets in milliseconds, per series.
         let cart =
             r#"service_name="checkout",span_name="GET /cart",status_code="STATUS_CODE_UNSET""#;
+        // Prometheus 2 writes the `le` of a bucket scraped in the protobuf format as a float
+        // (`2.0`), and as sent (`2`) from the text format and remote-write.
         let le = |bound: &str| {
-            format!(r#"traces_span_metrics_duration_milliseconds_bucket{{{cart},le="{bound}"}}"#)
+            let matcher = if bound == "+Inf" {
+                r#"le="+Inf""#.to_owned()
+            } else {
+                format!(r#"le=~"{bound}(\\.0)?""#)
+            };
+            format!(r#"traces_span_metrics_duration_milliseconds_bucket{{{cart},{matcher}}}"#)
         };
         for (bound, want) in [
             ("2", 0.0),

@@ -1,17 +1,18 @@
 //! The `prometheus` exporter: keeps the latest value of every series, translated from OTLP by
 //! the same rules as `prometheusremotewrite` ([`crate::translate`]: names, units, labels,
-//! `target_info`, histograms, summaries), for Prometheus to scrape at `endpoint` (any path; the
-//! Prometheus text format 0.0.4). The Collector's config: `endpoint`, `namespace`,
-//! `const_labels`, `send_timestamps`, `metric_expiration`, `resource_to_telemetry_conversion`,
+//! `target_info`, histograms, summaries, exponential histograms as native histograms), for
+//! Prometheus to scrape at `endpoint` (any path). The page is in the protobuf format when the
+//! scraper asks for it ([`exposition`]; Prometheus does when its native histograms are on), else
+//! in the text format 0.0.4. The Collector's config: `endpoint`, `namespace`, `const_labels`,
+//! `send_timestamps`, `metric_expiration`, `resource_to_telemetry_conversion`,
 //! `add_metric_suffixes`.
 //!
 //! Delta sums and histograms are accumulated into cumulative ones as the Collector's exporter
-//! does ([`delta`]). Where it differs from the Collector's, for now, and says so when a config
-//! asks:
+//! does ([`delta`]). Where it differs from the Collector's, and says so when a config asks:
 //!
-//! * Exponential histograms have no text form: they are dropped and counted (the Collector
-//!   converts them to classic buckets); the protobuf scrape format, which carries them as native
-//!   histograms, is not served.
+//! * Exponential histograms are served as native histograms in the protobuf format. The text
+//!   format has no form for them: a text scrape leaves them out and counts each one left out
+//!   (the Collector converts them to classic buckets, losing their resolution).
 //! * `enable_open_metrics: true` (the OpenMetrics text format) is refused by `sluice validate`.
 //!
 //! A family without an OTLP description gets its name as help (`promtool check metrics` wants
@@ -39,13 +40,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::exporter::Enabled;
-use crate::proto::{Label, MetricType};
+use crate::proto::{self, Label, MetricType, STALE_NAN_BITS};
 use crate::translate::{TranslateOptions, format_float, translate};
 
 mod delta;
-
-/// Prometheus' stale marker: a NaN with these bits.
-const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+mod exposition;
 
 /// `exporters.prometheus`.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,10 +84,11 @@ fn yes() -> bool {
     true
 }
 
-/// One series' latest sample.
+/// One series' latest sample: a value, or a native histogram (from an exponential one).
 #[derive(Debug, Clone)]
 struct Latest {
     value: f64,
+    native: Option<proto::Histogram>,
     timestamp_ms: i64,
     updated: Instant,
 }
@@ -123,6 +123,9 @@ struct Shared {
     /// The size of the last page rendered, to decide where the next one is.
     last_page: AtomicUsize,
 }
+
+/// The content type of the text format.
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Batches and pages over this many bytes are handled on the blocking pool.
 const OFF_WORKERS_ABOVE: usize = 64 * 1024;
@@ -190,11 +193,14 @@ impl Shared {
             });
         }
         for series in translation.series {
-            // Native histograms have no text form; their points were not samples.
-            let Some(sample) = series.samples.iter().max_by_key(|s| s.timestamp) else {
-                continue;
+            // A sample, or (from an exponential histogram) a native histogram: the newest.
+            let sample = series.samples.iter().max_by_key(|s| s.timestamp);
+            let native = series.histograms.iter().max_by_key(|h| h.timestamp);
+            let (sample_value, native, timestamp_ms) = match (sample, native) {
+                (Some(s), _) => (s.value, None, s.timestamp),
+                (None, Some(h)) => (h.sum, Some(h.clone()), h.timestamp),
+                (None, None) => continue,
             };
-            let (sample_value, timestamp_ms) = (sample.value, sample.timestamp);
             let mut name = String::new();
             let labels: Vec<Label> = series
                 .labels
@@ -214,7 +220,7 @@ impl Shared {
                 )))
             });
             let mut family = family.lock().unwrap_or_else(|e| e.into_inner());
-            if sample_value.to_bits() == STALE_NAN {
+            if sample_value.to_bits() == STALE_NAN_BITS {
                 family.shift_remove(&labels);
                 continue;
             }
@@ -226,6 +232,7 @@ impl Shared {
                         labels,
                         Latest {
                             value: sample_value,
+                            native,
                             timestamp_ms,
                             updated: now,
                         },
@@ -236,10 +243,10 @@ impl Shared {
         Ok(())
     }
 
-    /// The text exposition of every series updated within the expiration; expired series are
-    /// forgotten, as of `now`. The state's lock is held only to list the names; each name's
-    /// series are rendered under that name's lock alone.
-    fn render(&self, now: Instant) -> String {
+    /// Visits every family with its member series (`x`, `x_bucket`, `x_sum`, `x_count`), in
+    /// name order, each member under its own lock and free of series that expired as of `now`.
+    /// The state's lock is held only to list the names.
+    fn walk(&self, now: Instant, mut visit: impl FnMut(&str, Option<&Family>, &[(&str, &Series)])) {
         let expiration = self.config.metric_expiration.get();
         let (names, families) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,31 +266,27 @@ impl Shared {
                 .or_default()
                 .push((name.as_str(), series));
         }
-        let mut out = String::new();
-        let mut body = String::new();
         let mut emptied = false;
         for (family, members) in grouped {
-            body.clear();
-            for (name, series) in members {
-                let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
-                series.retain(|_, latest| now.duration_since(latest.updated) < expiration);
-                emptied |= series.is_empty();
-                for (labels, latest) in series.iter() {
-                    self.line(&mut body, name, labels, latest);
-                }
-            }
+            let mut guards: Vec<(&str, std::sync::MutexGuard<'_, Series>)> = members
+                .into_iter()
+                .map(|(name, series)| {
+                    let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+                    series.retain(|_, latest| now.duration_since(latest.updated) < expiration);
+                    emptied |= series.is_empty();
+                    (name, series)
+                })
+                .collect();
+            guards.retain(|(_, series)| !series.is_empty());
             // A family whose series all went stale or expired is not listed.
-            if body.is_empty() {
+            if guards.is_empty() {
                 continue;
             }
-            if let Some(f) = families.get(family) {
-                // `promtool check metrics` wants help on every family: a metric without a
-                // description is helped by its name.
-                let help = if f.help.is_empty() { family } else { &f.help };
-                let _ = writeln!(out, "# HELP {family} {}", escape_help(help));
-                let _ = writeln!(out, "# TYPE {family} {}", type_word(f.metric_type));
-            }
-            out.push_str(&body);
+            let members: Vec<(&str, &Series)> = guards
+                .iter()
+                .map(|(name, series)| (*name, &**series))
+                .collect();
+            visit(family, families.get(family), &members);
         }
         if emptied {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -291,6 +294,49 @@ impl Shared {
                 .series
                 .retain(|_, s| !s.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
         }
+    }
+
+    /// The text exposition of every series updated within the expiration. Native histograms
+    /// have no text form: they are left out, and counted.
+    fn render(&self, now: Instant) -> String {
+        let mut out = String::new();
+        let mut body = String::new();
+        let mut left_out = 0;
+        self.walk(now, |family, meta, members| {
+            body.clear();
+            for (name, series) in members {
+                for (labels, latest) in series.iter() {
+                    if latest.native.is_some() {
+                        left_out += 1;
+                    } else {
+                        self.line(&mut body, name, labels, latest);
+                    }
+                }
+            }
+            if body.is_empty() {
+                return;
+            }
+            if let Some(f) = meta {
+                // `promtool check metrics` wants help on every family: a metric without a
+                // description is helped by its name.
+                let help = if f.help.is_empty() { family } else { &f.help };
+                let _ = writeln!(out, "# HELP {family} {}", escape_help(help));
+                let _ = writeln!(out, "# TYPE {family} {}", type_word(f.metric_type));
+            }
+            out.push_str(&body);
+        });
+        if left_out > 0 {
+            self.dropped.increment(left_out);
+        }
+        out
+    }
+
+    /// The protobuf exposition of every series updated within the expiration.
+    fn render_protobuf(&self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.walk(now, |family, meta, members| {
+            exposition::write_family(&mut out, family, meta, members, self.config.send_timestamps);
+        });
         out
     }
 
@@ -374,27 +420,35 @@ impl DirectExporter for ScrapeExporter {
         };
         vec![tokio::spawn(async move {
             tracing::info!(endpoint = ?listener.local_addr().ok(), "prometheus exporter listening for scrapes");
-            let router = axum::Router::new().fallback(move || {
+            let router = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
                 let exporter = Arc::clone(&exporter);
+                let protobuf = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(exposition::accepted);
                 async move {
                     // Rendering takes about a microsecond a series line: a page as large as the
                     // last one was over the threshold is rendered off the async workers.
                     let last = exporter.last_page.load(Ordering::Relaxed);
-                    let page =
+                    let (content_type, page) =
                         sluice_core::blocking::off_workers(last, OFF_WORKERS_ABOVE, move || {
-                            let page = exporter.render(Instant::now());
+                            let (content_type, page) = if protobuf {
+                                (
+                                    exposition::CONTENT_TYPE,
+                                    exporter.render_protobuf(Instant::now()),
+                                )
+                            } else {
+                                (
+                                    TEXT_CONTENT_TYPE,
+                                    exporter.render(Instant::now()).into_bytes(),
+                                )
+                            };
                             exporter.last_page.store(page.len(), Ordering::Relaxed);
-                            page
+                            (content_type, page)
                         })
                         .await
-                        .unwrap_or_default();
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        page,
-                    )
+                        .unwrap_or((TEXT_CONTENT_TYPE, Vec::new()));
+                    ([(axum::http::header::CONTENT_TYPE, content_type)], page)
                 }
             });
             let _ = axum::serve(listener, router)

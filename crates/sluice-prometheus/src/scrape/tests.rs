@@ -289,3 +289,182 @@ fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
     take(delta_histogram(T + s, T + 3 * s, [9, 9], 9.0));
     assert_eq!(value(&e.render(Instant::now()), &bucket("+Inf")), Some(5.0));
 }
+
+#[test]
+fn the_protobuf_format_gathers_families_and_carries_exponential_histograms_natively() {
+    use super::exposition::{MetricFamily, MetricType as Kind};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, Summary, SummaryDataPoint,
+        exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile,
+    };
+    let e = exporter(serde_json::json!({"endpoint": "127.0.0.1:0", "send_timestamps": true}));
+    let histogram = Metric {
+        name: "latency".into(),
+        unit: "s".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: T - 60_000_000_000,
+                time_unix_nano: T,
+                count: 3,
+                sum: Some(0.7),
+                bucket_counts: vec![1, 2],
+                explicit_bounds: vec![0.25],
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    let exponential = Metric {
+        name: "payload".into(),
+        unit: "By".into(),
+        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                start_time_unix_nano: T - 60_000_000_000,
+                time_unix_nano: T,
+                count: 6,
+                sum: Some(100.0),
+                scale: 0,
+                zero_count: 1,
+                positive: Some(Buckets {
+                    offset: 0,
+                    bucket_counts: vec![2, 3],
+                }),
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    let summary = Metric {
+        name: "rpc".into(),
+        unit: "ms".into(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                start_time_unix_nano: T - 60_000_000_000,
+                time_unix_nano: T,
+                count: 4,
+                sum: 30.0,
+                quantile_values: vec![
+                    ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 5.0,
+                    },
+                    ValueAtQuantile {
+                        quantile: 0.99,
+                        value: 20.0,
+                    },
+                ],
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    e.take(&request(vec![
+        counter(T, 42.0, AggregationTemporality::Cumulative),
+        histogram,
+        exponential,
+        summary,
+    ]))
+    .unwrap();
+
+    let page = e.render_protobuf(Instant::now());
+    let mut rest = &page[..];
+    let mut families = Vec::new();
+    while !rest.is_empty() {
+        families.push(MetricFamily::decode_length_delimited(&mut rest).unwrap());
+    }
+    let names: Vec<&str> = families
+        .iter()
+        .map(|f| f.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "http_requests_total",
+            "latency_seconds",
+            "payload_bytes",
+            "rpc_milliseconds",
+        ]
+    );
+    let family = |name: &str| {
+        families
+            .iter()
+            .find(|f| f.name.as_deref() == Some(name))
+            .unwrap()
+    };
+    let t_ms = (T / 1_000_000) as i64;
+
+    let counter = family("http_requests_total");
+    assert_eq!(counter.r#type, Some(Kind::Counter as i32));
+    assert_eq!(
+        counter.help.as_deref(),
+        Some("Requests \\ served\nby route")
+    );
+    let m = &counter.metric[0];
+    assert_eq!(m.counter.as_ref().unwrap().value, Some(42.0));
+    assert_eq!(m.timestamp_ms, Some(t_ms));
+    let labels: Vec<(&str, &str)> = m
+        .label
+        .iter()
+        .map(|l| (l.name.as_deref().unwrap(), l.value.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        labels,
+        [("instance", "i-1"), ("job", "checkout"), ("route", "/a\"b")]
+    );
+
+    // A classic histogram: one metric, its buckets cumulative, +Inf implied by the count.
+    let latency = family("latency_seconds");
+    assert_eq!(latency.r#type, Some(Kind::Histogram as i32));
+    assert_eq!(latency.metric.len(), 1);
+    let h = latency.metric[0].histogram.as_ref().unwrap();
+    assert_eq!((h.sample_count, h.sample_sum), (Some(3), Some(0.7)));
+    let buckets: Vec<(f64, u64)> = h
+        .bucket
+        .iter()
+        .map(|b| (b.upper_bound.unwrap(), b.cumulative_count.unwrap()))
+        .collect();
+    assert_eq!(buckets, [(0.25, 1)]);
+    assert!(h.schema.is_none() && h.positive_span.is_empty());
+
+    // The exponential histogram, as a native one: OTLP bucket i is Prometheus bucket i + 1.
+    let payload = family("payload_bytes");
+    assert_eq!(payload.r#type, Some(Kind::Histogram as i32));
+    let n = payload.metric[0].histogram.as_ref().unwrap();
+    assert_eq!(
+        (n.sample_count, n.sample_sum, n.schema),
+        (Some(6), Some(100.0), Some(0))
+    );
+    assert_eq!(n.zero_count, Some(1));
+    let spans: Vec<(i32, u32)> = n
+        .positive_span
+        .iter()
+        .map(|s| (s.offset.unwrap(), s.length.unwrap()))
+        .collect();
+    assert_eq!(spans, [(1, 2)]);
+    assert_eq!(n.positive_delta, [2, 1]);
+    assert!(n.bucket.is_empty());
+
+    let rpc = family("rpc_milliseconds");
+    assert_eq!(rpc.r#type, Some(Kind::Summary as i32));
+    let s = rpc.metric[0].summary.as_ref().unwrap();
+    assert_eq!((s.sample_count, s.sample_sum), (Some(4), Some(30.0)));
+    let quantiles: Vec<(f64, f64)> = s
+        .quantile
+        .iter()
+        .map(|q| (q.quantile.unwrap(), q.value.unwrap()))
+        .collect();
+    assert_eq!(quantiles, [(0.5, 5.0), (0.99, 20.0)]);
+
+    // The text page leaves the native histogram out, and counts it.
+    let text = e.render(Instant::now());
+    assert!(!text.contains("payload"), "{text}");
+    assert!(text.contains("rpc_milliseconds{"), "{text}");
+    assert!(super::exposition::accepted(
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    ));
+    assert!(!super::exposition::accepted(
+        "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+    ));
+}
