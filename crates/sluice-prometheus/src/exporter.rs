@@ -53,6 +53,9 @@ pub struct RemoteWriteConfig {
     /// Append unit and `_total` suffixes to metric names (default `true`).
     #[serde(default = "yes")]
     pub add_metric_suffixes: bool,
+    /// How names are translated; overrides `add_metric_suffixes` when set.
+    #[serde(default)]
+    pub translation_strategy: Option<TranslationStrategy>,
     /// Send metric metadata (type, help, unit) with each request (default `false`).
     #[serde(default)]
     pub send_metadata: bool,
@@ -66,6 +69,51 @@ pub struct RemoteWriteConfig {
     /// TLS: `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`.
     #[serde(default)]
     pub tls: TlsClientConfig,
+}
+
+/// `translation_strategy`: how OTLP names become Prometheus names (the Collector's newer key,
+/// which overrides `add_metric_suffixes` when set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TranslationStrategy {
+    /// Names escaped to `[a-zA-Z0-9_:]`, with unit and type suffixes (the default).
+    UnderscoreEscapingWithSuffixes,
+    /// Names escaped, without suffixes.
+    UnderscoreEscapingWithoutSuffixes,
+    /// UTF-8 names with suffixes: refused (the text format 0.0.4 and Prometheus 2 need escaped
+    /// names).
+    #[serde(rename = "NoUTF8EscapingWithSuffixes")]
+    NoUtf8EscapingWithSuffixes,
+    /// OTLP names as they are: refused, for the same reason.
+    NoTranslation,
+}
+
+impl TranslationStrategy {
+    /// Whether names get suffixes: the strategy's answer when one is set, else
+    /// `add_metric_suffixes`.
+    pub(crate) fn suffixes(strategy: Option<Self>, add_metric_suffixes: bool) -> bool {
+        match strategy {
+            Some(
+                TranslationStrategy::UnderscoreEscapingWithoutSuffixes
+                | TranslationStrategy::NoTranslation,
+            ) => false,
+            Some(_) => true,
+            None => add_metric_suffixes,
+        }
+    }
+
+    /// The problem with a strategy sluice cannot honour.
+    pub(crate) fn check(strategy: Option<Self>, path: &str) -> Option<Problem> {
+        matches!(
+            strategy,
+            Some(TranslationStrategy::NoUtf8EscapingWithSuffixes | TranslationStrategy::NoTranslation)
+        )
+        .then(|| {
+            Problem::error(
+                format!("{path}.translation_strategy"),
+                "UTF-8 metric names are not supported: sluice escapes names for the text format 0.0.4 and Prometheus 2 (use UnderscoreEscapingWithSuffixes or UnderscoreEscapingWithoutSuffixes)",
+            )
+        })
+    }
 }
 
 /// `{ enabled: bool }`.
@@ -110,7 +158,10 @@ fn default_max_batch() -> ByteSize {
 impl RemoteWriteConfig {
     fn options(&self) -> TranslateOptions {
         TranslateOptions {
-            add_metric_suffixes: self.add_metric_suffixes,
+            add_metric_suffixes: TranslationStrategy::suffixes(
+                self.translation_strategy,
+                self.add_metric_suffixes,
+            ),
             resource_to_telemetry_conversion: self.resource_to_telemetry_conversion.enabled,
             external_labels: self
                 .external_labels
@@ -149,6 +200,7 @@ impl RemoteWriteConfig {
                 "must be at least 1KiB",
             ));
         }
+        p.extend(TranslationStrategy::check(self.translation_strategy, path));
         p.extend(self.tls.check(path));
         p
     }

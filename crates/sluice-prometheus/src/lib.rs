@@ -9,6 +9,9 @@ pub mod proto;
 mod scrape;
 mod translate;
 
-pub use exporter::{RemoteWriteConfig, RemoteWriteExporterFactory, WriteRequests, write_requests};
+pub use exporter::{
+    RemoteWriteConfig, RemoteWriteExporterFactory, TranslationStrategy, WriteRequests,
+    write_requests,
+};
 pub use scrape::{ScrapeConfig, ScrapeExporterFactory};
 pub use translate::{TranslateOptions, Translation, translate};

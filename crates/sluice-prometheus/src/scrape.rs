@@ -5,7 +5,7 @@
 //! scraper asks for it ([`exposition`]; Prometheus does when its native histograms are on), else
 //! in the text format 0.0.4. The Collector's config: `endpoint`, `namespace`, `const_labels`,
 //! `send_timestamps`, `metric_expiration`, `resource_to_telemetry_conversion`,
-//! `add_metric_suffixes`.
+//! `add_metric_suffixes`, `translation_strategy`.
 //!
 //! Delta sums and histograms are accumulated into cumulative ones as the Collector's exporter
 //! does ([`delta`]). Where it differs from the Collector's, and says so when a config asks:
@@ -39,7 +39,7 @@ use sluice_core::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::exporter::Enabled;
+use crate::exporter::{Enabled, TranslationStrategy};
 use crate::proto::{self, Label, MetricType, STALE_NAN_BITS};
 use crate::translate::{TranslateOptions, format_float, translate};
 
@@ -74,6 +74,9 @@ pub struct ScrapeConfig {
     /// Unit and type suffixes on names (default true).
     #[serde(default = "yes")]
     pub add_metric_suffixes: bool,
+    /// How names are translated; overrides `add_metric_suffixes` when set.
+    #[serde(default)]
+    pub translation_strategy: Option<TranslationStrategy>,
 }
 
 fn default_expiration() -> HumanDuration {
@@ -139,7 +142,10 @@ struct ScrapeExporter {
 impl Shared {
     fn new(id: &str, config: ScrapeConfig) -> Shared {
         let options = TranslateOptions {
-            add_metric_suffixes: config.add_metric_suffixes,
+            add_metric_suffixes: TranslationStrategy::suffixes(
+                config.translation_strategy,
+                config.add_metric_suffixes,
+            ),
             resource_to_telemetry_conversion: config.resource_to_telemetry_conversion.enabled,
             external_labels: config
                 .const_labels
@@ -470,6 +476,7 @@ fn problems(path: &str, c: &ScrapeConfig) -> Vec<Problem> {
             "required: the address Prometheus scrapes (`0.0.0.0:8889`)",
         ));
     }
+    out.extend(TranslationStrategy::check(c.translation_strategy, path));
     if c.enable_open_metrics {
         out.push(Problem::error(
             format!("{path}.enable_open_metrics"),

@@ -185,7 +185,22 @@ fn configs_it_cannot_honour_are_refused() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("translation_strategy"), "{problems:?}");
+    assert!(
+        problems[0].contains("translation_strategy") && problems[0].contains("unknown variant `x`"),
+        "{problems:?}"
+    );
+    let problems: Vec<String> = ScrapeExporterFactory
+        .check(
+            "exporters.prometheus",
+            &serde_json::json!({"endpoint": "0.0.0.0:9464", "translation_strategy": "NoUTF8EscapingWithSuffixes"}),
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        problems,
+        ["error: exporters.prometheus.translation_strategy: UTF-8 metric names are not supported: sluice escapes names for the text format 0.0.4 and Prometheus 2 (use UnderscoreEscapingWithSuffixes or UnderscoreEscapingWithoutSuffixes)"]
+    );
     let problems: Vec<String> = ScrapeExporterFactory
         .check(
             "exporters.prometheus",
@@ -288,6 +303,20 @@ fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
     // Overlapping the last point: dropped; the totals stay.
     take(delta_histogram(T + s, T + 3 * s, [9, 9], 9.0));
     assert_eq!(value(&e.render(Instant::now()), &bucket("+Inf")), Some(5.0));
+}
+
+#[test]
+fn a_translation_strategy_without_suffixes_overrides_add_metric_suffixes() {
+    let e = exporter(serde_json::json!({
+        "endpoint": "127.0.0.1:0",
+        "add_metric_suffixes": true,
+        "translation_strategy": "UnderscoreEscapingWithoutSuffixes",
+    }));
+    e.take(&request(vec![counter(T, 1.0, AggregationTemporality::Cumulative)]))
+        .unwrap();
+    let text = e.render(Instant::now());
+    assert!(text.contains("\nhttp_requests{"), "{text}");
+    assert!(!text.contains("_total"), "{text}");
 }
 
 #[test]
