@@ -641,17 +641,21 @@ async fn scrape(port: u16) -> String {
 async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() {
     let ports = Ports::new();
     let exporter = free_port();
+    let open_metrics = free_port();
     let config = format!(
-        "{}exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{exporter}\n    namespace: app\n    const_labels: {{environment: e2e}}\nservice:\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [prometheus]}}\n{}",
+        "{}exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{exporter}\n    namespace: app\n    const_labels: {{environment: e2e}}\n  prometheus/om:\n    endpoint: 127.0.0.1:{open_metrics}\n    namespace: app\n    const_labels: {{environment: e2e}}\n    enable_open_metrics: true\nservice:\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [prometheus, prometheus/om]}}\n{}",
         ports.common(),
         ports.telemetry()
     );
     let sluice = Sluice::start(ports, &config);
-    // One Prometheus asks for the protobuf format (native histograms on), one for the text.
-    let (protobuf, text) = tokio::task::spawn_blocking(move || {
+    // One Prometheus asks for the protobuf format (native histograms on); two ask for
+    // OpenMetrics first, and get the text format 0.0.4 from the exporter without
+    // `enable_open_metrics`, OpenMetrics from the one with it.
+    let (protobuf, text, openmetrics) = tokio::task::spawn_blocking(move || {
         (
             Prometheus::scraping(exporter),
             Prometheus::scraping_text(exporter),
+            Prometheus::scraping_text(open_metrics),
         )
     })
     .await
@@ -705,7 +709,11 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
     // Prometheus scrapes it, in both formats: the values come back with the resource's job and
     // instance, the const label and the namespace.
     let sel = r#"job="shop/checkout",instance="i-1",environment="e2e",otel_scope_name="e2e-meter""#;
-    for (format, prometheus) in [("protobuf", &protobuf), ("text", &text)] {
+    for (format, prometheus) in [
+        ("protobuf", &protobuf),
+        ("text", &text),
+        ("openmetrics", &openmetrics),
+    ] {
         let deadline = Instant::now() + Duration::from_secs(20);
         while prometheus
             .query("app_e2e_requests_total", now_ms())
@@ -779,4 +787,64 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
         100.0
     );
     assert!(text.query(&payload, now_ms()).await.is_empty());
+    assert!(openmetrics.query(&payload, now_ms()).await.is_empty());
+
+    // OpenMetrics carries the exemplars, with their trace context.
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/query_exemplars",
+        openmetrics.port
+    );
+    let (start, end) = (
+        format!("{}", now_ms() / 1000 - 600),
+        format!("{}", now_ms() / 1000 + 1),
+    );
+    let v: Value = reqwest::Client::new()
+        .get(url)
+        .query(&[
+            ("query", "app_e2e_latency_seconds_bucket"),
+            ("start", start.as_str()),
+            ("end", end.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let exemplars = v.to_string();
+    assert!(
+        exemplars.contains(&"ab".repeat(16)) && exemplars.contains(&"cd".repeat(8)),
+        "exemplar with trace and span ids: {exemplars}"
+    );
+    // What each scraper was answered with.
+    let client = reqwest::Client::new();
+    for (port, accept, want) in [
+        (
+            exporter,
+            "application/openmetrics-text;version=1.0.0",
+            "text/plain; version=0.0.4",
+        ),
+        (
+            open_metrics,
+            "application/openmetrics-text;version=1.0.0",
+            "application/openmetrics-text",
+        ),
+        (
+            open_metrics,
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+            "application/vnd.google.protobuf",
+        ),
+    ] {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let content_type = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with(want), "{accept}: {content_type}");
+    }
 }

@@ -13,7 +13,8 @@
 //! * Exponential histograms are served as native histograms in the protobuf format. The text
 //!   format has no form for them: a text scrape leaves them out and counts each one left out
 //!   (the Collector converts them to classic buckets, losing their resolution).
-//! * `enable_open_metrics: true` (the OpenMetrics text format) is refused by `sluice validate`.
+//! * With `enable_open_metrics: true`, a scraper that asks for OpenMetrics gets it
+//!   ([`openmetrics`]), exemplars included; protobuf still wins when asked for first.
 //!
 //! A family without an OTLP description gets its name as help (`promtool check metrics` wants
 //! help on every family). A series disappears after `metric_expiration` (default 5m) without a new point, or at once
@@ -45,6 +46,7 @@ use crate::translate::{TranslateOptions, format_float, translate};
 
 mod delta;
 mod exposition;
+mod openmetrics;
 
 /// `exporters.prometheus`.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,7 +70,7 @@ pub struct ScrapeConfig {
     /// Copy resource attributes onto every series.
     #[serde(default)]
     pub resource_to_telemetry_conversion: Enabled,
-    /// The OpenMetrics text format: not served yet (refused when true).
+    /// Serve the OpenMetrics text format, with exemplars, to scrapers that ask for it.
     #[serde(default)]
     pub enable_open_metrics: bool,
     /// Unit and type suffixes on names (default true).
@@ -92,6 +94,8 @@ fn yes() -> bool {
 struct Latest {
     value: f64,
     native: Option<proto::Histogram>,
+    /// The newest exemplar of a counter or bucket series, for the OpenMetrics format.
+    exemplar: Option<proto::Exemplar>,
     timestamp_ms: i64,
     updated: Instant,
 }
@@ -125,6 +129,14 @@ struct Shared {
     dropped: metrics::Counter,
     /// The size of the last page rendered, to decide where the next one is.
     last_page: AtomicUsize,
+}
+
+/// The formats a scrape may ask for.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Protobuf,
+    OpenMetrics,
+    Text,
 }
 
 /// The content type of the text format.
@@ -202,6 +214,7 @@ impl Shared {
             // A sample, or (from an exponential histogram) a native histogram: the newest.
             let sample = series.samples.iter().max_by_key(|s| s.timestamp);
             let native = series.histograms.iter().max_by_key(|h| h.timestamp);
+            let exemplar = series.exemplars.iter().max_by_key(|e| e.timestamp).cloned();
             let (sample_value, native, timestamp_ms) = match (sample, native) {
                 (Some(s), _) => (s.value, None, s.timestamp),
                 (None, Some(h)) => (h.sum, Some(h.clone()), h.timestamp),
@@ -233,12 +246,15 @@ impl Shared {
             match family.get_mut(&labels) {
                 // An older point than the one kept (points arrive out of order across batches).
                 Some(kept) if kept.timestamp_ms > timestamp_ms => kept.updated = now,
-                _ => {
+                kept => {
+                    // A point without exemplars leaves the last one standing.
+                    let exemplar = exemplar.or_else(|| kept.and_then(|k| k.exemplar.take()));
                     family.insert(
                         labels,
                         Latest {
                             value: sample_value,
                             native,
+                            exemplar,
                             timestamp_ms,
                             updated: now,
                         },
@@ -337,6 +353,26 @@ impl Shared {
         out
     }
 
+    /// The OpenMetrics exposition of every series updated within the expiration, with exemplars.
+    fn render_openmetrics(&self, now: Instant) -> String {
+        let mut out = String::new();
+        let mut left_out = 0;
+        self.walk(now, |family, meta, members| {
+            left_out += openmetrics::write_family(
+                &mut out,
+                family,
+                meta,
+                members,
+                self.config.send_timestamps,
+            );
+        });
+        if left_out > 0 {
+            self.dropped.increment(left_out);
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+
     /// The protobuf exposition of every series updated within the expiration.
     fn render_protobuf(&self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
@@ -428,26 +464,35 @@ impl DirectExporter for ScrapeExporter {
             tracing::info!(endpoint = ?listener.local_addr().ok(), "prometheus exporter listening for scrapes");
             let router = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
                 let exporter = Arc::clone(&exporter);
-                let protobuf = headers
+                let accept = headers
                     .get(axum::http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(exposition::accepted);
+                    .unwrap_or_default();
+                let format = if exposition::accepted(accept) {
+                    Format::Protobuf
+                } else if exporter.config.enable_open_metrics && openmetrics::accepted(accept) {
+                    Format::OpenMetrics
+                } else {
+                    Format::Text
+                };
                 async move {
                     // Rendering takes about a microsecond a series line: a page as large as the
                     // last one was over the threshold is rendered off the async workers.
                     let last = exporter.last_page.load(Ordering::Relaxed);
                     let (content_type, page) =
                         sluice_core::blocking::off_workers(last, OFF_WORKERS_ABOVE, move || {
-                            let (content_type, page) = if protobuf {
-                                (
-                                    exposition::CONTENT_TYPE,
-                                    exporter.render_protobuf(Instant::now()),
-                                )
-                            } else {
-                                (
-                                    TEXT_CONTENT_TYPE,
-                                    exporter.render(Instant::now()).into_bytes(),
-                                )
+                            let now = Instant::now();
+                            let (content_type, page) = match format {
+                                Format::Protobuf => {
+                                    (exposition::CONTENT_TYPE, exporter.render_protobuf(now))
+                                }
+                                Format::OpenMetrics => (
+                                    openmetrics::CONTENT_TYPE,
+                                    exporter.render_openmetrics(now).into_bytes(),
+                                ),
+                                Format::Text => {
+                                    (TEXT_CONTENT_TYPE, exporter.render(now).into_bytes())
+                                }
                             };
                             exporter.last_page.store(page.len(), Ordering::Relaxed);
                             (content_type, page)
@@ -477,12 +522,6 @@ fn problems(path: &str, c: &ScrapeConfig) -> Vec<Problem> {
         ));
     }
     out.extend(TranslationStrategy::check(c.translation_strategy, path));
-    if c.enable_open_metrics {
-        out.push(Problem::error(
-            format!("{path}.enable_open_metrics"),
-            "the OpenMetrics format is not served yet; sluice serves the Prometheus text format (remove the key, or set it to false)",
-        ));
-    }
     out
 }
 

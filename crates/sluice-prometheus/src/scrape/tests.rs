@@ -199,7 +199,9 @@ fn configs_it_cannot_honour_are_refused() {
         .collect();
     assert_eq!(
         problems,
-        ["error: exporters.prometheus.translation_strategy: UTF-8 metric names are not supported: sluice escapes names for the text format 0.0.4 and Prometheus 2 (use UnderscoreEscapingWithSuffixes or UnderscoreEscapingWithoutSuffixes)"]
+        [
+            "error: exporters.prometheus.translation_strategy: UTF-8 metric names are not supported: sluice escapes names for the text format 0.0.4 and Prometheus 2 (use UnderscoreEscapingWithSuffixes or UnderscoreEscapingWithoutSuffixes)"
+        ]
     );
     let problems: Vec<String> = ScrapeExporterFactory
         .check(
@@ -212,8 +214,7 @@ fn configs_it_cannot_honour_are_refused() {
     assert_eq!(
         problems,
         [
-            "error: exporters.prometheus.endpoint: required: the address Prometheus scrapes (`0.0.0.0:8889`)",
-            "error: exporters.prometheus.enable_open_metrics: the OpenMetrics format is not served yet; sluice serves the Prometheus text format (remove the key, or set it to false)",
+            "error: exporters.prometheus.endpoint: required: the address Prometheus scrapes (`0.0.0.0:8889`)"
         ]
     );
 }
@@ -306,14 +307,81 @@ fn delta_sums_and_histograms_are_accumulated_as_the_collector_does() {
 }
 
 #[test]
+fn the_openmetrics_format_names_counter_families_without_total_and_carries_exemplars() {
+    use opentelemetry_proto::tonic::metrics::v1::{Exemplar, exemplar};
+    let e = exporter(
+        serde_json::json!({"endpoint": "127.0.0.1:0", "enable_open_metrics": true, "send_timestamps": true}),
+    );
+    let with_exemplar = |value: f64| Exemplar {
+        time_unix_nano: T - 1_000_000,
+        trace_id: vec![0xab; 16],
+        span_id: vec![0xcd; 8],
+        value: Some(exemplar::Value::AsDouble(value)),
+        ..Default::default()
+    };
+    let mut requests = counter(T, 42.0, AggregationTemporality::Cumulative);
+    if let Some(metric::Data::Sum(sum)) = &mut requests.data {
+        sum.data_points[0].exemplars = vec![with_exemplar(1.0)];
+    }
+    let histogram = Metric {
+        name: "latency".into(),
+        unit: "s".into(),
+        description: "How \"long\"".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: T - 60_000_000_000,
+                time_unix_nano: T,
+                count: 3,
+                sum: Some(0.7),
+                bucket_counts: vec![1, 2],
+                explicit_bounds: vec![0.25],
+                exemplars: vec![with_exemplar(0.2)],
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    e.take(&request(vec![requests, histogram])).unwrap();
+    let page = e.render_openmetrics(Instant::now());
+    let labels = r#"instance="i-1",job="checkout""#;
+    let ids = format!(
+        r#"span_id="{}",trace_id="{}""#,
+        "cd".repeat(8),
+        "ab".repeat(16)
+    );
+    let expected = format!(
+        r#"# TYPE http_requests counter
+# HELP http_requests Requests \\ served\nby route
+http_requests_total{{{labels},route="/a\"b"}} 42 1700000000.000 # {{{ids}}} 1 1699999999.999
+# TYPE latency_seconds histogram
+# HELP latency_seconds How \"long\"
+latency_seconds_bucket{{{labels},le="0.25"}} 1 1700000000.000 # {{{ids}}} 0.2 1699999999.999
+latency_seconds_bucket{{{labels},le="+Inf"}} 3 1700000000.000
+latency_seconds_count{{{labels}}} 3 1700000000.000
+latency_seconds_sum{{{labels}}} 0.7 1700000000.000
+# EOF
+"#
+    );
+    assert_eq!(page, expected);
+    assert!(super::openmetrics::accepted(
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    ));
+}
+
+#[test]
 fn a_translation_strategy_without_suffixes_overrides_add_metric_suffixes() {
     let e = exporter(serde_json::json!({
         "endpoint": "127.0.0.1:0",
         "add_metric_suffixes": true,
         "translation_strategy": "UnderscoreEscapingWithoutSuffixes",
     }));
-    e.take(&request(vec![counter(T, 1.0, AggregationTemporality::Cumulative)]))
-        .unwrap();
+    e.take(&request(vec![counter(
+        T,
+        1.0,
+        AggregationTemporality::Cumulative,
+    )]))
+    .unwrap();
     let text = e.render(Instant::now());
     assert!(text.contains("\nhttp_requests{"), "{text}");
     assert!(!text.contains("_total"), "{text}");
