@@ -282,3 +282,85 @@ async fn span_metrics_reach_prometheus_by_service_name_kind_and_status_with_exem
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rss_stays_flat_under_a_million_distinct_span_names() {
+    let sink = crate::support::Sink::start().await;
+    let ports = Ports::new();
+    let config = format!(
+        "{}connectors:\n  spanmetrics:\n    metrics_flush_interval: 1s\n    max_series: 10000\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [spanmetrics]}}\n    metrics: {{receivers: [spanmetrics], exporters: [otlp]}}\n{}",
+        ports.common(),
+        sink.grpc_port,
+        ports.telemetry()
+    );
+    let sluice = Sluice::start(ports, &config);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", sluice.ports.grpc))
+        .await
+        .unwrap();
+    let template = span("x", 2, 5, 0, 1);
+    let mut send = async |chunk: usize| {
+        let spans: Vec<Span> = (0..10_000)
+            .map(|i| Span {
+                name: format!("GET /items/{chunk}/{i}"),
+                ..template.clone()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("catalog"))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        client.export(request).await.unwrap();
+    };
+    // 100,000 names fill the 10,000 series and warm every buffer; 900,000 more must not grow it.
+    for chunk in 0..10 {
+        send(chunk).await;
+    }
+    let warm = crate::support::rss_kib(sluice.pid(), "VmRSS:");
+    for chunk in 10..100 {
+        send(chunk).await;
+    }
+    let after = crate::support::rss_kib(sluice.pid(), "VmRSS:");
+    assert!(warm > 0, "RSS is readable");
+    assert!(
+        after < warm + 24 * 1024,
+        "RSS grew from {warm} KiB to {after} KiB over 900,000 new span names"
+    );
+    // Every span is counted: a flush's calls add up to all of them, the overflow series holding
+    // the calls past the limit, and no more than 10,000 named series are written.
+    sink.wait_for(Duration::from_secs(30), "a flush counting every span", |r| {
+        r.metrics.last().is_some_and(|request| {
+            let points: Vec<_> = request
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .filter(|m| m.name == "traces.span.metrics.calls")
+                .filter_map(|m| match &m.data {
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) => {
+                        Some(sum.data_points.clone())
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let total: i64 = points
+                .iter()
+                .map(|p| match p.value {
+                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v)) => v,
+                    _ => 0,
+                })
+                .sum();
+            total == 1_000_000 && points.len() == 10_001
+        })
+    })
+    .await;
+}
