@@ -274,51 +274,11 @@ async fn the_grafana_dashboards_query_metrics_and_tables_that_exist() {
         telemetry = ports.telemetry()
     );
     let sluice = Sluice::start(ports, &config);
-    let endpoint = format!("http://127.0.0.1:{}", ports.grpc);
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    TraceServiceClient::connect(endpoint.clone())
-        .await
-        .unwrap()
-        .export(crate::support::trace_request(3, "dash", 0))
-        .await
-        .unwrap();
-    let log = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
-        resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
-            scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
-                log_records: vec![opentelemetry_proto::tonic::logs::v1::LogRecord {
-                    time_unix_nano: 1_700_000_000_000_000_000,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    LogsServiceClient::connect(endpoint)
-        .await
-        .unwrap()
-        .export(log)
-        .await
-        .unwrap();
-    sluice
-        .wait_metric(
-            "otelcol_exporter_sent_log_records{exporter=\"postgres\"}",
-            1.0,
-        )
-        .await;
-    let exposed: BTreeSet<String> =
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split(['{', ' ']).next())
-            .map(str::to_owned)
-            .collect();
+    let exposed = exposed_after_one_of_each(
+        &sluice,
+        "otelcol_exporter_sent_log_records{exporter=\"postgres\"}",
+    )
+    .await;
 
     let migration = std::fs::read_to_string(root().join("migrations/0001_traces_and_logs.sql"))
         .unwrap()
@@ -421,6 +381,50 @@ fn the_image_health_check_probes_a_running_sluice() {
     assert!(!closed.status.success());
 }
 
+/// The metric names a sluice exposes after one trace and one log record went through it, once
+/// `settled` (a self-metric sample line) reads 1.
+async fn exposed_after_one_of_each(sluice: &Sluice, settled: &str) -> BTreeSet<String> {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let endpoint = format!("http://127.0.0.1:{}", sluice.ports.grpc);
+    TraceServiceClient::connect(endpoint.clone())
+        .await
+        .unwrap()
+        .export(crate::support::trace_request(3, "dash", 0))
+        .await
+        .unwrap();
+    let log = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+            scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                log_records: vec![opentelemetry_proto::tonic::logs::v1::LogRecord {
+                    time_unix_nano: 1_700_000_000_000_000_000,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    LogsServiceClient::connect(endpoint)
+        .await
+        .unwrap()
+        .export(log)
+        .await
+        .unwrap();
+    sluice.wait_metric(settled, 1.0).await;
+    reqwest::get(format!("http://127.0.0.1:{}/metrics", sluice.ports.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The `otelcol_*` and `sluice_*` series names of a promtool test file's `input_series`.
 fn input_series_names(test: &Value) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -473,48 +477,11 @@ async fn the_alerting_rules_pass_promtool_on_the_metric_names_sluice_exposes() {
         telemetry = ports.telemetry()
     );
     let sluice = Sluice::start(ports, &config);
-    let endpoint = format!("http://127.0.0.1:{}", ports.grpc);
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    TraceServiceClient::connect(endpoint.clone())
-        .await
-        .unwrap()
-        .export(crate::support::trace_request(1, "rules", 0))
-        .await
-        .unwrap();
-    let log = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
-        resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
-            scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
-                log_records: vec![Default::default()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    LogsServiceClient::connect(endpoint)
-        .await
-        .unwrap()
-        .export(log)
-        .await
-        .unwrap();
-    sluice
-        .wait_metric(
-            "otelcol_exporter_send_failed_log_records{exporter=\"otlp\"}",
-            1.0,
-        )
-        .await;
-    let exposed: BTreeSet<String> =
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split(['{', ' ']).next())
-            .map(str::to_owned)
-            .collect();
+    let exposed = exposed_after_one_of_each(
+        &sluice,
+        "otelcol_exporter_send_failed_log_records{exporter=\"otlp\"}",
+    )
+    .await;
     let test = yaml(&rules.join("sluice.rules.test.yml"));
     let names = input_series_names(&test);
     assert!(names.len() >= 8, "{names:?}");

@@ -107,6 +107,29 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The exemplars of `query` between `from_ms` and `to_ms`, as the API's JSON text.
+    pub(crate) async fn exemplars(&self, query: &str, from_ms: i64, to_ms: i64) -> String {
+        let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", self.port);
+        let (start, end) = (
+            format!("{}", from_ms / 1000),
+            format!("{}", to_ms / 1000 + 1),
+        );
+        let v: Value = reqwest::Client::new()
+            .get(url)
+            .query(&[
+                ("query", query),
+                ("start", start.as_str()),
+                ("end", end.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.to_string()
+    }
+
     /// The single value of an instant query (panics unless exactly one series answers).
     async fn value(&self, q: &str, at_ms: i64) -> f64 {
         let result = self.query(q, at_ms).await;
@@ -470,28 +493,9 @@ async fn every_metric_type_is_queryable_in_prometheus() {
         "stale marker ends the series"
     );
     // Exemplars carry the trace context.
-    let url = format!(
-        "http://127.0.0.1:{}/api/v1/query_exemplars",
-        prometheus.port
-    );
-    let (start, end) = (
-        format!("{}", (t1_ms - 60_000) / 1000),
-        format!("{}", now_ms / 1000 + 1),
-    );
-    let v: Value = reqwest::Client::new()
-        .get(url)
-        .query(&[
-            ("query", "e2e_latency_seconds_bucket"),
-            ("start", start.as_str()),
-            ("end", end.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = v.to_string();
+    let text = prometheus
+        .exemplars("e2e_latency_seconds_bucket", t1_ms - 60_000, now_ms)
+        .await;
     assert!(
         text.contains(&"ab".repeat(16)) && text.contains(&"cd".repeat(8)),
         "exemplar with trace and span ids: {text}"
@@ -790,28 +794,13 @@ async fn the_prometheus_exporter_is_scraped_by_prometheus_and_passes_promtool() 
     assert!(openmetrics.query(&payload, now_ms()).await.is_empty());
 
     // OpenMetrics carries the exemplars, with their trace context.
-    let url = format!(
-        "http://127.0.0.1:{}/api/v1/query_exemplars",
-        openmetrics.port
-    );
-    let (start, end) = (
-        format!("{}", now_ms() / 1000 - 600),
-        format!("{}", now_ms() / 1000 + 1),
-    );
-    let v: Value = reqwest::Client::new()
-        .get(url)
-        .query(&[
-            ("query", "app_e2e_latency_seconds_bucket"),
-            ("start", start.as_str()),
-            ("end", end.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let exemplars = v.to_string();
+    let exemplars = openmetrics
+        .exemplars(
+            "app_e2e_latency_seconds_bucket",
+            now_ms() - 600_000,
+            now_ms(),
+        )
+        .await;
     assert!(
         exemplars.contains(&"ab".repeat(16)) && exemplars.contains(&"cd".repeat(8)),
         "exemplar with trace and span ids: {exemplars}"

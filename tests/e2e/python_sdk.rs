@@ -17,13 +17,36 @@ pub(crate) fn python() -> String {
     })
 }
 
+/// Runs the SDK script with `args`; panics with its stderr unless every export succeeded, and
+/// returns the one-line JSON summary it prints last.
+pub(crate) fn run_script(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "the Python SDK's exports failed ({args:?}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .expect("a summary line"),
+    )
+    .expect("the summary is JSON")
+}
+
 pub(crate) fn script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/send_otlp.py")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
-    let python = python();
+    // Before starting anything: without the SDK's venv the test says so at once.
+    python();
     let sink = Sink::start().await;
     let ports = Ports::new();
     let config = format!(
@@ -49,26 +72,22 @@ async fn python_sdk_delivers_every_signal_over_grpc_and_http() {
         };
         let tap = WireTap::start(target).await;
         let service = format!("py-{protocol}-{compression}");
-        let out = Command::new(&python)
-            .arg(script())
-            .args(["--endpoint", &format!("http://127.0.0.1:{}", tap.port)])
-            .args(["--protocol", protocol, "--service-name", &service])
-            .args(["--compression", compression])
-            .args(["--spans", "6", "--logs", "4", "--metrics"])
-            .output()
-            .expect("python runs");
-        assert!(
-            out.status.success(),
-            "python client failed over {protocol}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: serde_json::Value = serde_json::from_slice(
-            out.stdout
-                .split(|b| *b == b'\n')
-                .rfind(|l| !l.is_empty())
-                .unwrap(),
-        )
-        .unwrap();
+        let endpoint = format!("http://127.0.0.1:{}", tap.port);
+        let summary = run_script(&[
+            "--endpoint",
+            &endpoint,
+            "--protocol",
+            protocol,
+            "--service-name",
+            &service,
+            "--compression",
+            compression,
+            "--spans",
+            "6",
+            "--logs",
+            "4",
+            "--metrics",
+        ]);
         assert_eq!(summary["spans"], 7);
         // Spans, logs and metrics: at least three requests, each compressed as configured.
         let seen = tap.seen();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::jaeger::{self, Mode};
 use crate::loki;
 use crate::prometheus::{Prometheus, now_ms};
-use crate::python_sdk::{python, script};
+use crate::python_sdk::run_script;
 use crate::support::{TempDir, binary};
 
 fn config_path() -> std::path::PathBuf {
@@ -142,32 +142,19 @@ async fn a_real_teams_collector_config_runs_unchanged_against_its_backends() {
         sluice.logs()
     );
 
-    let out = Command::new(python())
-        .arg(script())
-        .args(["--endpoint", "http://127.0.0.1:4317", "--protocol", "grpc"])
-        .args([
-            "--service-name",
-            "starmates-api",
-            "--spans",
-            "3",
-            "--logs",
-            "2",
-        ])
-        .arg("--metrics")
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "the Python SDK's exports failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap();
+    let summary = run_script(&[
+        "--endpoint",
+        "http://127.0.0.1:4317",
+        "--protocol",
+        "grpc",
+        "--service-name",
+        "starmates-api",
+        "--spans",
+        "3",
+        "--logs",
+        "2",
+        "--metrics",
+    ]);
     let trace_id = summary["trace_id"].as_str().unwrap().to_owned();
 
     // Traces: every span at the Jaeger peer, with the resource processor's attributes.

@@ -250,27 +250,15 @@ async fn span_metrics_reach_prometheus_by_service_name_kind_and_status_with_exem
     }
 
     // Exemplars (remote-write carries them): the slow error's trace id is on its bucket.
-    let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", remote.port);
-    let (start, end) = (
-        format!("{}", now_ms() / 1000 - 120),
-        format!("{}", now_ms() / 1000 + 1),
-    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let v: Value = reqwest::Client::new()
-            .get(&url)
-            .query(&[
-                ("query", r#"traces_span_metrics_duration_milliseconds_bucket{status_code="STATUS_CODE_ERROR"}"#),
-                ("start", start.as_str()),
-                ("end", end.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let text = v.to_string();
+        let text = remote
+            .exemplars(
+                r#"traces_span_metrics_duration_milliseconds_bucket{status_code="STATUS_CODE_ERROR"}"#,
+                now_ms() - 120_000,
+                now_ms(),
+            )
+            .await;
         if text.contains(&"a3".repeat(16)) {
             assert!(text.contains(&"a3".repeat(8)), "the span id too: {text}");
             break;

@@ -385,24 +385,30 @@ impl Shared {
     /// One sample line.
     fn line(&self, out: &mut String, name: &str, labels: &[Label], latest: &Latest) {
         out.push_str(name);
-        if !labels.is_empty() {
-            out.push('{');
-            for (i, l) in labels.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&l.name);
-                out.push('=');
-                sluice_core::labels::write_quoted(out, &l.value);
-            }
-            out.push('}');
-        }
+        write_labels(out, labels);
         let _ = write!(out, " {}", format_float(latest.value));
         if self.config.send_timestamps {
             let _ = write!(out, " {}", latest.timestamp_ms);
         }
         out.push('\n');
     }
+}
+
+/// `{name="value",...}`, or nothing for no labels: the same in the text format and OpenMetrics.
+fn write_labels(out: &mut String, labels: &[Label]) {
+    if labels.is_empty() {
+        return;
+    }
+    out.push('{');
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&l.name);
+        out.push('=');
+        sluice_core::labels::write_quoted(out, &l.value);
+    }
+    out.push('}');
 }
 
 /// The family a series name belongs to: itself, or a histogram or summary it is a part of.

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Family, Latest, Series};
+use super::{Family, Latest, Series, write_labels};
 use crate::proto::{Label, MetricType};
 use crate::translate::format_float;
 
@@ -103,22 +103,6 @@ fn line(
         write_seconds(out, e.timestamp);
     }
     out.push('\n');
-}
-
-fn write_labels(out: &mut String, labels: &[Label]) {
-    if labels.is_empty() {
-        return;
-    }
-    out.push('{');
-    for (i, l) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&l.name);
-        out.push('=');
-        sluice_core::labels::write_quoted(out, &l.value);
-    }
-    out.push('}');
 }
 
 /// ` <seconds>.<millis>`.
