@@ -67,6 +67,28 @@ fn counter(t: u64, v: f64, temporality: AggregationTemporality) -> Metric {
     }
 }
 
+/// A cumulative histogram `latency` (seconds): 3 points, 1 of them at most 0.25, sum 0.7.
+fn latency(exemplars: Vec<opentelemetry_proto::tonic::metrics::v1::Exemplar>) -> Metric {
+    Metric {
+        name: "latency".into(),
+        unit: "s".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                start_time_unix_nano: T - 60_000_000_000,
+                time_unix_nano: T,
+                count: 3,
+                sum: Some(0.7),
+                bucket_counts: vec![1, 2],
+                explicit_bounds: vec![0.25],
+                exemplars,
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    }
+}
+
 fn exporter(config: serde_json::Value) -> Shared {
     let c: ScrapeConfig = serde_json::from_value(config).unwrap();
     Shared::new("prometheus", c)
@@ -79,23 +101,7 @@ fn renders_the_text_format_by_family_with_help_types_and_escapes() {
         "namespace": "shop",
         "const_labels": {"environment": "e2e"},
     }));
-    let histogram = Metric {
-        name: "latency".into(),
-        unit: "s".into(),
-        data: Some(metric::Data::Histogram(Histogram {
-            data_points: vec![HistogramDataPoint {
-                start_time_unix_nano: T - 60_000_000_000,
-                time_unix_nano: T,
-                count: 3,
-                sum: Some(0.7),
-                bucket_counts: vec![1, 2],
-                explicit_bounds: vec![0.25],
-                ..Default::default()
-            }],
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-        })),
-        ..Default::default()
-    };
+    let histogram = latency(vec![]);
     let gauge = Metric {
         name: "memory".into(),
         unit: "By".into(),
@@ -324,23 +330,8 @@ fn the_openmetrics_format_names_counter_families_without_total_and_carries_exemp
         sum.data_points[0].exemplars = vec![with_exemplar(1.0)];
     }
     let histogram = Metric {
-        name: "latency".into(),
-        unit: "s".into(),
         description: "How \"long\"".into(),
-        data: Some(metric::Data::Histogram(Histogram {
-            data_points: vec![HistogramDataPoint {
-                start_time_unix_nano: T - 60_000_000_000,
-                time_unix_nano: T,
-                count: 3,
-                sum: Some(0.7),
-                bucket_counts: vec![1, 2],
-                explicit_bounds: vec![0.25],
-                exemplars: vec![with_exemplar(0.2)],
-                ..Default::default()
-            }],
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-        })),
-        ..Default::default()
+        ..latency(vec![with_exemplar(0.2)])
     };
     e.take(&request(vec![requests, histogram])).unwrap();
     let page = e.render_openmetrics(Instant::now());
@@ -395,23 +386,7 @@ fn the_protobuf_format_gathers_families_and_carries_exponential_histograms_nativ
         exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile,
     };
     let e = exporter(serde_json::json!({"endpoint": "127.0.0.1:0", "send_timestamps": true}));
-    let histogram = Metric {
-        name: "latency".into(),
-        unit: "s".into(),
-        data: Some(metric::Data::Histogram(Histogram {
-            data_points: vec![HistogramDataPoint {
-                start_time_unix_nano: T - 60_000_000_000,
-                time_unix_nano: T,
-                count: 3,
-                sum: Some(0.7),
-                bucket_counts: vec![1, 2],
-                explicit_bounds: vec![0.25],
-                ..Default::default()
-            }],
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-        })),
-        ..Default::default()
-    };
+    let histogram = latency(vec![]);
     let exponential = Metric {
         name: "payload".into(),
         unit: "By".into(),
