@@ -352,3 +352,52 @@ async fn rss_stays_flat_under_a_million_distinct_span_names() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn span_metrics_are_written_out_once_more_at_shutdown() {
+    let sink = crate::support::Sink::start().await;
+    let ports = Ports::new();
+    // An hour between flushes: only the one at shutdown can deliver.
+    let config = format!(
+        "{}connectors:\n  spanmetrics:\n    metrics_flush_interval: 1h\nprocessors:\n  batch:\n    timeout: 100ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [batch], exporters: [spanmetrics]}}\n    metrics: {{receivers: [spanmetrics], processors: [batch], exporters: [otlp]}}\n{}",
+        ports.common(),
+        sink.grpc_port,
+        ports.telemetry()
+    );
+    let mut sluice = Sluice::start(ports, &config);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", sluice.ports.grpc))
+        .await
+        .unwrap();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("api"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span("GET /", 2, 5, 0, 1), span("GET /", 2, 7, 0, 2)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    client.export(request).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = sluice.terminate();
+        (status, sluice.logs())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{:?}\n{}", status.0, status.1);
+    sink.wait_for(
+        Duration::from_secs(5),
+        "the span metrics flushed at shutdown",
+        |r| {
+            r.metric_names()
+                .iter()
+                .any(|n| n == "traces.span.metrics.calls")
+        },
+    )
+    .await;
+}

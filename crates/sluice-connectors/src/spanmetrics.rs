@@ -422,6 +422,7 @@ impl ConnectorFactory for SpanMetricsFactory {
             shared: Arc::new(Shared {
                 aggregator: Mutex::new(Aggregator::new(c.settings(), now_ns())),
                 output: OnceLock::new(),
+                held_bytes: std::sync::atomic::AtomicUsize::new(0),
             }),
             interval: c.metrics_flush_interval.0,
         }))
@@ -433,25 +434,37 @@ struct Shared {
     aggregator: Mutex<Aggregator>,
     /// The metrics pipelines that receive from the connector.
     output: OnceLock<Arc<dyn Consumer>>,
+    /// About how many bytes the state held at the last flush: where the next flush runs.
+    held_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
     /// Writes the metrics out; a refusal is logged (cumulative totals come again next flush).
-    async fn flush(&self, id: &str) {
+    /// Building and encoding the request takes about a microsecond a series, so it runs off the
+    /// async workers once the state is large.
+    async fn flush(self: &Arc<Self>, id: &str) {
         let Some(output) = self.output.get() else {
             return;
         };
-        let flushed = match self.aggregator.lock() {
-            Ok(mut aggregator) => aggregator.flush(now_ns()),
-            Err(_) => return,
-        };
-        let Some(flushed) = flushed else {
+        let shared = Arc::clone(self);
+        let held = self.held_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let flushed = sluice_core::blocking::off_workers(held, OFF_WORKERS_ABOVE, move || {
+            let mut aggregator = shared.aggregator.lock().ok()?;
+            let flushed = aggregator.flush(now_ns())?;
+            shared.held_bytes.store(
+                aggregator.held_bytes(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Some((Bytes::from(flushed.request.encode_to_vec()), flushed.points))
+        })
+        .await
+        .flatten();
+        let Some((data, points)) = flushed else {
             return;
         };
-        let data = Bytes::from(flushed.request.encode_to_vec());
-        let batch = Batch::from_trusted(Signal::Metrics, data, flushed.points);
+        let batch = Batch::from_trusted(Signal::Metrics, data, points);
         if let Err(e) = output.consume(batch).await {
-            tracing::warn!(connector = %id, points = flushed.points, error = %e, "span metrics refused downstream");
+            tracing::warn!(connector = %id, points, error = %e, "span metrics refused downstream");
         }
     }
 }

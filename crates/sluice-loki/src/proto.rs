@@ -1,6 +1,8 @@
 //! Loki's push API messages (`logproto`, from grafana/loki `pkg/push/push.proto`), written as
 //! prost structs. The gogoproto options of the original change only Go types and JSON tags, not
-//! the wire format; field numbers and types are the definition's.
+//! the wire format; field numbers and types are the definition's. The exporter writes its bodies
+//! straight from its streams (see `exporter::protobuf`); these structs state the format, and
+//! its tests decode every body with them.
 
 #![allow(missing_docs)]
 

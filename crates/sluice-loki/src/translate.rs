@@ -125,24 +125,15 @@ pub struct Translation {
 }
 
 /// Why an encoded request could not be translated.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The request's framing is broken.
-    Framing(sluice_core::wire::WireError),
+    #[error(transparent)]
+    Framing(#[from] sluice_core::wire::WireError),
     /// A ResourceLogs does not decode.
-    Decode(prost::DecodeError),
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
 }
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::Framing(e) => e.fmt(f),
-            DecodeError::Decode(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// Translates an encoded `ExportLogsServiceRequest`, one ResourceLogs decoded at a time;
 /// `now_ns` stamps records that carry no time at all.
@@ -156,9 +147,7 @@ pub fn translate_encoded(
 ) -> Result<Translation, DecodeError> {
     let mut translator = Translator::new(defaults, now_ns);
     for message in sluice_core::wire::resource_messages(request) {
-        let message = message.map_err(DecodeError::Framing)?;
-        let resource_logs =
-            <ResourceLogs as prost::Message>::decode(message).map_err(DecodeError::Decode)?;
+        let resource_logs = <ResourceLogs as prost::Message>::decode(message?)?;
         translator.resource_logs(&resource_logs);
     }
     Ok(translator.finish())

@@ -36,7 +36,8 @@ type Inputs = (Vec<Arc<dyn Consumer>>, Vec<Arc<MemoryGate>>);
 pub(crate) struct Service {
     receivers: CancellationToken,
     /// Per pipeline, upstream first: the token its processors stop on, and their tasks. A
-    /// pipeline feeding others through connectors flushes before they do.
+    /// pipeline feeding others through connectors flushes before they do, and each connector's
+    /// own work stops between the pipelines that feed it and those it feeds.
     pipelines: Vec<(CancellationToken, Vec<JoinHandle<()>>)>,
     /// The processor components' own work (memory watchers), stopped after every pipeline.
     components: CancellationToken,
@@ -81,6 +82,8 @@ impl Service {
         let receivers = CancellationToken::new();
         let components_done = CancellationToken::new();
         let mut pipeline_stops = Vec::new();
+        // What each entry of `pipeline_stops` stops: a pipeline's id, or a connector's.
+        let mut stop_ids: Vec<String> = Vec::new();
         let mut helpers: BTreeMap<(String, Signal), Arc<ExporterHelper>> = BTreeMap::new();
         let mut heads: BTreeMap<String, PipelineHead> = BTreeMap::new();
         let mut logs: Vec<Arc<DiskLog>> = Vec::new();
@@ -247,16 +250,34 @@ impl Service {
                 },
             );
             pipeline_stops.push((processors, processor_tasks));
+            stop_ids.push(pipeline_id.clone());
         }
         // Built downstream first; stopped upstream first.
         pipeline_stops.reverse();
+        stop_ids.reverse();
 
         let mut component_tasks = Vec::new();
         for component in components.values() {
             component_tasks.extend(component.start(components_done.clone()));
         }
-        for component in connectors.values() {
-            component_tasks.extend(component.start(components_done.clone()));
+        // A connector's own work (the span metrics' last flush) stops right after the last
+        // pipeline that feeds it has flushed, and before the pipelines it feeds stop: everything
+        // it took is counted, and what it writes out is still taken.
+        for (connector_id, component) in &connectors {
+            let stop = CancellationToken::new();
+            let tasks = component.start(stop.clone());
+            let at = stop_ids
+                .iter()
+                .rposition(|id| {
+                    config
+                        .service
+                        .pipelines
+                        .get(id)
+                        .is_some_and(|p| p.exporters.contains(connector_id))
+                })
+                .map_or(0, |i| i + 1);
+            pipeline_stops.insert(at, (stop, tasks));
+            stop_ids.insert(at, connector_id.clone());
         }
         let helpers: Vec<Arc<ExporterHelper>> = helpers.into_values().collect();
         let exporter_tasks = helpers.iter().flat_map(|h| h.start()).collect();

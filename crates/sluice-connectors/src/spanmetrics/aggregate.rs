@@ -263,6 +263,11 @@ impl Aggregator {
         }
     }
 
+    /// About how many bytes the series take (900 a series, as measured by the bench).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.series * 900
+    }
+
     /// Series held now (overflow series aside).
     #[cfg(test)]
     pub(crate) fn series(&self) -> usize {
