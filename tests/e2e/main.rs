@@ -21,3 +21,4 @@ mod redaction;
 mod rust_sdk;
 mod spanmetrics;
 mod support;
+mod tls;

@@ -23,6 +23,10 @@ pub(crate) fn run_script(args: &[&str]) -> serde_json::Value {
     let out = Command::new(python())
         .arg(script())
         .args(args)
+        // `requests` lets these override a session's own CA file, so the HTTP exporter's
+        // `certificate_file` would be ignored where a machine sets them.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
         .output()
         .expect("python runs");
     assert!(

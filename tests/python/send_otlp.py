@@ -179,9 +179,11 @@ class TalliedMetricExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def build_exporters(protocol: str, endpoint: str, timeout: float, gzip: bool):
+def build_exporters(protocol: str, endpoint: str, timeout: float, gzip: bool, tls=None):
     """Returns (span_exporter, log_exporter, metric_exporter) for the protocol, compressing with
-    gzip (the SDK's only compression) when asked."""
+    gzip (the SDK's only compression) when asked. With `tls` (ca_file, client_cert, client_key;
+    the last two may be None), the exporters speak TLS, trusting that CA, and present the client
+    certificate when given one (mutual TLS)."""
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -193,6 +195,17 @@ def build_exporters(protocol: str, endpoint: str, timeout: float, gzip: bool):
         target = parsed.netloc if parsed.netloc else endpoint
         compression = Compression.Gzip if gzip else Compression.NoCompression
         common = dict(endpoint=target, insecure=True, timeout=timeout, compression=compression)
+        if tls is not None:
+            import grpc
+
+            ca_file, client_cert, client_key = tls
+            read = lambda path: open(path, "rb").read() if path else None
+            common["insecure"] = False
+            common["credentials"] = grpc.ssl_channel_credentials(
+                root_certificates=read(ca_file),
+                private_key=read(client_key),
+                certificate_chain=read(client_cert),
+            )
         return (
             OTLPSpanExporter(**common),
             OTLPLogExporter(**common),
@@ -208,6 +221,12 @@ def build_exporters(protocol: str, endpoint: str, timeout: float, gzip: bool):
     if "://" not in base:
         base = "http://" + base
     common = dict(timeout=timeout, compression=Compression.Gzip if gzip else Compression.NoCompression)
+    if tls is not None:
+        ca_file, client_cert, client_key = tls
+        common["certificate_file"] = ca_file
+        if client_cert:
+            common["client_certificate_file"] = client_cert
+            common["client_key_file"] = client_key
     return (
         OTLPSpanExporter(endpoint=f"{base}/v1/traces", **common),
         OTLPLogExporter(endpoint=f"{base}/v1/logs", **common),
@@ -263,6 +282,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--logs", type=int, default=3, help="number of log records")
     p.add_argument("--metrics", action="store_true", help="also send one cumulative metrics export")
     p.add_argument("--timeout", type=float, default=10.0, help="per-export timeout in seconds (default 10)")
+    p.add_argument("--ca-file", help="speak TLS, trusting this CA (PEM)")
+    p.add_argument("--client-cert", help="with --ca-file: present this client certificate (PEM)")
+    p.add_argument("--client-key", help="the client certificate's key (PEM)")
     args = p.parse_args(argv)
     if args.spans < 0 or args.logs < 0:
         p.error("--spans and --logs must be >= 0")
@@ -282,7 +304,10 @@ def main(argv=None) -> int:
         }
     )
     tally = ExportTally()
-    span_exp, log_exp, metric_exp = build_exporters(args.protocol, args.endpoint, args.timeout, args.compression == "gzip")
+    tls = (args.ca_file, args.client_cert, args.client_key) if args.ca_file else None
+    span_exp, log_exp, metric_exp = build_exporters(
+        args.protocol, args.endpoint, args.timeout, args.compression == "gzip", tls
+    )
 
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(TalliedSpanExporter(span_exp, tally)))

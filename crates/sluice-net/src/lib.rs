@@ -8,6 +8,7 @@ mod codec;
 mod http;
 mod server;
 mod status;
+mod tls;
 
 pub use client::{
     Compression, CompressionParams, Compressor, Message, TlsClientConfig, UnaryClient, channel,
@@ -20,3 +21,4 @@ pub use status::{
     ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, grpc_status, http_status,
     retry_after_secs, retry_delay, rpc_status,
 };
+pub use tls::{TlsError, TlsServerConfig};

@@ -1,7 +1,8 @@
 //! The server side every listener shares, written once for gRPC and HTTP: accepting under a
 //! connection limit, HTTP/1 and HTTP/2 with safe limits and timeouts, closing connections that
 //! sit idle or outlive their age, graceful shutdown, and reading request bodies within a size
-//! cap and a deadline. TLS and authentication will be layers here.
+//! cap and a deadline; TLS when the listener has it ([`crate::tls`]). Authentication will be a
+//! layer here.
 
 use std::convert::Infallible;
 use std::pin::pin;
@@ -20,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use sluice_core::ConnectionLoad;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -50,6 +51,9 @@ pub struct ServerSettings {
     /// How long requests under way may finish after a connection was asked to go away.
     pub max_connection_age_grace: Duration,
 }
+
+/// A client must complete the TLS handshake within this; a silent one is closed.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After the service stops, requests under way get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -82,10 +86,13 @@ impl Refusals {
 }
 
 /// Serves `service` on `listener` until `shutdown`, then lets requests under way finish (within
-/// [`SHUTDOWN_GRACE`]) and returns when every connection has closed.
+/// [`SHUTDOWN_GRACE`]) and returns when every connection has closed. With `tls`, each connection
+/// completes a TLS handshake first (within [`TLS_HANDSHAKE_TIMEOUT`]); a client that fails it (no
+/// client certificate under mutual TLS, a version or suite not allowed) is closed and logged.
 pub async fn serve<S, B>(
     listener: TcpListener,
     settings: ServerSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
     shutdown: CancellationToken,
 ) where
@@ -100,10 +107,10 @@ pub async fn serve<S, B>(
     let settings = Arc::new(settings);
     let builder = Arc::new(builder(&settings));
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let refusals = Refusals {
+    let refusals = Arc::new(Refusals {
         count: AtomicU64::new(0),
         last_log: Mutex::new(None),
-    };
+    });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -129,14 +136,36 @@ pub async fn serve<S, B>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection(
+        let (builder, service, settings, shutdown) = (
             Arc::clone(&builder),
-            stream,
             service.clone(),
             Arc::clone(&settings),
             shutdown.clone(),
-            permit,
-        ));
+        );
+        match tls.clone() {
+            None => {
+                connections.spawn(connection(
+                    builder, stream, service, settings, shutdown, permit,
+                ));
+            }
+            Some(acceptor) => {
+                let refusals = Arc::clone(&refusals);
+                connections.spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            connection(builder, stream, service, settings, shutdown, permit).await;
+                        }
+                        Ok(Err(err)) => {
+                            refusals.note(&settings.name, &format!("tls handshake failed: {err}"));
+                        }
+                        Err(_) => {
+                            refusals.note(&settings.name, "tls handshake timed out");
+                        }
+                    }
+                });
+            }
+        }
     }
     while connections.join_next().await.is_some() {}
 }
@@ -230,14 +259,15 @@ where
     }
 }
 
-async fn connection<S, B>(
+async fn connection<S, B, I>(
     builder: Arc<Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: I,
     service: S,
     settings: Arc<ServerSettings>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{ByteSize, HumanDuration, Problem, check_endpoint};
 use sluice_core::{BuildError, Intake, Receiver, ReceiverFactory, ReceiverOutputs, Signal, typed};
+use sluice_net::TlsServerConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +73,8 @@ pub struct GrpcConfig {
     pub read_timeout: HumanDuration,
     /// Connections served at once (default `1024`); more are closed when accepted.
     pub max_connections: usize,
+    /// Server TLS, and mutual TLS with `client_ca_file`; plaintext when unset.
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -84,6 +87,7 @@ impl Default for GrpcConfig {
             keepalive: KeepaliveConfig::default(),
             read_timeout: HumanDuration::from_secs(30),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// HTTP/2 streams one connection may have open at once (default `100`).
     pub max_concurrent_streams: u32,
+    /// Server TLS, and mutual TLS with `client_ca_file`; plaintext when unset.
+    pub tls: Option<TlsServerConfig>,
 }
 
 /// Connections one listener serves at once unless configured.
@@ -166,6 +172,7 @@ impl Default for HttpConfig {
             idle_timeout: DEFAULT_IDLE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_concurrent_streams: DEFAULT_MAX_STREAMS,
+            tls: None,
         }
     }
 }
@@ -228,6 +235,9 @@ impl OtlpReceiverConfig {
                     "must be at least 1",
                 ));
             }
+            if let Some(tls) = &g.tls {
+                problems.extend(tls.check(&format!("{p}.grpc.tls")));
+            }
             if g.keepalive.enforcement_policy.is_some() {
                 problems.push(Problem::warning(
                     format!("{p}.grpc.keepalive.enforcement_policy"),
@@ -244,6 +254,9 @@ impl OtlpReceiverConfig {
                     format!("{p}.http"),
                     "max_connections and max_concurrent_streams must be at least 1",
                 ));
+            }
+            if let Some(tls) = &h.tls {
+                problems.extend(tls.check(&format!("{p}.http.tls")));
             }
             if h.max_request_body_size.bytes() == 0 {
                 problems.push(Problem::error(

@@ -281,8 +281,15 @@ pub(crate) async fn serve(
         max_message_size: max,
         read_timeout: config.read_timeout.get(),
     };
-    tracing::info!(receiver = %id, endpoint = ?local, "otlp grpc receiver listening");
+    // gRPC is HTTP/2: ALPN offers `h2` alone.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.acceptor(&["h2"], &shutdown))
+        .transpose()
+        .map_err(|e| BuildError::Other(format!("receivers.{id}.protocols.grpc.tls: {e}")))?;
+    tracing::info!(receiver = %id, endpoint = ?local, tls = tls.is_some(), "otlp grpc receiver listening");
     Ok(tokio::spawn(sluice_net::serve(
-        listener, settings, service, shutdown,
+        listener, settings, tls, service, shutdown,
     )))
 }

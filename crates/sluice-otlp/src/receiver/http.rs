@@ -384,9 +384,15 @@ pub(crate) async fn serve(
             "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs",
         )
     });
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.acceptor(&["h2", "http/1.1"], &shutdown))
+        .transpose()
+        .map_err(|e| BuildError::Other(format!("receivers.{id}.protocols.http.tls: {e}")))?;
     let listener = super::bind(&config.endpoint).await?;
     let local = listener.local_addr().ok();
-    tracing::info!(receiver = %id, endpoint = ?local, "otlp http receiver listening");
+    tracing::info!(receiver = %id, endpoint = ?local, tls = tls.is_some(), "otlp http receiver listening");
     let settings = ServerSettings {
         name: format!("{id}/http"),
         max_connections: config.max_connections,
@@ -400,7 +406,7 @@ pub(crate) async fn serve(
         max_connection_age_grace: Duration::ZERO,
     };
     Ok(tokio::spawn(sluice_net::serve(
-        listener, settings, router, shutdown,
+        listener, settings, tls, router, shutdown,
     )))
 }
 
