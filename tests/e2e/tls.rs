@@ -328,3 +328,37 @@ async fn certificates_swapped_on_disk_are_served_after_reload_interval() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_health_check_serves_over_tls_too() {
+    let dir = TempDir::new("health-tls");
+    let ca = Ca::new("sluice test CA");
+    let (cert, key) = ca.issue(true);
+    let ports = Ports::new();
+    let secure = crate::support::free_port();
+    // The plain health check is the test harness' readiness probe; the second one speaks TLS.
+    let config = format!(
+        "{}  health_check/tls:\n    endpoint: 127.0.0.1:{secure}\n    tls: {{cert_file: {}, key_file: {}}}\nexporters:\n  debug: {{}}\nservice:\n  extensions: [health_check, health_check/tls]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [debug]}}\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{}\n",
+        ports.common(),
+        write(&dir.0, "server.pem", &cert).display(),
+        write(&dir.0, "server.key", &key).display(),
+        ports.metrics
+    );
+    let _sluice = Sluice::start(ports, &config);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("https://localhost:{secure}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{secure}/health"))
+            .await
+            .is_err(),
+        "plaintext is refused"
+    );
+}

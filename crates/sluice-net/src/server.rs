@@ -52,6 +52,25 @@ pub struct ServerSettings {
     pub max_connection_age_grace: Duration,
 }
 
+impl ServerSettings {
+    /// Settings for a small side listener (health checks, self-metrics): a few connections,
+    /// HTTP/1 and HTTP/2, the receivers' timeouts.
+    pub fn side(name: &str) -> ServerSettings {
+        ServerSettings {
+            name: name.to_owned(),
+            max_connections: 64,
+            read_header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            http2_only: false,
+            max_concurrent_streams: 16,
+            keepalive_interval: None,
+            keepalive_timeout: None,
+            max_connection_age: None,
+            max_connection_age_grace: Duration::ZERO,
+        }
+    }
+}
+
 /// A client must complete the TLS handshake within this; a silent one is closed.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -28,6 +28,8 @@ struct HealthCheckConfig {
     /// Accepted for compatibility with Collector configs: the readiness path (default `/`);
     /// `/health/ready` is always served too.
     path: String,
+    /// Server TLS, as on the receivers (probes then use HTTPS).
+    tls: Option<sluice_net::TlsServerConfig>,
 }
 
 impl Default for HealthCheckConfig {
@@ -35,6 +37,7 @@ impl Default for HealthCheckConfig {
         HealthCheckConfig {
             endpoint: "0.0.0.0:13133".to_owned(),
             path: "/".to_owned(),
+            tls: None,
         }
     }
 }
@@ -59,6 +62,9 @@ impl ExtensionFactory for HealthCheckFactory {
                         format!("{path}.path"),
                         "must start with `/`",
                     ));
+                }
+                if let Some(tls) = &c.tls {
+                    p.extend(tls.check(&format!("{path}.tls")));
                 }
                 p
             }
@@ -139,16 +145,24 @@ async fn serve(
         router = router.route(&config.path, get(ready));
     }
     let router = router.with_state(health);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.acceptor(&["h2", "http/1.1"], &shutdown))
+        .transpose()
+        .map_err(|e| BuildError::Other(format!("health_check tls: {e}")))?;
     let listener = tokio::net::TcpListener::bind(&config.endpoint)
         .await
         .map_err(|source| BuildError::Bind {
             endpoint: config.endpoint.clone(),
             source,
         })?;
-    tracing::info!(endpoint = ?listener.local_addr().ok(), "health check listening");
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-    }))
+    tracing::info!(endpoint = ?listener.local_addr().ok(), tls = tls.is_some(), "health check listening");
+    Ok(tokio::spawn(sluice_net::serve(
+        listener,
+        sluice_net::ServerSettings::side("health_check"),
+        tls,
+        router,
+        shutdown,
+    )))
 }

@@ -125,9 +125,12 @@ pub(crate) async fn serve_metrics(
         .await
         .with_context(|| format!("self-metrics cannot listen on {address}"))?;
     tracing::info!(endpoint = ?listener.local_addr().ok(), "self-metrics listening on /metrics");
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-    }))
+    // The receivers' server, for its connection limit and timeouts.
+    Ok(tokio::spawn(sluice_net::serve(
+        listener,
+        sluice_net::ServerSettings::side("self-metrics"),
+        None,
+        router,
+        shutdown,
+    )))
 }
