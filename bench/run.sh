@@ -144,6 +144,20 @@ print(int($(prometheus_samples) / samples * $ITEMS))" ;;
   esac
 }
 
+# A CA and a server certificate for localhost, for the `*-tls` scenarios (openssl; made once).
+make_certs() {
+  certs="$out/tls"
+  [ -f "$certs/server.pem" ] && return
+  mkdir -p "$certs"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+    -keyout "$certs/ca.key" -out "$certs/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$certs/server.key" -out "$certs/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$certs/ext.cnf"
+  openssl x509 -req -in "$certs/server.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" -CAcreateserial \
+    -days 2 -extfile "$certs/ext.cnf" -out "$certs/server.pem" 2>/dev/null
+}
+
 # run COLLECTOR SCENARIO SIGNAL PROTOCOL [RATE]
 run() {
   local collector=$1 scenario=$2 signal=$3 protocol=$4 rate=${5:-}
@@ -159,7 +173,12 @@ run() {
     [ "$collector" = sluice-baseline ] && exe=$BASELINE
     exporters=$(exporter_config "$scenario"); exporter=$(exporter_id "$scenario")
     # `*-redaction`: the redaction processor with the built-in pii and secrets sets, before batch.
-    local redaction="" chain="memory_limiter, resource, batch"
+    local redaction="" chain="memory_limiter, resource, batch" grpc_tls=""
+    # `*-tls`: the gRPC receiver speaks TLS (ECDSA P-256 certificate; the load generator trusts
+    # the CA and keeps its connections, as SDKs do).
+    case "$scenario" in
+      *-tls) make_certs; grpc_tls=", tls: { cert_file: $certs/server.pem, key_file: $certs/server.key }" ;;
+    esac
     case "$scenario" in
       *-redaction)
         redaction="  redaction: { allow_all_keys: true, builtin_patterns: [pii, secrets] }"
@@ -169,7 +188,7 @@ run() {
 receivers:
   otlp:
     protocols:
-      grpc: { endpoint: 127.0.0.1:$grpc }
+      grpc: { endpoint: 127.0.0.1:$grpc$grpc_tls }
       http: { endpoint: 127.0.0.1:$http }
 processors:
   memory_limiter: { check_interval: 1s, limit_mib: 1024 }
@@ -196,9 +215,12 @@ EOF
   local cpu0 port
   cpu0=$(cpu_seconds $pid)
   port=$grpc; [ "$protocol" = http ] && port=$http
-  local args=(send --signal "$signal" --protocol "$protocol" --endpoint "http://127.0.0.1:$port"
+  local target="http://127.0.0.1:$port"
+  case "$scenario" in *-tls) target="https://localhost:$port" ;; esac
+  local args=(send --signal "$signal" --protocol "$protocol" --endpoint "$target"
               --duration "${DURATION}s" --items "$ITEMS" --concurrency "$CONCURRENCY"
               --compression "$(load_compression "$scenario")")
+  case "$scenario" in *-tls) args+=(--ca-file "$certs/ca.pem") ;; esac
   [ -n "$rate" ] && args+=(--rate "$rate")
   # Prometheus refuses repeated or older samples: fresh timestamps. Each of the 32 pooled requests
   # is its own instance, so the load is about 21k series, each sampled every 32 requests.
@@ -248,6 +270,8 @@ EOF
 scenarios=("traces-grpc traces grpc" "traces-http traces http" "logs-grpc logs grpc" "metrics-grpc metrics grpc" "traces-10k-per-second traces grpc 10000")
 # The persistent queue's cost (sluice only; rotel has none): COLLECTORS=sluice SCENARIOS="traces-grpc traces-grpc-disk-always traces-grpc-disk-interval"
 persistent=("traces-grpc-disk-always traces grpc" "traces-grpc-disk-interval traces grpc" "traces-grpc-disk-never traces grpc")
+# What TLS on the receiver costs (sluice only): COLLECTORS=sluice SCENARIOS="traces-grpc-plain traces-grpc-plain-tls"
+persistent+=("traces-grpc-plain-tls traces grpc")
 # Receiving compressed requests: the load generator gzips, or zstd-compresses, what it sends.
 scenarios+=("traces-grpc-gzip-in traces grpc" "traces-grpc-zstd-in traces grpc")
 # Sluice alone without compressing its export (rotel compresses whatever its flag says), and

@@ -126,6 +126,9 @@ enum Command {
         /// Prometheus remote-write that refuse out-of-order or duplicate samples).
         #[arg(long)]
         fresh_timestamps: bool,
+        /// With an `https://` endpoint: trust this CA (PEM) for the server's certificate.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Runs an OTLP sink that counts what it receives, and also accepts Jaeger
     /// `PostSpans` (jaeger.api_v2 gRPC) on its gRPC port; `GET /stats` on the HTTP port reports.
@@ -161,6 +164,7 @@ fn main() -> anyhow::Result<()> {
                 timeout,
                 allow_remote,
                 fresh_timestamps,
+                ca_file,
             } => {
                 let endpoint = endpoint.unwrap_or_else(|| match protocol {
                     Protocol::Grpc => "http://127.0.0.1:4317".to_owned(),
@@ -183,6 +187,9 @@ fn main() -> anyhow::Result<()> {
                     pool: pool.max(1),
                     timeout,
                     fresh_timestamps,
+                    ca: ca_file
+                        .map(|f| std::fs::read(&f).with_context(|| format!("cannot read {}", f.display())))
+                        .transpose()?,
                 };
                 let summary = send(settings).await?;
                 println!("{summary}");
@@ -222,6 +229,8 @@ struct Settings {
     pool: usize,
     timeout: Duration,
     fresh_timestamps: bool,
+    /// The PEM CA to trust for `https://` endpoints.
+    ca: Option<Vec<u8>>,
 }
 
 /// What one worker saw.
@@ -264,9 +273,16 @@ impl Client {
     async fn new(s: &Settings) -> anyhow::Result<Client> {
         Ok(match s.protocol {
             Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone())?
+                let mut endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())?
                     .timeout(s.timeout)
-                    .tcp_nodelay(true)
+                    .tcp_nodelay(true);
+                if let Some(ca) = &s.ca {
+                    endpoint = endpoint.tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                    )?;
+                }
+                let channel = endpoint
                     .connect()
                     .await
                     .with_context(|| format!("cannot connect to {}", s.endpoint))?;
@@ -278,7 +294,13 @@ impl Client {
                 ))
             }
             Protocol::Http => Client::Http(
-                reqwest::Client::builder().timeout(s.timeout).build()?,
+                {
+                    let mut builder = reqwest::Client::builder().timeout(s.timeout);
+                    if let Some(ca) = &s.ca {
+                        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(ca)?);
+                    }
+                    builder.build()?
+                },
                 format!(
                     "{}{}",
                     s.endpoint.trim_end_matches('/'),
@@ -979,6 +1001,7 @@ mod tests {
                 pool: 2,
                 timeout: Duration::from_secs(10),
                 fresh_timestamps: n % 2 == 0,
+                ca: None,
             })
             .await
             .unwrap();
