@@ -318,6 +318,7 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
             ));
         }
     }
+    problems.extend(check_authenticators(config));
     for (class, section) in sections {
         for id in section.keys() {
             if !used.contains(&(class, id.clone())) {
@@ -409,6 +410,43 @@ fn persistent_exporter<'a>(config: &'a RawConfig, exporters: &'a [String]) -> Op
                 })
         })
         .map(String::as_str)
+}
+
+/// Every `auth: {authenticator: X}` under a receiver must name an extension that is defined and
+/// listed in `service.extensions` (it must run for the receiver to ask it).
+fn check_authenticators(config: &RawConfig) -> Vec<Problem> {
+    fn walk(value: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+        if let serde_json::Value::Object(map) = value {
+            for (k, v) in map {
+                let here = format!("{path}.{k}");
+                if k == "auth"
+                    && let Some(name) = v.get("authenticator").and_then(|a| a.as_str())
+                {
+                    out.push((format!("{here}.authenticator"), name.to_owned()));
+                }
+                walk(v, &here, out);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (id, value) in &config.receivers {
+        walk(value, &format!("receivers.{id}"), &mut found);
+    }
+    let mut problems = Vec::new();
+    for (path, name) in found {
+        if !config.extensions.contains_key(&name) {
+            problems.push(Problem::error(
+                path,
+                format!("authenticator `{name}` is not defined under `extensions`"),
+            ));
+        } else if !config.service.extensions.contains(&name) {
+            problems.push(Problem::error(
+                path,
+                format!("authenticator `{name}` is not listed in `service.extensions`, so it does not run"),
+            ));
+        }
+    }
+    problems
 }
 
 /// The rule for persistent queues: a pipeline's disk log is written right before its first

@@ -43,6 +43,8 @@ pub struct ReceiverOutputs {
     pub consumers: BTreeMap<Signal, Arc<dyn Consumer>>,
     /// Memory gates of the pipelines behind each signal; checked before reading a request.
     pub gates: BTreeMap<Signal, Vec<Arc<MemoryGate>>>,
+    /// The running authenticator extensions, by id, for `auth.authenticator`.
+    pub authenticators: BTreeMap<String, Arc<dyn crate::auth::ServerAuthenticator>>,
 }
 
 /// A built receiver, ready to bind its listeners.

@@ -86,6 +86,12 @@ pub trait Extension: Send + Sync {
         host: &Host,
         shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, BuildError>;
+
+    /// The authenticator receivers may name in `auth.authenticator`, for extensions that are
+    /// one.
+    fn server_authenticator(&self) -> Option<Arc<dyn crate::auth::ServerAuthenticator>> {
+        None
+    }
 }
 
 /// An extension type.

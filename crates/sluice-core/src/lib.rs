@@ -3,6 +3,7 @@
 //! schema and the wire walker that checks requests against it, and the names of self-metrics. It knows no concrete component.
 
 pub mod anyvalue;
+pub mod auth;
 mod batch;
 pub mod blocking;
 mod component;

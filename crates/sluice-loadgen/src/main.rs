@@ -188,7 +188,10 @@ fn main() -> anyhow::Result<()> {
                     timeout,
                     fresh_timestamps,
                     ca: ca_file
-                        .map(|f| std::fs::read(&f).with_context(|| format!("cannot read {}", f.display())))
+                        .map(|f| {
+                            std::fs::read(&f)
+                                .with_context(|| format!("cannot read {}", f.display()))
+                        })
                         .transpose()?,
                 };
                 let summary = send(settings).await?;

@@ -16,7 +16,7 @@ pub use client::{
 };
 pub use codec::{Coding, GRPC_ACCEPT_ENCODING, RawCodec, decompress, gzip, tonic_accept_encodings};
 pub use http::{Answer, MAX_ANSWER_BYTES, http_client, http_headers, parse_retry_after, send};
-pub use server::{BodyError, ServerSettings, discard, read_body, serve};
+pub use server::{BodyError, ServerAuth, ServerSettings, discard, read_body, serve};
 pub use status::{
     ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, grpc_status, http_status,
     retry_after_secs, retry_delay, rpc_status,

@@ -71,6 +71,15 @@ impl ServerSettings {
     }
 }
 
+/// A listener's authenticator, and the counter of requests it refused.
+#[derive(Clone)]
+pub struct ServerAuth {
+    /// The authenticator extension the receiver names.
+    pub authenticator: Arc<dyn sluice_core::auth::ServerAuthenticator>,
+    /// Requests refused (`otelcol_receiver_requests{outcome="unauthenticated"}`).
+    pub refused: metrics::Counter,
+}
+
 /// A client must complete the TLS handshake within this; a silent one is closed.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,10 +117,14 @@ impl Refusals {
 /// [`SHUTDOWN_GRACE`]) and returns when every connection has closed. With `tls`, each connection
 /// completes a TLS handshake first (within [`TLS_HANDSHAKE_TIMEOUT`]); a client that fails it (no
 /// client certificate under mutual TLS, a version or suite not allowed) is closed and logged.
+/// With `auth`, a request the authenticator refuses is answered from its headers alone (401 with
+/// `WWW-Authenticate`, or gRPC UNAUTHENTICATED), its body never read, and counted and logged
+/// without its credentials.
 pub async fn serve<S, B>(
     listener: TcpListener,
     settings: ServerSettings,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    auth: Option<ServerAuth>,
     service: S,
     shutdown: CancellationToken,
 ) where
@@ -130,6 +143,13 @@ pub async fn serve<S, B>(
         count: AtomicU64::new(0),
         last_log: Mutex::new(None),
     });
+    let service = Authenticated {
+        inner: service,
+        auth: auth.map(Arc::new),
+        grpc: settings.http2_only,
+        refusals: Arc::clone(&refusals),
+        name: Arc::from(settings.name.as_str()),
+    };
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -242,6 +262,96 @@ impl Drop for Active {
         *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Asks the listener's authenticator (if any) before a request reaches the service.
+#[derive(Clone)]
+struct Authenticated<S> {
+    inner: S,
+    auth: Option<Arc<ServerAuth>>,
+    /// Answer refusals the gRPC way.
+    grpc: bool,
+    refusals: Arc<Refusals>,
+    name: Arc<str>,
+}
+
+impl<S, B> tower::Service<Request<Incoming>> for Authenticated<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<http_body_util::Either<B, http_body_util::Full<Bytes>>>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        if let Some(auth) = &self.auth {
+            let value = request
+                .headers()
+                .get(auth.authenticator.header())
+                .map(http::HeaderValue::as_bytes);
+            if let Err(refusal) = auth.authenticator.authenticate(value) {
+                auth.refused.increment(1);
+                self.refusals
+                    .note(&self.name, &format!("request refused: {refusal}"));
+                let response = refusal_response(
+                    self.grpc,
+                    &refusal.to_string(),
+                    auth.authenticator.challenge(),
+                );
+                // The body is dropped unread: HTTP/2 resets the stream, HTTP/1 closes.
+                drop(request);
+                return Box::pin(async move { Ok(response) });
+            }
+        }
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            Ok(response.map(http_body_util::Either::Left))
+        })
+    }
+}
+
+/// 401 with a challenge, or a trailers-only gRPC UNAUTHENTICATED.
+fn refusal_response<B2>(
+    grpc: bool,
+    reason: &str,
+    challenge: &str,
+) -> Response<http_body_util::Either<B2, http_body_util::Full<Bytes>>>
+where
+    B2: Body<Data = Bytes>,
+{
+    let builder = if grpc {
+        Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header("grpc-status", "16")
+            .header("grpc-message", format!("unauthenticated: {reason}"))
+    } else {
+        Response::builder()
+            .status(401)
+            .header(http::header::WWW_AUTHENTICATE, challenge)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+    };
+    let body = if grpc {
+        Bytes::new()
+    } else {
+        Bytes::from(format!("unauthenticated: {reason}\n"))
+    };
+    builder
+        .body(http_body_util::Either::Right(http_body_util::Full::new(
+            body,
+        )))
+        .unwrap_or_else(|_| {
+            Response::new(http_body_util::Either::Right(http_body_util::Full::new(
+                Bytes::new(),
+            )))
+        })
 }
 
 /// The service, counting requests under way so that idle connections can be told apart, and

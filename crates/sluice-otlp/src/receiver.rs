@@ -75,6 +75,17 @@ pub struct GrpcConfig {
     pub max_connections: usize,
     /// Server TLS, and mutual TLS with `client_ca_file`; plaintext when unset.
     pub tls: Option<TlsServerConfig>,
+    /// `authenticator`: the authenticator extension that admits requests.
+    pub auth: Option<AuthSettings>,
+}
+
+/// `auth` on a listener, as in the Collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The id of an authenticator extension listed in `service.extensions`
+    /// (`bearertokenauth/in`).
+    pub authenticator: String,
 }
 
 impl Default for GrpcConfig {
@@ -88,6 +99,7 @@ impl Default for GrpcConfig {
             read_timeout: HumanDuration::from_secs(30),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -148,6 +160,8 @@ pub struct HttpConfig {
     pub max_concurrent_streams: u32,
     /// Server TLS, and mutual TLS with `client_ca_file`; plaintext when unset.
     pub tls: Option<TlsServerConfig>,
+    /// `authenticator`: the authenticator extension that admits requests.
+    pub auth: Option<AuthSettings>,
 }
 
 /// Connections one listener serves at once unless configured.
@@ -173,6 +187,7 @@ impl Default for HttpConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_concurrent_streams: DEFAULT_MAX_STREAMS,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -300,13 +315,72 @@ impl Receiver for OtlpReceiver {
         outputs: ReceiverOutputs,
         shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, BuildError> {
+        let authenticators = outputs.authenticators.clone();
+        let auth = |settings: &Option<AuthSettings>, transport: &'static str| {
+            settings
+                .as_ref()
+                .map(|a| {
+                    let authenticator = authenticators.get(&a.authenticator).cloned().ok_or_else(|| {
+                        BuildError::Other(format!(
+                            "receivers.{}.protocols.{transport}.auth: `{}` is not a running authenticator extension (list it in service.extensions)",
+                            self.id, a.authenticator
+                        ))
+                    })?;
+                    Ok::<_, BuildError>(sluice_net::ServerAuth {
+                        authenticator,
+                        refused: metrics::counter!(
+                            sluice_core::metrics::RECEIVER_REQUESTS,
+                            "receiver" => self.id.clone(),
+                            "transport" => transport,
+                            "outcome" => "unauthenticated"
+                        ),
+                    })
+                })
+                .transpose()
+        };
+        let grpc_auth = auth(
+            &self
+                .config
+                .protocols
+                .grpc
+                .as_ref()
+                .and_then(|g| g.auth.clone()),
+            "grpc",
+        )?;
+        let http_auth = auth(
+            &self
+                .config
+                .protocols
+                .http
+                .as_ref()
+                .and_then(|h| h.auth.clone()),
+            "http",
+        )?;
         let intake = Arc::new(Intake::new(&self.id, outputs, &["grpc", "http"]));
         let mut tasks = Vec::new();
         if let Some(g) = &self.config.protocols.grpc {
-            tasks.push(grpc::serve(&self.id, g, Arc::clone(&intake), shutdown.clone()).await?);
+            tasks.push(
+                grpc::serve(
+                    &self.id,
+                    g,
+                    grpc_auth,
+                    Arc::clone(&intake),
+                    shutdown.clone(),
+                )
+                .await?,
+            );
         }
         if let Some(h) = &self.config.protocols.http {
-            tasks.push(http::serve(&self.id, h, Arc::clone(&intake), shutdown.clone()).await?);
+            tasks.push(
+                http::serve(
+                    &self.id,
+                    h,
+                    http_auth,
+                    Arc::clone(&intake),
+                    shutdown.clone(),
+                )
+                .await?,
+            );
         }
         Ok(tasks)
     }

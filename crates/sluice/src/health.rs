@@ -162,6 +162,7 @@ async fn serve(
         listener,
         sluice_net::ServerSettings::side("health_check"),
         tls,
+        None,
         router,
         shutdown,
     )))

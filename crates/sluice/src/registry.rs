@@ -52,7 +52,10 @@ impl Registry {
                 Arc::new(sluice_connectors::RoutingFactory),
                 Arc::new(sluice_connectors::SpanMetricsFactory),
             ],
-            extensions: vec![Arc::new(HealthCheckFactory)],
+            extensions: vec![
+                Arc::new(HealthCheckFactory),
+                Arc::new(sluice_auth::BearerTokenAuthFactory),
+            ],
         }
     }
 

@@ -78,7 +78,9 @@ impl Service {
         mut side_tasks: Vec<JoinHandle<()>>,
         last: CancellationToken,
     ) -> anyhow::Result<Service> {
-        side_tasks.extend(start_extensions(config, registry, &status, &last).await?);
+        let (extension_tasks, authenticators) =
+            start_extensions(config, registry, &status, &last).await?;
+        side_tasks.extend(extension_tasks);
         let receivers = CancellationToken::new();
         let components_done = CancellationToken::new();
         let mut pipeline_stops = Vec::new();
@@ -309,7 +311,10 @@ impl Service {
             if per_signal.is_empty() {
                 continue;
             }
-            let mut outputs = ReceiverOutputs::default();
+            let mut outputs = ReceiverOutputs {
+                authenticators: authenticators.clone(),
+                ..Default::default()
+            };
             for (signal, (consumers, gates)) in per_signal {
                 // Every pipeline must take the data, or the client retries (at-least-once).
                 outputs
@@ -536,16 +541,23 @@ impl Consumer for ReaderOnly {
 }
 
 /// Builds and starts the extensions `service.extensions` lists, in order; they stop last.
+/// The running extensions' tasks, and those of them that are authenticators, by id.
+type Extensions = (
+    Vec<JoinHandle<()>>,
+    BTreeMap<String, Arc<dyn sluice_core::auth::ServerAuthenticator>>,
+);
+
 async fn start_extensions(
     config: &RawConfig,
     registry: &Registry,
     status: &Arc<ServiceStatus>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+) -> anyhow::Result<Extensions> {
     let host = Host {
         status: Arc::clone(status),
     };
     let mut tasks = Vec::new();
+    let mut authenticators = BTreeMap::new();
     for id in &config.service.extensions {
         let factory = registry
             .extension(&type_of(id)?)
@@ -559,8 +571,11 @@ async fn start_extensions(
                 .await
                 .with_context(|| format!("cannot start extension {id}"))?,
         );
+        if let Some(authenticator) = extension.server_authenticator() {
+            authenticators.insert(id.clone(), authenticator);
+        }
     }
-    Ok(tasks)
+    Ok((tasks, authenticators))
 }
 
 /// Pipeline ids in an order where every pipeline comes after the pipelines it feeds through

@@ -130,6 +130,7 @@ pub(crate) async fn serve_metrics(
         listener,
         sluice_net::ServerSettings::side("self-metrics"),
         None,
+        None,
         router,
         shutdown,
     )))

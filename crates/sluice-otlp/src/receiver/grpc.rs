@@ -253,6 +253,7 @@ fn ok(message: Bytes) -> Response<tonic::body::Body> {
 pub(crate) async fn serve(
     id: &str,
     config: &GrpcConfig,
+    auth: Option<sluice_net::ServerAuth>,
     intake: Arc<Intake>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, BuildError> {
@@ -290,6 +291,6 @@ pub(crate) async fn serve(
         .map_err(|e| BuildError::Other(format!("receivers.{id}.protocols.grpc.tls: {e}")))?;
     tracing::info!(receiver = %id, endpoint = ?local, tls = tls.is_some(), "otlp grpc receiver listening");
     Ok(tokio::spawn(sluice_net::serve(
-        listener, settings, tls, service, shutdown,
+        listener, settings, tls, auth, service, shutdown,
     )))
 }

@@ -345,6 +345,7 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
 pub(crate) async fn serve(
     id: &str,
     config: &HttpConfig,
+    auth: Option<sluice_net::ServerAuth>,
     intake: Arc<Intake>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, BuildError> {
@@ -406,7 +407,7 @@ pub(crate) async fn serve(
         max_connection_age_grace: Duration::ZERO,
     };
     Ok(tokio::spawn(sluice_net::serve(
-        listener, settings, tls, router, shutdown,
+        listener, settings, tls, auth, router, shutdown,
     )))
 }
 
