@@ -308,19 +308,22 @@ async fn rss_stays_flat_under_a_million_distinct_span_names() {
         };
         client.export(request).await.unwrap();
     };
-    // 100,000 names fill the 10,000 series and warm every buffer; 900,000 more must not grow it.
-    for chunk in 0..10 {
+    // 200,000 names fill the 10,000 series and warm the allocator; 800,000 more must not grow
+    // the process by more than the margin. Holding a series per name would take about 700 MB
+    // (900 bytes a series); the margin covers allocator caches and requests in flight on a
+    // loaded test machine (28 MiB was seen there).
+    for chunk in 0..20 {
         send(chunk).await;
     }
     let warm = crate::support::rss_kib(sluice.pid(), "VmRSS:");
-    for chunk in 10..100 {
+    for chunk in 20..100 {
         send(chunk).await;
     }
     let after = crate::support::rss_kib(sluice.pid(), "VmRSS:");
     assert!(warm > 0, "RSS is readable");
     assert!(
-        after < warm + 24 * 1024,
-        "RSS grew from {warm} KiB to {after} KiB over 900,000 new span names"
+        after < warm + 64 * 1024,
+        "RSS grew from {warm} KiB to {after} KiB over 800,000 new span names"
     );
     // Every span is counted: a flush's calls add up to all of them, the overflow series holding
     // the calls past the limit, and no more than 10,000 named series are written.
