@@ -72,12 +72,6 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-impl From<TlsError> for BuildError {
-    fn from(e: TlsError) -> Self {
-        BuildError::Other(e.to_string())
-    }
-}
-
 /// The TLS versions rustls implements, lowest first, by the Collector's names.
 const VERSIONS: [(&str, &SupportedProtocolVersion); 2] = [
     ("1.2", &rustls::version::TLS12),
@@ -163,6 +157,22 @@ impl TlsServerConfig {
             ));
         }
         p
+    }
+
+    /// The acceptor for a listener's optional `tls` (at config path `path`), or none for
+    /// plaintext: what every listener calls.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming `path` and the [`TlsError`].
+    pub fn for_listener(
+        tls: Option<&TlsServerConfig>,
+        path: &str,
+        alpn: &[&str],
+        shutdown: &CancellationToken,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, BuildError> {
+        tls.map(|t| t.acceptor(alpn, shutdown))
+            .transpose()
+            .map_err(|e| BuildError::Other(format!("{path}: {e}")))
     }
 
     /// The acceptor for a listener; with `reload_interval`, the task that re-reads the

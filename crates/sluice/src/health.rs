@@ -145,12 +145,12 @@ async fn serve(
         router = router.route(&config.path, get(ready));
     }
     let router = router.with_state(health);
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|tls| tls.acceptor(&["h2", "http/1.1"], &shutdown))
-        .transpose()
-        .map_err(|e| BuildError::Other(format!("health_check tls: {e}")))?;
+    let tls = sluice_net::TlsServerConfig::for_listener(
+        config.tls.as_ref(),
+        "extensions.health_check.tls",
+        &["h2", "http/1.1"],
+        &shutdown,
+    )?;
     let listener = tokio::net::TcpListener::bind(&config.endpoint)
         .await
         .map_err(|source| BuildError::Bind {

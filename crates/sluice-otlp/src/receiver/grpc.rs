@@ -283,12 +283,12 @@ pub(crate) async fn serve(
         read_timeout: config.read_timeout.get(),
     };
     // gRPC is HTTP/2: ALPN offers `h2` alone.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|tls| tls.acceptor(&["h2"], &shutdown))
-        .transpose()
-        .map_err(|e| BuildError::Other(format!("receivers.{id}.protocols.grpc.tls: {e}")))?;
+    let tls = sluice_net::TlsServerConfig::for_listener(
+        config.tls.as_ref(),
+        &format!("receivers.{id}.protocols.grpc.tls"),
+        &["h2"],
+        &shutdown,
+    )?;
     tracing::info!(receiver = %id, endpoint = ?local, tls = tls.is_some(), "otlp grpc receiver listening");
     Ok(tokio::spawn(sluice_net::serve(
         listener, settings, tls, auth, service, shutdown,

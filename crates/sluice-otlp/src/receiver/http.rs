@@ -385,12 +385,12 @@ pub(crate) async fn serve(
             "not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs",
         )
     });
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|tls| tls.acceptor(&["h2", "http/1.1"], &shutdown))
-        .transpose()
-        .map_err(|e| BuildError::Other(format!("receivers.{id}.protocols.http.tls: {e}")))?;
+    let tls = sluice_net::TlsServerConfig::for_listener(
+        config.tls.as_ref(),
+        &format!("receivers.{id}.protocols.http.tls"),
+        &["h2", "http/1.1"],
+        &shutdown,
+    )?;
     let listener = super::bind(&config.endpoint).await?;
     let local = listener.local_addr().ok();
     tracing::info!(receiver = %id, endpoint = ?local, tls = tls.is_some(), "otlp http receiver listening");
