@@ -629,3 +629,51 @@ async fn idle_slow_and_surplus_connections_are_closed() {
     let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
     assert!(ended.is_ok(), "an idle gRPC connection stays open");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused_and_other_clients_are_served() {
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let _sluice = Sluice::start(ports, &config(&ports, sink.grpc_port, "", "", 200));
+    let big = "x".repeat(100 << 10);
+    let body = prost::Message::encode_to_vec(&crate::support::trace_request(1, "ok", 0));
+    // HTTP/1: 431 for 100 KiB of headers.
+    let answer = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{}/v1/traces", ports.http))
+        .header("content-type", "application/x-protobuf")
+        .header("x-padding", big.as_str())
+        .body(body.clone())
+        .send()
+        .await;
+    match answer {
+        Ok(a) => assert_eq!(a.status(), 431),
+        // hyper may also close the connection as it answers.
+        Err(e) => assert!(e.is_request() || e.is_connect(), "{e}"),
+    }
+    // gRPC (HTTP/2): the call with 100 KiB of metadata is refused.
+    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+        format!("http://127.0.0.1:{}", ports.grpc),
+    )
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(crate::support::trace_request(1, "big", 0));
+    request
+        .metadata_mut()
+        .insert("x-padding", big.parse().unwrap());
+    assert!(client.export(request).await.is_err());
+    // Well-behaved clients are served, on both.
+    let (status, _, _) = post(ports.http, body, "application/x-protobuf").await;
+    assert_eq!(status, 200);
+    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+        format!("http://127.0.0.1:{}", ports.grpc),
+    )
+    .await
+    .unwrap();
+    client
+        .export(crate::support::trace_request(1, "fine", 0))
+        .await
+        .unwrap();
+}

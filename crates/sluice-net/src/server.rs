@@ -92,6 +92,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const CONNECTION_WINDOW: u32 = 2 << 20;
 const STREAM_WINDOW: u32 = 1 << 20;
 
+/// The most header bytes a request may carry (HTTP/1 request line and headers; HTTP/2 and gRPC
+/// header list): OTLP needs a few hundred, and hyper's defaults (about 400 KiB for HTTP/1, 16 MiB
+/// for HTTP/2) would let one request make sluice buffer that much before anything is checked.
+/// HTTP/1 answers 431; HTTP/2 refuses the stream.
+const MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// The largest HTTP/2 frame clients may send: a typical export request (tens of KiB) arrives in
 /// one DATA frame instead of several of HTTP/2's default 16 KiB.
 const MAX_FRAME: u32 = 256 << 10;
@@ -214,7 +220,8 @@ fn builder(settings: &ServerSettings) -> Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.read_header_timeout);
+        .header_read_timeout(settings.read_header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -222,6 +229,7 @@ fn builder(settings: &ServerSettings) -> Builder<TokioExecutor> {
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
         .max_frame_size(MAX_FRAME)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
         .keep_alive_interval(settings.keepalive_interval)
         .keep_alive_timeout(
             settings
