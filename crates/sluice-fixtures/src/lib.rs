@@ -27,7 +27,8 @@ use prost::Message;
 use rand::Rng;
 use sluice_core::Signal;
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
+/// An attribute: the one builder the fixtures and the components' tests share.
+pub fn kv(key: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue { value: Some(v) }),
@@ -35,7 +36,8 @@ fn kv(key: &str, v: any_value::Value) -> KeyValue {
     }
 }
 
-fn s(v: impl Into<String>) -> any_value::Value {
+/// A string value.
+pub fn s(v: impl Into<String>) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 

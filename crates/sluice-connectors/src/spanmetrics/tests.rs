@@ -1,5 +1,5 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -12,17 +12,7 @@ use super::*;
 const T0: u64 = 1_700_000_000_000_000_000;
 const MS: u64 = 1_000_000;
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(text: &str) -> Value {
-    Value::StringValue(text.to_owned())
-}
+use sluice_fixtures::{kv, s};
 
 /// A span named `name` of `kind`, lasting `ms` milliseconds, with status `status`.
 fn span(name: &str, kind: i32, ms: u64, status: i32, attributes: Vec<KeyValue>) -> Span {

@@ -9,17 +9,7 @@ use prost::Message;
 use super::line::parse_logfmt;
 use super::*;
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(text: &str) -> Value {
-    Value::StringValue(text.to_owned())
-}
+use sluice_fixtures::{kv, s};
 
 fn record(body: &str, attributes: Vec<KeyValue>) -> LogRecord {
     LogRecord {
