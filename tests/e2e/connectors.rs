@@ -230,7 +230,7 @@ fn validate_refuses_a_cycle_of_connectors_and_a_route_to_a_pipeline_that_is_not_
         "{stderr}"
     );
     let (ok, stderr) = sluice_validate(
-        "receivers: {otlp: {protocols: {http: {}}}}\nexporters: {debug: {}}\nconnectors:\n  routing:\n    table: [{condition: 'attributes[\"t\"] == \"a\"', pipelines: [traces/nope]}, {context: request, condition: 'request[\"X-Tenant\"] == \"a\"', pipelines: [traces/out]}]\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [routing]}\n    traces/out: {receivers: [routing], exporters: [debug]}\n",
+        "receivers: {otlp: {protocols: {http: {}}}}\nexporters: {debug: {}}\nconnectors:\n  routing:\n    table: [{condition: 'attributes[\"t\"] == \"a\"', pipelines: [traces/nope]}, {context: request, condition: 'request[\"X-Tenant\"] == \"a\" and true', pipelines: [traces/out]}]\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [routing]}\n    traces/out: {receivers: [routing], exporters: [debug]}\n",
         &[],
     );
     assert!(!ok);
@@ -239,7 +239,7 @@ fn validate_refuses_a_cycle_of_connectors_and_a_route_to_a_pipeline_that_is_not_
         "{stderr}"
     );
     assert!(
-        stderr.contains("connectors.routing.table[1].context: the `request` context"),
+        stderr.contains("connectors.routing.table[1].condition: `request[\"X-Tenant\"] == \"a\" and true`: the request context takes one comparison"),
         "{stderr}"
     );
 }

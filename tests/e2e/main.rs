@@ -22,4 +22,5 @@ mod redaction;
 mod rust_sdk;
 mod spanmetrics;
 mod support;
+mod tenants;
 mod tls;

@@ -1,7 +1,8 @@
-//! `bearertokenauth`, server side: a request is admitted when its `Authorization` header (or the
+//! `bearertokenauth`. Server side, a request is admitted when its `Authorization` header (or the
 //! configured `header`) is `<scheme> <token>` for one of the configured tokens. Tokens come from
 //! `token`, `tokens`, or `filename`, which is re-read when the file changes, so a rotated secret
-//! is honoured without a restart. Comparisons run in constant time.
+//! is honoured without a restart. Comparisons run in constant time. Client side (an exporter's
+//! `auth.authenticator`), every request carries `<scheme> <token>` with the first token.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
-use sluice_core::auth::{AuthRefusal, ServerAuthenticator, constant_time_eq};
+use sluice_core::auth::{
+    AuthInfo, AuthRefusal, ClientAuthenticator, ServerAuthenticator, constant_time_eq,
+};
 use sluice_core::{BuildError, Extension, ExtensionFactory, Host};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -170,12 +173,24 @@ struct BearerToken {
     expected: RwLock<Vec<Vec<u8>>>,
 }
 
+/// Client side: the first configured token (or the file's), on every request.
+impl ClientAuthenticator for BearerToken {
+    fn headers(&self) -> Vec<(String, String)> {
+        let expected = self.expected.read().unwrap_or_else(|e| e.into_inner());
+        expected
+            .first()
+            .and_then(|v| String::from_utf8(v.clone()).ok())
+            .map(|v| vec![(self.header.clone(), v)])
+            .unwrap_or_default()
+    }
+}
+
 impl ServerAuthenticator for BearerToken {
     fn header(&self) -> &str {
         &self.header
     }
 
-    fn authenticate(&self, value: Option<&[u8]>) -> Result<(), AuthRefusal> {
+    fn authenticate(&self, value: Option<&[u8]>) -> Result<AuthInfo, AuthRefusal> {
         let value = value.ok_or(AuthRefusal::Missing)?;
         let expected = self.expected.read().unwrap_or_else(|e| e.into_inner());
         // Every token is compared, so the time taken does not tell which one came close.
@@ -183,7 +198,7 @@ impl ServerAuthenticator for BearerToken {
             .iter()
             .fold(false, |any, token| any | constant_time_eq(value, token));
         if matched {
-            Ok(())
+            Ok(AuthInfo::none())
         } else {
             Err(AuthRefusal::Invalid)
         }
@@ -249,6 +264,10 @@ impl Extension for BearerTokenAuth {
     fn server_authenticator(&self) -> Option<Arc<dyn ServerAuthenticator>> {
         Some(self.authenticator.clone())
     }
+
+    fn client_authenticator(&self) -> Option<Arc<dyn ClientAuthenticator>> {
+        Some(self.authenticator.clone())
+    }
 }
 
 #[cfg(test)]
@@ -269,8 +288,8 @@ mod tests {
     fn admits_only_the_configured_tokens_with_their_scheme() {
         let a = build(serde_json::json!({"tokens": ["one", "two"]}));
         assert_eq!(a.header(), "authorization");
-        assert_eq!(a.authenticate(Some(b"Bearer one")), Ok(()));
-        assert_eq!(a.authenticate(Some(b"Bearer two")), Ok(()));
+        assert_eq!(a.authenticate(Some(b"Bearer one")), Ok(AuthInfo::none()));
+        assert_eq!(a.authenticate(Some(b"Bearer two")), Ok(AuthInfo::none()));
         assert_eq!(
             a.authenticate(Some(b"Bearer three")),
             Err(AuthRefusal::Invalid)
@@ -281,7 +300,7 @@ mod tests {
         let bare =
             build(serde_json::json!({"token": "s3cret", "scheme": "", "header": "X-Api-Key"}));
         assert_eq!(bare.header(), "x-api-key");
-        assert_eq!(bare.authenticate(Some(b"s3cret")), Ok(()));
+        assert_eq!(bare.authenticate(Some(b"s3cret")), Ok(AuthInfo::none()));
     }
 
     #[test]

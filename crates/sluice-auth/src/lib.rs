@@ -1,6 +1,9 @@
-//! Authenticator extensions, which receivers name in `auth.authenticator`: `bearertokenauth`
-//! (server side). This crate must not depend on any other component crate.
+//! Authenticator extensions, which receivers and exporters name in `auth.authenticator`:
+//! `bearertokenauth` and `basicauth`, server and client side. This crate must not depend on any
+//! other component crate.
 
+mod basic;
 mod bearer;
 
+pub use basic::{BasicAuthConfig, BasicAuthFactory, ClientAuthConfig, HtpasswdConfig};
 pub use bearer::{BearerTokenAuthConfig, BearerTokenAuthFactory};

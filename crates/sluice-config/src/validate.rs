@@ -412,8 +412,9 @@ fn persistent_exporter<'a>(config: &'a RawConfig, exporters: &'a [String]) -> Op
         .map(String::as_str)
 }
 
-/// Every `auth: {authenticator: X}` under a receiver must name an extension that is defined and
-/// listed in `service.extensions` (it must run for the receiver to ask it).
+/// Every `auth: {authenticator: X}` under a receiver or an exporter must name an extension that
+/// is defined and listed in `service.extensions` (it must run to be asked), and a `basicauth`
+/// must be configured for the side that names it.
 fn check_authenticators(config: &RawConfig) -> Vec<Problem> {
     fn walk(value: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
         if let serde_json::Value::Object(map) = value {
@@ -432,18 +433,39 @@ fn check_authenticators(config: &RawConfig) -> Vec<Problem> {
     for (id, value) in &config.receivers {
         walk(value, &format!("receivers.{id}"), &mut found);
     }
+    let servers = found.len();
+    for (id, value) in &config.exporters {
+        walk(value, &format!("exporters.{id}"), &mut found);
+    }
     let mut problems = Vec::new();
-    for (path, name) in found {
-        if !config.extensions.contains_key(&name) {
+    for (i, (path, name)) in found.into_iter().enumerate() {
+        let Some(extension) = config.extensions.get(&name) else {
             problems.push(Problem::error(
                 path,
                 format!("authenticator `{name}` is not defined under `extensions`"),
             ));
-        } else if !config.service.extensions.contains(&name) {
+            continue;
+        };
+        if !config.service.extensions.contains(&name) {
             problems.push(Problem::error(
                 path,
                 format!("authenticator `{name}` is not listed in `service.extensions`, so it does not run"),
             ));
+            continue;
+        }
+        // basicauth is one side or the other, by which of its keys is set.
+        if name.split('/').next() == Some("basicauth") {
+            let (side, key) = if i < servers {
+                ("server", "htpasswd")
+            } else {
+                ("client", "client_auth")
+            };
+            if extension.get(key).is_none() {
+                problems.push(Problem::error(
+                    path,
+                    format!("`{name}` authenticates {side}s only with `{key}` set"),
+                ));
+            }
         }
     }
     problems

@@ -4,9 +4,11 @@
 //! `default_pipelines`, `error_mode`). A batch is split with `Batch::group_by`, so a batch whose
 //! items all take one route is handed on as it is, and nothing is decoded.
 //!
-//! Conditions are the OTTL subset of `sluice_ottl`. The `request` context (routing by
-//! the client's headers) needs request metadata carried with the data, which sluice's receivers
-//! do not do yet: it is refused by `sluice validate`, as is anything else not supported.
+//! Conditions are the OTTL subset of `sluice_ottl`. The `request` context routes by the
+//! client's headers, kept by a receiver with `include_metadata: true` (or, after a `batch`
+//! processor, those of its `metadata_keys`), in the Collector's restricted grammar:
+//! `request["X-Tenant"] == "acme"` or `!=`; header names match in any case. A request route is
+//! decided once per batch. Anything not supported is refused by `sluice validate`.
 
 use std::sync::Arc;
 
@@ -66,10 +68,95 @@ fn context_signals(scope: Scope) -> &'static [Signal] {
     }
 }
 
+/// What a route tests.
+enum Test {
+    /// An OTTL condition on each item (or resource).
+    Data(Scope, Condition),
+    /// A header of the request that brought the batch.
+    Request(RequestCondition),
+}
+
+/// `request["<key>"] == "<value>"` (or `!=`): whether any of the header's values is `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RequestCondition {
+    key: String,
+    value: String,
+    negated: bool,
+}
+
+impl RequestCondition {
+    fn parse(text: &str) -> Result<RequestCondition, String> {
+        let invalid = || {
+            format!(
+                "`{text}`: the request context takes one comparison, `request[\"<header>\"] == \"<value>\"` or `!=`"
+            )
+        };
+        let rest = text
+            .trim()
+            .strip_prefix("request[")
+            .ok_or_else(invalid)?
+            .trim_start();
+        let (key, rest) = quoted(rest).ok_or_else(invalid)?;
+        let rest = rest.trim_start().strip_prefix(']').ok_or_else(invalid)?;
+        let rest = rest.trim_start();
+        let (negated, rest) = if let Some(r) = rest.strip_prefix("==") {
+            (false, r)
+        } else if let Some(r) = rest.strip_prefix("!=") {
+            (true, r)
+        } else {
+            return Err(invalid());
+        };
+        let (value, rest) = quoted(rest.trim_start()).ok_or_else(invalid)?;
+        if !rest.trim().is_empty() || key.is_empty() {
+            return Err(invalid());
+        }
+        Ok(RequestCondition {
+            key,
+            value,
+            negated,
+        })
+    }
+
+    fn holds(&self, client: Option<&sluice_core::client::ClientInfo>) -> bool {
+        let found = client.is_some_and(|c| c.metadata(&self.key).contains(&self.value));
+        found != self.negated
+    }
+}
+
+/// A double-quoted string (with `\"` and `\\` escapes) at the start of `text`, and what follows.
+fn quoted(text: &str) -> Option<(String, &str)> {
+    let body = text.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &body[i + 1..])),
+            '\\' => out.push(chars.next()?.1),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 struct CompiledRoute {
-    scope: Scope,
-    condition: Condition,
+    test: Test,
     pipelines: Vec<String>,
+}
+
+impl CompiledRoute {
+    fn signals(&self) -> &'static [Signal] {
+        match &self.test {
+            Test::Data(scope, _) => context_signals(*scope),
+            Test::Request(_) => &[Signal::Traces, Signal::Metrics, Signal::Logs],
+        }
+    }
+
+    fn per_resource(&self) -> bool {
+        match &self.test {
+            Test::Data(scope, _) => scope.per_resource(),
+            Test::Request(_) => true,
+        }
+    }
 }
 
 fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec<Problem>> {
@@ -84,11 +171,26 @@ fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec
     for (i, route) in config.table.iter().enumerate() {
         let at = format!("{path}.table[{i}]");
         let context = route.context.as_deref().unwrap_or("resource");
-        let scope = if context == "request" {
+        if route.pipelines.is_empty() {
             problems.push(Problem::error(
-                format!("{at}.context"),
-                "the `request` context (routing by client headers) is not supported yet: sluice's receivers do not carry request metadata with the data; route by a resource attribute instead",
+                format!("{at}.pipelines"),
+                "needs at least one pipeline",
             ));
+        }
+        let scope = if context == "request" {
+            match (&route.statement, &route.condition) {
+                (None, Some(text)) => match RequestCondition::parse(text) {
+                    Ok(condition) => routes.push(CompiledRoute {
+                        test: Test::Request(condition),
+                        pipelines: route.pipelines.clone(),
+                    }),
+                    Err(e) => problems.push(Problem::error(format!("{at}.condition"), e)),
+                },
+                _ => problems.push(Problem::error(
+                    at.clone(),
+                    "the request context takes a `condition`, not a `statement`",
+                )),
+            }
             continue;
         } else if let Some(scope) = Scope::parse(context).filter(|s| *s != Scope::SpanEvent) {
             scope
@@ -113,17 +215,10 @@ fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec
         };
         match parsed {
             Ok(condition) => routes.push(CompiledRoute {
-                scope,
-                condition,
+                test: Test::Data(scope, condition),
                 pipelines: route.pipelines.clone(),
             }),
             Err((at, message)) => problems.push(Problem::error(at, message)),
-        }
-        if route.pipelines.is_empty() {
-            problems.push(Problem::error(
-                format!("{at}.pipelines"),
-                "needs at least one pipeline",
-            ));
         }
     }
     if problems.is_empty() {
@@ -220,7 +315,7 @@ impl ConnectorComponent for Routing {
         let mut targets = Vec::new();
         let mut routes = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
-            if !context_signals(route.scope).contains(&ctx.from) {
+            if !route.signals().contains(&ctx.from) {
                 continue;
             }
             if let Some(target) = consumers(&route.pipelines)? {
@@ -235,7 +330,7 @@ impl ConnectorComponent for Routing {
             targets,
             default,
             unmatched: metrics::counter!(names::ROUTING_UNMATCHED_ITEMS, "connector" => ctx.id.clone(), "otel_signal" => ctx.from.as_str()),
-            per_resource: self.routes.iter().all(|r| r.scope.per_resource()),
+            per_resource: self.routes.iter().all(CompiledRoute::per_resource),
         }))
     }
 }
@@ -258,28 +353,27 @@ const DEFAULT: usize = usize::MAX;
 #[async_trait]
 impl Consumer for Router {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        // The last resource decided (its address within the batch) and where it went.
-        let mut last: Option<(usize, usize)> = None;
-        let groups = batch.group_by(|context, item| {
-            let resource = context.resource.raw().as_ptr() as usize;
-            if self.per_resource
-                && let Some((seen, target)) = last
-                && seen == resource
-            {
-                return target;
-            }
-            let target = self
-                .active
-                .iter()
-                .position(|&r| {
-                    self.routes[r]
-                        .condition
-                        .holds(&Subject::Item(context, item))
-                })
-                .unwrap_or(DEFAULT);
-            last = Some((resource, target));
-            target
-        });
+        // Request routes are decided once for the whole batch.
+        let client = batch.client().cloned();
+        let decided: Vec<Option<bool>> = self
+            .active
+            .iter()
+            .map(|&r| match &self.routes[r].test {
+                Test::Request(condition) => Some(condition.holds(client.as_deref())),
+                Test::Data(..) => None,
+            })
+            .collect();
+        // The first route that matches takes everything when no data route comes before it.
+        let whole = decided
+            .iter()
+            .position(|d| *d != Some(false))
+            .filter(|&k| decided[k] == Some(true));
+        let all_request = decided.iter().all(Option::is_some);
+        let groups = if whole.is_some() || all_request {
+            vec![(whole.unwrap_or(DEFAULT), batch)]
+        } else {
+            self.group(batch, &decided)
+        };
         let mut result = Ok(());
         for (target, batch) in groups {
             let consumer = if target == DEFAULT {
@@ -300,5 +394,88 @@ impl Consumer for Router {
             }
         }
         result
+    }
+}
+
+impl Router {
+    /// Splits `batch` by the first route each item meets; `decided` holds the request routes'
+    /// outcomes.
+    fn group(&self, batch: Batch, decided: &[Option<bool>]) -> Vec<(usize, Batch)> {
+        // The last resource decided (its address within the batch) and where it went.
+        let mut last: Option<(usize, usize)> = None;
+        batch.group_by(|context, item| {
+            let resource = context.resource.raw().as_ptr() as usize;
+            if self.per_resource
+                && let Some((seen, target)) = last
+                && seen == resource
+            {
+                return target;
+            }
+            let target = self
+                .active
+                .iter()
+                .zip(decided)
+                .position(|(&r, decided)| match (&self.routes[r].test, decided) {
+                    (_, Some(holds)) => *holds,
+                    (Test::Data(_, condition), None) => {
+                        condition.holds(&Subject::Item(context, item))
+                    }
+                    (Test::Request(_), None) => false,
+                })
+                .unwrap_or(DEFAULT);
+            last = Some((resource, target));
+            target
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::client::{AuthInfo, ClientInfo};
+
+    #[test]
+    fn request_conditions_parse_the_collectors_grammar_only() {
+        assert_eq!(
+            RequestCondition::parse(r#"request["X-Tenant"] == "acme""#),
+            Ok(RequestCondition {
+                key: "X-Tenant".into(),
+                value: "acme".into(),
+                negated: false
+            })
+        );
+        assert_eq!(
+            RequestCondition::parse(r#" request[ "x" ]!="a \"b\"" "#),
+            Ok(RequestCondition {
+                key: "x".into(),
+                value: "a \"b\"".into(),
+                negated: true
+            })
+        );
+        for bad in [
+            r#"request["x"] == "a" or request["x"] == "b""#,
+            r#"request["x"] > "a""#,
+            r#"request[x] == "a""#,
+            r#"request[""] == "a""#,
+            r#"attributes["x"] == "a""#,
+            r#"request["x"] == "a"#,
+        ] {
+            assert!(RequestCondition::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_conditions_match_any_value_in_any_case() {
+        let acme = RequestCondition::parse(r#"request["X-Tenant"] == "acme""#).unwrap();
+        let not_acme = RequestCondition::parse(r#"request["X-Tenant"] != "acme""#).unwrap();
+        let client = ClientInfo::new(
+            [("x-tenant", &b"beta"[..]), ("x-tenant", &b"acme"[..])],
+            &AuthInfo::none(),
+        )
+        .unwrap();
+        assert!(acme.holds(Some(&client)));
+        assert!(!not_acme.holds(Some(&client)));
+        assert!(!acme.holds(None));
+        assert!(not_acme.holds(None));
     }
 }

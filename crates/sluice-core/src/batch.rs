@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::Signal;
+use crate::client::ClientInfo;
 use crate::gate::{self, Reservation};
 use crate::view::edit::{self, Editor, Retain};
 use crate::view::{Context, Item};
@@ -19,6 +20,8 @@ pub struct Batch {
     data: Bytes,
     items: usize,
     held: Vec<Arc<Reservation>>,
+    /// Who sent it, when a receiver kept that (`include_metadata`, an authenticator).
+    client: Option<Arc<ClientInfo>>,
 }
 
 impl Batch {
@@ -33,6 +36,7 @@ impl Batch {
             data,
             items,
             held: Vec::new(),
+            client: None,
         })
     }
 
@@ -43,6 +47,7 @@ impl Batch {
             data,
             items,
             held: Vec::new(),
+            client: None,
         }
     }
 
@@ -54,6 +59,18 @@ impl Batch {
     /// Whether the batch holds a reservation against `gate` already.
     pub(crate) fn holds_on(&self, gate: &Arc<crate::MemoryGate>) -> bool {
         self.held.iter().any(|r| Arc::ptr_eq(r.gate(), gate))
+    }
+
+    /// Who sent the batch, when that is known (see [`crate::client`]).
+    pub fn client(&self) -> Option<&Arc<ClientInfo>> {
+        self.client.as_ref()
+    }
+
+    /// The batch as sent by `client`.
+    #[must_use]
+    pub fn with_client(mut self, client: Option<Arc<ClientInfo>>) -> Batch {
+        self.client = client;
+        self
     }
 
     /// The signal.
@@ -119,6 +136,7 @@ impl Batch {
                     data: data.unwrap_or_else(|| self.data.clone()),
                     items,
                     held: self.held.clone(),
+                    client: self.client.clone(),
                 };
                 (key, batch)
             })
@@ -147,6 +165,7 @@ impl Batch {
             data,
             items: inspection.items,
             held: self.held.clone(),
+            client: self.client.clone(),
         };
         let dropped = self.items.saturating_sub(kept.items);
         Some((kept, dropped))
@@ -162,6 +181,7 @@ impl Batch {
                 data: Bytes::new(),
                 items: 0,
                 held: Vec::new(),
+                client: self.client.clone(),
             };
         }
         let (head, tail) = wire::split(self.signal, &self.data, n);
@@ -170,6 +190,7 @@ impl Batch {
             data: tail,
             items: self.items - n,
             held: self.held.clone(),
+            client: self.client.clone(),
         };
         self.data = head;
         self.items = n;
@@ -245,6 +266,7 @@ impl BatchBuilder {
             data,
             items: std::mem::take(&mut self.items),
             held: std::mem::take(&mut self.held),
+            client: None,
         }
     }
 }

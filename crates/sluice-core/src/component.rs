@@ -47,6 +47,39 @@ pub struct ReceiverOutputs {
     pub authenticators: BTreeMap<String, Arc<dyn crate::auth::ServerAuthenticator>>,
 }
 
+/// What the service offers an exporter it builds: the running client authenticators.
+#[derive(Clone, Default)]
+pub struct ExporterContext {
+    /// The running extensions that can authenticate a client, by id.
+    pub authenticators: BTreeMap<String, Arc<dyn crate::auth::ClientAuthenticator>>,
+}
+
+impl ExporterContext {
+    /// The authenticator `auth.authenticator` names, for the exporter at `path`.
+    ///
+    /// # Errors
+    /// A [`BuildError`] when it is not a running extension that authenticates clients.
+    pub fn client_auth(
+        &self,
+        path: &str,
+        auth: Option<&crate::auth::AuthSettings>,
+    ) -> Result<Option<Arc<dyn crate::auth::ClientAuthenticator>>, BuildError> {
+        let Some(auth) = auth else {
+            return Ok(None);
+        };
+        self.authenticators
+            .get(&auth.authenticator)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                BuildError::Other(format!(
+                    "{path}.auth: `{}` is not a running extension that authenticates clients (list it in service.extensions; basicauth needs client_auth)",
+                    auth.authenticator
+                ))
+            })
+    }
+}
+
 /// A built receiver, ready to bind its listeners.
 #[async_trait]
 pub trait Receiver: Send {
@@ -149,6 +182,7 @@ pub trait ExporterFactory: Send + Sync {
         id: &str,
         config: &Value,
         helper: &mut HelperSettings,
+        context: &ExporterContext,
     ) -> Result<BuiltExporter, BuildError>;
 }
 
@@ -185,6 +219,7 @@ pub fn build_exporter(
     factory: &dyn ExporterFactory,
     id: &str,
     config: &Value,
+    context: &ExporterContext,
 ) -> Result<(BuiltExporter, HelperSettings), BuildError> {
     let path = format!("exporters.{id}");
     let (mut helper, own) = match factory.helper_defaults() {
@@ -192,7 +227,7 @@ pub fn build_exporter(
         Some(defaults) => HelperSettings::parse(&path, config, defaults)
             .map_err(|mut problems| BuildError::Config(problems.remove(0)))?,
     };
-    let built = factory.build(id, &own, &mut helper)?;
+    let built = factory.build(id, &own, &mut helper, context)?;
     Ok((built, helper))
 }
 
@@ -285,6 +320,7 @@ mod tests {
             _: &str,
             config: &Value,
             helper: &mut HelperSettings,
+            _context: &ExporterContext,
         ) -> Result<BuiltExporter, BuildError> {
             let _: Own = typed("exporters.test", config)?;
             helper.queue.num_consumers = 2;
@@ -312,7 +348,8 @@ mod tests {
             "retry_on_failure": {"max_elapsed_time": "1m"},
         });
         assert!(problems(&push, config.clone()).is_empty());
-        let (built, helper) = build_exporter(&push, "test", &config).unwrap();
+        let (built, helper) =
+            build_exporter(&push, "test", &config, &ExporterContext::default()).unwrap();
         assert!(matches!(built, BuiltExporter::Push(_)));
         assert_eq!(
             helper.timeout,
@@ -364,8 +401,13 @@ mod tests {
             joined.contains("exporters.test.sending_queue: unknown field `sending_queue`"),
             "{joined}"
         );
-        let (built, _) =
-            build_exporter(&direct, "test", &serde_json::json!({"endpoint": "x"})).unwrap();
+        let (built, _) = build_exporter(
+            &direct,
+            "test",
+            &serde_json::json!({"endpoint": "x"}),
+            &ExporterContext::default(),
+        )
+        .unwrap();
         assert!(matches!(built, BuiltExporter::Direct(_)));
     }
 }

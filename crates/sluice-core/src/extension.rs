@@ -92,6 +92,12 @@ pub trait Extension: Send + Sync {
     fn server_authenticator(&self) -> Option<Arc<dyn crate::auth::ServerAuthenticator>> {
         None
     }
+
+    /// The authenticator exporters may name in `auth.authenticator`, for extensions that are
+    /// one.
+    fn client_authenticator(&self) -> Option<Arc<dyn crate::auth::ClientAuthenticator>> {
+        None
+    }
 }
 
 /// An extension type.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::client::ClientInfo;
 use bytes::Bytes;
 use metrics::Counter;
 
@@ -240,6 +241,7 @@ impl Intake {
         transport: &'static str,
         data: Bytes,
         upload: Upload,
+        client: Option<Arc<ClientInfo>>,
     ) -> Result<Accepted, ConsumeError> {
         let (Some(consumer), Some(metrics)) = (
             self.consumers.get(&signal),
@@ -297,7 +299,7 @@ impl Intake {
             metrics.success.increment(1);
             return Ok(accepted);
         }
-        let mut batch = Batch::from_trusted(signal, data, inspection.items);
+        let mut batch = Batch::from_trusted(signal, data, inspection.items).with_client(client);
         // Received whole: the bytes leave the connection's load and stay in the gates' count.
         drop(upload.connection);
         for mut reservation in upload.held {

@@ -6,6 +6,7 @@ pub mod anyvalue;
 pub mod auth;
 mod batch;
 pub mod blocking;
+pub mod client;
 mod component;
 pub mod connector;
 mod consumer;
@@ -26,8 +27,8 @@ pub mod wire;
 
 pub use batch::{Batch, BatchBuilder};
 pub use component::{
-    BuildError, BuiltExporter, DirectExporter, ExporterFactory, ProcessorFactory, Receiver,
-    ReceiverFactory, ReceiverOutputs, build_exporter, check_exporter, check_typed, typed,
+    BuildError, BuiltExporter, DirectExporter, ExporterContext, ExporterFactory, ProcessorFactory,
+    Receiver, ReceiverFactory, ReceiverOutputs, build_exporter, check_exporter, check_typed, typed,
 };
 pub use connector::{Admission, ConnectorComponent, ConnectorContext, ConnectorFactory, Route};
 pub use consumer::{Consumer, Fanout, FanoutPolicy};

@@ -44,6 +44,9 @@ pub struct JaegerConfig {
     /// default receive limit of Jaeger's collector).
     #[serde(default = "default_max_request")]
     pub max_request_size: ByteSize,
+    /// `authenticator`: the extension whose credentials every request carries.
+    #[serde(default)]
+    pub auth: Option<sluice_core::auth::AuthSettings>,
 }
 
 fn no_compression() -> Compression {
@@ -182,8 +185,11 @@ impl ExporterFactory for JaegerExporterFactory {
         id: &str,
         config: &Value,
         _helper: &mut HelperSettings,
+        context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
-        let c: JaegerConfig = typed(&format!("exporters.{id}"), config)?;
+        let path = format!("exporters.{id}");
+        let c: JaegerConfig = typed(&path, config)?;
+        let auth = context.client_auth(&path, c.auth.as_ref())?;
         let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
         let metadata = sluice_net::metadata(&c.headers)?;
         Ok(BuiltExporter::Push(Arc::new(JaegerExporter {
@@ -192,7 +198,8 @@ impl ExporterFactory for JaegerExporterFactory {
                 POST_SPANS_PATH,
                 metadata,
                 Compressor::new(c.compression, c.compression_params).map_err(BuildError::Other)?,
-            ),
+            )
+            .with_auth(auth),
             max_request: c.max_request_size.bytes() as usize,
         })))
     }

@@ -48,6 +48,10 @@ pub struct LokiConfig {
     /// TLS: `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`.
     #[serde(default)]
     pub tls: TlsClientConfig,
+    /// `authenticator`: the extension whose credentials every request carries
+    /// (`bearertokenauth`, `basicauth` with `client_auth`).
+    #[serde(default)]
+    pub auth: Option<sluice_core::auth::AuthSettings>,
 }
 
 /// How push bodies are encoded.
@@ -321,6 +325,7 @@ struct LokiExporter {
     client: reqwest::Client,
     endpoint: String,
     headers: reqwest::header::HeaderMap,
+    auth: Option<Arc<dyn sluice_core::auth::ClientAuthenticator>>,
     defaults: DefaultLabels,
     encoding: Encoding,
     max_request: usize,
@@ -342,6 +347,7 @@ impl LokiExporter {
         if let Some(tenant) = &request.tenant {
             builder = builder.header(TENANT_HEADER, tenant);
         }
+        let builder = sluice_net::authorize(builder, self.auth.as_ref());
         let answer = sluice_net::send(builder.body(request.body.clone()), &self.endpoint).await?;
         if answer.status.is_success() {
             return Ok(());
@@ -419,13 +425,17 @@ impl ExporterFactory for LokiExporterFactory {
         id: &str,
         config: &Value,
         _helper: &mut HelperSettings,
+        context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
-        let c: LokiConfig = typed(&format!("exporters.{id}"), config)?;
+        let path = format!("exporters.{id}");
+        let c: LokiConfig = typed(&path, config)?;
+        let auth = context.client_auth(&path, c.auth.as_ref())?;
         Ok(BuiltExporter::Push(Arc::new(LokiExporter {
             id: id.to_owned(),
             client: sluice_net::http_client(&c.tls)?,
             endpoint: c.endpoint.clone(),
             headers: sluice_net::http_headers(&c.headers)?,
+            auth,
             defaults: c.default_labels_enabled,
             encoding: c.encoding,
             max_request: c.max_request_size.bytes() as usize,

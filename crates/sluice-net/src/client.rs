@@ -2,12 +2,14 @@
 //! OTLP specification's retry classification of statuses.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use serde::Deserialize;
 use sluice_config::Problem;
+use sluice_core::auth::ClientAuthenticator;
 use sluice_core::{BuildError, ExportError};
 use tonic::metadata::{MetadataKey, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -282,12 +284,23 @@ impl Message {
 }
 
 /// One unary method on one channel, sending and receiving encoded messages.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UnaryClient {
     channel: Channel,
     path: http::uri::PathAndQuery,
     metadata: MetadataMap,
     compressor: Compressor,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
+}
+
+impl std::fmt::Debug for UnaryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnaryClient")
+            .field("path", &self.path)
+            .field("compressor", &self.compressor)
+            .field("auth", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UnaryClient {
@@ -304,7 +317,15 @@ impl UnaryClient {
             path: http::uri::PathAndQuery::from_static(path),
             metadata,
             compressor,
+            auth: None,
         }
+    }
+
+    /// The client with `auth`'s credentials on every call (an exporter's `auth.authenticator`).
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<Arc<dyn ClientAuthenticator>>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// An encoded request made ready to send: compressed when the client compresses. Done once
@@ -359,6 +380,9 @@ impl UnaryClient {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+        if let Some(auth) = &self.auth {
+            crate::http::set_credentials(headers, auth.as_ref());
+        }
         if compressed && let Some(encoding) = self.compressor.encoding() {
             headers.insert("grpc-encoding", HeaderValue::from_static(encoding));
         }

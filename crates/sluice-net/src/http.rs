@@ -3,9 +3,11 @@
 //! `Retry-After` understood in both forms.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use sluice_core::auth::ClientAuthenticator;
 use sluice_core::{BuildError, ExportError};
 
 use crate::TlsClientConfig;
@@ -89,6 +91,40 @@ impl Answer {
             ExportError::retryable(message).with_retry_after(self.retry_after)
         } else {
             ExportError::permanent(message)
+        }
+    }
+}
+
+/// Sets an authenticator's headers on a request; a header it names that HTTP cannot carry is
+/// left out, and logged.
+pub fn set_credentials(headers: &mut http::HeaderMap, auth: &dyn ClientAuthenticator) {
+    for (name, value) in auth.headers() {
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            _ => {
+                tracing::warn!(header = %name, "an authenticator's header cannot be sent; left out")
+            }
+        }
+    }
+}
+
+/// `request` with `auth`'s credentials, when there is an authenticator.
+pub fn authorize(
+    request: reqwest::RequestBuilder,
+    auth: Option<&Arc<dyn ClientAuthenticator>>,
+) -> reqwest::RequestBuilder {
+    match auth {
+        None => request,
+        Some(auth) => {
+            let mut headers = http::HeaderMap::new();
+            set_credentials(&mut headers, auth.as_ref());
+            request.headers(headers)
         }
     }
 }

@@ -15,8 +15,11 @@ pub use client::{
     export_error, metadata, retryable,
 };
 pub use codec::{Coding, GRPC_ACCEPT_ENCODING, RawCodec, decompress, gzip, tonic_accept_encodings};
-pub use http::{Answer, MAX_ANSWER_BYTES, http_client, http_headers, parse_retry_after, send};
-pub use server::{BodyError, ServerAuth, ServerSettings, discard, read_body, serve};
+pub use http::{
+    Answer, MAX_ANSWER_BYTES, authorize, http_client, http_headers, parse_retry_after, send,
+    set_credentials,
+};
+pub use server::{BodyError, ServerAuth, ServerSettings, client_info, discard, read_body, serve};
 pub use status::{
     ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, grpc_status, http_status,
     retry_after_secs, retry_delay, rpc_status,

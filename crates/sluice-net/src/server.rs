@@ -1,8 +1,8 @@
 //! The server side every listener shares, written once for gRPC and HTTP: accepting under a
 //! connection limit, HTTP/1 and HTTP/2 with safe limits and timeouts, closing connections that
 //! sit idle or outlive their age, graceful shutdown, and reading request bodies within a size
-//! cap and a deadline; TLS when the listener has it ([`crate::tls`]). Authentication will be a
-//! layer here.
+//! cap and a deadline; TLS when the listener has it ([`crate::tls`]); authentication, answered
+//! from a request's headers before its body is read.
 
 use std::convert::Infallible;
 use std::pin::pin;
@@ -21,6 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use sluice_core::ConnectionLoad;
+use sluice_core::auth::{AuthRefusal, ServerAuthenticator};
+use sluice_core::client::{AuthInfo, ClientInfo};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -75,9 +77,37 @@ impl ServerSettings {
 #[derive(Clone)]
 pub struct ServerAuth {
     /// The authenticator extension the receiver names.
-    pub authenticator: Arc<dyn sluice_core::auth::ServerAuthenticator>,
+    pub authenticator: Arc<dyn ServerAuthenticator>,
     /// Requests refused (`otelcol_receiver_requests{outcome="unauthenticated"}`).
     pub refused: metrics::Counter,
+    /// Slow checks (see [`ServerAuthenticator::blocks`]) running at once, at most.
+    costly: Arc<Semaphore>,
+}
+
+impl ServerAuth {
+    /// `authenticator` for a listener, counting refusals in `refused`.
+    pub fn new(authenticator: Arc<dyn ServerAuthenticator>, refused: metrics::Counter) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        ServerAuth {
+            authenticator,
+            refused,
+            costly: Arc::new(Semaphore::new(cores)),
+        }
+    }
+}
+
+/// What a receiver with `include_metadata` keeps of a request, and what its authenticator
+/// established: the [`ClientInfo`] its batch carries. Without `include_metadata`, only the
+/// authentication attributes.
+pub fn client_info<B>(request: &Request<B>, include_metadata: bool) -> Option<Arc<ClientInfo>> {
+    let none = AuthInfo::none();
+    let auth = request.extensions().get::<AuthInfo>().unwrap_or(&none);
+    let headers = request
+        .headers()
+        .iter()
+        .filter(|_| include_metadata)
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    ClientInfo::new(headers, auth)
 }
 
 /// A client must complete the TLS handshake within this; a silent one is closed.
@@ -285,7 +315,10 @@ struct Authenticated<S> {
 
 impl<S, B> tower::Service<Request<Incoming>> for Authenticated<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
 {
@@ -297,30 +330,65 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        if let Some(auth) = &self.auth {
-            let value = request
-                .headers()
-                .get(auth.authenticator.header())
-                .map(http::HeaderValue::as_bytes);
-            if let Err(refusal) = auth.authenticator.authenticate(value) {
-                auth.refused.increment(1);
-                self.refusals
-                    .note(&self.name, &format!("request refused: {refusal}"));
-                let response = refusal_response(
-                    self.grpc,
-                    &refusal.to_string(),
-                    auth.authenticator.challenge(),
-                );
-                // The body is dropped unread: HTTP/2 resets the stream, HTTP/1 closes.
-                drop(request);
-                return Box::pin(async move { Ok(response) });
-            }
-        }
-        let response = self.inner.call(request);
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        let Some(auth) = self.auth.clone() else {
+            let response = self.inner.call(request);
+            return Box::pin(async move {
+                let Ok(response) = response.await;
+                Ok(response.map(http_body_util::Either::Left))
+            });
+        };
+        let header = auth.authenticator.header();
+        // The credential is taken out of the request: nothing after this layer (metadata
+        // carried with the data, logs) ever holds it.
+        let value = request.headers_mut().remove(header);
+        let outcome = if auth.authenticator.blocks() {
+            None
+        } else {
+            Some(
+                auth.authenticator
+                    .authenticate(value.as_ref().map(http::HeaderValue::as_bytes)),
+            )
+        };
+        let (mut inner, refusals, name, grpc) = (
+            self.inner.clone(),
+            Arc::clone(&self.refusals),
+            Arc::clone(&self.name),
+            self.grpc,
+        );
         Box::pin(async move {
-            let Ok(response) = response.await;
-            Ok(response.map(http_body_util::Either::Left))
+            let outcome = match outcome {
+                Some(outcome) => outcome,
+                // A slow check (bcrypt) runs on the blocking pool, as many at once as there are
+                // cores, so a flood of wrong passwords queues instead of stalling every listener.
+                None => {
+                    let _permit = auth.costly.acquire().await;
+                    let authenticator = Arc::clone(&auth.authenticator);
+                    tokio::task::spawn_blocking(move || {
+                        authenticator.authenticate(value.as_ref().map(http::HeaderValue::as_bytes))
+                    })
+                    .await
+                    .unwrap_or(Err(AuthRefusal::Invalid))
+                }
+            };
+            match outcome {
+                Ok(info) => {
+                    request.extensions_mut().insert(info);
+                    let Ok(response) = inner.call(request).await;
+                    Ok(response.map(http_body_util::Either::Left))
+                }
+                Err(refusal) => {
+                    auth.refused.increment(1);
+                    refusals.note(&name, &format!("request refused: {refusal}"));
+                    // The body is dropped unread: HTTP/2 resets the stream, HTTP/1 closes.
+                    drop(request);
+                    Ok(refusal_response(
+                        grpc,
+                        &refusal.to_string(),
+                        auth.authenticator.challenge(),
+                    ))
+                }
+            }
         })
     }
 }

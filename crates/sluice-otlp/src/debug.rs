@@ -162,6 +162,7 @@ impl ExporterFactory for DebugExporterFactory {
         id: &str,
         config: &Value,
         _helper: &mut HelperSettings,
+        _context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
         let c: DebugConfig = typed(&format!("exporters.{id}"), config)?;
         Ok(BuiltExporter::Push(Arc::new(DebugExporter {

@@ -10,9 +10,10 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
+use sluice_core::auth::{AuthSettings, ClientAuthenticator};
 use sluice_core::{
-    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
-    Signal, typed,
+    Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterContext, ExporterFactory,
+    HelperSettings, Signal, typed,
 };
 use sluice_net::{
     Compression, CompressionParams, Compressor, Message, TlsClientConfig, UnaryClient,
@@ -52,6 +53,10 @@ pub struct OtlpExporterConfig {
     /// TLS settings.
     #[serde(default)]
     pub tls: TlsClientConfig,
+    /// `authenticator`: the extension whose credentials every request carries
+    /// (`bearertokenauth`, `basicauth` with `client_auth`).
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
 }
 
 fn gzip_default() -> Compression {
@@ -166,7 +171,11 @@ impl Exporter for GrpcExporter {
     }
 }
 
-fn grpc_exporter(id: &str, c: &OtlpExporterConfig) -> Result<GrpcExporter, BuildError> {
+fn grpc_exporter(
+    id: &str,
+    c: &OtlpExporterConfig,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
+) -> Result<GrpcExporter, BuildError> {
     let channel = sluice_net::channel(&c.endpoint, &c.tls)?;
     let metadata = sluice_net::metadata(&c.headers)?;
     let compressor = compressor(c)?;
@@ -177,6 +186,7 @@ fn grpc_exporter(id: &str, c: &OtlpExporterConfig) -> Result<GrpcExporter, Build
             metadata.clone(),
             compressor,
         )
+        .with_auth(auth.clone())
     };
     Ok(GrpcExporter {
         id: id.to_owned(),
@@ -195,6 +205,7 @@ struct HttpExporter {
     urls: [String; 3],
     headers: reqwest::header::HeaderMap,
     compressor: Compressor,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
 }
 
 #[async_trait]
@@ -220,8 +231,8 @@ impl Exporter for HttpExporter {
         if let Some(encoding) = self.compressor.encoding() {
             request = request.header(reqwest::header::CONTENT_ENCODING, encoding);
         }
-        let body = body.clone();
-        let answer = sluice_net::send(request.body(body), url).await?;
+        let request = sluice_net::authorize(request, self.auth.as_ref());
+        let answer = sluice_net::send(request.body(body.clone()), url).await?;
         if answer.status.is_success() {
             if let Some((rejected, message)) = status::decode_partial_success(&answer.body) {
                 tracing::warn!(exporter = %self.id, rejected, message = %message, "partial success: the receiver rejected some items");
@@ -238,7 +249,11 @@ impl Exporter for HttpExporter {
     }
 }
 
-fn http_exporter(id: &str, c: &OtlpExporterConfig) -> Result<HttpExporter, BuildError> {
+fn http_exporter(
+    id: &str,
+    c: &OtlpExporterConfig,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
+) -> Result<HttpExporter, BuildError> {
     let client = sluice_net::http_client(&c.tls)?;
     let headers = sluice_net::http_headers(&c.headers)?;
     let url = |signal| http_url(c, signal).map_err(BuildError::Other);
@@ -252,6 +267,7 @@ fn http_exporter(id: &str, c: &OtlpExporterConfig) -> Result<HttpExporter, Build
         ],
         headers,
         compressor: compressor(c)?,
+        auth,
     })
 }
 
@@ -281,9 +297,12 @@ impl ExporterFactory for OtlpExporterFactory {
         id: &str,
         config: &Value,
         _helper: &mut HelperSettings,
+        context: &ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
-        let c: OtlpExporterConfig = typed(&format!("exporters.{id}"), config)?;
-        Ok(BuiltExporter::Push(Arc::new(grpc_exporter(id, &c)?)))
+        let path = format!("exporters.{id}");
+        let c: OtlpExporterConfig = typed(&path, config)?;
+        let auth = context.client_auth(&path, c.auth.as_ref())?;
+        Ok(BuiltExporter::Push(Arc::new(grpc_exporter(id, &c, auth)?)))
     }
 }
 
@@ -305,9 +324,12 @@ impl ExporterFactory for OtlpHttpExporterFactory {
         id: &str,
         config: &Value,
         _helper: &mut HelperSettings,
+        context: &ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
-        let c: OtlpExporterConfig = typed(&format!("exporters.{id}"), config)?;
-        Ok(BuiltExporter::Push(Arc::new(http_exporter(id, &c)?)))
+        let path = format!("exporters.{id}");
+        let c: OtlpExporterConfig = typed(&path, config)?;
+        let auth = context.client_auth(&path, c.auth.as_ref())?;
+        Ok(BuiltExporter::Push(Arc::new(http_exporter(id, &c, auth)?)))
     }
 }
 

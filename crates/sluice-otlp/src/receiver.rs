@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{ByteSize, HumanDuration, Problem, check_endpoint};
+use sluice_core::auth::AuthSettings;
 use sluice_core::{BuildError, Intake, Receiver, ReceiverFactory, ReceiverOutputs, Signal, typed};
 use sluice_net::TlsServerConfig;
 use tokio::task::JoinHandle;
@@ -77,15 +78,10 @@ pub struct GrpcConfig {
     pub tls: Option<TlsServerConfig>,
     /// `authenticator`: the authenticator extension that admits requests.
     pub auth: Option<AuthSettings>,
-}
-
-/// `auth` on a listener, as in the Collector.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    /// The id of an authenticator extension listed in `service.extensions`
-    /// (`bearertokenauth/in`).
-    pub authenticator: String,
+    /// Keep each request's headers with its data (default `false`), for `from_context`,
+    /// `metadata_keys` and routing by `request[...]`. The authenticator's credential header is
+    /// never kept.
+    pub include_metadata: bool,
 }
 
 impl Default for GrpcConfig {
@@ -100,6 +96,7 @@ impl Default for GrpcConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
             auth: None,
+            include_metadata: false,
         }
     }
 }
@@ -162,6 +159,10 @@ pub struct HttpConfig {
     pub tls: Option<TlsServerConfig>,
     /// `authenticator`: the authenticator extension that admits requests.
     pub auth: Option<AuthSettings>,
+    /// Keep each request's headers with its data (default `false`), for `from_context`,
+    /// `metadata_keys` and routing by `request[...]`. The authenticator's credential header is
+    /// never kept.
+    pub include_metadata: bool,
 }
 
 /// Connections one listener serves at once unless configured.
@@ -188,6 +189,7 @@ impl Default for HttpConfig {
             max_concurrent_streams: DEFAULT_MAX_STREAMS,
             tls: None,
             auth: None,
+            include_metadata: false,
         }
     }
 }
@@ -326,15 +328,15 @@ impl Receiver for OtlpReceiver {
                             self.id, a.authenticator
                         ))
                     })?;
-                    Ok::<_, BuildError>(sluice_net::ServerAuth {
+                    Ok::<_, BuildError>(sluice_net::ServerAuth::new(
                         authenticator,
-                        refused: metrics::counter!(
+                        metrics::counter!(
                             sluice_core::metrics::RECEIVER_REQUESTS,
                             "receiver" => self.id.clone(),
                             "transport" => transport,
                             "outcome" => "unauthenticated"
                         ),
-                    })
+                    ))
                 })
                 .transpose()
         };

@@ -620,6 +620,7 @@ impl ExporterFactory for PostgresExporterFactory {
         id: &str,
         config: &Value,
         helper: &mut HelperSettings,
+        _context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
         let path = format!("exporters.{id}");
         let c: PostgresConfig = typed(&path, config)?;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_config::Problem;
+use sluice_core::client::ClientInfo;
 
 /// One action on an attribute list.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,8 +24,10 @@ pub struct Action {
     /// `default_value` is set).
     #[serde(default)]
     pub from_attribute: Option<String>,
-    /// Take the value from the request's metadata (`metadata.*`, `auth.*`, `client.address`).
-    /// Refused: sluice does not carry request metadata yet.
+    /// Take the value from the client that sent the data: `metadata.<header>` (the receiver
+    /// needs `include_metadata: true`) or `auth.<attribute>` (`auth.username` from `basicauth`).
+    /// Several header values are joined with `;`. Before a `batch` processor, or after one with
+    /// `metadata_keys` naming the header.
     #[serde(default)]
     pub from_context: Option<String>,
     /// The value used when `from_attribute` finds nothing.
@@ -66,6 +69,8 @@ pub enum ActionKind {
 enum Source {
     Literal(any_value::Value),
     Attribute(String, Option<any_value::Value>),
+    /// `from_context`, and the default when the client has no such value.
+    Context(String, Option<any_value::Value>),
     None,
 }
 
@@ -119,11 +124,19 @@ pub(crate) fn compile(path: &str, actions: &[Action]) -> Result<Vec<Compiled>, V
         if a.key.as_deref() == Some("") {
             error("key", "must not be empty".into());
         }
-        if a.from_context.is_some() {
-            error(
+        match a.from_context.as_deref() {
+            Some("client.address") => error(
                 "from_context",
-                "not supported yet: sluice does not carry request metadata (`include_metadata`) to processors".into(),
-            );
+                "`client.address` is not carried with the data; use a header (`metadata.x-forwarded-for`) or `auth.*`".into(),
+            ),
+            Some(c) if c.is_empty() || c == "metadata." || c == "auth." => {
+                error("from_context", "names no header or attribute".into());
+            }
+            Some(_) if a.value.is_some() || a.from_attribute.is_some() => error(
+                "",
+                "set one of `value`, `from_attribute` and `from_context`".into(),
+            ),
+            _ => {}
         }
         let sets = matches!(
             a.action,
@@ -156,6 +169,9 @@ pub(crate) fn compile(path: &str, actions: &[Action]) -> Result<Vec<Compiled>, V
                 }
             },
             (None, Some(from)) => Source::Attribute(from.clone(), default.clone()),
+            (None, None) if a.from_context.is_some() => {
+                Source::Context(a.from_context.clone().unwrap_or_default(), default.clone())
+            }
             (None, None) => match default.clone() {
                 Some(d) => Source::Literal(d),
                 None => Source::None,
@@ -164,16 +180,25 @@ pub(crate) fn compile(path: &str, actions: &[Action]) -> Result<Vec<Compiled>, V
         if sets && a.key.is_none() {
             error("key", format!("action `{name}` needs a `key`"));
         }
-        if sets && matches!(source, Source::None) && a.from_context.is_none() {
+        if sets && matches!(source, Source::None) {
             error(
                 "",
-                format!("action `{name}` needs `value`, `from_attribute` or `default_value`"),
+                format!(
+                    "action `{name}` needs `value`, `from_attribute`, `from_context` or `default_value`"
+                ),
             );
         }
-        if !sets && (a.value.is_some() || a.from_attribute.is_some() || a.default_value.is_some()) {
+        if !sets
+            && (a.value.is_some()
+                || a.from_attribute.is_some()
+                || a.from_context.is_some()
+                || a.default_value.is_some())
+        {
             error(
                 "",
-                format!("action `{name}` takes no `value`, `from_attribute` or `default_value`"),
+                format!(
+                    "action `{name}` takes no `value`, `from_attribute`, `from_context` or `default_value`"
+                ),
             );
         }
         let pattern = match a.pattern.as_deref().map(Regex::new) {
@@ -307,8 +332,12 @@ pub(crate) fn value_of<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a 
         .and_then(|v| v.value.as_ref())
 }
 
-/// Applies the actions in order to one attribute list; whether it changed.
-pub(crate) fn apply(actions: &[Compiled], attributes: &mut Vec<KeyValue>) -> bool {
+/// Applies the actions in order to one attribute list of data `client` sent; whether it changed.
+pub(crate) fn apply(
+    actions: &[Compiled],
+    attributes: &mut Vec<KeyValue>,
+    client: Option<&ClientInfo>,
+) -> bool {
     let before = attributes.clone();
     for action in actions {
         let key = action.key.as_deref().unwrap_or_default();
@@ -327,6 +356,10 @@ pub(crate) fn apply(actions: &[Compiled], attributes: &mut Vec<KeyValue>) -> boo
                     Source::Literal(v) => Some(v.clone()),
                     Source::Attribute(from, default) => value_of(attributes, from)
                         .cloned()
+                        .or_else(|| default.clone()),
+                    Source::Context(name, default) => client
+                        .and_then(|c| c.lookup(name))
+                        .map(any_value::Value::StringValue)
                         .or_else(|| default.clone()),
                     Source::None => None,
                 };
@@ -427,7 +460,7 @@ mod tests {
             kv("tmp.a", s("1")),
             kv("tmp.b", s("2")),
         ];
-        assert!(apply(&a, &mut attrs));
+        assert!(apply(&a, &mut attrs, None));
         assert_eq!(
             attrs,
             vec![
@@ -442,7 +475,7 @@ mod tests {
         let update =
             actions(serde_json::json!([{"key": "absent", "value": 1, "action": "update"}]));
         let mut attrs = vec![kv("a", s("1"))];
-        assert!(!apply(&update, &mut attrs));
+        assert!(!apply(&update, &mut attrs, None));
     }
 
     #[test]
@@ -455,7 +488,7 @@ mod tests {
             kv("user", s("alice")),
             kv("n", any_value::Value::IntValue(1)),
         ];
-        apply(&a, &mut attrs);
+        apply(&a, &mut attrs, None);
         assert_eq!(
             attrs[0],
             kv(
@@ -487,7 +520,7 @@ mod tests {
             kv("ratio", any_value::Value::DoubleValue(0.5)),
             kv("bad", s("not a number")),
         ];
-        apply(&a, &mut attrs);
+        apply(&a, &mut attrs, None);
         assert_eq!(
             attrs,
             vec![
@@ -502,14 +535,46 @@ mod tests {
     }
 
     #[test]
+    fn from_context_takes_the_clients_header_or_auth_attribute() {
+        let list: Vec<Action> = serde_json::from_value(serde_json::json!([
+            {"key": "tenant", "from_context": "metadata.X-Tenant-Id", "action": "upsert"},
+            {"key": "user", "from_context": "auth.username", "action": "insert"},
+            {"key": "region", "from_context": "metadata.x-region", "default_value": "none", "action": "insert"},
+            {"key": "absent", "from_context": "metadata.x-absent", "action": "insert"},
+        ]))
+        .unwrap();
+        let a = compile("actions", &list).unwrap();
+        let client = ClientInfo::new(
+            [("x-tenant-id", &b"acme"[..]), ("x-tenant-id", &b"beta"[..])],
+            &sluice_core::client::AuthInfo::none().with("username", "ann"),
+        )
+        .unwrap();
+        let mut attrs = vec![kv("tenant", s("spoofed"))];
+        assert!(apply(&a, &mut attrs, Some(&client)));
+        assert_eq!(
+            attrs,
+            vec![
+                kv("tenant", s("acme;beta")),
+                kv("user", s("ann")),
+                kv("region", s("none")),
+            ]
+        );
+        // Data with no client info gets only the defaults.
+        let mut attrs = Vec::new();
+        apply(&a, &mut attrs, None);
+        assert_eq!(attrs, vec![kv("region", s("none"))]);
+    }
+
+    #[test]
     fn invalid_actions_are_reported_with_paths() {
         let list: Vec<Action> = serde_json::from_value(serde_json::json!([
             {"key": "a", "action": "insert"},
             {"key": "b", "pattern": "[", "action": "delete"},
             {"key": "c", "pattern": "(no names)", "action": "extract"},
             {"key": "d", "converted_type": "float", "action": "convert"},
-            {"key": "e", "from_context": "metadata.tenant", "action": "upsert"},
+            {"key": "e", "from_context": "client.address", "action": "upsert"},
             {"action": "hash"},
+            {"key": "g", "from_context": "auth.username", "action": "delete"},
         ]))
         .unwrap();
         let text: Vec<String> = compile("processors.attributes.actions", &list)
@@ -520,12 +585,13 @@ mod tests {
         assert_eq!(
             text,
             [
-                "error: processors.attributes.actions[0]: action `insert` needs `value`, `from_attribute` or `default_value`",
+                "error: processors.attributes.actions[0]: action `insert` needs `value`, `from_attribute`, `from_context` or `default_value`",
                 "error: processors.attributes.actions[1].pattern: not a valid regular expression: regex parse error:\n    [\n    ^\nerror: unclosed character class",
                 "error: processors.attributes.actions[2].pattern: action `extract` needs named groups (`(?P<name>...)`)",
                 "error: processors.attributes.actions[3].converted_type: `float` is not a type; use int, double or string",
-                "error: processors.attributes.actions[4].from_context: not supported yet: sluice does not carry request metadata (`include_metadata`) to processors",
+                "error: processors.attributes.actions[4].from_context: `client.address` is not carried with the data; use a header (`metadata.x-forwarded-for`) or `auth.*`",
                 "error: processors.attributes.actions[5]: action `hash` needs a `key` or a `pattern`",
+                "error: processors.attributes.actions[6]: action `delete` takes no `value`, `from_attribute`, `from_context` or `default_value`",
             ]
         );
     }

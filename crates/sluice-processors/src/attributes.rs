@@ -22,6 +22,7 @@ use sluice_core::{
 };
 
 use crate::actions::{self, Action, Compiled, apply};
+use sluice_core::client::ClientInfo;
 
 /// `processors.attributes`.
 #[derive(Debug, Clone, Deserialize)]
@@ -509,30 +510,31 @@ impl Rules {
     }
 
     /// The item's new encoding, or `None` when the actions left it as it was.
-    fn apply(&self, item: &Item<'_>) -> Option<Vec<u8>> {
+    fn apply(&self, item: &Item<'_>, client: Option<&ClientInfo>) -> Option<Vec<u8>> {
         let a = &self.actions;
         match item {
             Item::Span(span) => {
                 let mut decoded = span.decode();
-                apply(a, &mut decoded.attributes).then(|| decoded.encode_to_vec())
+                apply(a, &mut decoded.attributes, client).then(|| decoded.encode_to_vec())
             }
             Item::Log(log) => {
                 let mut decoded = log.decode();
-                apply(a, &mut decoded.attributes).then(|| decoded.encode_to_vec())
+                apply(a, &mut decoded.attributes, client).then(|| decoded.encode_to_vec())
             }
-            Item::Point(point) => point.edit(|attributes, _| apply(a, attributes)),
+            Item::Point(point) => point.edit(|attributes, _| apply(a, attributes, client)),
         }
     }
 }
 
-struct Apply<'a>(&'a Rules);
+/// The rules, and who sent the batch they edit.
+struct Apply<'a>(&'a Rules, Option<Arc<ClientInfo>>);
 
 impl Editor for Apply<'_> {
     fn item(&mut self, context: &Context<'_>, item: &Item<'_>) -> Verdict {
         if !self.0.selects(context, item) {
             return Verdict::Keep;
         }
-        match self.0.apply(item) {
+        match self.0.apply(item, self.1.as_deref()) {
             Some(encoded) => Verdict::Replace(encoded),
             None => Verdict::Keep,
         }
@@ -552,7 +554,8 @@ impl Processor for AttributesProcessor {
         let rules = Arc::clone(&self.rules);
         let size = batch.size();
         let batch = sluice_core::blocking::off_workers(size, OFF_WORKERS_ABOVE, move || {
-            batch.edit(&mut Apply(&rules))
+            let client = batch.client().cloned();
+            batch.edit(&mut Apply(&rules, client))
         })
         .await
         .ok_or_else(|| ConsumeError::internal("the attributes processor failed"))?;

@@ -8,7 +8,11 @@
 //! error, so back-pressure still reaches clients and nothing admitted is dropped for it. Only a
 //! permanent refusal drops a batch, counted and logged. Memory stays bounded by the memory
 //! limiter's reservations, which the held batches keep.
+//!
+//! With `metadata_keys`, one batcher shard per combination of those request headers' values
+//! (a tenant, say): tenants never share a batch, and each batch carries its values on.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,6 +22,7 @@ use metrics::{Counter, Histogram};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::{HumanDuration, Problem};
+use sluice_core::client::ClientInfo;
 use sluice_core::{
     Batch, BatchBuilder, BuildError, ConsumeError, Instance, Output, PipelineContext, Processor,
     ProcessorComponent, ProcessorFactory, Signal, metrics as names, typed,
@@ -37,6 +42,14 @@ pub struct BatchConfig {
     /// Upper bound on items per batch; larger ones are split exactly (default `0`, no bound).
     /// Must be at least `send_batch_size` when set.
     pub send_batch_max_size: usize,
+    /// Request metadata keys (headers a receiver with `include_metadata` kept) whose values
+    /// partition the batches: data of two tenants never shares one. Each batch carries those
+    /// keys' values on, for processors and connectors after it. Empty (the default): one batch
+    /// for everything, carrying no client metadata, as in the Collector.
+    pub metadata_keys: Vec<String>,
+    /// Distinct value combinations of `metadata_keys` batched at once, at most (default `1000`);
+    /// data bringing one more is refused, permanently.
+    pub metadata_cardinality_limit: usize,
 }
 
 impl Default for BatchConfig {
@@ -45,6 +58,8 @@ impl Default for BatchConfig {
             send_batch_size: 8192,
             timeout: HumanDuration::from_millis(200),
             send_batch_max_size: 0,
+            metadata_keys: Vec::new(),
+            metadata_cardinality_limit: 1000,
         }
     }
 }
@@ -61,7 +76,84 @@ impl BatchConfig {
                 ),
             ));
         }
+        for (i, key) in self.metadata_keys.iter().enumerate() {
+            let valid = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                problems.push(Problem::error(
+                    format!("{path}.metadata_keys[{i}]"),
+                    format!("`{key}` is not a header name"),
+                ));
+            }
+        }
+        if !self.metadata_keys.is_empty() && self.metadata_cardinality_limit == 0 {
+            problems.push(Problem::error(
+                format!("{path}.metadata_cardinality_limit"),
+                "must be at least 1 with metadata_keys",
+            ));
+        }
         problems
+    }
+}
+
+/// One partition of the batcher: the data of one combination of `metadata_keys` values.
+struct Shard {
+    /// What batches of this shard carry on.
+    client: Option<Arc<ClientInfo>>,
+    builder: BatchBuilder,
+    /// When its oldest data must go, if it holds any.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// The shards, found by their metadata values.
+struct Shards {
+    keys: Vec<String>,
+    shards: Vec<Shard>,
+    index: HashMap<ClientInfo, usize>,
+}
+
+impl Shards {
+    fn new(signal: Signal, keys: Vec<String>) -> Self {
+        let first = Shard {
+            client: None,
+            builder: BatchBuilder::new(signal),
+            deadline: None,
+        };
+        let mut index = HashMap::new();
+        index.insert(ClientInfo::default(), 0);
+        Shards {
+            keys,
+            shards: vec![first],
+            index,
+        }
+    }
+
+    /// The shard `batch` goes to (made when new).
+    fn of(&mut self, batch: &Batch) -> &mut Shard {
+        if self.keys.is_empty() {
+            return &mut self.shards[0];
+        }
+        let key = batch
+            .client()
+            .map(|c| c.only(&self.keys))
+            .unwrap_or_default();
+        let next = self.shards.len();
+        let i = *self.index.entry(key.clone()).or_insert(next);
+        if i == next {
+            self.shards.push(Shard {
+                client: Some(Arc::new(key)),
+                builder: BatchBuilder::new(batch.signal()),
+                deadline: None,
+            });
+        }
+        &mut self.shards[i]
+    }
+
+    /// The earliest deadline.
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.shards.iter().filter_map(|s| s.deadline).min()
     }
 }
 
@@ -111,46 +203,55 @@ impl Batcher {
         mut rx: mpsc::Receiver<Batch>,
         shutdown: CancellationToken,
     ) {
-        let mut builder = BatchBuilder::new(signal);
+        let mut shards = Shards::new(signal, self.config.metadata_keys.clone());
         let timeout = self.config.timeout.get();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 message = rx.recv() => {
                     let Some(batch) = message else { break };
-                    if builder.is_empty() {
-                        deadline = Some(tokio::time::Instant::now() + timeout);
+                    let shard = shards.of(&batch);
+                    if shard.builder.is_empty() {
+                        shard.deadline = Some(tokio::time::Instant::now() + timeout);
                     }
-                    builder.push(batch);
-                    if timeout.is_zero() || builder.items() >= self.config.send_batch_size {
+                    shard.builder.push(batch);
+                    if timeout.is_zero() || shard.builder.items() >= self.config.send_batch_size {
                         let trigger = if timeout.is_zero() { Trigger::Timeout } else { Trigger::Size };
-                        self.flush(&mut builder, trigger).await;
-                        deadline = None;
+                        self.flush(shard, trigger).await;
                     }
+                    deadline = shards.next_deadline();
                 }
                 () = sleep_until(deadline) => {
-                    self.flush(&mut builder, Trigger::Timeout).await;
-                    deadline = None;
+                    let now = tokio::time::Instant::now();
+                    for shard in &mut shards.shards {
+                        if shard.deadline.is_some_and(|d| d <= now) {
+                            self.flush(shard, Trigger::Timeout).await;
+                        }
+                    }
+                    deadline = shards.next_deadline();
                 }
                 () = shutdown.cancelled() => {
                     rx.close();
                     while let Ok(batch) = rx.try_recv() {
-                        builder.push(batch);
+                        shards.of(&batch).builder.push(batch);
                     }
                     break;
                 }
             }
         }
-        self.flush(&mut builder, Trigger::Shutdown).await;
+        for shard in &mut shards.shards {
+            self.flush(shard, Trigger::Shutdown).await;
+        }
         // Wait for sends under way so that shutdown hands everything to the exporters.
         let _ = self.sends.acquire_many(MAX_CONCURRENT_SENDS as u32).await;
     }
 
-    async fn flush(self: &Arc<Self>, builder: &mut BatchBuilder, trigger: Trigger) {
-        if builder.is_empty() {
+    async fn flush(self: &Arc<Self>, shard: &mut Shard, trigger: Trigger) {
+        shard.deadline = None;
+        if shard.builder.is_empty() {
             return;
         }
-        let mut batch = builder.take();
+        let mut batch = shard.builder.take().with_client(shard.client.clone());
         let max = self.config.send_batch_max_size;
         let mut parts = Vec::new();
         while max > 0 && batch.items() > max {
@@ -224,6 +325,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 struct BatchProcessor {
     tx: mpsc::Sender<Batch>,
     stalled: Arc<AtomicUsize>,
+    /// With `metadata_keys`: the value combinations seen, and how many may be.
+    combinations: Option<(std::sync::Mutex<HashSet<ClientInfo>>, Vec<String>, usize)>,
 }
 
 #[async_trait]
@@ -233,6 +336,18 @@ impl Processor for BatchProcessor {
             return Err(ConsumeError::unavailable(
                 "the pipeline behind the batch processor is refusing data",
             ));
+        }
+        if let Some((seen, keys, limit)) = &self.combinations {
+            let key = batch.client().map(|c| c.only(keys)).unwrap_or_default();
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&key) {
+                if seen.len() >= *limit {
+                    return Err(ConsumeError::invalid(format!(
+                        "too many combinations of metadata_keys values (metadata_cardinality_limit {limit})"
+                    )));
+                }
+                seen.insert(key);
+            }
         }
         match self.tx.try_send(batch) {
             Ok(()) => Ok(None),
@@ -300,7 +415,17 @@ impl ProcessorComponent for BatchComponent {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(batcher.run(ctx.signal, rx, ctx.shutdown));
         Ok(Instance {
-            processor: Arc::new(BatchProcessor { tx, stalled }),
+            processor: Arc::new(BatchProcessor {
+                tx,
+                stalled,
+                combinations: (!self.config.metadata_keys.is_empty()).then(|| {
+                    (
+                        std::sync::Mutex::new(HashSet::new()),
+                        self.config.metadata_keys.clone(),
+                        self.config.metadata_cardinality_limit,
+                    )
+                }),
+            }),
             tasks: vec![task],
         })
     }
@@ -318,6 +443,8 @@ mod tests {
 
     struct Sink {
         got: std::sync::Mutex<Vec<usize>>,
+        /// The `x-tenant` each batch carried on.
+        tenants: std::sync::Mutex<Vec<Option<String>>>,
         refuse: std::sync::atomic::AtomicBool,
     }
 
@@ -332,6 +459,10 @@ mod tests {
                 return Err(ConsumeError::unavailable("queue full"));
             }
             self.got.lock().unwrap().push(batch.items());
+            self.tenants
+                .lock()
+                .unwrap()
+                .push(batch.client().and_then(|c| c.lookup("x-tenant")));
             Ok(())
         }
     }
@@ -362,6 +493,7 @@ mod tests {
     ) {
         let sink = Arc::new(Sink {
             got: std::sync::Mutex::new(Vec::new()),
+            tenants: std::sync::Mutex::new(Vec::new()),
             refuse: std::sync::atomic::AtomicBool::new(refuse),
         });
         let shutdown = CancellationToken::new();
@@ -397,6 +529,64 @@ mod tests {
         batcher.consume(logs(16)).await.unwrap();
         settle().await;
         assert_eq!(*sink.got.lock().unwrap(), [10, 10, 3]);
+    }
+
+    fn from(tenant: Option<&str>, user_agent: &str, n: usize) -> Batch {
+        let mut headers = vec![("user-agent", user_agent.as_bytes())];
+        headers.extend(tenant.map(|t| ("X-Tenant", t.as_bytes())));
+        logs(n).with_client(ClientInfo::new(
+            headers,
+            &sluice_core::client::AuthInfo::none().with("username", "u"),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn metadata_keys_keep_tenants_apart_and_carry_only_their_values() {
+        let (batcher, sink, _, _) = build(
+            serde_json::json!({"timeout": "100ms", "metadata_keys": ["x-tenant"], "metadata_cardinality_limit": 3}),
+            false,
+        );
+        batcher.consume(from(Some("acme"), "a", 2)).await.unwrap();
+        batcher.consume(from(Some("beta"), "b", 3)).await.unwrap();
+        batcher.consume(from(Some("acme"), "c", 4)).await.unwrap();
+        batcher.consume(from(None, "d", 5)).await.unwrap();
+        // A third tenant passes the limit of three combinations (the empty one counts).
+        let refused = batcher
+            .consume(from(Some("gamma"), "e", 1))
+            .await
+            .unwrap_err();
+        assert!(!refused.is_retryable(), "{refused:?}");
+        assert!(refused.message.contains("metadata_cardinality_limit 3"));
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        settle().await;
+        let mut got: Vec<(usize, Option<String>)> = sink
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .zip(sink.tenants.lock().unwrap().iter().cloned())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (3, Some("beta".to_owned())),
+                (5, None),
+                (6, Some("acme".to_owned())),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_metadata_keys_one_batch_carries_no_client() {
+        let (batcher, sink, _, _) = build(serde_json::json!({"timeout": "100ms"}), false);
+        batcher.consume(from(Some("acme"), "a", 2)).await.unwrap();
+        batcher.consume(from(Some("beta"), "b", 3)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        settle().await;
+        assert_eq!(*sink.got.lock().unwrap(), [5]);
+        assert_eq!(*sink.tenants.lock().unwrap(), [None]);
     }
 
     #[tokio::test(start_paused = true)]

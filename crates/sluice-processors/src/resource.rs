@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_config::Problem;
+use sluice_core::client::ClientInfo;
 use sluice_core::view::{self, Editor, Reach, Verdict};
 use sluice_core::{
     Batch, BuildError, ConsumeError, Instance, PipelineContext, Processor, ProcessorComponent,
@@ -34,8 +35,9 @@ struct ResourceProcessor {
     actions: Arc<Vec<Compiled>>,
 }
 
-/// Applies the actions to each resource; only the `Resource` message is decoded.
-struct Apply<'a>(&'a [Compiled]);
+/// Applies the actions to each resource of data the client sent; only the `Resource` message
+/// is decoded.
+struct Apply<'a>(&'a [Compiled], Option<Arc<ClientInfo>>);
 
 impl Editor for Apply<'_> {
     fn reach(&self) -> Reach {
@@ -44,7 +46,7 @@ impl Editor for Apply<'_> {
 
     fn resource(&mut self, view: &view::Resource<'_>) -> Verdict {
         let mut resource = view.decode();
-        if apply(self.0, &mut resource.attributes) {
+        if apply(self.0, &mut resource.attributes, self.1.as_deref()) {
             Verdict::resource(view, &resource)
         } else {
             Verdict::Keep
@@ -55,7 +57,8 @@ impl Editor for Apply<'_> {
 #[async_trait]
 impl Processor for ResourceProcessor {
     async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
-        Ok(Some(batch.edit(&mut Apply(&self.actions))))
+        let client = batch.client().cloned();
+        Ok(Some(batch.edit(&mut Apply(&self.actions, client))))
     }
 }
 
@@ -125,7 +128,7 @@ mod tests {
         );
         assert_eq!(
             problems[0].to_string(),
-            "error: processors.resource.attributes[0]: action `insert` needs `value`, `from_attribute` or `default_value`"
+            "error: processors.resource.attributes[0]: action `insert` needs `value`, `from_attribute`, `from_context` or `default_value`"
         );
     }
 }

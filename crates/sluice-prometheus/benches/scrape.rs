@@ -23,7 +23,12 @@ use tokio_util::sync::CancellationToken;
 fn exporter(port: u16) -> Arc<dyn DirectExporter> {
     let config = serde_json::json!({"endpoint": format!("127.0.0.1:{port}")});
     match ScrapeExporterFactory
-        .build("prometheus", &config, &mut HelperSettings::default())
+        .build(
+            "prometheus",
+            &config,
+            &mut HelperSettings::default(),
+            &sluice_core::ExporterContext::default(),
+        )
         .unwrap()
     {
         BuiltExporter::Direct(e) => e,

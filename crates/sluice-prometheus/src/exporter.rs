@@ -69,6 +69,10 @@ pub struct RemoteWriteConfig {
     /// TLS: `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`.
     #[serde(default)]
     pub tls: TlsClientConfig,
+    /// `authenticator`: the extension whose credentials every request carries
+    /// (`bearertokenauth`, `basicauth` with `client_auth`).
+    #[serde(default)]
+    pub auth: Option<sluice_core::auth::AuthSettings>,
 }
 
 /// `translation_strategy`: how OTLP names become Prometheus names (the Collector's newer key,
@@ -306,6 +310,7 @@ struct RemoteWriteExporter {
     client: reqwest::Client,
     endpoint: String,
     headers: reqwest::header::HeaderMap,
+    auth: Option<Arc<dyn sluice_core::auth::ClientAuthenticator>>,
     options: TranslateOptions,
     shards: usize,
     max_request: usize,
@@ -323,6 +328,7 @@ impl RemoteWriteExporter {
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
             .body(compressed);
+        let request = sluice_net::authorize(request, self.auth.as_ref());
         let answer = sluice_net::send(request, &self.endpoint).await?;
         if answer.status.is_success() {
             return Ok(());
@@ -394,8 +400,11 @@ impl ExporterFactory for RemoteWriteExporterFactory {
         id: &str,
         config: &Value,
         helper: &mut HelperSettings,
+        context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
-        let c: RemoteWriteConfig = typed(&format!("exporters.{id}"), config)?;
+        let path = format!("exporters.{id}");
+        let c: RemoteWriteConfig = typed(&path, config)?;
+        let auth = context.client_auth(&path, c.auth.as_ref())?;
         let client = sluice_net::http_client(&c.tls)?;
         let headers = sluice_net::http_headers(&c.headers)?;
         // One queue consumer, so that samples stay in order; `remote_write_queue.num_consumers`
@@ -406,6 +415,7 @@ impl ExporterFactory for RemoteWriteExporterFactory {
             client,
             endpoint: c.endpoint.clone(),
             headers,
+            auth,
             options: c.options(),
             shards: c.remote_write_queue.num_consumers,
             max_request: c.max_batch_size_bytes.bytes() as usize,

@@ -553,6 +553,7 @@ impl ExporterFactory for ScrapeExporterFactory {
         id: &str,
         config: &Value,
         _helper: &mut HelperSettings,
+        _context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
         let path = format!("exporters.{id}");
         let c: ScrapeConfig = typed(&path, config)?;

@@ -55,6 +55,7 @@ impl Registry {
             extensions: vec![
                 Arc::new(HealthCheckFactory),
                 Arc::new(sluice_auth::BearerTokenAuthFactory),
+                Arc::new(sluice_auth::BasicAuthFactory),
             ],
         }
     }

@@ -78,7 +78,7 @@ impl Service {
         mut side_tasks: Vec<JoinHandle<()>>,
         last: CancellationToken,
     ) -> anyhow::Result<Service> {
-        let (extension_tasks, authenticators) =
+        let (extension_tasks, authenticators, exporter_context) =
             start_extensions(config, registry, &status, &last).await?;
         side_tasks.extend(extension_tasks);
         let receivers = CancellationToken::new();
@@ -125,6 +125,7 @@ impl Service {
                         factory.as_ref(),
                         exporter_id,
                         &config.exporters[exporter_id],
+                        &exporter_context,
                     )?)
                 })?;
                 let (exporter, settings) = match exporter {
@@ -541,10 +542,12 @@ impl Consumer for ReaderOnly {
 }
 
 /// Builds and starts the extensions `service.extensions` lists, in order; they stop last.
-/// The running extensions' tasks, and those of them that are authenticators, by id.
+/// The running extensions' tasks, those of them that authenticate servers' clients, by id,
+/// and those that authenticate exporters, for building them.
 type Extensions = (
     Vec<JoinHandle<()>>,
     BTreeMap<String, Arc<dyn sluice_core::auth::ServerAuthenticator>>,
+    sluice_core::ExporterContext,
 );
 
 async fn start_extensions(
@@ -558,6 +561,7 @@ async fn start_extensions(
     };
     let mut tasks = Vec::new();
     let mut authenticators = BTreeMap::new();
+    let mut exporters = sluice_core::ExporterContext::default();
     for id in &config.service.extensions {
         let factory = registry
             .extension(&type_of(id)?)
@@ -574,8 +578,11 @@ async fn start_extensions(
         if let Some(authenticator) = extension.server_authenticator() {
             authenticators.insert(id.clone(), authenticator);
         }
+        if let Some(authenticator) = extension.client_authenticator() {
+            exporters.authenticators.insert(id.clone(), authenticator);
+        }
     }
-    Ok((tasks, authenticators))
+    Ok((tasks, authenticators, exporters))
 }
 
 /// Pipeline ids in an order where every pipeline comes after the pipelines it feeds through

@@ -34,6 +34,7 @@ struct ExportService {
     intake: Arc<Intake>,
     max_message_size: usize,
     read_timeout: Duration,
+    include_metadata: bool,
 }
 
 impl tower::Service<Request<hyper::body::Incoming>> for ExportService {
@@ -72,6 +73,7 @@ impl ExportService {
             return Err(Status::unimplemented(format!("{path} is not served here")));
         };
         let coding = compression(request.headers())?;
+        let client = sluice_net::client_info(&request, self.include_metadata);
         // Refused under memory pressure before anything is read; then the message is counted
         // from its first byte and admitted whole by the length its prefix declares.
         let connection = request.extensions().get::<ConnectionLoad>().cloned();
@@ -115,7 +117,7 @@ impl ExportService {
         drop(body);
         let accepted = self
             .intake
-            .accept(signal, "grpc", message, upload)
+            .accept(signal, "grpc", message, upload, client)
             .await
             .map_err(|e| status::grpc_status(&e))?;
         Ok(status::encode_response(
@@ -281,6 +283,7 @@ pub(crate) async fn serve(
         intake,
         max_message_size: max,
         read_timeout: config.read_timeout.get(),
+        include_metadata: config.include_metadata,
     };
     // gRPC is HTTP/2: ALPN offers `h2` alone.
     let tls = sluice_net::TlsServerConfig::for_listener(

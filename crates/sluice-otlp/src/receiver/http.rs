@@ -44,6 +44,7 @@ struct AppState {
     intake: Arc<Intake>,
     max_body: usize,
     read_timeout: Duration,
+    include_metadata: bool,
 }
 
 /// An HTTP failure: status, message, and the encoding its `google.rpc.Status` body takes.
@@ -239,6 +240,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     // Admitted by its declared length before any of the body is read; a chunked body is counted
     // as it arrives.
     let connection = request.extensions().get::<ConnectionLoad>().cloned();
+    let client = sluice_net::client_info(&request, state.include_metadata);
     let mut upload = match state
         .intake
         .begin(signal, "http", hint, connection.as_ref())
@@ -275,7 +277,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     };
     let accepted = state
         .intake
-        .accept(signal, "http", data, upload)
+        .accept(signal, "http", data, upload, client)
         .await
         .map_err(|e| Failure::from_consume(encoding, &e))?;
     let body: Vec<u8> = match encoding {
@@ -353,6 +355,7 @@ pub(crate) async fn serve(
         intake,
         max_body: config.max_request_body_size.bytes() as usize,
         read_timeout: config.read_timeout.get(),
+        include_metadata: config.include_metadata,
     };
     let mut router = Router::new();
     for signal in Signal::ALL {

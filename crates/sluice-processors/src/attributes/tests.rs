@@ -78,7 +78,7 @@ fn actions_apply_only_to_the_items_include_selects_and_exclude_spares() {
             span("SELECT", span::SpanKind::Client, vec![]),
         ],
     );
-    let out = spans_of(&batch.edit(&mut Apply(&r)));
+    let out = spans_of(&batch.edit(&mut Apply(&r, None)));
     assert_eq!(out[0].attributes, vec![kv("tier", s("web"))]);
     assert!(out[1].attributes.is_empty(), "excluded by name");
     assert!(out[2].attributes.is_empty(), "not a server span");
@@ -87,7 +87,7 @@ fn actions_apply_only_to_the_items_include_selects_and_exclude_spares() {
         vec![span("GET /", span::SpanKind::Server, vec![])],
     );
     assert!(
-        spans_of(&other.edit(&mut Apply(&r)))[0]
+        spans_of(&other.edit(&mut Apply(&r, None)))[0]
             .attributes
             .is_empty()
     );
@@ -117,7 +117,7 @@ fn attribute_resource_and_library_conditions_follow_match_type() {
         span::SpanKind::Server,
         vec![kv("http.status_code", any_value::Value::IntValue(500))],
     );
-    let out = spans_of(&traces("checkout", vec![hit, miss]).edit(&mut Apply(&strict)));
+    let out = spans_of(&traces("checkout", vec![hit, miss]).edit(&mut Apply(&strict, None)));
     assert_eq!(
         out[0].attributes.last(),
         Some(&kv("alert", any_value::Value::BoolValue(true)))
@@ -137,7 +137,7 @@ fn attribute_resource_and_library_conditions_follow_match_type() {
                 vec![kv("url.path", s("/users/42"))],
             )],
         )
-        .edit(&mut Apply(&regexp)),
+        .edit(&mut Apply(&regexp, None)),
     );
     assert_eq!(out[0].attributes[1], kv("user_id", s("42")));
 }
@@ -169,7 +169,8 @@ fn log_bodies_and_severities_select_log_records() {
         }],
     };
     let batch = Batch::decode(Signal::Logs, request.encode_to_vec().into()).unwrap();
-    let out = ExportLogsServiceRequest::decode(batch.edit(&mut Apply(&r)).data().clone()).unwrap();
+    let out =
+        ExportLogsServiceRequest::decode(batch.edit(&mut Apply(&r, None)).data().clone()).unwrap();
     let records = &out.resource_logs[0].scope_logs[0].log_records;
     assert_eq!(records[0].attributes, vec![kv("team", s("payments"))]);
     assert!(records[1].attributes.is_empty());
@@ -190,7 +191,7 @@ fn unchanged_batches_keep_their_bytes() {
         vec![span("a", span::SpanKind::Server, vec![kv("k", s("v"))])],
     );
     let before = batch.data().as_ptr();
-    assert_eq!(batch.edit(&mut Apply(&r)).data().as_ptr(), before);
+    assert_eq!(batch.edit(&mut Apply(&r, None)).data().as_ptr(), before);
 }
 
 #[test]
