@@ -677,3 +677,142 @@ async fn oversized_headers_are_refused_and_other_clients_are_served() {
         .await
         .unwrap();
 }
+
+/// An HTTP/2 rapid-reset flood (CVE-2023-44487) on one connection: open a stream, reset it,
+/// again and again, `pace` apart (none: as fast as the client can write). Returns the streams
+/// opened and reset before the server closed the connection, or `None` if it never did.
+async fn rapid_reset(port: u16, pace: Option<Duration>, attempts: usize) -> Option<usize> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let ended = tokio::spawn(connection);
+    for sent in 0..attempts {
+        if ended.is_finished() {
+            return Some(sent);
+        }
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => return Some(sent),
+        };
+        let Ok((_response, mut stream)) = client.send_request(export_request(port, None), false)
+        else {
+            return Some(sent);
+        };
+        match pace {
+            Some(pace) => tokio::time::sleep(pace).await,
+            None if sent % 64 == 0 => tokio::task::yield_now().await,
+            None => {}
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .ok()
+        .map(|_| attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_rapid_reset_flood_is_cut_off_and_other_clients_are_served() {
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let sluice = Sluice::start(ports, &config(&ports, sink.grpc_port, "", "", 200));
+    let rss_before = rss_kib(sluice.pid(), "VmRSS:");
+    // As fast as it goes: the streams are reset before sluice takes them, and h2's limit on
+    // those ends the connection. Paced a little: sluice takes each stream and starts reading
+    // it, and its own budget for abandoned requests (1,000, then 100 a second) ends it.
+    let fast = tokio::spawn(rapid_reset(ports.grpc, None, 1_000_000));
+    let paced = tokio::spawn(rapid_reset(
+        ports.grpc,
+        Some(Duration::from_millis(1)),
+        20_000,
+    ));
+    // Meanwhile a well-behaved client is served.
+    let mut served = 0;
+    while !(fast.is_finished() && paced.is_finished()) {
+        let (status, _, _) = post(
+            ports.http,
+            trace_request(1, "good", 0).encode_to_vec(),
+            "application/x-protobuf",
+        )
+        .await;
+        assert_eq!(status, 200);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fast = fast.await.unwrap();
+    let paced = paced.await.unwrap();
+    eprintln!(
+        "rapid reset: fast flood cut off after {fast:?} streams, paced after {paced:?}; {served} exports served meanwhile"
+    );
+    assert!(
+        fast.is_some_and(|n| n < 1_000_000),
+        "the fast flood was never cut off"
+    );
+    assert!(
+        paced.is_some_and(|n| (1000..5000).contains(&n)),
+        "the paced flood was cut off after {paced:?} streams"
+    );
+    assert!(served > 0);
+    let rss_after = rss_kib(sluice.pid(), "VmRSS:");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    assert!(sluice.logs().contains("rapid-reset"), "{}", sluice.logs());
+    // And a new connection is served as ever.
+    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+        .await
+        .unwrap();
+    client.export(trace_request(1, "after", 0)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_leave_sluice_serving_within_its_memory() {
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let sluice = Sluice::start(ports, &config(&ports, sink.grpc_port, "", "", 200));
+    // Half on each listener: plain TCP for HTTP, and HTTP/2 connections that finished their
+    // handshake for gRPC; none sends a request.
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        let port = if i % 2 == 0 { ports.http } else { ports.grpc };
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut h2_idle = Vec::new();
+    for _ in 0..50 {
+        h2_idle.push(h2_connect(ports.grpc).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A well-behaved client over each transport is served.
+    let (status, _, _) = post(
+        ports.http,
+        trace_request(1, "http-amid-idle", 0).encode_to_vec(),
+        "application/x-protobuf",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+        .await
+        .unwrap();
+    client
+        .export(trace_request(1, "grpc-amid-idle", 0))
+        .await
+        .unwrap();
+    sink.wait_for(Duration::from_secs(10), "both spans", |r| {
+        r.span_count() >= 2
+    })
+    .await;
+    let rss = rss_kib(sluice.pid(), "VmRSS:") / 1024;
+    assert!(
+        rss < 200,
+        "RSS {rss} MiB with 1,050 idle connections, limit_mib 200"
+    );
+    eprintln!("1,050 idle connections: RSS {rss} MiB");
+    drop(idle);
+    drop(h2_idle);
+}

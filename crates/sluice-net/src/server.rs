@@ -276,6 +276,46 @@ fn builder(settings: &ServerSettings) -> Builder<TokioExecutor> {
 struct Activity {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    abandoned: Abandoned,
+}
+
+/// Requests a client may abandon mid-body (HTTP/2 streams it resets) in a burst, and how many
+/// more a second after that: past them the connection is sent away (GOAWAY), which ends an
+/// HTTP/2 rapid-reset flood (CVE-2023-44487), where each reset stream makes the server start
+/// work that no concurrent-stream limit bounds. A client whose calls time out now and then
+/// stays far below.
+const ABANDON_BURST: f64 = 1000.0;
+const ABANDON_PER_SECOND: f64 = 100.0;
+
+/// One connection's record of requests its client abandoned before their body arrived; the
+/// receivers note each (see [`read_body`]'s `Read` error), finding it in the request's
+/// extensions.
+#[derive(Clone, Debug)]
+pub struct Abandoned(Arc<(Mutex<(f64, Instant)>, CancellationToken)>);
+
+impl Abandoned {
+    fn new() -> Self {
+        Abandoned(Arc::new((
+            Mutex::new((ABANDON_BURST, Instant::now())),
+            CancellationToken::new(),
+        )))
+    }
+
+    /// Notes one abandoned request; past the budget, the connection is asked to go away.
+    pub fn note(&self) {
+        let mut bucket = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, since) = &mut *bucket;
+        *tokens = (*tokens + since.elapsed().as_secs_f64() * ABANDON_PER_SECOND).min(ABANDON_BURST);
+        *since = Instant::now();
+        *tokens -= 1.0;
+        if *tokens < 0.0 {
+            self.0.1.cancel();
+        }
+    }
+
+    fn flooded(&self) -> &CancellationToken {
+        &self.0.1
+    }
 }
 
 impl Activity {
@@ -454,6 +494,9 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.load.clone());
+        request
+            .extensions_mut()
+            .insert(self.activity.abandoned.clone());
         let active = Active::new(&self.activity);
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -485,6 +528,7 @@ async fn connection<S, B, I>(
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
         idle_since: Mutex::new(born),
+        abandoned: Abandoned::new(),
     });
     let service = TowerToHyperService::new(Tracked {
         inner: service,
@@ -514,6 +558,10 @@ async fn connection<S, B, I>(
             }
             () = tokio::time::sleep_until(age_deadline), if closing.is_none() => {
                 settings.max_connection_age_grace
+            }
+            () = activity.abandoned.flooded().cancelled(), if closing.is_none() => {
+                tracing::warn!(listener = %settings.name, "a client abandoned requests faster than {ABANDON_PER_SECOND} a second (an HTTP/2 rapid-reset flood?); its connection is closed");
+                Duration::ZERO
             }
             () = tokio::time::sleep_until(closing.unwrap_or(far)) => return,
         };

@@ -77,6 +77,7 @@ impl ExportService {
         // Refused under memory pressure before anything is read; then the message is counted
         // from its first byte and admitted whole by the length its prefix declares.
         let connection = request.extensions().get::<ConnectionLoad>().cloned();
+        let abandoned = request.extensions().get::<sluice_net::Abandoned>().cloned();
         let mut upload = self
             .intake
             .begin(signal, "grpc", 0, connection.as_ref())
@@ -94,6 +95,9 @@ impl ExportService {
         let body = match received {
             Ok(body) => body,
             Err(err) => {
+                if let (BodyError::Read(_), Some(abandoned)) = (&err, &abandoned) {
+                    abandoned.note();
+                }
                 self.intake.refused(signal, "grpc", 0);
                 return Err(body_status(err, max));
             }
