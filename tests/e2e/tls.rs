@@ -330,19 +330,26 @@ async fn certificates_swapped_on_disk_are_served_after_reload_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_health_check_serves_over_tls_too() {
+async fn the_health_check_and_self_metrics_serve_over_tls_too() {
     let dir = TempDir::new("health-tls");
     let ca = Ca::new("sluice test CA");
     let (cert, key) = ca.issue(true);
     let ports = Ports::new();
     let secure = crate::support::free_port();
-    // The plain health check is the test harness' readiness probe; the second one speaks TLS.
+    // The plain health check is the test harness' readiness probe; the second one speaks TLS,
+    // and so do the self-metrics.
+    let (cert_file, key_file) = (
+        write(&dir.0, "server.pem", &cert),
+        write(&dir.0, "server.key", &key),
+    );
     let config = format!(
-        "{}  health_check/tls:\n    endpoint: 127.0.0.1:{secure}\n    tls: {{cert_file: {}, key_file: {}}}\nexporters:\n  debug: {{}}\nservice:\n  extensions: [health_check, health_check/tls]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [debug]}}\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{}\n",
+        "{}  health_check/tls:\n    endpoint: 127.0.0.1:{secure}\n    tls: {{cert_file: {}, key_file: {}}}\nexporters:\n  debug: {{}}\nservice:\n  extensions: [health_check, health_check/tls]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [debug]}}\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{}\n      tls: {{cert_file: {}, key_file: {}}}\n",
         ports.common(),
-        write(&dir.0, "server.pem", &cert).display(),
-        write(&dir.0, "server.key", &key).display(),
-        ports.metrics
+        cert_file.display(),
+        key_file.display(),
+        ports.metrics,
+        cert_file.display(),
+        key_file.display(),
     );
     let _sluice = Sluice::start(ports, &config);
     let client = reqwest::Client::builder()
@@ -361,4 +368,30 @@ async fn the_health_check_serves_over_tls_too() {
             .is_err(),
         "plaintext is refused"
     );
+    let metrics = client
+        .get(format!("https://localhost:{}/metrics", ports.metrics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("otelcol_process_uptime")
+    );
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.metrics))
+            .await
+            .is_err(),
+        "plaintext self-metrics are refused"
+    );
+    // A tls section it cannot honour is refused by validate, as a receiver's is.
+    let (valid, text) = crate::support::sluice_validate(
+        "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters: {debug: {}}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [debug]}\n  telemetry:\n    metrics:\n      tls: {cert_file: /c.pem, min_version: \"1.1\"}\n",
+        &[],
+    );
+    assert!(!valid, "{text}");
+    assert!(text.contains("service.telemetry.metrics.tls"), "{text}");
 }

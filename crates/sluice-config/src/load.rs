@@ -126,6 +126,10 @@ pub struct MetricsTelemetry {
     /// `none`, `basic`, `normal` (default) or `detailed`; `none` turns the endpoint off.
     #[serde(default = "default_metrics_level")]
     pub level: String,
+    /// Server TLS for the endpoint, with the receivers' keys (`cert_file`, `key_file`,
+    /// `client_ca_file`, ...); checked and built by the binary, which knows their shape.
+    #[serde(default)]
+    pub tls: Option<serde_json::Value>,
 }
 
 impl Default for MetricsTelemetry {
@@ -133,6 +137,7 @@ impl Default for MetricsTelemetry {
         MetricsTelemetry {
             address: None,
             level: default_metrics_level(),
+            tls: None,
         }
     }
 }

@@ -106,7 +106,10 @@ fn load(cli: &Cli) -> anyhow::Result<(String, String)> {
 fn parse_and_validate(text: &str, registry: &Registry) -> Result<(RawConfig, Problems), Problems> {
     let env = |name: &str| std::env::var(name).ok();
     let config = sluice_config::parse(text, &env)?;
-    let problems = sluice_config::validate(&config, registry);
+    let mut problems = sluice_config::validate(&config, registry);
+    problems
+        .0
+        .extend(telemetry::check_tls(&config.service.telemetry));
     if problems.has_errors() {
         return Err(problems);
     }
@@ -218,7 +221,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(address) => {
                 let handle = telemetry::install_recorder()?;
                 side.push(
-                    telemetry::serve_metrics(&address, handle, allocated, last.clone()).await?,
+                    telemetry::serve_metrics(
+                        &address,
+                        config.service.telemetry.metrics.tls.as_ref(),
+                        handle,
+                        allocated,
+                        last.clone(),
+                    )
+                    .await?,
                 );
             }
             Err(why) => tracing::debug!("self-metrics are off: {why}"),

@@ -94,9 +94,22 @@ pub(crate) fn record_process(started: Instant, allocated: Option<u64>) {
     }
 }
 
-/// Serves `/metrics` until `shutdown`.
+/// The self-metrics endpoint's `tls`, checked as a receiver's is.
+pub(crate) fn check_tls(telemetry: &sluice_config::TelemetryConfig) -> Vec<sluice_config::Problem> {
+    const PATH: &str = "service.telemetry.metrics.tls";
+    let Some(tls) = &telemetry.metrics.tls else {
+        return Vec::new();
+    };
+    match sluice_config::component_config::<sluice_net::TlsServerConfig>(PATH, tls) {
+        Ok(tls) => tls.check(PATH),
+        Err(problem) => vec![problem],
+    }
+}
+
+/// Serves `/metrics` until `shutdown`, over TLS when `tls` is set.
 pub(crate) async fn serve_metrics(
     address: &str,
+    tls: Option<&serde_json::Value>,
     handle: PrometheusHandle,
     allocated: fn() -> Option<u64>,
     shutdown: CancellationToken,
@@ -121,15 +134,26 @@ pub(crate) async fn serve_metrics(
             }
         }),
     );
+    const PATH: &str = "service.telemetry.metrics.tls";
+    let tls = tls
+        .map(|t| sluice_config::component_config::<sluice_net::TlsServerConfig>(PATH, t))
+        .transpose()
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    let tls = sluice_net::TlsServerConfig::for_listener(
+        tls.as_ref(),
+        PATH,
+        &["h2", "http/1.1"],
+        &shutdown,
+    )?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("self-metrics cannot listen on {address}"))?;
-    tracing::info!(endpoint = ?listener.local_addr().ok(), "self-metrics listening on /metrics");
+    tracing::info!(endpoint = ?listener.local_addr().ok(), tls = tls.is_some(), "self-metrics listening on /metrics");
     // The receivers' server, for its connection limit and timeouts.
     Ok(tokio::spawn(sluice_net::serve(
         listener,
         sluice_net::ServerSettings::side("self-metrics"),
-        None,
+        tls,
         None,
         router,
         shutdown,
