@@ -6,7 +6,8 @@
 #     (scripts/pg.sh; Debian's package is installed when missing), stopped when the tests end;
 #   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
 #     tests that start the real sluice binary against real OTLP clients;
-#   - a smoke run of the load generator and bench/run.sh (debug build, a few seconds).
+#   - a smoke run of the load generator and bench/run.sh (debug build, a few seconds);
+#   - a bounded run of every coverage-guided fuzz target (scripts/fuzz.sh, 10 seconds each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,11 @@ fi
 if ! command -v curl >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1; then
   echo "test.sh: installing curl and util-linux (taskset, unshare)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl util-linux >/dev/null
+fi
+
+if ! command -v g++ >/dev/null 2>&1; then
+  echo "test.sh: installing g++ (libFuzzer, for scripts/fuzz.sh)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 fi
 
 if ! command -v prometheus >/dev/null 2>&1; then
@@ -54,3 +60,6 @@ cargo test --workspace --all-targets "$@"
 # A few seconds of the load generator and the benchmark scripts, so none of them rots.
 bench/run.sh --smoke
 bench/postgres.sh --smoke
+
+# Every fuzz target, briefly, from its committed seeds: a crash fails the run.
+scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-10}"

@@ -6,6 +6,8 @@
 mod grpc;
 mod http;
 
+pub use http::decode_request;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

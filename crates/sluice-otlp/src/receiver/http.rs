@@ -191,6 +191,33 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
+/// The HTTP receiver's decoding of one request, from its `Content-Type` and `Content-Encoding`
+/// values and its body to the encoded protobuf request, or the HTTP status and message the
+/// receiver answers: the very code a request goes through, public for the fuzz targets
+/// (`fuzz/`).
+///
+/// # Errors
+/// The status (400, 413, 415) and the message naming the problem.
+pub fn decode_request(
+    signal: Signal,
+    content_type: &[u8],
+    coding: Option<&[u8]>,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, (u16, String)> {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_bytes(content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(Ok(v)) = coding.map(http::HeaderValue::from_bytes) {
+        headers.insert(header::CONTENT_ENCODING, v);
+    }
+    let failed = |f: Failure| (f.status.as_u16(), f.message);
+    let encoding = media_type(&headers).map_err(|m| (415, m))?;
+    let compression = content_encoding(&headers).map_err(|m| (400, m))?;
+    prepare(signal, encoding, compression, body, limit).map_err(failed)
+}
+
 /// Decompresses and transcodes a body into an encoded protobuf request.
 fn prepare(
     signal: Signal,
