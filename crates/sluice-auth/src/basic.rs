@@ -1,6 +1,6 @@
-//! `basicauth`, in the Collector's config shape. Server side (`htpasswd.file`, `htpasswd.inline`),
-//! a request is admitted when its `Authorization: Basic` credentials match an htpasswd entry:
-//! bcrypt (`$2a$`, `$2b$`, `$2x$`, `$2y$`), Apache's MD5 (`$apr1$`), SHA-1 (`{SHA}`, `{SSHA}`)
+//! `basicauth`, in the Collector's config shape. Server side (`htpasswd.file`, re-read when it
+//! changes, and `htpasswd.inline`), a request is admitted when its `Authorization: Basic`
+//! credentials match an htpasswd entry: bcrypt (`$2a$`, `$2b$`, `$2x$`, `$2y$`), Apache's MD5 (`$apr1$`), SHA-1 (`{SHA}`, `{SSHA}`)
 //! or, as the Collector's `inline` example writes them, plain text. The admitted client's
 //! `auth.username` (and `auth.subject`, the same) travel with its data. Client side
 //! (`client_auth`), an exporter's requests carry `username` and `password` (or `password_file`,
@@ -305,16 +305,36 @@ fn parse_htpasswd(text: &str, source: &str) -> Result<HashMap<String, Stored>, S
     Ok(users)
 }
 
-/// The server side: users and their stored passwords.
-struct Htpasswd {
+/// The users of one reading of the htpasswd sources.
+struct Users {
     users: HashMap<String, Stored>,
     /// Checked for an unknown user, so that it costs what a known one does.
     dummy: Stored,
-    /// SHA-256 of `Authorization` values that passed a slow check, with the user they name.
+}
+
+/// The server side: the users (replaced whole when the file changes) and the credentials that
+/// passed a slow check.
+struct Htpasswd {
+    current: RwLock<Arc<Users>>,
+    /// SHA-256 of `Authorization` values that passed a slow check, with the user they name;
+    /// emptied when the users change, so a removed user or password stops working at once.
     passed: RwLock<HashMap<[u8; 32], String>>,
 }
 
-impl Htpasswd {
+/// The users of `htpasswd`: the file's, then `inline`'s over them.
+fn load_users(h: &HtpasswdConfig) -> Result<HashMap<String, Stored>, String> {
+    let mut users = HashMap::new();
+    if let Some(file) = &h.file {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+        users = parse_htpasswd(&text, file)?;
+    }
+    if let Some(inline) = &h.inline {
+        users.extend(parse_htpasswd(inline, "inline")?);
+    }
+    Ok(users)
+}
+
+impl Users {
     fn new(users: HashMap<String, Stored>) -> Self {
         let slowest = users
             .values()
@@ -338,11 +358,28 @@ impl Htpasswd {
         } else {
             Stored::Plain("\u{0}sluice-dummy".to_owned())
         };
+        Users { users, dummy }
+    }
+}
+
+impl Htpasswd {
+    fn new(users: HashMap<String, Stored>) -> Self {
         Htpasswd {
-            users,
-            dummy,
+            current: RwLock::new(Arc::new(Users::new(users))),
             passed: RwLock::new(HashMap::new()),
         }
+    }
+
+    fn users(&self) -> Arc<Users> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the users, and forgets every credential that passed before.
+    fn replace(&self, users: HashMap<String, Stored>) {
+        let users = Arc::new(Users::new(users));
+        let mut passed = self.passed.write().unwrap_or_else(|e| e.into_inner());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = users;
+        passed.clear();
     }
 
     fn digest(value: &[u8]) -> [u8; 32] {
@@ -387,25 +424,29 @@ impl ServerAuthenticator for Htpasswd {
             .ok_or(AuthRefusal::Invalid)?;
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let user = std::str::from_utf8(user).map_err(|_| AuthRefusal::Invalid)?;
-        let (stored, known) = match self.users.get(user) {
+        let users = self.users();
+        let (stored, known) = match users.users.get(user) {
             Some(stored) => (stored, true),
-            None => (&self.dummy, false),
+            None => (&users.dummy, false),
         };
         if !(stored.verify(password) && known) {
             return Err(AuthRefusal::Invalid);
         }
         if stored.is_slow() {
             let mut passed = self.passed.write().unwrap_or_else(|e| e.into_inner());
-            if passed.len() >= CACHE_ENTRIES {
-                passed.clear();
+            // Not if the users changed during the check: that credential may be gone.
+            if Arc::ptr_eq(&users, &self.users()) {
+                if passed.len() >= CACHE_ENTRIES {
+                    passed.clear();
+                }
+                passed.insert(Self::digest(value), user.to_owned());
             }
-            passed.insert(Self::digest(value), user.to_owned());
         }
         Ok(admitted(user))
     }
 
     fn blocks(&self) -> bool {
-        self.dummy.is_slow()
+        self.users().dummy.is_slow()
     }
 
     fn challenge(&self) -> &str {
@@ -451,49 +492,61 @@ impl ExtensionFactory for BasicAuthFactory {
 
     fn build(&self, id: &str, config: &Value) -> Result<Box<dyn Extension>, BuildError> {
         let c: BasicAuthConfig = sluice_core::typed(&format!("extensions.{id}"), config)?;
-        let server = match &c.htpasswd {
-            None => None,
-            Some(h) => {
-                let mut users = HashMap::new();
-                if let Some(file) = &h.file {
-                    let text = std::fs::read_to_string(file).map_err(|e| {
-                        BuildError::Other(format!(
-                            "extensions.{id}.htpasswd.file: cannot read {file}: {e}"
-                        ))
-                    })?;
-                    users = parse_htpasswd(&text, file).map_err(|e| {
-                        BuildError::Other(format!("extensions.{id}.htpasswd.file: {e}"))
-                    })?;
-                }
-                if let Some(inline) = &h.inline {
-                    users.extend(parse_htpasswd(inline, "inline").map_err(|e| {
-                        BuildError::Other(format!("extensions.{id}.htpasswd.inline: {e}"))
-                    })?);
-                }
-                Some(Arc::new(Htpasswd::new(users)))
-            }
-        };
+        let server = c
+            .htpasswd
+            .as_ref()
+            .map(|h| {
+                load_users(h)
+                    .map(|users| Arc::new(Htpasswd::new(users)))
+                    .map_err(|e| BuildError::Other(format!("extensions.{id}.htpasswd: {e}")))
+            })
+            .transpose()?;
         let client = c
             .client_auth
             .clone()
             .map(|config| Arc::new(Client { config }));
-        Ok(Box::new(BasicAuth { server, client }))
+        Ok(Box::new(BasicAuth {
+            id: id.to_owned(),
+            config: c,
+            server,
+            client,
+        }))
     }
 }
 
 struct BasicAuth {
+    id: String,
+    config: BasicAuthConfig,
     server: Option<Arc<Htpasswd>>,
     client: Option<Arc<Client>>,
 }
 
 #[async_trait]
 impl Extension for BasicAuth {
+    /// Follows `htpasswd.file`: users added, removed or given new passwords are honoured
+    /// within a second, without a restart.
     async fn start(
         &self,
         _host: &Host,
-        _shutdown: CancellationToken,
+        shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, BuildError> {
-        Ok(Vec::new())
+        let (Some(server), Some(htpasswd)) = (&self.server, &self.config.htpasswd) else {
+            return Ok(Vec::new());
+        };
+        let Some(file) = htpasswd.file.clone() else {
+            return Ok(Vec::new());
+        };
+        let (server, htpasswd) = (Arc::clone(server), htpasswd.clone());
+        Ok(vec![crate::watch::watch(
+            self.id.clone(),
+            "htpasswd file",
+            file,
+            shutdown,
+            move |_| {
+                server.replace(load_users(&htpasswd)?);
+                Ok(())
+            },
+        )])
     }
 
     fn server_authenticator(&self) -> Option<Arc<dyn ServerAuthenticator>> {
@@ -622,6 +675,48 @@ plain:secret
         );
         assert!(a.authenticate(Some(&basic("ann", "old"))).is_err());
         assert!(a.authenticate(Some(&basic("bob", "bobs"))).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_changed_htpasswd_file_is_followed_and_forgets_what_passed_before() {
+        let dir = std::env::temp_dir().join(format!("sluice-basicwatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("htpasswd");
+        // bcrypt, so the credential is remembered once it passes.
+        std::fs::write(
+            &file,
+            "ann:$2b$04$rilMvC3n3LyVQLLlK27wFuJqULrSPB8AqB8uK1tdZ8n4/wy8/KDOG\n",
+        )
+        .unwrap();
+        let config = serde_json::json!({"htpasswd": {"file": file.to_str().unwrap()}});
+        let ext = BasicAuthFactory.build("basicauth", &config).unwrap();
+        let shutdown = CancellationToken::new();
+        let host = Host {
+            status: sluice_core::ServiceStatus::new(),
+        };
+        let tasks = ext.start(&host, shutdown.clone()).await.unwrap();
+        let a = ext.server_authenticator().unwrap();
+        assert!(a.authenticate(Some(&basic("ann", "secret"))).is_ok());
+        // ann's password changes and bob arrives.
+        let tmp = dir.join(".htpasswd.tmp");
+        std::fs::write(&tmp, "ann:{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=\nbob:plain\n").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while a.authenticate(Some(&basic("bob", "plain"))).is_err() {
+            assert!(std::time::Instant::now() < deadline, "never reloaded");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // The remembered old password is forgotten; the new one (`123456`) passes.
+        assert_eq!(
+            a.authenticate(Some(&basic("ann", "secret"))),
+            Err(AuthRefusal::Invalid)
+        );
+        assert!(a.authenticate(Some(&basic("ann", "123456"))).is_ok());
+        shutdown.cancel();
+        for t in tasks {
+            t.await.unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

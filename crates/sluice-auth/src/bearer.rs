@@ -5,7 +5,6 @@
 //! `auth.authenticator`), every request carries `<scheme> <token>` with the first token.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -17,9 +16,6 @@ use sluice_core::auth::{
 use sluice_core::{BuildError, Extension, ExtensionFactory, Host};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// How often `filename` is checked for a change.
-const FILE_CHECK: Duration = Duration::from_secs(1);
 
 /// `extensions.bearertokenauth`.
 #[derive(Clone, Deserialize)]
@@ -230,35 +226,20 @@ impl Extension for BearerTokenAuth {
             Arc::clone(&self.authenticator),
             self.id.clone(),
         );
-        Ok(vec![tokio::spawn(async move {
-            let modified = |f: &str| -> Option<SystemTime> {
-                std::fs::metadata(f).and_then(|m| m.modified()).ok()
-            };
-            let mut seen = modified(&file);
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(FILE_CHECK) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                let now = modified(&file);
-                if now == seen {
-                    continue;
-                }
-                match read_token(&file) {
-                    Ok(token) => {
-                        *authenticator
-                            .expected
-                            .write()
-                            .unwrap_or_else(|e| e.into_inner()) = config.expected(&[token]);
-                        seen = now;
-                        tracing::info!(extension = %id, file = %file, "bearer token reloaded");
-                    }
-                    Err(e) => {
-                        tracing::warn!(extension = %id, error = %e, "bearer token file changed but cannot be used; keeping the old token");
-                    }
-                }
-            }
-        })])
+        Ok(vec![crate::watch::watch(
+            id,
+            "bearer token",
+            file,
+            shutdown,
+            move |file| {
+                let token = read_token(file)?;
+                *authenticator
+                    .expected
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = config.expected(&[token]);
+                Ok(())
+            },
+        )])
     }
 
     fn server_authenticator(&self) -> Option<Arc<dyn ServerAuthenticator>> {

@@ -4,6 +4,7 @@
 
 mod basic;
 mod bearer;
+mod watch;
 
 pub use basic::{BasicAuthConfig, BasicAuthFactory, ClientAuthConfig, HtpasswdConfig};
 pub use bearer::{BearerTokenAuthConfig, BearerTokenAuthFactory};
