@@ -232,6 +232,24 @@ const BASE_DIMENSIONS: [&str; 4] = ["service.name", "span.name", "span.kind", "s
 impl SpanMetricsConfig {
     fn check(&self, path: &str) -> Vec<Problem> {
         let mut p = Vec::new();
+        // Accepted so that Collector configs run, but said out loud: they size caches sluice
+        // does not have (what they protect is bounded by max_series and the resource LRU).
+        if self.dimensions_cache_size.is_some() {
+            p.push(Problem::warning(
+                format!("{path}.dimensions_cache_size"),
+                "has no effect in sluice: series are keyed by their values, with no cache to size; memory is bounded by max_series",
+            ));
+        }
+        if self
+            .delta_temporality
+            .as_ref()
+            .is_some_and(|d| d.metric_timestamp_cache_size.is_some())
+        {
+            p.push(Problem::warning(
+                format!("{path}.delta_temporality.metric_timestamp_cache_size"),
+                "has no effect in sluice: delta series carry their start time without a cache",
+            ));
+        }
         let mut seen: Vec<&str> = BASE_DIMENSIONS.to_vec();
         for (i, d) in self.dimensions.iter().enumerate() {
             if seen.contains(&d.name.as_str()) {
