@@ -41,9 +41,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             let _ = wire::checked(signal, request);
         }
-        Err((status, message)) => {
-            assert!(matches!(status, 400 | 413 | 415), "{status} {message}");
-            assert!(!message.is_empty());
+        Err(refusal) => {
+            assert!(matches!(refusal.status, 400 | 413 | 415), "{refusal}");
+            assert!(!refusal.message.is_empty());
         }
     }
 });

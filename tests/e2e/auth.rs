@@ -310,10 +310,8 @@ async fn a_token_file_changed_on_disk_is_honoured_without_a_restart() {
     let sink = Sink::start().await;
     let sluice = start(&format!("{{filename: {}}}", file.display()), &sink);
     let port = sluice.ports.grpc;
-    assert_eq!(
-        grpc(port, Some("Bearer old-token"), "a").await,
-        tonic::Code::Ok
-    );
+    let first = grpc(port, Some("Bearer old-token"), "a").await;
+    assert_eq!(first, tonic::Code::Ok, "{}", sluice.logs());
 
     let tmp = dir.0.join(".token.tmp");
     std::fs::write(&tmp, "new-token\n").unwrap();
@@ -327,11 +325,13 @@ async fn a_token_file_changed_on_disk_is_honoured_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        grpc(port, Some("Bearer old-token"), "c").await,
-        tonic::Code::Unauthenticated
+    let old = grpc(port, Some("Bearer old-token"), "c").await;
+    assert_eq!(old, tonic::Code::Unauthenticated, "{}", sluice.logs());
+    assert!(
+        sluice.logs().contains("bearer token reloaded"),
+        "{}",
+        sluice.logs()
     );
-    assert!(sluice.logs().contains("bearer token reloaded"));
 }
 
 #[test]

@@ -29,6 +29,8 @@ use sluice_core::auth::{
     AuthInfo, AuthRefusal, ClientAuthenticator, ServerAuthenticator, constant_time_eq,
 };
 use sluice_core::{BuildError, Extension, ExtensionFactory, Host};
+
+use crate::error::{CredentialError, EntryError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -115,7 +117,10 @@ impl BasicAuthConfig {
             if let Some(inline) = &h.inline
                 && let Err(e) = parse_htpasswd(inline, "inline")
             {
-                p.push(Problem::error(format!("{path}.htpasswd.inline"), e));
+                p.push(Problem::error(
+                    format!("{path}.htpasswd.inline"),
+                    e.to_string(),
+                ));
             }
         }
         if let Some(c) = &self.client_auth {
@@ -147,21 +152,19 @@ enum Stored {
 }
 
 impl Stored {
-    fn parse(hash: &str) -> Result<Stored, String> {
+    fn parse(hash: &str) -> Result<Stored, EntryError> {
         if ["$2a$", "$2b$", "$2x$", "$2y$"]
             .iter()
             .any(|p| hash.starts_with(p))
         {
             hash.parse::<bcrypt::HashParts>()
-                .map_err(|e| format!("a malformed bcrypt hash ({e})"))?;
+                .map_err(|e| EntryError::Bcrypt(e.to_string()))?;
             return Ok(Stored::Bcrypt(hash.to_owned()));
         }
         if let Some(rest) = hash.strip_prefix("$apr1$") {
-            let (salt, h) = rest
-                .split_once('$')
-                .ok_or("a malformed $apr1$ hash (no `$` after the salt)")?;
+            let (salt, h) = rest.split_once('$').ok_or(EntryError::Apr1)?;
             if salt.len() > 8 || h.len() != 22 {
-                return Err("a malformed $apr1$ hash".to_owned());
+                return Err(EntryError::Apr1);
             }
             return Ok(Stored::Apr1 {
                 salt: salt.to_owned(),
@@ -173,7 +176,7 @@ impl Stored {
                 .decode(b64)
                 .ok()
                 .filter(|d| d.len() == 20)
-                .ok_or("a malformed {SHA} hash (20 bytes of base64)")?;
+                .ok_or(EntryError::Sha)?;
             return Ok(Stored::Sha(digest));
         }
         if let Some(b64) = hash.strip_prefix("{SSHA}") {
@@ -181,15 +184,12 @@ impl Stored {
                 .decode(b64)
                 .ok()
                 .filter(|d| d.len() > 20)
-                .ok_or("a malformed {SSHA} hash")?;
+                .ok_or(EntryError::Ssha)?;
             let salt = all.split_off(20);
             return Ok(Stored::Ssha { digest: all, salt });
         }
         if hash.starts_with("$1$") || hash.starts_with("$5$") || hash.starts_with("$6$") {
-            return Err(
-                "crypt(3) hashes ($1$, $5$, $6$) are not supported; use bcrypt (htpasswd -B)"
-                    .to_owned(),
-            );
+            return Err(EntryError::Crypt);
         }
         Ok(Stored::Plain(hash.to_owned()))
     }
@@ -286,20 +286,27 @@ fn apr1(password: &[u8], salt: &[u8]) -> String {
 }
 
 /// The entries of htpasswd text, by user; errors name the line.
-fn parse_htpasswd(text: &str, source: &str) -> Result<HashMap<String, Stored>, String> {
+fn parse_htpasswd(text: &str, origin: &str) -> Result<HashMap<String, Stored>, CredentialError> {
     let mut users = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (user, hash) = line
+        let entry = line
             .split_once(':')
-            .ok_or_else(|| format!("{source} line {}: expected `user:password`", n + 1))?;
-        if user.is_empty() {
-            return Err(format!("{source} line {}: empty user name", n + 1));
-        }
-        let stored = Stored::parse(hash).map_err(|e| format!("{source} line {}: {e}", n + 1))?;
+            .ok_or(EntryError::NotUserPassword)
+            .and_then(|(user, hash)| {
+                if user.is_empty() {
+                    return Err(EntryError::EmptyUser);
+                }
+                Ok((user, Stored::parse(hash)?))
+            });
+        let (user, stored) = entry.map_err(|entry| CredentialError::Htpasswd {
+            origin: origin.to_owned(),
+            line: n + 1,
+            entry,
+        })?;
         users.insert(user.to_owned(), stored);
     }
     Ok(users)
@@ -322,10 +329,13 @@ struct Htpasswd {
 }
 
 /// The users of `htpasswd`: the file's, then `inline`'s over them.
-fn load_users(h: &HtpasswdConfig) -> Result<HashMap<String, Stored>, String> {
+fn load_users(h: &HtpasswdConfig) -> Result<HashMap<String, Stored>, CredentialError> {
     let mut users = HashMap::new();
     if let Some(file) = &h.file {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+        let text = std::fs::read_to_string(file).map_err(|source| CredentialError::Read {
+            file: file.clone(),
+            source,
+        })?;
         users = parse_htpasswd(&text, file)?;
     }
     if let Some(inline) = &h.inline {

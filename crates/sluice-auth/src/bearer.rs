@@ -14,6 +14,8 @@ use sluice_core::auth::{
     AuthInfo, AuthRefusal, ClientAuthenticator, ServerAuthenticator, constant_time_eq,
 };
 use sluice_core::{BuildError, Extension, ExtensionFactory, Host};
+
+use crate::error::CredentialError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -128,7 +130,7 @@ impl ExtensionFactory for BearerTokenAuthFactory {
     fn build(&self, id: &str, config: &Value) -> Result<Box<dyn Extension>, BuildError> {
         let c: BearerTokenAuthConfig = sluice_core::typed(&format!("extensions.{id}"), config)?;
         let tokens = match &c.filename {
-            Some(file) => vec![read_token(file).map_err(BuildError::Other)?],
+            Some(file) => vec![read_token(file).map_err(|e| BuildError::Other(e.to_string()))?],
             None => c
                 .token
                 .iter()
@@ -153,12 +155,16 @@ impl ExtensionFactory for BearerTokenAuthFactory {
     }
 }
 
-fn read_token(file: &str) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read token file {file}: {e}"))?;
+fn read_token(file: &str) -> Result<String, CredentialError> {
+    let text = std::fs::read_to_string(file).map_err(|source| CredentialError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
     let token = text.trim().to_owned();
     if token.is_empty() {
-        return Err(format!("token file {file} is empty"));
+        return Err(CredentialError::EmptyToken {
+            file: file.to_owned(),
+        });
     }
     Ok(token)
 }

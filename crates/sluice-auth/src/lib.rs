@@ -4,7 +4,9 @@
 
 mod basic;
 mod bearer;
+mod error;
 mod watch;
 
 pub use basic::{BasicAuthConfig, BasicAuthFactory, ClientAuthConfig, HtpasswdConfig};
 pub use bearer::{BearerTokenAuthConfig, BearerTokenAuthFactory};
+pub use error::{CredentialError, EntryError};

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::CredentialError;
+
 /// How often a watched file is checked for a change.
 pub(crate) const FILE_CHECK: Duration = Duration::from_secs(1);
 
@@ -18,10 +20,15 @@ pub(crate) fn watch(
     what: &'static str,
     file: String,
     shutdown: CancellationToken,
-    mut reload: impl FnMut(&str) -> Result<(), String> + Send + 'static,
+    mut reload: impl FnMut(&str) -> Result<(), CredentialError> + Send + 'static,
 ) -> JoinHandle<()> {
-    let modified =
-        |f: &str| -> Option<SystemTime> { std::fs::metadata(f).and_then(|m| m.modified()).ok() };
+    // The modification time, size and inode: a file replaced by a rename (how secret managers
+    // and `kubectl` rotate files) is seen even when the times are equal.
+    let modified = |f: &str| -> Option<(SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(f).ok()?;
+        Some((m.modified().ok()?, m.len(), m.ino()))
+    };
     // Taken now, not when the task first runs, so a change right after start is not missed.
     let mut seen = modified(&file);
     tokio::spawn(async move {

@@ -76,6 +76,13 @@ enum Test {
     Request(RequestCondition),
 }
 
+/// A condition outside the request context's grammar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}`: the request context takes one comparison, `request[\"<header>\"] == \"<value>\"` or `!=`"
+)]
+struct NotARequestCondition(String);
+
 /// `request["<key>"] == "<value>"` (or `!=`): whether any of the header's values is `value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RequestCondition {
@@ -85,12 +92,8 @@ struct RequestCondition {
 }
 
 impl RequestCondition {
-    fn parse(text: &str) -> Result<RequestCondition, String> {
-        let invalid = || {
-            format!(
-                "`{text}`: the request context takes one comparison, `request[\"<header>\"] == \"<value>\"` or `!=`"
-            )
-        };
+    fn parse(text: &str) -> Result<RequestCondition, NotARequestCondition> {
+        let invalid = || NotARequestCondition(text.to_owned());
         let rest = text
             .trim()
             .strip_prefix("request[")
@@ -184,7 +187,9 @@ fn compile(path: &str, config: &RoutingConfig) -> Result<Vec<CompiledRoute>, Vec
                         test: Test::Request(condition),
                         pipelines: route.pipelines.clone(),
                     }),
-                    Err(e) => problems.push(Problem::error(format!("{at}.condition"), e)),
+                    Err(e) => {
+                        problems.push(Problem::error(format!("{at}.condition"), e.to_string()));
+                    }
                 },
                 _ => problems.push(Problem::error(
                     at.clone(),

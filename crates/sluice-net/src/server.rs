@@ -362,7 +362,7 @@ where
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
 {
-    type Response = Response<http_body_util::Either<B, http_body_util::Full<Bytes>>>;
+    type Response = Response<Answer<B>>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -372,66 +372,100 @@ where
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         let Some(auth) = self.auth.clone() else {
-            let response = self.inner.call(request);
-            return Box::pin(async move {
-                let Ok(response) = response.await;
-                Ok(response.map(http_body_util::Either::Left))
-            });
+            return self.pass(request);
         };
         let header = auth.authenticator.header();
         // The credential is taken out of the request: nothing after this layer (metadata
         // carried with the data, logs) ever holds it.
         let value = request.headers_mut().remove(header);
-        let outcome = if auth.authenticator.blocks() {
-            None
-        } else {
-            Some(
-                auth.authenticator
-                    .authenticate(value.as_ref().map(http::HeaderValue::as_bytes)),
-            )
-        };
-        let (mut inner, refusals, name, grpc) = (
-            self.inner.clone(),
-            Arc::clone(&self.refusals),
-            Arc::clone(&self.name),
-            self.grpc,
-        );
-        Box::pin(async move {
-            let outcome = match outcome {
-                Some(outcome) => outcome,
-                // A slow check (bcrypt) runs on the blocking pool, as many at once as there are
-                // cores, so a flood of wrong passwords queues instead of stalling every listener.
-                None => {
-                    let _permit = auth.costly.acquire().await;
-                    let authenticator = Arc::clone(&auth.authenticator);
-                    tokio::task::spawn_blocking(move || {
-                        authenticator.authenticate(value.as_ref().map(http::HeaderValue::as_bytes))
-                    })
-                    .await
-                    .unwrap_or(Err(AuthRefusal::Invalid))
+        if !auth.authenticator.blocks() {
+            // A quick check (a token compared): decided here, and the service made ready by
+            // `poll_ready` is the one called.
+            return match auth
+                .authenticator
+                .authenticate(value.as_ref().map(http::HeaderValue::as_bytes))
+            {
+                Ok(info) => {
+                    request.extensions_mut().insert(info);
+                    self.pass(request)
                 }
+                Err(refusal) => {
+                    let response = self.refuse(&auth, refusal, request);
+                    Box::pin(async move { Ok(response) })
+                }
+            };
+        }
+        // A slow check (bcrypt) runs on the blocking pool, as many at once as there are cores,
+        // so a flood of wrong passwords queues instead of stalling every listener; a clone of
+        // the service is made ready and called once it is decided.
+        let this = self.clone();
+        Box::pin(async move {
+            let outcome = {
+                let _permit = auth.costly.acquire().await;
+                let authenticator = Arc::clone(&auth.authenticator);
+                tokio::task::spawn_blocking(move || {
+                    authenticator.authenticate(value.as_ref().map(http::HeaderValue::as_bytes))
+                })
+                .await
+                .unwrap_or(Err(AuthRefusal::Invalid))
             };
             match outcome {
                 Ok(info) => {
                     request.extensions_mut().insert(info);
-                    let Ok(response) = inner.call(request).await;
+                    // `oneshot` waits for `poll_ready` before it calls.
+                    let Ok(response) =
+                        tower::ServiceExt::oneshot(this.inner.clone(), request).await;
                     Ok(response.map(http_body_util::Either::Left))
                 }
-                Err(refusal) => {
-                    auth.refused.increment(1);
-                    refusals.note(&name, &format!("request refused: {refusal}"));
-                    // The body is dropped unread: HTTP/2 resets the stream, HTTP/1 closes.
-                    drop(request);
-                    Ok(refusal_response(
-                        grpc,
-                        &refusal.to_string(),
-                        auth.authenticator.challenge(),
-                    ))
-                }
+                Err(refusal) => Ok(this.refuse(&auth, refusal, request)),
             }
         })
     }
 }
+
+impl<S, B> Authenticated<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    /// Hands an admitted request to the service.
+    fn pass(
+        &mut self,
+        request: Request<Incoming>,
+    ) -> BoxFuture<'static, Result<Response<Answer<B>>, Infallible>> {
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            Ok(response.map(http_body_util::Either::Left))
+        })
+    }
+
+    /// Counts and logs a refusal (without the credential) and answers it; the body is dropped
+    /// unread: HTTP/2 resets the stream, HTTP/1 closes.
+    fn refuse(
+        &self,
+        auth: &ServerAuth,
+        refusal: AuthRefusal,
+        request: Request<Incoming>,
+    ) -> Response<Answer<B>> {
+        auth.refused.increment(1);
+        self.refusals
+            .note(&self.name, &format!("request refused: {refusal}"));
+        drop(request);
+        refusal_response(
+            self.grpc,
+            &refusal.to_string(),
+            auth.authenticator.challenge(),
+        )
+    }
+}
+
+/// A listener's answer: the service's body, or a refusal's.
+type Answer<B> = http_body_util::Either<B, http_body_util::Full<Bytes>>;
 
 /// 401 with a challenge, or a trailers-only gRPC UNAUTHENTICATED.
 fn refusal_response<B2>(
@@ -665,4 +699,38 @@ pub async fn discard<B: Body>(body: B, limit: usize, timeout: Duration) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_requests_past_the_burst_and_rate_flag_the_connection() {
+        let abandoned = Abandoned::new();
+        for _ in 0..ABANDON_BURST as usize {
+            abandoned.note();
+        }
+        assert!(!abandoned.flooded().is_cancelled(), "the burst is allowed");
+        // A second later, another 100 are.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..ABANDON_PER_SECOND as usize {
+            abandoned.note();
+        }
+        assert!(!abandoned.flooded().is_cancelled());
+        abandoned.note();
+        assert!(abandoned.flooded().is_cancelled(), "one more than the rate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_abandons_a_few_calls_a_second_is_never_flagged() {
+        let abandoned = Abandoned::new();
+        for _ in 0..3600 {
+            for _ in 0..50 {
+                abandoned.note();
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!(!abandoned.flooded().is_cancelled());
+    }
 }

@@ -16,5 +16,5 @@ pub use debug::{DebugConfig, DebugExporterFactory, Verbosity};
 pub use exporter::{OtlpExporterConfig, OtlpExporterFactory, OtlpHttpExporterFactory};
 pub use receiver::{
     CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, OtlpReceiverFactory, Protocols,
-    decode_request,
+    Refusal, decode_request,
 };

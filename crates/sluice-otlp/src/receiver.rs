@@ -6,7 +6,7 @@
 mod grpc;
 mod http;
 
-pub use http::decode_request;
+pub use http::{Refusal, decode_request};
 
 use std::sync::Arc;
 

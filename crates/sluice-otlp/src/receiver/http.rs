@@ -197,14 +197,14 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
 /// (`fuzz/`).
 ///
 /// # Errors
-/// The status (400, 413, 415) and the message naming the problem.
+/// The [`Refusal`]: 400, 413 or 415, and the message naming the problem.
 pub fn decode_request(
     signal: Signal,
     content_type: &[u8],
     coding: Option<&[u8]>,
     body: Bytes,
     limit: usize,
-) -> Result<Bytes, (u16, String)> {
+) -> Result<Bytes, Refusal> {
     let mut headers = HeaderMap::new();
     if let Ok(v) = http::HeaderValue::from_bytes(content_type) {
         headers.insert(header::CONTENT_TYPE, v);
@@ -212,10 +212,21 @@ pub fn decode_request(
     if let Some(Ok(v)) = coding.map(http::HeaderValue::from_bytes) {
         headers.insert(header::CONTENT_ENCODING, v);
     }
-    let failed = |f: Failure| (f.status.as_u16(), f.message);
-    let encoding = media_type(&headers).map_err(|m| (415, m))?;
-    let compression = content_encoding(&headers).map_err(|m| (400, m))?;
-    prepare(signal, encoding, compression, body, limit).map_err(failed)
+    let refusal = |status: u16, message: String| Refusal { status, message };
+    let encoding = media_type(&headers).map_err(|m| refusal(415, m))?;
+    let compression = content_encoding(&headers).map_err(|m| refusal(400, m))?;
+    prepare(signal, encoding, compression, body, limit)
+        .map_err(|f| refusal(f.status.as_u16(), f.message))
+}
+
+/// How the HTTP receiver answers a request it cannot decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct Refusal {
+    /// The HTTP status: 400, 413 or 415.
+    pub status: u16,
+    /// What is wrong, as the response body says it.
+    pub message: String,
 }
 
 /// Decompresses and transcodes a body into an encoded protobuf request.
