@@ -507,6 +507,33 @@ fn check_persistent_queues(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Pro
                     ),
                 ));
             }
+            // The log keeps the data, not the request metadata that came with it: what reads
+            // that metadata after the log would silently find none.
+            let after_log = log_at.is_some_and(|at| i >= at);
+            let settings = config.processors.get(id);
+            if after_log
+                && type_name == "batch"
+                && settings.is_some_and(|c| {
+                    c.get("metadata_keys")
+                        .and_then(|k| k.as_array())
+                        .is_some_and(|k| !k.is_empty())
+                })
+            {
+                problems.push(Problem::error(
+                    format!("processors.{id}.metadata_keys"),
+                    format!(
+                        "cannot be honoured in pipeline `{pipeline_id}`: exporter `{exporter}` has a persistent queue, whose log keeps data but not request metadata, and whose reader stands in for `{id}`. Keep tenants apart in front of it (a `routing` connector with `context: request`), or use a memory queue"
+                    ),
+                ));
+            }
+            if after_log && settings.is_some_and(reads_client_context) {
+                problems.push(Problem::error(
+                    format!("service.pipelines.{pipeline_id}.processors[{i}]"),
+                    format!(
+                        "processor `{id}` reads `from_context`, but it runs after the persistent queue of exporter `{exporter}`, whose log keeps data but not request metadata. List it before the first processor that holds data"
+                    ),
+                ));
+            }
             let type_name = type_name.as_str();
             if type_name != "batch" && catalog.holds_data(type_name) {
                 problems.push(Problem::error(
@@ -519,6 +546,17 @@ fn check_persistent_queues(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Pro
         }
     }
     problems
+}
+
+/// Whether a component's config takes values from the request (`from_context` anywhere in it).
+fn reads_client_context(config: &serde_json::Value) -> bool {
+    match config {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k == "from_context" || reads_client_context(v)),
+        serde_json::Value::Array(items) => items.iter().any(reads_client_context),
+        _ => false,
+    }
 }
 
 /// Checks how pipelines use connectors: each connector is an exporter in some pipeline and a
@@ -716,7 +754,7 @@ mod tests {
                 (Class::Receiver, "otlp") | (Class::Exporter, "otlp" | "debug") => {
                     Some(&["traces", "metrics", "logs"])
                 }
-                (Class::Processor, "batch" | "tail_sampling" | "redaction") => {
+                (Class::Processor, "batch" | "tail_sampling" | "redaction" | "attributes") => {
                     Some(&["traces", "metrics", "logs"])
                 }
                 (Class::Exporter, "postgres") => Some(&["traces", "logs"]),
@@ -845,6 +883,23 @@ mod tests {
         );
         assert!(problems(&config("redaction, batch", "file")).is_empty());
         assert!(problems(&config("batch, redaction", "memory")).is_empty());
+    }
+
+    #[test]
+    fn request_metadata_is_not_read_after_the_log_of_a_persistent_queue() {
+        let config = |order: &str, storage: &str| {
+            format!(
+                "receivers: {{otlp: {{}}}}\nprocessors: {{batch: {{metadata_keys: [x-tenant]}}, attributes: {{actions: [{{key: t, from_context: metadata.x-tenant, action: upsert}}]}}}}\nexporters: {{otlp: {{sending_queue: {{storage: {storage}, directory: /q}}}}}}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], processors: [{order}], exporters: [otlp]}}\n"
+            )
+        };
+        assert_eq!(
+            problems(&config("batch, attributes", "file")),
+            [
+                "error: processors.batch.metadata_keys: cannot be honoured in pipeline `logs`: exporter `otlp` has a persistent queue, whose log keeps data but not request metadata, and whose reader stands in for `batch`. Keep tenants apart in front of it (a `routing` connector with `context: request`), or use a memory queue",
+                "error: service.pipelines.logs.processors[1]: processor `attributes` reads `from_context`, but it runs after the persistent queue of exporter `otlp`, whose log keeps data but not request metadata. List it before the first processor that holds data",
+            ]
+        );
+        assert!(problems(&config("batch, attributes", "memory")).is_empty());
     }
 
     #[test]
