@@ -4,7 +4,7 @@
 //! or, as the Collector's `inline` example writes them, plain text. The admitted client's
 //! `auth.username` (and `auth.subject`, the same) travel with its data. Client side
 //! (`client_auth`), an exporter's requests carry `username` and `password` (or `password_file`,
-//! read at each request).
+//! re-read when it changes).
 //!
 //! bcrypt is slow on purpose (milliseconds a check), and apr1 takes a thousand MD5 rounds: a
 //! credential that passed either is remembered by its SHA-256 digest, so only the first request
@@ -72,7 +72,8 @@ pub struct ClientAuthConfig {
     /// The password.
     #[serde(default)]
     pub password: Option<String>,
-    /// A file holding the password, read at each request so a rotated one is sent at once.
+    /// A file holding the password, re-read within a second of a change, so a rotated one is
+    /// sent from then on.
     #[serde(default)]
     pub password_file: Option<String>,
 }
@@ -467,23 +468,39 @@ impl ServerAuthenticator for Htpasswd {
 /// The client side.
 struct Client {
     config: ClientAuthConfig,
+    /// The `Authorization` value, made when built and again when `password_file` changes, so
+    /// a request never reads a file on an async worker.
+    header: RwLock<String>,
+}
+
+impl Client {
+    fn new(config: ClientAuthConfig) -> Result<Client, CredentialError> {
+        let header = RwLock::new(Self::header_for(&config)?);
+        Ok(Client { config, header })
+    }
+
+    /// `Basic <base64(username:password)>`, the password read from its file if it has one.
+    fn header_for(config: &ClientAuthConfig) -> Result<String, CredentialError> {
+        let password = match (&config.password, &config.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|source| CredentialError::Read {
+                    file: file.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, None) => String::new(),
+        };
+        let token = STANDARD.encode(format!("{}:{password}", config.username));
+        Ok(format!("Basic {token}"))
+    }
 }
 
 impl ClientAuthenticator for Client {
     fn headers(&self) -> Vec<(String, String)> {
-        let password = match (&self.config.password, &self.config.password_file) {
-            (Some(p), _) => p.clone(),
-            (None, Some(file)) => match std::fs::read_to_string(file) {
-                Ok(p) => p.trim_end_matches(['\r', '\n']).to_owned(),
-                Err(e) => {
-                    tracing::warn!(file = %file, error = %e, "basicauth: cannot read password_file; sending no credentials");
-                    return Vec::new();
-                }
-            },
-            (None, None) => return Vec::new(),
-        };
-        let token = STANDARD.encode(format!("{}:{password}", self.config.username));
-        vec![("authorization".to_owned(), format!("Basic {token}"))]
+        let header = self.header.read().unwrap_or_else(|e| e.into_inner());
+        vec![("authorization".to_owned(), header.clone())]
     }
 }
 
@@ -514,7 +531,9 @@ impl ExtensionFactory for BasicAuthFactory {
         let client = c
             .client_auth
             .clone()
-            .map(|config| Arc::new(Client { config }));
+            .map(|config| Client::new(config).map(Arc::new))
+            .transpose()
+            .map_err(|e| BuildError::Other(format!("extensions.{id}.client_auth: {e}")))?;
         Ok(Box::new(BasicAuth {
             id: id.to_owned(),
             config: c,
@@ -533,30 +552,47 @@ struct BasicAuth {
 
 #[async_trait]
 impl Extension for BasicAuth {
-    /// Follows `htpasswd.file`: users added, removed or given new passwords are honoured
-    /// within a second, without a restart.
+    /// Follows `htpasswd.file` (users added, removed or given new passwords are honoured
+    /// within a second, without a restart) and `client_auth.password_file` (a rotated password
+    /// is sent from then on).
     async fn start(
         &self,
         _host: &Host,
         shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, BuildError> {
-        let (Some(server), Some(htpasswd)) = (&self.server, &self.config.htpasswd) else {
-            return Ok(Vec::new());
-        };
-        let Some(file) = htpasswd.file.clone() else {
-            return Ok(Vec::new());
-        };
-        let (server, htpasswd) = (Arc::clone(server), htpasswd.clone());
-        Ok(vec![crate::watch::watch(
-            self.id.clone(),
-            "htpasswd file",
-            file,
-            shutdown,
-            move |_| {
-                server.replace(load_users(&htpasswd)?);
-                Ok(())
-            },
-        )])
+        let mut tasks = Vec::new();
+        if let (Some(server), Some(htpasswd)) = (&self.server, &self.config.htpasswd)
+            && let Some(file) = htpasswd.file.clone()
+        {
+            let (server, htpasswd) = (Arc::clone(server), htpasswd.clone());
+            tasks.push(crate::watch::watch(
+                self.id.clone(),
+                "htpasswd file",
+                file,
+                shutdown.clone(),
+                move |_| {
+                    server.replace(load_users(&htpasswd)?);
+                    Ok(())
+                },
+            ));
+        }
+        if let Some(client) = &self.client
+            && let Some(file) = client.config.password_file.clone()
+        {
+            let client = Arc::clone(client);
+            tasks.push(crate::watch::watch(
+                self.id.clone(),
+                "password file",
+                file,
+                shutdown,
+                move |_| {
+                    let header = Client::header_for(&client.config)?;
+                    *client.header.write().unwrap_or_else(|e| e.into_inner()) = header;
+                    Ok(())
+                },
+            ));
+        }
+        Ok(tasks)
     }
 
     fn server_authenticator(&self) -> Option<Arc<dyn ServerAuthenticator>> {
@@ -730,8 +766,8 @@ plain:secret
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn the_client_sends_basic_credentials_and_rereads_its_password_file() {
+    #[tokio::test]
+    async fn the_client_sends_basic_credentials_and_follows_its_password_file() {
         let dir = std::env::temp_dir().join(format!("sluice-basicclient-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("password");
@@ -752,8 +788,23 @@ plain:secret
             )]
         };
         assert_eq!(client.headers(), expect("first"));
-        std::fs::write(&file, "second\n").unwrap();
-        assert_eq!(client.headers(), expect("second"));
+        let shutdown = CancellationToken::new();
+        let host = Host {
+            status: sluice_core::ServiceStatus::new(),
+        };
+        let tasks = ext.start(&host, shutdown.clone()).await.unwrap();
+        let tmp = dir.join(".password.tmp");
+        std::fs::write(&tmp, "second\n").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while client.headers() != expect("second") {
+            assert!(std::time::Instant::now() < deadline, "never reloaded");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        for t in tasks {
+            t.await.unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
