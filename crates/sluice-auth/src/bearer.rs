@@ -107,11 +107,7 @@ impl BearerTokenAuthConfig {
 
 /// A header name as HTTP/2 and gRPC metadata carry it: lowercase token characters.
 fn http_header_name(name: &str) -> Option<String> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    valid.then(|| name.to_ascii_lowercase())
+    sluice_core::client::is_header_name(name).then(|| name.to_ascii_lowercase())
 }
 
 /// Builds `bearertokenauth` extensions.

@@ -12,6 +12,15 @@ use std::sync::Arc;
 /// Header values kept per key, at most: a client cannot make one batch carry unbounded metadata.
 pub const MAX_VALUES_PER_KEY: usize = 16;
 
+/// Whether `name` can be a request header (HTTP's token characters), as metadata keys and
+/// credential headers named in configuration must be.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// A client's request metadata and authentication attributes.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct ClientInfo {
@@ -149,6 +158,14 @@ mod tests {
         assert_eq!(c.lookup("auth.username").unwrap(), "ann");
         assert_eq!(c.lookup("auth.subject"), None);
         assert_eq!(c.lookup("metadata.absent"), None);
+    }
+
+    #[test]
+    fn header_names_are_http_tokens() {
+        assert!(is_header_name("X-Tenant-Id"));
+        assert!(!is_header_name(""));
+        assert!(!is_header_name("bad header"));
+        assert!(!is_header_name("x:y"));
     }
 
     #[test]
