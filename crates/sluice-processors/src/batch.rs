@@ -77,11 +77,7 @@ impl BatchConfig {
             ));
         }
         for (i, key) in self.metadata_keys.iter().enumerate() {
-            let valid = !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid {
+            if !sluice_core::client::is_header_name(key) {
                 problems.push(Problem::error(
                     format!("{path}.metadata_keys[{i}]"),
                     format!("`{key}` is not a header name"),
@@ -116,38 +112,38 @@ struct Shards {
 
 impl Shards {
     fn new(signal: Signal, keys: Vec<String>) -> Self {
+        // Shard 0 takes data with none of the keys' values (and all data without keys).
         let first = Shard {
             client: None,
             builder: BatchBuilder::new(signal),
             deadline: None,
         };
-        let mut index = HashMap::new();
-        index.insert(ClientInfo::default(), 0);
         Shards {
             keys,
             shards: vec![first],
-            index,
+            index: HashMap::new(),
         }
     }
 
-    /// The shard `batch` goes to (made when new).
+    /// The shard `batch` goes to (made when new). With `metadata_keys`, the processor has
+    /// already reduced the batch's client info to those keys: it is the shard's key as it is.
     fn of(&mut self, batch: &Batch) -> &mut Shard {
-        if self.keys.is_empty() {
+        let Some(key) = batch.client().filter(|_| !self.keys.is_empty()) else {
             return &mut self.shards[0];
-        }
-        let key = batch
-            .client()
-            .map(|c| c.only(&self.keys))
-            .unwrap_or_default();
-        let next = self.shards.len();
-        let i = *self.index.entry(key.clone()).or_insert(next);
-        if i == next {
-            self.shards.push(Shard {
-                client: Some(Arc::new(key)),
-                builder: BatchBuilder::new(batch.signal()),
-                deadline: None,
-            });
-        }
+        };
+        let i = match self.index.get(key.as_ref()) {
+            Some(&i) => i,
+            None => {
+                let i = self.shards.len();
+                self.index.insert(ClientInfo::clone(key), i);
+                self.shards.push(Shard {
+                    client: Some(Arc::clone(key)),
+                    builder: BatchBuilder::new(batch.signal()),
+                    deadline: None,
+                });
+                i
+            }
+        };
         &mut self.shards[i]
     }
 
@@ -337,18 +333,26 @@ impl Processor for BatchProcessor {
                 "the pipeline behind the batch processor is refusing data",
             ));
         }
-        if let Some((seen, keys, limit)) = &self.combinations {
-            let key = batch.client().map(|c| c.only(keys)).unwrap_or_default();
-            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-            if !seen.contains(&key) {
-                if seen.len() >= *limit {
-                    return Err(ConsumeError::invalid(format!(
-                        "too many combinations of metadata_keys values (metadata_cardinality_limit {limit})"
-                    )));
+        // The batch's client info is reduced to `metadata_keys` once, here: the batcher keys
+        // its shards by it, and the batches it sends carry it on.
+        let batch = match &self.combinations {
+            None => batch,
+            Some((seen, keys, limit)) => {
+                let key = batch.client().map(|c| c.only(keys)).unwrap_or_default();
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                if !seen.contains(&key) {
+                    if seen.len() >= *limit {
+                        return Err(ConsumeError::invalid(format!(
+                            "too many combinations of metadata_keys values (metadata_cardinality_limit {limit})"
+                        )));
+                    }
+                    seen.insert(key.clone());
                 }
-                seen.insert(key);
+                drop(seen);
+                let empty = key == ClientInfo::default();
+                batch.with_client((!empty).then(|| Arc::new(key)))
             }
-        }
+        };
         match self.tx.try_send(batch) {
             Ok(()) => Ok(None),
             Err(mpsc::error::TrySendError::Full(_)) => {
