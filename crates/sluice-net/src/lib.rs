@@ -19,9 +19,7 @@ pub use http::{
     Answer, MAX_ANSWER_BYTES, authorize, http_client, http_headers, parse_retry_after, send,
     set_credentials,
 };
-pub use server::{
-    Abandoned, BodyError, ServerAuth, ServerSettings, client_info, discard, read_body, serve,
-};
+pub use server::{BodyError, ServerAuth, ServerSettings, client_info, discard, read_body, serve};
 pub use status::{
     ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcAny, RpcStatus, grpc_status, http_status,
     retry_after_secs, retry_delay, rpc_status,

@@ -287,11 +287,10 @@ struct Activity {
 const ABANDON_BURST: f64 = 1000.0;
 const ABANDON_PER_SECOND: f64 = 100.0;
 
-/// One connection's record of requests its client abandoned before their body arrived; the
-/// receivers note each (see [`read_body`]'s `Read` error), finding it in the request's
-/// extensions.
+/// One connection's record of requests its client abandoned before their body arrived, kept in
+/// each request's extensions; [`read_body`] notes each body that ends in an error.
 #[derive(Clone, Debug)]
-pub struct Abandoned(Arc<(Mutex<(f64, Instant)>, CancellationToken)>);
+struct Abandoned(Arc<(Mutex<(f64, Instant)>, CancellationToken)>);
 
 impl Abandoned {
     fn new() -> Self {
@@ -302,7 +301,7 @@ impl Abandoned {
     }
 
     /// Notes one abandoned request; past the budget, the connection is asked to go away.
-    pub fn note(&self) {
+    fn note(&self) {
         let mut bucket = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
         let (tokens, since) = &mut *bucket;
         *tokens = (*tokens + since.elapsed().as_secs_f64() * ABANDON_PER_SECOND).min(ABANDON_BURST);
@@ -634,7 +633,7 @@ pub enum BodyError<E> {
 /// # Errors
 /// [`BodyError`]: too large, too slow, a broken connection, or what `on_data` returned.
 pub async fn read_body<B, E>(
-    body: B,
+    request: Request<B>,
     limit: usize,
     capacity: usize,
     timeout: Duration,
@@ -644,7 +643,10 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut body = pin!(body);
+    // A body that ends in an error was abandoned by its client (an HTTP/2 stream reset, a
+    // connection dropped): counted against the connection's budget, here for every receiver.
+    let abandoned = request.extensions().get::<Abandoned>().cloned();
+    let mut body = pin!(request.into_body());
     let mut deadline = pin!(tokio::time::sleep(timeout));
     let mut expected = capacity.min(limit);
     // The first chunk is kept as it came; the buffer is made only when a second one arrives.
@@ -658,7 +660,12 @@ where
         };
         let data = match frame {
             None => break,
-            Some(Err(e)) => return Err(BodyError::Read(e.into())),
+            Some(Err(e)) => {
+                if let Some(abandoned) = &abandoned {
+                    abandoned.note();
+                }
+                return Err(BodyError::Read(e.into()));
+            }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
                 Err(_) => continue,

@@ -77,7 +77,6 @@ impl ExportService {
         // Refused under memory pressure before anything is read; then the message is counted
         // from its first byte and admitted whole by the length its prefix declares.
         let connection = request.extensions().get::<ConnectionLoad>().cloned();
-        let abandoned = request.extensions().get::<sluice_net::Abandoned>().cloned();
         let mut upload = self
             .intake
             .begin(signal, "grpc", 0, connection.as_ref())
@@ -85,7 +84,7 @@ impl ExportService {
         let max = self.max_message_size;
         let mut declared = None;
         let received = read_body(
-            request.into_body(),
+            request,
             max.saturating_add(2 * PREFIX),
             0,
             self.read_timeout,
@@ -95,9 +94,6 @@ impl ExportService {
         let body = match received {
             Ok(body) => body,
             Err(err) => {
-                if let (BodyError::Read(_), Some(abandoned)) = (&err, &abandoned) {
-                    abandoned.note();
-                }
                 self.intake.refused(signal, "grpc", 0);
                 return Err(body_status(err, max));
             }

@@ -278,7 +278,6 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     // Admitted by its declared length before any of the body is read; a chunked body is counted
     // as it arrives.
     let connection = request.extensions().get::<ConnectionLoad>().cloned();
-    let abandoned = request.extensions().get::<sluice_net::Abandoned>().cloned();
     let client = sluice_net::client_info(&request, state.include_metadata);
     let mut upload = match state
         .intake
@@ -291,7 +290,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         }
     };
     let body = read_body(
-        request.into_body(),
+        request,
         state.max_body,
         hint,
         state.read_timeout,
@@ -299,9 +298,6 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
     )
     .await
     .map_err(|e| {
-        if let (BodyError::Read(_), Some(abandoned)) = (&e, &abandoned) {
-            abandoned.note();
-        }
         state.intake.refused(signal, "http", 0);
         Failure::from_body(encoding, e)
     })?;
