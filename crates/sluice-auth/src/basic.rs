@@ -565,7 +565,7 @@ impl Extension for BasicAuth {
             && let Some(file) = htpasswd.file.clone()
         {
             let (server, htpasswd) = (Arc::clone(server), htpasswd.clone());
-            tasks.push(crate::watch::watch(
+            tasks.push(crate::watch(
                 self.id.clone(),
                 "htpasswd file",
                 file,
@@ -580,7 +580,7 @@ impl Extension for BasicAuth {
             && let Some(file) = client.config.password_file.clone()
         {
             let client = Arc::clone(client);
-            tasks.push(crate::watch::watch(
+            tasks.push(crate::watch(
                 self.id.clone(),
                 "password file",
                 file,

@@ -228,7 +228,7 @@ impl Extension for BearerTokenAuth {
             Arc::clone(&self.authenticator),
             self.id.clone(),
         );
-        Ok(vec![crate::watch::watch(
+        Ok(vec![crate::watch(
             id,
             "bearer token",
             file,

@@ -23,6 +23,7 @@ pub mod processor;
 pub mod schema;
 mod signal;
 pub mod view;
+pub mod watch;
 pub mod wire;
 
 pub use batch::{Batch, BatchBuilder};

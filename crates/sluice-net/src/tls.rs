@@ -6,7 +6,6 @@
 //! without a restart. rustls, with the ring provider the exporters' clients use.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -241,13 +240,18 @@ impl TlsServerConfig {
         let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         if let Some(interval) = self.reload_interval {
-            tokio::spawn(reload(
-                source,
-                provider,
-                resolver,
+            // A change that does not load (a half-written file) keeps the old certificate.
+            sluice_core::watch::watch_files(
+                "tls certificate".to_owned(),
+                source.files(),
                 interval.get(),
                 shutdown.clone(),
-            ));
+                move || {
+                    let key = source.load(&provider)?;
+                    *resolver.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+                    Ok::<(), TlsError>(())
+                },
+            );
         }
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
@@ -294,14 +298,6 @@ impl Input {
             Input::Pem(_) => "inline PEM",
         }
     }
-
-    /// The file's modification time, for reloads.
-    fn modified(&self) -> Option<SystemTime> {
-        match self {
-            Input::File(path) => std::fs::metadata(path).and_then(|m| m.modified()).ok(),
-            Input::Pem(_) => None,
-        }
-    }
 }
 
 impl Source {
@@ -315,8 +311,15 @@ impl Source {
         Ok(CertifiedKey::from_der(chain, key, provider)?)
     }
 
-    fn modified(&self) -> (Option<SystemTime>, Option<SystemTime>) {
-        (self.cert.modified(), self.key.modified())
+    /// The files to watch for a reload (inline PEM never changes).
+    fn files(&self) -> Vec<String> {
+        [&self.cert, &self.key]
+            .into_iter()
+            .filter_map(|input| match input {
+                Input::File(path) => Some(path.clone()),
+                Input::Pem(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -354,39 +357,6 @@ impl ResolvesServerCert for Reloading {
         Some(Arc::clone(
             &self.current.read().unwrap_or_else(|e| e.into_inner()),
         ))
-    }
-}
-
-/// Every `interval`, re-reads the certificate and key when a file changed; a change that does
-/// not load (a half-written file) keeps the old one and is retried at the next tick.
-async fn reload(
-    source: Source,
-    provider: Arc<CryptoProvider>,
-    resolver: Arc<Reloading>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut seen = source.modified();
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        let now = source.modified();
-        if now == seen {
-            continue;
-        }
-        match source.load(&provider) {
-            Ok(key) => {
-                *resolver.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
-                seen = now;
-                tracing::info!(certificate = %source.cert.name(), "tls certificate reloaded");
-            }
-            Err(e) => {
-                tracing::warn!(certificate = %source.cert.name(), error = %e, "tls certificate changed but does not load; keeping the old one");
-            }
-        }
     }
 }
 
