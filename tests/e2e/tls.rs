@@ -57,6 +57,17 @@ impl Ca {
 
 /// Writes `text` to `dir/name` through a rename, as cert-manager and editors replace files, so
 /// that a reader never sees half a file.
+/// A server certificate from `ca` written to `dir`, and the `tls` section (YAML flow mapping)
+/// that serves it, with `extra` keys appended (`, min_version: "1.3"`).
+fn server_tls(dir: &Path, ca: &Ca, extra: &str) -> String {
+    let (cert, key) = ca.issue(true);
+    format!(
+        "{{cert_file: {}, key_file: {}{extra}}}",
+        write(dir, "server.pem", &cert).display(),
+        write(dir, "server.key", &key).display()
+    )
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -110,21 +121,10 @@ async fn exports(port: u16, ca: &str, identity: Option<&(String, String)>) -> bo
 async fn the_python_sdk_sends_over_tls_and_plaintext_clients_are_refused() {
     let dir = TempDir::new("tls");
     let ca = Ca::new("sluice test CA");
-    let (cert, key) = ca.issue(true);
     let ca_file = write(&dir.0, "ca.pem", &ca.pem());
-    let cert_file = write(&dir.0, "server.pem", &cert);
-    let key_file = write(&dir.0, "server.key", &key);
     let sink = Sink::start().await;
     let ports = Ports::new();
-    let sluice = start(
-        ports,
-        &format!(
-            "{{cert_file: {}, key_file: {}}}",
-            cert_file.display(),
-            key_file.display()
-        ),
-        &sink,
-    );
+    let sluice = start(ports, &server_tls(&dir.0, &ca, ""), &sink);
     let ca_arg = ca_file.display().to_string();
     for (protocol, endpoint) in [
         ("grpc", format!("https://localhost:{}", ports.grpc)),
@@ -181,23 +181,19 @@ async fn mutual_tls_lets_in_only_clients_with_a_certificate_from_the_client_ca()
     let dir = TempDir::new("mtls");
     let ca = Ca::new("sluice server and client CA");
     let other = Ca::new("somebody else's CA");
-    let (cert, key) = ca.issue(true);
     let good = ca.issue(false);
     let bad = other.issue(false);
     let ca_file = write(&dir.0, "ca.pem", &ca.pem());
-    let cert_file = write(&dir.0, "server.pem", &cert);
-    let key_file = write(&dir.0, "server.key", &key);
     let good_cert = write(&dir.0, "client.pem", &good.0);
     let good_key = write(&dir.0, "client.key", &good.1);
     let sink = Sink::start().await;
     let ports = Ports::new();
     let _sluice = start(
         ports,
-        &format!(
-            "{{cert_file: {}, key_file: {}, client_ca_file: {}}}",
-            cert_file.display(),
-            key_file.display(),
-            ca_file.display()
+        &server_tls(
+            &dir.0,
+            &ca,
+            &format!(", client_ca_file: {}", ca_file.display()),
         ),
         &sink,
     );
@@ -248,16 +244,11 @@ async fn mutual_tls_lets_in_only_clients_with_a_certificate_from_the_client_ca()
 async fn min_version_refuses_older_tls() {
     let dir = TempDir::new("tls13");
     let ca = Ca::new("sluice test CA");
-    let (cert, key) = ca.issue(true);
     let sink = Sink::start().await;
     let ports = Ports::new();
     let _sluice = start(
         ports,
-        &format!(
-            "{{cert_file: {}, key_file: {}, min_version: \"1.3\"}}",
-            write(&dir.0, "server.pem", &cert).display(),
-            write(&dir.0, "server.key", &key).display()
-        ),
+        &server_tls(&dir.0, &ca, ", min_version: \"1.3\""),
         &sink,
     );
     let client = |max: reqwest::tls::Version| {
@@ -285,18 +276,11 @@ async fn certificates_swapped_on_disk_are_served_after_reload_interval() {
     let dir = TempDir::new("reload");
     let first = Ca::new("first CA");
     let second = Ca::new("second CA");
-    let (cert, key) = first.issue(true);
-    let cert_file = write(&dir.0, "server.pem", &cert);
-    let key_file = write(&dir.0, "server.key", &key);
     let sink = Sink::start().await;
     let ports = Ports::new();
     let sluice = start(
         ports,
-        &format!(
-            "{{cert_file: {}, key_file: {}, reload_interval: 200ms}}",
-            cert_file.display(),
-            key_file.display()
-        ),
+        &server_tls(&dir.0, &first, ", reload_interval: 200ms"),
         &sink,
     );
     // A connection opened before the swap.
@@ -333,23 +317,15 @@ async fn certificates_swapped_on_disk_are_served_after_reload_interval() {
 async fn the_health_check_and_self_metrics_serve_over_tls_too() {
     let dir = TempDir::new("health-tls");
     let ca = Ca::new("sluice test CA");
-    let (cert, key) = ca.issue(true);
     let ports = Ports::new();
     let secure = crate::support::free_port();
     // The plain health check is the test harness' readiness probe; the second one speaks TLS,
     // and so do the self-metrics.
-    let (cert_file, key_file) = (
-        write(&dir.0, "server.pem", &cert),
-        write(&dir.0, "server.key", &key),
-    );
+    let tls = server_tls(&dir.0, &ca, "");
     let config = format!(
-        "{}  health_check/tls:\n    endpoint: 127.0.0.1:{secure}\n    tls: {{cert_file: {}, key_file: {}}}\nexporters:\n  debug: {{}}\nservice:\n  extensions: [health_check, health_check/tls]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [debug]}}\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{}\n      tls: {{cert_file: {}, key_file: {}}}\n",
+        "{}  health_check/tls:\n    endpoint: 127.0.0.1:{secure}\n    tls: {tls}\nexporters:\n  debug: {{}}\nservice:\n  extensions: [health_check, health_check/tls]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [debug]}}\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{}\n      tls: {tls}\n",
         ports.common(),
-        cert_file.display(),
-        key_file.display(),
         ports.metrics,
-        cert_file.display(),
-        key_file.display(),
     );
     let _sluice = Sluice::start(ports, &config);
     let client = reqwest::Client::builder()
