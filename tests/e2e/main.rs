@@ -20,6 +20,7 @@ mod python_sdk;
 mod real_deployment;
 mod redaction;
 mod rust_sdk;
+mod sampling;
 mod spanmetrics;
 mod support;
 mod tenants;

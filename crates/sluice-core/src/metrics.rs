@@ -90,6 +90,13 @@ pub const FILTER_SPANS_FILTERED: &str = "otelcol_processor_filter_spans_filtered
 pub const FILTER_DATAPOINTS_FILTERED: &str = "otelcol_processor_filter_datapoints_filtered";
 /// Log records the `filter` processor dropped (`filter`).
 pub const FILTER_LOGS_FILTERED: &str = "otelcol_processor_filter_logs_filtered";
+/// Spans the `probabilistic_sampler` decided (`processor`, `policy`: where the randomness came
+/// from, `sampled`).
+pub const PROBABILISTIC_SAMPLER_COUNT_TRACES_SAMPLED: &str =
+    "otelcol_processor_probabilistic_sampler_count_traces_sampled";
+/// Log records the `probabilistic_sampler` decided (`processor`, `policy`, `sampled`).
+pub const PROBABILISTIC_SAMPLER_COUNT_LOGS_SAMPLED: &str =
+    "otelcol_processor_probabilistic_sampler_count_logs_sampled";
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
 /// sluice's own: the Collector's redaction processor has no metrics.
 pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";

@@ -36,6 +36,7 @@ impl Registry {
                 Arc::new(AttributesFactory),
                 Arc::new(FilterFactory),
                 Arc::new(TransformFactory),
+                Arc::new(sluice_sampling::ProbabilisticSamplerFactory),
             ],
             exporters: vec![
                 Arc::new(sluice_otlp::OtlpExporterFactory),

@@ -1,0 +1,119 @@
+//! Sampling through the real binary: `probabilistic_sampler` keeps exactly the traces the
+//! Collector's hash keeps, whole, and counts them under the Collector's metric name.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use crate::support::{Ports, Sink, Sluice, kv, string};
+
+/// A request holding span `index` of each of `traces`.
+fn spans_of(traces: &[[u8; 16]], index: u8) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", string("shop"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: traces
+                    .iter()
+                    .map(|tid| Span {
+                        trace_id: tid.to_vec(),
+                        span_id: [index, tid[1], tid[2], tid[3], 1, 2, 3, 4].to_vec(),
+                        name: format!("step {index}"),
+                        start_time_unix_nano: 1_700_000_000_000_000_000,
+                        end_time_unix_nano: 1_700_000_000_100_000_000,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probabilistic_sampler_keeps_whole_traces_exactly_as_the_collectors_hash_decides() {
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let config = format!(
+        "{common}processors:\n  probabilistic_sampler:\n    sampling_percentage: 20\n    hash_seed: 22\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [probabilistic_sampler, batch], exporters: [otlp]}}\n{telemetry}",
+        common = ports.common(),
+        sink = sink.grpc_port,
+        telemetry = ports.telemetry(),
+    );
+    let sluice = Sluice::start(ports, &config);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+        .await
+        .unwrap();
+    let traces: Vec<[u8; 16]> = (0u32..3000)
+        .map(|i| {
+            let mut tid = [0u8; 16];
+            tid[..4].copy_from_slice(&i.to_be_bytes());
+            tid[4..12].copy_from_slice(
+                &u64::from(i)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .to_le_bytes(),
+            );
+            tid[15] = 1;
+            tid
+        })
+        .collect();
+    // Every trace's three spans arrive in three separate requests.
+    for index in 0..3 {
+        for chunk in traces.chunks(500) {
+            client.export(spans_of(chunk, index)).await.unwrap();
+        }
+    }
+    // The Collector keeps a trace when its seeded hash's low 14 bits fall under 20% of 2^14,
+    // computed in 32-bit floating point.
+    let rate = (20.0f32 * (16384.0f32 / 100.0)) as u32;
+    let expected: HashSet<[u8; 16]> = traces
+        .iter()
+        .filter(|tid| sluice_sampling::seeded_hash(&tid[..], 22) & 0x3fff < rate)
+        .copied()
+        .collect();
+    assert!((450..750).contains(&expected.len()), "{}", expected.len());
+    sink.wait_for(Duration::from_secs(20), "the kept spans", |r| {
+        r.span_count() >= expected.len() * 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
+    for span in sink.snapshot().spans() {
+        *per_trace
+            .entry(span.trace_id.as_slice().try_into().unwrap())
+            .or_default() += 1;
+        assert!(
+            span.trace_state.starts_with("ot=rv:"),
+            "{}",
+            span.trace_state
+        );
+    }
+    let kept: HashSet<[u8; 16]> = per_trace.keys().copied().collect();
+    assert_eq!(
+        kept, expected,
+        "the kept traces differ from the Collector's decisions"
+    );
+    assert!(
+        per_trace.values().all(|&n| n == 3),
+        "a trace arrived in part"
+    );
+    let counted = sluice
+        .wait_metric(
+            "otelcol_processor_probabilistic_sampler_count_traces_sampled{processor=\"probabilistic_sampler\",policy=\"trace_id_hash\",sampled=\"true\"}",
+            (expected.len() * 3) as f64,
+        )
+        .await;
+    assert_eq!(counted, (expected.len() * 3) as f64);
+    let dropped = sluice
+        .metric("otelcol_processor_probabilistic_sampler_count_traces_sampled{processor=\"probabilistic_sampler\",policy=\"trace_id_hash\",sampled=\"false\"}")
+        .await;
+    assert_eq!(dropped, ((traces.len() - expected.len()) * 3) as f64);
+}
