@@ -117,3 +117,82 @@ async fn probabilistic_sampler_keeps_whole_traces_exactly_as_the_collectors_hash
         .await;
     assert_eq!(dropped, ((traces.len() - expected.len()) * 3) as f64);
 }
+
+/// The policy: every error and slow trace, a tenth of the rest, with the Python SDK
+/// sending each trace's spans in separate requests, children before roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
+    crate::python_sdk::python();
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let config = format!(
+        "{common}processors:\n  tail_sampling:\n    decision_wait: 10s\n    policies:\n      - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}\n      - {{name: slow, type: latency, latency: {{threshold_ms: 5000}}}}\n      - {{name: rest, type: probabilistic, probabilistic: {{sampling_percentage: 10}}}}\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [tail_sampling, batch], exporters: [otlp]}}\n{telemetry}",
+        common = ports.common(),
+        sink = sink.grpc_port,
+        telemetry = ports.telemetry(),
+    );
+    let sluice = Sluice::start(ports, &config);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/tail_traces.py");
+    let out = std::process::Command::new(crate::python_sdk::python())
+        .arg(script)
+        .args([
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", ports.grpc),
+            "--traces",
+            "2000",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classes: HashMap<String, Vec<String>> = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    let must: HashSet<&String> = classes["error"].iter().chain(&classes["slow"]).collect();
+    sink.wait_for(Duration::from_secs(60), "every error and slow trace", |r| {
+        let ids: HashSet<String> = r
+            .spans()
+            .iter()
+            .map(|s| crate::support::hex(&s.trace_id))
+            .collect();
+        must.iter().all(|t| ids.contains(*t))
+    })
+    .await;
+    // The normal traces are decided in the same rounds; let the last ones through.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut per_trace: HashMap<String, usize> = HashMap::new();
+    for span in sink.snapshot().spans() {
+        *per_trace
+            .entry(crate::support::hex(&span.trace_id))
+            .or_default() += 1;
+    }
+    assert!(
+        per_trace.values().all(|&n| n == 3),
+        "a trace arrived in part"
+    );
+    let normal: HashSet<&String> = classes["normal"].iter().collect();
+    let kept_normal = per_trace.keys().filter(|t| normal.contains(t)).count() as f64;
+    let n = normal.len() as f64;
+    let sd = (n * 0.1 * 0.9).sqrt();
+    assert!(
+        (kept_normal - n * 0.1).abs() < 5.0 * sd,
+        "kept {kept_normal} of {n} normal traces"
+    );
+    assert_eq!(per_trace.len(), must.len() + kept_normal as usize);
+    let errors = sluice
+        .metric("otelcol_processor_tail_sampling_count_traces_sampled{processor=\"tail_sampling\",policy=\"errors\",sampled=\"true\"}")
+        .await;
+    assert_eq!(errors, classes["error"].len() as f64);
+    let early = sluice
+        .metric("otelcol_processor_tail_sampling_early_decision{processor=\"tail_sampling\"}")
+        .await;
+    assert_eq!(early, 0.0);
+}

@@ -61,6 +61,13 @@ impl Batch {
         self.held.iter().any(|r| Arc::ptr_eq(r.gate(), gate))
     }
 
+    /// The memory gates this batch holds reservations against: for processors that hold data (a
+    /// tail sampler) and watch [`crate::MemoryGate::pressure`] to give it up before the budget
+    /// runs out.
+    pub fn gates(&self) -> impl Iterator<Item = &Arc<crate::MemoryGate>> {
+        self.held.iter().map(|r| r.gate())
+    }
+
     /// Who sent the batch, when that is known (see [`crate::client`]).
     pub fn client(&self) -> Option<&Arc<ClientInfo>> {
         self.client.as_ref()

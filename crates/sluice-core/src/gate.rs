@@ -62,6 +62,17 @@ impl MemoryGate {
         self.refusing.load(Ordering::Relaxed)
     }
 
+    /// How full the gate is: bytes in flight over the budget, and at least `1.0` while the
+    /// memory watcher has it refusing.
+    pub fn pressure(&self) -> f64 {
+        let fill = self.in_flight() as f64 / self.budget().max(1) as f64;
+        if self.is_refusing() {
+            fill.max(1.0)
+        } else {
+            fill
+        }
+    }
+
     /// A cheap check before reading a request: refuses under memory pressure or when `hint` bytes
     /// (a Content-Length, say) would not fit.
     ///

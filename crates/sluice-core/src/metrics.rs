@@ -97,6 +97,34 @@ pub const PROBABILISTIC_SAMPLER_COUNT_TRACES_SAMPLED: &str =
 /// Log records the `probabilistic_sampler` decided (`processor`, `policy`, `sampled`).
 pub const PROBABILISTIC_SAMPLER_COUNT_LOGS_SAMPLED: &str =
     "otelcol_processor_probabilistic_sampler_count_logs_sampled";
+/// Traces each `tail_sampling` policy sampled or not (`processor`, `policy`, `sampled`).
+pub const TAIL_SAMPLING_COUNT_TRACES_SAMPLED: &str =
+    "otelcol_processor_tail_sampling_count_traces_sampled";
+/// Traces `tail_sampling` sampled or not, all policies together (`processor`, `sampled`).
+pub const TAIL_SAMPLING_GLOBAL_COUNT_TRACES_SAMPLED: &str =
+    "otelcol_processor_tail_sampling_global_count_traces_sampled";
+/// Spans of the traces `tail_sampling` decided (`processor`, `sampled`).
+pub const TAIL_SAMPLING_COUNT_SPANS_SAMPLED: &str =
+    "otelcol_processor_tail_sampling_count_spans_sampled";
+/// Microseconds the policies took to decide one trace (`processor`).
+pub const TAIL_SAMPLING_DECISION_LATENCY: &str =
+    "otelcol_processor_tail_sampling_sampling_decision_latency";
+/// Traces held for a decision (`processor`).
+pub const TAIL_SAMPLING_TRACES_ON_MEMORY: &str =
+    "otelcol_processor_tail_sampling_sampling_traces_on_memory";
+/// Traces dropped before their decision: the Collector's count, always 0 in sluice, which decides
+/// such traces early instead (`processor`).
+pub const TAIL_SAMPLING_TRACE_DROPPED_TOO_EARLY: &str =
+    "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early";
+/// Traces decided before their wait was over, because `num_traces` were held or memory was
+/// short (`processor`); sluice's own.
+pub const TAIL_SAMPLING_EARLY_DECISION: &str = "otelcol_processor_tail_sampling_early_decision";
+/// Spans that arrived after their trace was decided, by that decision (`processor`,
+/// `decision`: `sampled` or `not_sampled`); sluice's own.
+pub const TAIL_SAMPLING_LATE_SPANS: &str = "otelcol_processor_tail_sampling_late_spans";
+/// Traces seen for the first time (`processor`).
+pub const TAIL_SAMPLING_NEW_TRACE_ID_RECEIVED: &str =
+    "otelcol_processor_tail_sampling_new_trace_id_received";
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
 /// sluice's own: the Collector's redaction processor has no metrics.
 pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";

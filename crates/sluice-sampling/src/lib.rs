@@ -5,8 +5,12 @@
 //! This crate must not depend on any other component crate.
 
 mod probabilistic;
+mod tail;
 pub mod threshold;
 
 pub use probabilistic::{
     AttributeSource, Mode, ProbabilisticSamplerConfig, ProbabilisticSamplerFactory, seeded_hash,
+};
+pub use tail::{
+    DecisionCacheConfig, EARLY_ABOVE, PolicyConfig, TailSamplingConfig, TailSamplingFactory,
 };

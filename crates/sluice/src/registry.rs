@@ -37,6 +37,7 @@ impl Registry {
                 Arc::new(FilterFactory),
                 Arc::new(TransformFactory),
                 Arc::new(sluice_sampling::ProbabilisticSamplerFactory),
+                Arc::new(sluice_sampling::TailSamplingFactory),
             ],
             exporters: vec![
                 Arc::new(sluice_otlp::OtlpExporterFactory),

@@ -1,0 +1,620 @@
+//! The `tail_sampling` processor: holds each trace's spans, encoded, until `decision_wait` after
+//! its first span (or `decision_wait_after_root_received` after its root), decides by the
+//! Collector's policies on all that arrived, and hands on the sampled traces whole. Decisions are
+//! remembered (`decision_cache`) so late spans follow them.
+//!
+//! Memory: held spans keep the memory reservations their receiver took, so they count against
+//! the memory limiter's budget. When `num_traces` are held, or the gates the spans are held
+//! against pass [`EARLY_ABOVE`] of their budget, the oldest traces are decided at once, by the
+//! same policies on what has arrived (`..._early_decision`), instead of being dropped or letting
+//! the process grow. A trace's spans are only ever read to decide, so one huge trace costs its
+//! own decision and nothing else.
+
+mod policy;
+
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics::{Counter, Gauge, Histogram};
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::{HumanDuration, Problem};
+use sluice_core::view::Item;
+use sluice_core::{
+    Batch, BatchBuilder, BuildError, ConsumeError, Instance, MemoryGate, Output, PipelineContext,
+    Processor, ProcessorComponent, ProcessorFactory, Signal, typed,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use policy::PolicyConfig;
+use policy::{Decision, Policy, TraceData, combine, compile_list};
+
+/// Gate fill above which the oldest traces are decided early.
+pub const EARLY_ABOVE: f64 = 0.8;
+
+/// `processors.tail_sampling`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailSamplingConfig {
+    /// How long after a trace's first span it is decided.
+    #[serde(default = "thirty_seconds")]
+    pub decision_wait: HumanDuration,
+    /// How long after a trace's root span arrives it is decided, if that is sooner.
+    #[serde(default)]
+    pub decision_wait_after_root_received: Option<HumanDuration>,
+    /// Traces held at most; past it the oldest is decided early.
+    #[serde(default = "fifty_thousand")]
+    pub num_traces: u64,
+    /// A sizing hint for the trace table.
+    #[serde(default)]
+    pub expected_new_traces_per_sec: u64,
+    /// How many decisions to remember for late spans.
+    #[serde(default)]
+    pub decision_cache: DecisionCacheConfig,
+    /// The policies; a trace is sampled when any samples it and none vetoes it.
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// `decision_cache`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionCacheConfig {
+    /// Trace ids remembered as sampled.
+    #[serde(default = "cache_default")]
+    pub sampled_cache_size: usize,
+    /// Trace ids remembered as not sampled.
+    #[serde(default = "cache_default")]
+    pub non_sampled_cache_size: usize,
+}
+
+impl Default for DecisionCacheConfig {
+    fn default() -> Self {
+        DecisionCacheConfig {
+            sampled_cache_size: cache_default(),
+            non_sampled_cache_size: cache_default(),
+        }
+    }
+}
+
+fn thirty_seconds() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn fifty_thousand() -> u64 {
+    50_000
+}
+
+/// Sluice remembers decisions by default (the Collector's default keeps none, so late spans of a
+/// decided trace start a new trace and can be decided differently, #14760).
+fn cache_default() -> usize {
+    100_000
+}
+
+impl TailSamplingConfig {
+    fn compile(&self, path: &str) -> Result<Vec<(String, Policy)>, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if self.policies.is_empty() {
+            problems.push(Problem::error(
+                format!("{path}.policies"),
+                "at least one policy is required",
+            ));
+        }
+        if self.num_traces == 0 {
+            problems.push(Problem::error(
+                format!("{path}.num_traces"),
+                "must be at least 1",
+            ));
+        }
+        if self.decision_wait.0.is_zero() {
+            problems.push(Problem::error(
+                format!("{path}.decision_wait"),
+                "must be longer than 0",
+            ));
+        }
+        let policies = compile_list(&format!("{path}.policies"), &self.policies, &mut problems);
+        if problems.is_empty() {
+            Ok(self
+                .policies
+                .iter()
+                .map(|p| p.name.clone())
+                .zip(policies)
+                .collect())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// One held trace.
+struct Held {
+    pieces: Vec<Batch>,
+    spans: u64,
+    bytes: usize,
+    /// When it is decided unless something comes first.
+    deadline: Instant,
+}
+
+/// A bounded set remembering the newest ids.
+struct Remembered {
+    ids: HashSet<[u8; 16]>,
+    order: VecDeque<[u8; 16]>,
+    capacity: usize,
+}
+
+impl Remembered {
+    fn new(capacity: usize) -> Self {
+        Remembered {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn insert(&mut self, id: [u8; 16]) {
+        if self.capacity == 0 || !self.ids.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &[u8; 16]) -> bool {
+        self.ids.contains(id)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    traces: HashMap<[u8; 16], Held>,
+    /// (deadline, id), earliest first, with stale entries skipped when popped.
+    deadlines: BinaryHeap<std::cmp::Reverse<(Instant, [u8; 16])>>,
+    /// Arrival order, for early decisions (oldest first), stale entries skipped.
+    arrivals: VecDeque<[u8; 16]>,
+    sampled: Option<Remembered>,
+    not_sampled: Option<Remembered>,
+    /// The gates held spans count against.
+    gates: Vec<Arc<MemoryGate>>,
+    held_bytes: usize,
+}
+
+struct Metrics {
+    /// By policy: (sampled, not sampled).
+    per_policy: Vec<(Counter, Counter)>,
+    sampled: Counter,
+    not_sampled: Counter,
+    decision_latency: Histogram,
+    on_memory: Gauge,
+    early: Counter,
+    late_sampled: Counter,
+    late_dropped: Counter,
+    new_trace_id_received: Counter,
+    global_sampled: Counter,
+    global_not_sampled: Counter,
+}
+
+struct Engine {
+    policies: Vec<(String, Policy)>,
+    wait: Duration,
+    after_root: Option<Duration>,
+    num_traces: usize,
+    state: Mutex<State>,
+    metrics: Metrics,
+    output: Output,
+    /// Wakes the decider when a deadline earlier than it sleeps to appears, or memory is short.
+    wake: tokio::sync::Notify,
+}
+
+/// A trace taken out to be decided, and why now.
+type Decided = ([u8; 16], Held, Why);
+
+/// Why a trace is decided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Due,
+    Early,
+    Shutdown,
+}
+
+impl Engine {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a batch in: holds new spans, passes late spans of sampled traces, drops those of
+    /// traces already dropped.
+    fn take(&self, batch: Batch) -> Option<Batch> {
+        let now = Instant::now();
+        let pieces = batch.group_by(|_, item| match item {
+            Item::Span(span) => {
+                let mut id = [0u8; 16];
+                if span.trace_id().len() == 16 {
+                    id.copy_from_slice(span.trace_id());
+                }
+                let root = span.parent_span_id().is_empty();
+                (id, root)
+            }
+            _ => ([0u8; 16], false),
+        });
+        let mut passed = BatchBuilder::new(Signal::Traces);
+        let mut early_needed = false;
+        let mut state = self.lock();
+        for ((id, root), piece) in pieces {
+            if state.sampled.as_ref().is_some_and(|c| c.contains(&id)) {
+                self.metrics.late_sampled.increment(piece.items() as u64);
+                passed.push(piece);
+                continue;
+            }
+            if state.not_sampled.as_ref().is_some_and(|c| c.contains(&id)) {
+                self.metrics.late_dropped.increment(piece.items() as u64);
+                continue;
+            }
+            for gate in piece.gates() {
+                if !state.gates.iter().any(|g| Arc::ptr_eq(g, gate)) {
+                    state.gates.push(Arc::clone(gate));
+                }
+            }
+            let size = piece.size();
+            let spans = piece.items() as u64;
+            let deadline_root = if root {
+                self.after_root.map(|d| now + d)
+            } else {
+                None
+            };
+            let State {
+                traces,
+                deadlines,
+                arrivals,
+                held_bytes,
+                ..
+            } = &mut *state;
+            let held = traces.entry(id).or_insert_with(|| {
+                self.metrics.new_trace_id_received.increment(1);
+                arrivals.push_back(id);
+                deadlines.push(std::cmp::Reverse((now + self.wait, id)));
+                Held {
+                    pieces: Vec::new(),
+                    spans: 0,
+                    bytes: 0,
+                    deadline: now + self.wait,
+                }
+            });
+            held.pieces.push(piece);
+            held.spans += spans;
+            held.bytes += size;
+            *held_bytes += size;
+            if let Some(d) = deadline_root
+                && d < held.deadline
+            {
+                held.deadline = d;
+                deadlines.push(std::cmp::Reverse((d, id)));
+                self.wake.notify_one();
+            }
+            if traces.len() > self.num_traces {
+                early_needed = true;
+            }
+        }
+        let pressure = state.gates.iter().map(|g| g.pressure()).fold(0.0, f64::max);
+        self.metrics.on_memory.set(state.traces.len() as f64);
+        drop(state);
+        if early_needed || pressure > EARLY_ABOVE {
+            self.wake.notify_one();
+        }
+        (!passed.is_empty()).then(|| passed.take())
+    }
+
+    /// The traces to decide now: those due, and the oldest while too many are held or memory
+    /// is short.
+    fn due(&self, shutdown: bool) -> (Vec<Decided>, Option<Instant>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut out = Vec::new();
+        if shutdown {
+            let all: Vec<_> = state
+                .traces
+                .drain()
+                .map(|(id, h)| (id, h, Why::Shutdown))
+                .collect();
+            state.deadlines.clear();
+            state.arrivals.clear();
+            state.held_bytes = 0;
+            return (all, None);
+        }
+        while let Some(std::cmp::Reverse((deadline, id))) = state.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            state.deadlines.pop();
+            if state
+                .traces
+                .get(&id)
+                .is_some_and(|h| h.deadline == deadline)
+                && let Some(held) = state.traces.remove(&id)
+            {
+                state.held_bytes -= held.bytes;
+                out.push((id, held, Why::Due));
+            }
+        }
+        // Early decisions: past `num_traces`, or while the gates are short of room, oldest first
+        // (at most a tenth of what is held per round, so memory is given back in steps).
+        let pressure = |s: &State| s.gates.iter().map(|g| g.pressure()).fold(0.0, f64::max);
+        let mut budget = (state.traces.len() / 10).max(1);
+        while state.traces.len() > self.num_traces
+            || (pressure(&state) > EARLY_ABOVE && budget > 0 && !state.traces.is_empty())
+        {
+            let Some(id) = state.arrivals.pop_front() else {
+                break;
+            };
+            if let Some(held) = state.traces.remove(&id) {
+                state.held_bytes -= held.bytes;
+                out.push((id, held, Why::Early));
+                budget = budget.saturating_sub(1);
+            }
+            if pressure(&state) > EARLY_ABOVE && budget == 0 {
+                break;
+            }
+        }
+        // Drop arrival entries of traces no longer held, from the front.
+        while state
+            .arrivals
+            .front()
+            .is_some_and(|id| !state.traces.contains_key(id))
+        {
+            state.arrivals.pop_front();
+        }
+        if state.arrivals.len() > 4 * state.traces.len() + 1024 {
+            let State {
+                arrivals, traces, ..
+            } = &mut *state;
+            arrivals.retain(|id| traces.contains_key(id));
+        }
+        self.metrics.on_memory.set(state.traces.len() as f64);
+        let next = state.deadlines.peek().map(|r| r.0.0);
+        (out, next)
+    }
+
+    /// Decides one trace by the policies.
+    fn decide(&self, id: [u8; 16], held: &Held) -> bool {
+        let trace = TraceData {
+            batches: &held.pieces,
+            spans: held.spans,
+            bytes: held.bytes,
+            trace_id: id,
+        };
+        let started = std::time::Instant::now();
+        let verdicts: Vec<Decision> = self
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| {
+                let d = p.evaluate(&trace);
+                let (yes, no) = &self.metrics.per_policy[i];
+                match d {
+                    Decision::Sampled | Decision::InvertSampled => yes.increment(1),
+                    _ => no.increment(1),
+                }
+                d
+            })
+            .collect();
+        self.metrics
+            .decision_latency
+            .record(started.elapsed().as_micros() as f64);
+        combine(verdicts)
+    }
+
+    async fn settle(&self, decided: Vec<Decided>) {
+        if decided.is_empty() {
+            return;
+        }
+        let mut out = BatchBuilder::new(Signal::Traces);
+        let mut verdicts = Vec::with_capacity(decided.len());
+        for (id, held, why) in decided {
+            if why == Why::Early {
+                self.metrics.early.increment(1);
+            }
+            let keep = self.decide(id, &held);
+            verdicts.push((id, keep));
+            if keep {
+                self.metrics.global_sampled.increment(1);
+                self.metrics.sampled.increment(held.spans);
+                for piece in held.pieces {
+                    out.push(piece);
+                    if out.items() >= 8192 {
+                        self.send(out.take()).await;
+                    }
+                }
+            } else {
+                self.metrics.global_not_sampled.increment(1);
+                self.metrics.not_sampled.increment(held.spans);
+            }
+        }
+        {
+            let mut state = self.lock();
+            for (id, keep) in verdicts {
+                let cache = if keep {
+                    &mut state.sampled
+                } else {
+                    &mut state.not_sampled
+                };
+                if let Some(c) = cache.as_mut() {
+                    c.insert(id);
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.send(out.take()).await;
+        }
+    }
+
+    /// Hands a decided batch on, retrying while the pipeline refuses it for back-pressure.
+    async fn send(&self, batch: Batch) {
+        let mut pause = Duration::from_millis(50);
+        for _ in 0..40 {
+            match self.output.send(batch.clone()).await {
+                Ok(()) => return,
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(items = batch.items(), error = %e.message, "pipeline refused sampled spans permanently, data dropped");
+                    return;
+                }
+            }
+        }
+        tracing::error!(
+            items = batch.items(),
+            "pipeline refused sampled spans for a minute, data dropped"
+        );
+    }
+
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let (decided, next) = self.due(false);
+            let busy = !decided.is_empty();
+            self.settle(decided).await;
+            if busy {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // Wake at the next deadline, when told to, or at least every 100 ms to watch memory.
+            let until = next.map_or(Instant::now() + Duration::from_millis(100), |n| {
+                n.min(Instant::now() + Duration::from_millis(100))
+            });
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = self.wake.notified() => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // At shutdown every held trace is decided on what arrived and the sampled ones handed on.
+        let (decided, _) = self.due(true);
+        self.settle(decided).await;
+    }
+}
+
+struct TailProcessor {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl Processor for TailProcessor {
+    async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
+        Ok(self.engine.take(batch))
+    }
+}
+
+struct TailComponent {
+    id: String,
+    config: TailSamplingConfig,
+}
+
+impl ProcessorComponent for TailComponent {
+    fn instance(&self, ctx: PipelineContext) -> Result<Instance, BuildError> {
+        let path = format!("processors.{}", self.id);
+        let policies = self
+            .config
+            .compile(&path)
+            .map_err(|mut p| BuildError::Config(p.remove(0)))?;
+        use sluice_core::metrics as names;
+        let id = ctx.id.clone();
+        let per_policy = policies
+            .iter()
+            .map(|(name, _)| {
+                let c = |sampled: &str| metrics::counter!(names::TAIL_SAMPLING_COUNT_TRACES_SAMPLED, "processor" => id.clone(), "policy" => name.clone(), "sampled" => sampled.to_owned());
+                (c("true"), c("false"))
+            })
+            .collect();
+        let c = &self.config;
+        let engine = Arc::new(Engine {
+            wait: c.decision_wait.0,
+            after_root: c.decision_wait_after_root_received.map(|d| d.0),
+            num_traces: usize::try_from(c.num_traces).unwrap_or(usize::MAX),
+            state: Mutex::new(State {
+                sampled: (c.decision_cache.sampled_cache_size > 0)
+                    .then(|| Remembered::new(c.decision_cache.sampled_cache_size)),
+                not_sampled: (c.decision_cache.non_sampled_cache_size > 0)
+                    .then(|| Remembered::new(c.decision_cache.non_sampled_cache_size)),
+                traces: HashMap::with_capacity(
+                    usize::try_from(
+                        c.expected_new_traces_per_sec
+                            .saturating_mul(c.decision_wait.0.as_secs()),
+                    )
+                    .unwrap_or(0)
+                    .min(c.num_traces as usize)
+                    .min(1 << 20),
+                ),
+                ..State::default()
+            }),
+            metrics: Metrics {
+                per_policy,
+                sampled: metrics::counter!(names::TAIL_SAMPLING_COUNT_SPANS_SAMPLED, "processor" => id.clone(), "sampled" => "true"),
+                not_sampled: metrics::counter!(names::TAIL_SAMPLING_COUNT_SPANS_SAMPLED, "processor" => id.clone(), "sampled" => "false"),
+                decision_latency: metrics::histogram!(names::TAIL_SAMPLING_DECISION_LATENCY, "processor" => id.clone()),
+                on_memory: metrics::gauge!(names::TAIL_SAMPLING_TRACES_ON_MEMORY, "processor" => id.clone()),
+                early: metrics::counter!(names::TAIL_SAMPLING_EARLY_DECISION, "processor" => id.clone()),
+                late_sampled: metrics::counter!(names::TAIL_SAMPLING_LATE_SPANS, "processor" => id.clone(), "decision" => "sampled"),
+                late_dropped: metrics::counter!(names::TAIL_SAMPLING_LATE_SPANS, "processor" => id.clone(), "decision" => "not_sampled"),
+                new_trace_id_received: metrics::counter!(names::TAIL_SAMPLING_NEW_TRACE_ID_RECEIVED, "processor" => id.clone()),
+                global_sampled: metrics::counter!(names::TAIL_SAMPLING_GLOBAL_COUNT_TRACES_SAMPLED, "processor" => id.clone(), "sampled" => "true"),
+                global_not_sampled: metrics::counter!(names::TAIL_SAMPLING_GLOBAL_COUNT_TRACES_SAMPLED, "processor" => id.clone(), "sampled" => "false"),
+            },
+            policies,
+            output: ctx.output,
+            wake: tokio::sync::Notify::new(),
+        });
+        // Registered so dashboards see it; sluice decides such traces early instead.
+        metrics::counter!(names::TAIL_SAMPLING_TRACE_DROPPED_TOO_EARLY, "processor" => id)
+            .absolute(0);
+        let task = tokio::spawn(Arc::clone(&engine).run(ctx.shutdown));
+        Ok(Instance {
+            processor: Arc::new(TailProcessor { engine }),
+            tasks: vec![task],
+        })
+    }
+}
+
+/// Builds `tail_sampling` processors.
+#[derive(Debug, Default)]
+pub struct TailSamplingFactory;
+
+impl ProcessorFactory for TailSamplingFactory {
+    fn type_name(&self) -> &'static str {
+        "tail_sampling"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces"]
+    }
+
+    fn holds_data(&self) -> bool {
+        true
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        sluice_core::check_typed(path, config, |c: &TailSamplingConfig| {
+            c.compile(path).err().unwrap_or_default()
+        })
+    }
+
+    fn build(&self, id: &str, config: &Value) -> Result<Box<dyn ProcessorComponent>, BuildError> {
+        let path = format!("processors.{id}");
+        let config: TailSamplingConfig = typed(&path, config)?;
+        if let Err(mut p) = config.compile(&path) {
+            return Err(BuildError::Config(p.remove(0)));
+        }
+        Ok(Box::new(TailComponent {
+            id: id.to_owned(),
+            config,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,848 @@
+//! `tail_sampling` policies: the Collector's config shape, compiled, and evaluated on the spans
+//! of one trace as they arrived (encoded, read through `sluice_core::view`).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use regex::Regex;
+use serde::Deserialize;
+use sluice_config::Problem;
+use sluice_core::view::{AnyValue, Context, Item, Resource, Span};
+use sluice_ottl::{Condition, Scope, Subject};
+
+/// One policy as configured: `name`, `type` and the type's own section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The name in metrics and logs.
+    pub name: String,
+    /// The policy type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `latency`.
+    #[serde(default)]
+    pub latency: Option<LatencyConfig>,
+    /// `numeric_attribute`.
+    #[serde(default)]
+    pub numeric_attribute: Option<NumericConfig>,
+    /// `probabilistic`.
+    #[serde(default)]
+    pub probabilistic: Option<ProbabilisticConfig>,
+    /// `status_code`.
+    #[serde(default)]
+    pub status_code: Option<StatusCodeConfig>,
+    /// `string_attribute`.
+    #[serde(default)]
+    pub string_attribute: Option<StringConfig>,
+    /// `boolean_attribute`.
+    #[serde(default)]
+    pub boolean_attribute: Option<BooleanConfig>,
+    /// `rate_limiting`.
+    #[serde(default)]
+    pub rate_limiting: Option<RateConfig>,
+    /// `bytes_limiting`.
+    #[serde(default)]
+    pub bytes_limiting: Option<BytesConfig>,
+    /// `span_count`.
+    #[serde(default)]
+    pub span_count: Option<SpanCountConfig>,
+    /// `trace_state`.
+    #[serde(default)]
+    pub trace_state: Option<TraceStateConfig>,
+    /// `ottl_condition`.
+    #[serde(default)]
+    pub ottl_condition: Option<OttlConfig>,
+    /// `and`.
+    #[serde(default)]
+    pub and: Option<AndConfig>,
+    /// `drop`.
+    #[serde(default)]
+    pub drop: Option<DropConfig>,
+    /// `composite`.
+    #[serde(default)]
+    pub composite: Option<CompositeConfig>,
+}
+
+/// `latency`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    /// Sampled when the trace lasts at least this long.
+    #[serde(default)]
+    pub threshold_ms: i64,
+    /// And at most this long (`0`: no bound).
+    #[serde(default)]
+    pub upper_threshold_ms: i64,
+}
+
+/// `numeric_attribute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumericConfig {
+    /// The attribute.
+    pub key: String,
+    /// Lowest value that matches (inclusive); absent: no bound.
+    #[serde(default)]
+    pub min_value: Option<i64>,
+    /// Highest value that matches (inclusive); absent: no bound.
+    #[serde(default)]
+    pub max_value: Option<i64>,
+    /// Sample the traces that do not match.
+    #[serde(default)]
+    pub invert_match: bool,
+}
+
+/// `probabilistic`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbabilisticConfig {
+    /// Mixed into the hash, so layers of samplers decide independently.
+    #[serde(default)]
+    pub hash_salt: String,
+    /// Share of traces kept, in percent.
+    #[serde(default)]
+    pub sampling_percentage: f64,
+}
+
+/// `status_code`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCodeConfig {
+    /// `OK`, `ERROR`, `UNSET`.
+    pub status_codes: Vec<String>,
+}
+
+/// `string_attribute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StringConfig {
+    /// The attribute (on spans or their resource).
+    pub key: String,
+    /// Values, or regular expressions with `enabled_regex_matching`.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// Match `values` as regular expressions.
+    #[serde(default)]
+    pub enabled_regex_matching: bool,
+    /// Accepted for compatibility: sluice compiles one set of expressions and needs no cache.
+    #[serde(default)]
+    pub cache_max_size: Option<usize>,
+    /// Sample the traces that do not match.
+    #[serde(default)]
+    pub invert_match: bool,
+}
+
+/// `boolean_attribute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BooleanConfig {
+    /// The attribute.
+    pub key: String,
+    /// The value that matches.
+    pub value: bool,
+    /// Sample the traces that do not match.
+    #[serde(default)]
+    pub invert_match: bool,
+}
+
+/// `rate_limiting`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Spans sampled per second at most.
+    pub spans_per_second: i64,
+}
+
+/// `bytes_limiting`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BytesConfig {
+    /// Encoded bytes of spans sampled per second, on average.
+    pub bytes_per_second: i64,
+    /// Burst allowed (default: twice `bytes_per_second`).
+    #[serde(default)]
+    pub burst_capacity: Option<i64>,
+}
+
+/// `span_count`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanCountConfig {
+    /// Fewest spans that match.
+    #[serde(default)]
+    pub min_spans: i64,
+    /// Most spans that match (`0`: no bound).
+    #[serde(default)]
+    pub max_spans: i64,
+}
+
+/// `trace_state`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceStateConfig {
+    /// The tracestate key.
+    pub key: String,
+    /// Its values that match.
+    pub values: Vec<String>,
+}
+
+/// `ottl_condition`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OttlConfig {
+    /// Accepted: sluice's conditions cannot fail at run time.
+    #[serde(default)]
+    pub error_mode: Option<String>,
+    /// Conditions on spans; any true samples the trace.
+    #[serde(default)]
+    pub span: Vec<String>,
+    /// Conditions on span events.
+    #[serde(default)]
+    pub spanevent: Vec<String>,
+}
+
+/// `and`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AndConfig {
+    /// Every one must sample.
+    pub and_sub_policy: Vec<PolicyConfig>,
+}
+
+/// `drop`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropConfig {
+    /// When every one matches, the trace is dropped whatever the other policies say.
+    pub drop_sub_policy: Vec<PolicyConfig>,
+}
+
+/// `composite`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeConfig {
+    /// Spans per second the composite samples at most.
+    pub max_total_spans_per_second: i64,
+    /// The sub-policies' names, in the order they are asked.
+    pub policy_order: Vec<String>,
+    /// The sub-policies.
+    pub composite_sub_policy: Vec<PolicyConfig>,
+    /// Each sub-policy's share of `max_total_spans_per_second`, in percent.
+    #[serde(default)]
+    pub rate_allocation: Vec<RateAllocation>,
+}
+
+/// One `rate_allocation` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateAllocation {
+    /// The sub-policy's name.
+    pub policy: String,
+    /// Its share, in percent.
+    pub percent: i64,
+}
+
+/// A policy's verdict on a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The policy does not ask for the trace.
+    NotSampled,
+    /// The policy samples the trace.
+    Sampled,
+    /// An inverted policy matched: the trace is not sampled, whatever the others say.
+    InvertNotSampled,
+    /// An inverted policy did not match: sampled, unless an inverted one matched.
+    InvertSampled,
+    /// A `drop` policy matched: the trace is dropped, whatever the others say.
+    Dropped,
+}
+
+/// What a policy sees of a trace.
+pub(crate) struct TraceData<'a> {
+    /// The held pieces, in arrival order.
+    pub(crate) batches: &'a [sluice_core::Batch],
+    /// Spans held.
+    pub(crate) spans: u64,
+    /// Encoded bytes held.
+    pub(crate) bytes: usize,
+    /// The trace id.
+    pub(crate) trace_id: [u8; 16],
+}
+
+impl TraceData<'_> {
+    /// Calls `f` on every span with its context until it returns `true`; whether one did.
+    pub(crate) fn any(&self, mut f: impl FnMut(&Context<'_>, &Span<'_>) -> bool) -> bool {
+        struct Visit<'f, F> {
+            f: &'f mut F,
+            found: bool,
+        }
+        impl<F: FnMut(&Context<'_>, &Span<'_>) -> bool> sluice_core::view::Editor for Visit<'_, F> {
+            fn item(
+                &mut self,
+                context: &Context<'_>,
+                item: &Item<'_>,
+            ) -> sluice_core::view::Verdict {
+                if !self.found
+                    && let Item::Span(span) = item
+                {
+                    self.found = (self.f)(context, span);
+                }
+                sluice_core::view::Verdict::Keep
+            }
+        }
+        let mut visit = Visit {
+            f: &mut f,
+            found: false,
+        };
+        for batch in self.batches {
+            let _ = batch.clone().edit(&mut visit);
+            if visit.found {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A compiled policy.
+pub(crate) enum Policy {
+    Always,
+    Latency {
+        min_ns: u64,
+        max_ns: Option<u64>,
+    },
+    Numeric {
+        key: String,
+        min: i64,
+        max: i64,
+        invert: bool,
+    },
+    Probabilistic {
+        salt: Vec<u8>,
+        threshold: u64,
+    },
+    StatusCode {
+        codes: Vec<i32>,
+    },
+    Strings {
+        key: String,
+        exact: Vec<String>,
+        regexes: Vec<Regex>,
+        invert: bool,
+    },
+    Boolean {
+        key: String,
+        value: bool,
+        invert: bool,
+    },
+    Rate {
+        per_second: u64,
+        window: Mutex<(Instant, u64)>,
+    },
+    Bytes {
+        per_second: f64,
+        burst: f64,
+        bucket: Mutex<(Instant, f64)>,
+    },
+    SpanCount {
+        min: u64,
+        max: Option<u64>,
+    },
+    TraceState {
+        key: String,
+        values: Vec<String>,
+    },
+    Ottl {
+        span: Vec<Condition>,
+        spanevent: Vec<Condition>,
+    },
+    And(Vec<Policy>),
+    Drop(Vec<Policy>),
+    Composite {
+        max_per_second: u64,
+        subs: Vec<(Policy, u64)>,
+        window: Mutex<(Instant, u64, Vec<u64>)>,
+    },
+}
+
+fn attribute<'a>(context: &Context<'a>, span: &Span<'a>, key: &str) -> Option<AnyValue<'a>> {
+    span.attribute(key)
+        .or_else(|| resource_attribute(&context.resource, key))
+}
+
+fn resource_attribute<'a>(resource: &Resource<'a>, key: &str) -> Option<AnyValue<'a>> {
+    resource.attribute(key)
+}
+
+/// The Collector's tail-sampling `probabilistic` hash: FNV-1a (64 bits) over the salt and the
+/// trace id, compared with the percentage of the 64-bit range.
+fn trace_hash(salt: &[u8], trace_id: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in salt.iter().chain(trace_id) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+impl Policy {
+    /// Compiles one policy; problems name their path.
+    pub(crate) fn compile(
+        path: &str,
+        c: &PolicyConfig,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Policy> {
+        let missing = |problems: &mut Vec<Problem>, section: &str| {
+            problems.push(Problem::error(
+                format!("{path}.{section}"),
+                format!("a `{section}` policy needs its `{section}` section"),
+            ));
+            None
+        };
+        Some(match c.kind.as_str() {
+            "always_sample" => Policy::Always,
+            "latency" => {
+                let Some(l) = &c.latency else {
+                    return missing(problems, "latency");
+                };
+                if l.upper_threshold_ms != 0 && l.upper_threshold_ms < l.threshold_ms {
+                    problems.push(Problem::error(
+                        format!("{path}.latency.upper_threshold_ms"),
+                        "must not be lower than `threshold_ms`",
+                    ));
+                }
+                let ns = |ms: i64| u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000);
+                Policy::Latency {
+                    min_ns: ns(l.threshold_ms),
+                    max_ns: (l.upper_threshold_ms > 0).then(|| ns(l.upper_threshold_ms)),
+                }
+            }
+            "numeric_attribute" => {
+                let Some(n) = &c.numeric_attribute else {
+                    return missing(problems, "numeric_attribute");
+                };
+                Policy::Numeric {
+                    key: n.key.clone(),
+                    min: n.min_value.unwrap_or(i64::MIN),
+                    max: n.max_value.unwrap_or(i64::MAX),
+                    invert: n.invert_match,
+                }
+            }
+            "probabilistic" => {
+                let Some(p) = &c.probabilistic else {
+                    return missing(problems, "probabilistic");
+                };
+                let pct = p.sampling_percentage.clamp(0.0, 100.0);
+                Policy::Probabilistic {
+                    salt: p.hash_salt.as_bytes().to_vec(),
+                    threshold: if pct >= 100.0 {
+                        u64::MAX
+                    } else {
+                        (pct / 100.0 * u64::MAX as f64) as u64
+                    },
+                }
+            }
+            "status_code" => {
+                let Some(s) = &c.status_code else {
+                    return missing(problems, "status_code");
+                };
+                let mut codes = Vec::new();
+                for (i, code) in s.status_codes.iter().enumerate() {
+                    match code.as_str() {
+                        "UNSET" => codes.push(0),
+                        "OK" => codes.push(1),
+                        "ERROR" => codes.push(2),
+                        other => problems.push(Problem::error(
+                            format!("{path}.status_code.status_codes[{i}]"),
+                            format!("unknown status code `{other}`: use OK, ERROR or UNSET"),
+                        )),
+                    }
+                }
+                if s.status_codes.is_empty() {
+                    problems.push(Problem::error(
+                        format!("{path}.status_code.status_codes"),
+                        "must list at least one status code",
+                    ));
+                }
+                Policy::StatusCode { codes }
+            }
+            "string_attribute" => {
+                let Some(s) = &c.string_attribute else {
+                    return missing(problems, "string_attribute");
+                };
+                let mut regexes = Vec::new();
+                if s.enabled_regex_matching {
+                    for (i, v) in s.values.iter().enumerate() {
+                        match Regex::new(v) {
+                            Ok(r) => regexes.push(r),
+                            Err(e) => problems.push(Problem::error(
+                                format!("{path}.string_attribute.values[{i}]"),
+                                format!("`{v}` is not a regular expression: {e}"),
+                            )),
+                        }
+                    }
+                }
+                Policy::Strings {
+                    key: s.key.clone(),
+                    exact: if s.enabled_regex_matching {
+                        Vec::new()
+                    } else {
+                        s.values.clone()
+                    },
+                    regexes,
+                    invert: s.invert_match,
+                }
+            }
+            "boolean_attribute" => {
+                let Some(b) = &c.boolean_attribute else {
+                    return missing(problems, "boolean_attribute");
+                };
+                Policy::Boolean {
+                    key: b.key.clone(),
+                    value: b.value,
+                    invert: b.invert_match,
+                }
+            }
+            "rate_limiting" => {
+                let Some(r) = &c.rate_limiting else {
+                    return missing(problems, "rate_limiting");
+                };
+                Policy::Rate {
+                    per_second: u64::try_from(r.spans_per_second).unwrap_or(0),
+                    window: Mutex::new((Instant::now(), 0)),
+                }
+            }
+            "bytes_limiting" => {
+                let Some(b) = &c.bytes_limiting else {
+                    return missing(problems, "bytes_limiting");
+                };
+                let per_second = b.bytes_per_second.max(0) as f64;
+                let burst = b
+                    .burst_capacity
+                    .map_or(per_second * 2.0, |c| c.max(0) as f64);
+                Policy::Bytes {
+                    per_second,
+                    burst,
+                    bucket: Mutex::new((Instant::now(), burst)),
+                }
+            }
+            "span_count" => {
+                let Some(s) = &c.span_count else {
+                    return missing(problems, "span_count");
+                };
+                if s.max_spans != 0 && s.max_spans < s.min_spans {
+                    problems.push(Problem::error(
+                        format!("{path}.span_count.max_spans"),
+                        "must not be lower than `min_spans`",
+                    ));
+                }
+                Policy::SpanCount {
+                    min: u64::try_from(s.min_spans).unwrap_or(0),
+                    max: (s.max_spans > 0).then_some(s.max_spans as u64),
+                }
+            }
+            "trace_state" => {
+                let Some(t) = &c.trace_state else {
+                    return missing(problems, "trace_state");
+                };
+                Policy::TraceState {
+                    key: t.key.clone(),
+                    values: t.values.clone(),
+                }
+            }
+            "ottl_condition" => {
+                let Some(o) = &c.ottl_condition else {
+                    return missing(problems, "ottl_condition");
+                };
+                let mut parse = |list: &[String], scope: Scope, at: &str| -> Vec<Condition> {
+                    list.iter()
+                        .enumerate()
+                        .filter_map(|(i, text)| match sluice_ottl::parse(text, scope) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                problems.push(Problem::error(
+                                    format!("{path}.ottl_condition.{at}[{i}]"),
+                                    format!("`{text}`: {e}"),
+                                ));
+                                None
+                            }
+                        })
+                        .collect()
+                };
+                Policy::Ottl {
+                    span: parse(&o.span, Scope::Span, "span"),
+                    spanevent: parse(&o.spanevent, Scope::SpanEvent, "spanevent"),
+                }
+            }
+            "and" => {
+                let Some(a) = &c.and else {
+                    return missing(problems, "and");
+                };
+                Policy::And(compile_list(
+                    &format!("{path}.and.and_sub_policy"),
+                    &a.and_sub_policy,
+                    problems,
+                ))
+            }
+            "drop" => {
+                let Some(d) = &c.drop else {
+                    return missing(problems, "drop");
+                };
+                Policy::Drop(compile_list(
+                    &format!("{path}.drop.drop_sub_policy"),
+                    &d.drop_sub_policy,
+                    problems,
+                ))
+            }
+            "composite" => {
+                let Some(cc) = &c.composite else {
+                    return missing(problems, "composite");
+                };
+                let max = u64::try_from(cc.max_total_spans_per_second).unwrap_or(0);
+                let mut subs = Vec::new();
+                for (i, name) in cc.policy_order.iter().enumerate() {
+                    let Some((j, sub)) = cc
+                        .composite_sub_policy
+                        .iter()
+                        .enumerate()
+                        .find(|(_, p)| &p.name == name)
+                    else {
+                        problems.push(Problem::error(
+                            format!("{path}.composite.policy_order[{i}]"),
+                            format!("no sub-policy is named `{name}`"),
+                        ));
+                        continue;
+                    };
+                    let share = cc
+                        .rate_allocation
+                        .iter()
+                        .find(|r| &r.policy == name)
+                        .map_or(0, |r| r.percent.max(0) as u64);
+                    if let Some(p) = Policy::compile(
+                        &format!("{path}.composite.composite_sub_policy[{j}]"),
+                        sub,
+                        problems,
+                    ) {
+                        subs.push((p, max * share / 100));
+                    }
+                }
+                let n = subs.len();
+                Policy::Composite {
+                    max_per_second: max,
+                    subs,
+                    window: Mutex::new((Instant::now(), 0, vec![0; n])),
+                }
+            }
+            other => {
+                problems.push(Problem::error(
+                    format!("{path}.type"),
+                    format!("unknown policy type `{other}`: sluice has always_sample, latency, numeric_attribute, probabilistic, status_code, string_attribute, boolean_attribute, rate_limiting, bytes_limiting, span_count, trace_state, ottl_condition, and, drop, composite"),
+                ));
+                return None;
+            }
+        })
+    }
+
+    /// The verdict on one trace.
+    pub(crate) fn evaluate(&self, trace: &TraceData<'_>) -> Decision {
+        let sampled = |yes: bool| {
+            if yes {
+                Decision::Sampled
+            } else {
+                Decision::NotSampled
+            }
+        };
+        let inverted = |matched: bool, invert: bool| match (invert, matched) {
+            (false, m) => sampled(m),
+            (true, true) => Decision::InvertNotSampled,
+            (true, false) => Decision::InvertSampled,
+        };
+        match self {
+            Policy::Always => Decision::Sampled,
+            Policy::Latency { min_ns, max_ns } => {
+                let (mut start, mut end) = (u64::MAX, 0u64);
+                trace.any(|_, span| {
+                    start = start.min(span.start_time_unix_nano());
+                    end = end.max(span.end_time_unix_nano());
+                    false
+                });
+                let duration = end.saturating_sub(start);
+                sampled(duration >= *min_ns && max_ns.is_none_or(|m| duration <= m))
+            }
+            Policy::Numeric {
+                key,
+                min,
+                max,
+                invert,
+            } => {
+                let matched = trace.any(|context, span| match attribute(context, span, key) {
+                    Some(AnyValue::Int(v)) => (*min..=*max).contains(&v),
+                    _ => false,
+                });
+                inverted(matched, *invert)
+            }
+            Policy::Probabilistic { salt, threshold } => {
+                sampled(trace_hash(salt, &trace.trace_id) <= *threshold && *threshold > 0)
+            }
+            Policy::StatusCode { codes } => {
+                sampled(trace.any(|_, span| codes.contains(&span.status_code())))
+            }
+            Policy::Strings {
+                key,
+                exact,
+                regexes,
+                invert,
+            } => {
+                let matched = trace.any(|context, span| match attribute(context, span, key) {
+                    Some(AnyValue::String(s)) => {
+                        let s = s.as_str();
+                        exact.iter().any(|v| v == s) || regexes.iter().any(|r| r.is_match(s))
+                    }
+                    _ => false,
+                });
+                inverted(matched, *invert)
+            }
+            Policy::Boolean { key, value, invert } => {
+                let matched = trace.any(|context, span| matches!(attribute(context, span, key), Some(AnyValue::Bool(b)) if b == *value));
+                inverted(matched, *invert)
+            }
+            Policy::Rate { per_second, window } => {
+                let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+                if w.0.elapsed().as_secs() >= 1 {
+                    *w = (Instant::now(), 0);
+                }
+                let fits = w.1 + trace.spans <= *per_second;
+                if fits {
+                    w.1 += trace.spans;
+                }
+                sampled(fits)
+            }
+            Policy::Bytes {
+                per_second,
+                burst,
+                bucket,
+            } => {
+                let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let refill = now.duration_since(b.0).as_secs_f64() * per_second;
+                *b = (now, (b.1 + refill).min(*burst));
+                let cost = trace.bytes as f64;
+                let fits = cost <= b.1;
+                if fits {
+                    b.1 -= cost;
+                }
+                sampled(fits)
+            }
+            Policy::SpanCount { min, max } => {
+                sampled(trace.spans >= *min && max.is_none_or(|m| trace.spans <= m))
+            }
+            Policy::TraceState { key, values } => sampled(trace.any(|_, span| {
+                span.trace_state()
+                    .split(',')
+                    .filter_map(|m| m.trim().split_once('='))
+                    .any(|(k, v)| k == key && values.iter().any(|x| x == v))
+            })),
+            Policy::Ottl {
+                span: conditions,
+                spanevent,
+            } => sampled(trace.any(|context, span| {
+                let item = Item::Span(*span);
+                conditions
+                    .iter()
+                    .any(|c| c.holds(&Subject::Item(context, &item)))
+                    || (!spanevent.is_empty()
+                        && span.events().any(|e| {
+                            spanevent
+                                .iter()
+                                .any(|c| c.holds(&Subject::Event(context, span, &e)))
+                        }))
+            })),
+            Policy::And(subs) => sampled(
+                !subs.is_empty()
+                    && subs.iter().all(|p| {
+                        matches!(
+                            p.evaluate(trace),
+                            Decision::Sampled | Decision::InvertSampled
+                        )
+                    }),
+            ),
+            Policy::Drop(subs) => {
+                if !subs.is_empty()
+                    && subs.iter().all(|p| {
+                        matches!(
+                            p.evaluate(trace),
+                            Decision::Sampled | Decision::InvertSampled
+                        )
+                    })
+                {
+                    Decision::Dropped
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Policy::Composite {
+                max_per_second,
+                subs,
+                window,
+            } => {
+                let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+                if w.0.elapsed().as_secs() >= 1 {
+                    w.0 = Instant::now();
+                    w.1 = 0;
+                    w.2.iter_mut().for_each(|n| *n = 0);
+                }
+                for (i, (policy, budget)) in subs.iter().enumerate() {
+                    if !matches!(
+                        policy.evaluate(trace),
+                        Decision::Sampled | Decision::InvertSampled
+                    ) {
+                        continue;
+                    }
+                    let spent = w.2[i];
+                    if spent + trace.spans <= *budget && w.1 + trace.spans <= *max_per_second {
+                        w.2[i] += trace.spans;
+                        w.1 += trace.spans;
+                        return Decision::Sampled;
+                    }
+                }
+                Decision::NotSampled
+            }
+        }
+    }
+}
+
+/// Compiles a list of policies, refusing duplicate names.
+pub(crate) fn compile_list(
+    path: &str,
+    list: &[PolicyConfig],
+    problems: &mut Vec<Problem>,
+) -> Vec<Policy> {
+    let mut names = std::collections::HashSet::new();
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            if !names.insert(c.name.as_str()) {
+                problems.push(Problem::error(
+                    format!("{path}[{i}].name"),
+                    format!("duplicate policy name `{}`", c.name),
+                ));
+            }
+            Policy::compile(&format!("{path}[{i}]"), c, problems)
+        })
+        .collect()
+}
+
+/// The trace's fate from all its policies' verdicts: a `drop` match drops it; an inverted match
+/// keeps it out; otherwise any sample keeps it.
+pub(crate) fn combine(verdicts: impl IntoIterator<Item = Decision>) -> bool {
+    let mut sampled = false;
+    let mut vetoed = false;
+    for d in verdicts {
+        match d {
+            Decision::Dropped | Decision::InvertNotSampled => vetoed = true,
+            Decision::Sampled | Decision::InvertSampled => sampled = true,
+            Decision::NotSampled => {}
+        }
+    }
+    sampled && !vetoed
+}
