@@ -7,6 +7,7 @@ mod connectors;
 mod deploy;
 mod edge_cases;
 mod faults;
+mod gateway;
 mod hostile_clients;
 mod hostile_config;
 mod jaeger;

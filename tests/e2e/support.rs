@@ -115,13 +115,39 @@ pub(crate) fn binary() -> &'static str {
 impl Sluice {
     /// Starts sluice with `config` (YAML) and waits until it reports ready.
     pub(crate) fn start(ports: Ports, config: &str) -> Sluice {
+        Sluice::start_in(ports, config, None)
+    }
+
+    /// As [`Sluice::start`], with `hosts` mounted over `/etc/hosts` in a private mount namespace
+    /// (`unshare`), so names resolve as that file says, and change when it is rewritten in place.
+    pub(crate) fn start_with_hosts(ports: Ports, config: &str, hosts: &std::path::Path) -> Sluice {
+        Sluice::start_in(ports, config, Some(hosts))
+    }
+
+    fn start_in(ports: Ports, config: &str, hosts: Option<&std::path::Path>) -> Sluice {
         let dir = TempDir::new("run");
         let path = dir.0.join("config.yaml");
         std::fs::write(&path, config).unwrap();
         let log = dir.0.join("sluice.log");
-        let child = Command::new(binary())
-            .arg("--config")
-            .arg(&path)
+        let mut command = match hosts {
+            None => {
+                let mut c = Command::new(binary());
+                c.arg("--config").arg(&path);
+                c
+            }
+            Some(hosts) => {
+                // unshare execs the shell, which execs sluice: the child's pid is sluice's.
+                let mut c = Command::new("unshare");
+                c.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                    .arg(r#"mount --bind "$1" /etc/hosts && exec "$2" --config "$3" "$4" "$5""#)
+                    .arg("sh")
+                    .arg(hosts)
+                    .arg(binary())
+                    .arg(&path);
+                c
+            }
+        };
+        let child = command
             .arg("--shutdown-timeout")
             .arg("5s")
             .env("RUST_LOG", "info")

@@ -122,9 +122,25 @@ pub const TAIL_SAMPLING_EARLY_DECISION: &str = "otelcol_processor_tail_sampling_
 /// Spans that arrived after their trace was decided, by that decision (`processor`,
 /// `decision`: `sampled` or `not_sampled`); sluice's own.
 pub const TAIL_SAMPLING_LATE_SPANS: &str = "otelcol_processor_tail_sampling_late_spans";
+/// Traces dropped undecided for passing `maximum_trace_size_bytes` (`processor`).
+pub const TAIL_SAMPLING_TRACES_DROPPED_TOO_LARGE: &str =
+    "otelcol_processor_tail_sampling_traces_dropped_too_large";
 /// Traces seen for the first time (`processor`).
 pub const TAIL_SAMPLING_NEW_TRACE_ID_RECEIVED: &str =
     "otelcol_processor_tail_sampling_new_trace_id_received";
+/// Backends on a `loadbalancing` exporter's ring (`exporter`, `resolver`).
+pub const LOADBALANCER_NUM_BACKENDS: &str = "otelcol_loadbalancer_num_backends";
+/// Resolutions by a `loadbalancing` exporter's resolver (`exporter`, `resolver`, `success`).
+pub const LOADBALANCER_NUM_RESOLUTIONS: &str = "otelcol_loadbalancer_num_resolutions";
+/// Resolutions that changed the ring (`exporter`, `resolver`).
+pub const LOADBALANCER_NUM_BACKEND_UPDATES: &str = "otelcol_loadbalancer_num_backend_updates";
+/// Sends to each backend by outcome (`exporter`, `endpoint`, `success`).
+pub const LOADBALANCER_BACKEND_OUTCOME: &str = "otelcol_loadbalancer_backend_outcome";
+/// Milliseconds each send to a backend took (`exporter`, `endpoint`).
+pub const LOADBALANCER_BACKEND_LATENCY: &str = "otelcol_loadbalancer_backend_latency";
+/// Items a failing backend could not take that were routed to the next owner on the ring
+/// (`exporter`); sluice's own.
+pub const LOADBALANCER_REROUTED_ITEMS: &str = "otelcol_loadbalancer_rerouted_items";
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
 /// sluice's own: the Collector's redaction processor has no metrics.
 pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";

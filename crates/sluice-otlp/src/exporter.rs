@@ -64,6 +64,11 @@ fn gzip_default() -> Compression {
 }
 
 impl OtlpExporterConfig {
+    /// Problems with an `otlp` (gRPC) exporter's settings.
+    pub(crate) fn check_grpc(&self, path: &str) -> Vec<Problem> {
+        self.check(path, false)
+    }
+
     fn check(&self, path: &str, http: bool) -> Vec<Problem> {
         let mut p = self.tls.check(path);
         p.extend(Compressor::check(
@@ -142,7 +147,7 @@ fn http_url(c: &OtlpExporterConfig, signal: Signal) -> Result<String, String> {
     }
 }
 
-struct GrpcExporter {
+pub(crate) struct GrpcExporter {
     id: String,
     /// One client per signal (each calls its own service), over one channel.
     clients: [UnaryClient; 3],
@@ -171,7 +176,7 @@ impl Exporter for GrpcExporter {
     }
 }
 
-fn grpc_exporter(
+pub(crate) fn grpc_exporter(
     id: &str,
     c: &OtlpExporterConfig,
     auth: Option<Arc<dyn ClientAuthenticator>>,

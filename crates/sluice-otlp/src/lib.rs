@@ -9,11 +9,13 @@
 mod debug;
 mod exporter;
 mod json;
+mod loadbalancing;
 mod receiver;
 mod status;
 
 pub use debug::{DebugConfig, DebugExporterFactory, Verbosity};
 pub use exporter::{OtlpExporterConfig, OtlpExporterFactory, OtlpHttpExporterFactory};
+pub use loadbalancing::{LoadBalancingConfig, LoadBalancingExporterFactory, Ring, RoutingKey};
 pub use receiver::{
     CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, OtlpReceiverFactory, Protocols,
     Refusal, decode_request,

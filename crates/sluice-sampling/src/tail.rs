@@ -54,8 +54,30 @@ pub struct TailSamplingConfig {
     /// How many decisions to remember for late spans.
     #[serde(default)]
     pub decision_cache: DecisionCacheConfig,
-    /// The policies; a trace is sampled when any samples it and none vetoes it.
+    /// The policies; a trace is sampled when any samples it and no `drop` policy matches.
     pub policies: Vec<PolicyConfig>,
+    /// Stop at the first policy that samples (its later policies are not asked).
+    #[serde(default)]
+    pub sample_on_first_match: bool,
+    /// At shutdown, drop the traces still held instead of deciding them on what arrived.
+    #[serde(default)]
+    pub drop_pending_traces_on_shutdown: bool,
+    /// A trace held past this many encoded bytes is dropped undecided and counted
+    /// (`..._traces_dropped_too_large`); `0`: no limit.
+    #[serde(default)]
+    pub maximum_trace_size_bytes: u64,
+    /// `trace-complete` (the only strategy sluice has).
+    #[serde(default)]
+    pub sampling_strategy: Option<String>,
+    /// `false` only: past `num_traces` sluice decides the oldest early rather than blocking.
+    #[serde(default)]
+    pub block_on_overflow: bool,
+    /// Accepted for compatibility (0 to 256); sluice keeps one table.
+    #[serde(default)]
+    pub num_shards: u32,
+    /// Refused: held spans live in memory.
+    #[serde(default)]
+    pub tail_storage: Option<Value>,
 }
 
 /// `decision_cache`.
@@ -197,6 +219,7 @@ struct Metrics {
     new_trace_id_received: Counter,
     global_sampled: Counter,
     global_not_sampled: Counter,
+    too_large: Counter,
 }
 
 struct Engine {
@@ -204,6 +227,9 @@ struct Engine {
     wait: Duration,
     after_root: Option<Duration>,
     num_traces: usize,
+    first_match: bool,
+    drop_pending: bool,
+    max_trace_bytes: usize,
     state: Mutex<State>,
     metrics: Metrics,
     output: Output,
@@ -272,6 +298,7 @@ impl Engine {
                 deadlines,
                 arrivals,
                 held_bytes,
+                not_sampled,
                 ..
             } = &mut *state;
             let held = traces.entry(id).or_insert_with(|| {
@@ -295,6 +322,18 @@ impl Engine {
                 held.deadline = d;
                 deadlines.push(std::cmp::Reverse((d, id)));
                 self.wake.notify_one();
+            }
+            if self.max_trace_bytes > 0 && held.bytes > self.max_trace_bytes {
+                let spans = held.spans;
+                let bytes = held.bytes;
+                traces.remove(&id);
+                *held_bytes -= bytes;
+                self.metrics.too_large.increment(1);
+                self.metrics.not_sampled.increment(spans);
+                if let Some(c) = not_sampled.as_mut() {
+                    c.insert(id);
+                }
+                continue;
             }
             if traces.len() > self.num_traces {
                 early_needed = true;
@@ -388,20 +427,19 @@ impl Engine {
             trace_id: id,
         };
         let started = std::time::Instant::now();
-        let verdicts: Vec<Decision> = self
-            .policies
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| {
-                let d = p.evaluate(&trace);
-                let (yes, no) = &self.metrics.per_policy[i];
-                match d {
-                    Decision::Sampled | Decision::InvertSampled => yes.increment(1),
-                    _ => no.increment(1),
-                }
-                d
-            })
-            .collect();
+        let mut verdicts: Vec<Decision> = Vec::with_capacity(self.policies.len());
+        for (i, (_, p)) in self.policies.iter().enumerate() {
+            let d = p.evaluate(&trace);
+            let (yes, no) = &self.metrics.per_policy[i];
+            match d {
+                Decision::Sampled => yes.increment(1),
+                _ => no.increment(1),
+            }
+            verdicts.push(d);
+            if self.first_match && d == Decision::Sampled {
+                break;
+            }
+        }
         self.metrics
             .decision_latency
             .record(started.elapsed().as_micros() as f64);
@@ -493,8 +531,15 @@ impl Engine {
                 () = shutdown.cancelled() => break,
             }
         }
-        // At shutdown every held trace is decided on what arrived and the sampled ones handed on.
+        // At shutdown every held trace is decided on what arrived and the sampled ones handed on,
+        // unless told to drop them.
         let (decided, _) = self.due(true);
+        if self.drop_pending {
+            for (_, held, _) in decided {
+                self.metrics.not_sampled.increment(held.spans);
+            }
+            return;
+        }
         self.settle(decided).await;
     }
 }
@@ -536,6 +581,9 @@ impl ProcessorComponent for TailComponent {
             wait: c.decision_wait.0,
             after_root: c.decision_wait_after_root_received.map(|d| d.0),
             num_traces: usize::try_from(c.num_traces).unwrap_or(usize::MAX),
+            first_match: c.sample_on_first_match,
+            drop_pending: c.drop_pending_traces_on_shutdown,
+            max_trace_bytes: usize::try_from(c.maximum_trace_size_bytes).unwrap_or(usize::MAX),
             state: Mutex::new(State {
                 sampled: (c.decision_cache.sampled_cache_size > 0)
                     .then(|| Remembered::new(c.decision_cache.sampled_cache_size)),
@@ -564,6 +612,7 @@ impl ProcessorComponent for TailComponent {
                 new_trace_id_received: metrics::counter!(names::TAIL_SAMPLING_NEW_TRACE_ID_RECEIVED, "processor" => id.clone()),
                 global_sampled: metrics::counter!(names::TAIL_SAMPLING_GLOBAL_COUNT_TRACES_SAMPLED, "processor" => id.clone(), "sampled" => "true"),
                 global_not_sampled: metrics::counter!(names::TAIL_SAMPLING_GLOBAL_COUNT_TRACES_SAMPLED, "processor" => id.clone(), "sampled" => "false"),
+                too_large: metrics::counter!(names::TAIL_SAMPLING_TRACES_DROPPED_TOO_LARGE, "processor" => id.clone()),
             },
             policies,
             output: ctx.output,

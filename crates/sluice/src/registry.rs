@@ -43,6 +43,13 @@ impl Registry {
                 Arc::new(sluice_otlp::OtlpExporterFactory),
                 Arc::new(sluice_otlp::OtlpHttpExporterFactory),
                 Arc::new(sluice_otlp::DebugExporterFactory),
+                Arc::new(sluice_otlp::LoadBalancingExporterFactory {
+                    name: "loadbalancing",
+                }),
+                // The Collector's newer spelling (contrib v0.144), kept as an alias there too.
+                Arc::new(sluice_otlp::LoadBalancingExporterFactory {
+                    name: "load_balancing",
+                }),
                 Arc::new(sluice_jaeger::JaegerExporterFactory),
                 Arc::new(sluice_prometheus::RemoteWriteExporterFactory),
                 Arc::new(sluice_prometheus::ScrapeExporterFactory),

@@ -35,9 +35,10 @@ type Inputs = (Vec<Arc<dyn Consumer>>, Vec<Arc<MemoryGate>>);
 /// A running collector.
 pub(crate) struct Service {
     receivers: CancellationToken,
-    /// Per pipeline, upstream first: the token its processors stop on, and their tasks. A
-    /// pipeline feeding others through connectors flushes before they do, and each connector's
-    /// own work stops between the pipelines that feed it and those it feeds.
+    /// Per processor of each pipeline, upstream first: the token it stops on, and its tasks. A
+    /// processor hands on what it holds before the next one stops, a pipeline feeding others
+    /// through connectors flushes before they do, and each connector's own work stops between
+    /// the pipelines that feed it and those it feeds.
     pipelines: Vec<(CancellationToken, Vec<JoinHandle<()>>)>,
     /// The processor components' own work (memory watchers), stopped after every pipeline.
     components: CancellationToken,
@@ -98,8 +99,10 @@ impl Service {
         for pipeline_id in downstream_first(config) {
             let pipeline = &config.service.pipelines[pipeline_id];
             let signal = signal_of(pipeline_id)?;
-            let processors = CancellationToken::new();
-            let mut processor_tasks = Vec::new();
+            // Each processor instance stops on its own token, upstream first, so that what a
+            // processor holds (a tail sampler's traces) is handed to the next while it still
+            // takes data: (position in the pipeline, token, tasks).
+            let mut stages: Vec<(usize, CancellationToken, Vec<JoinHandle<()>>)> = Vec::new();
             let mut outputs: Vec<Arc<dyn Consumer>> = Vec::new();
             // Exporters with a persistent queue, by queue directory.
             let mut durable: BTreeMap<PathBuf, Vec<Arc<ExporterHelper>>> = BTreeMap::new();
@@ -173,19 +176,23 @@ impl Service {
                 .unwrap_or(pipeline.processors.len());
             let mut after_log = Chain::default();
             if !durable.is_empty() {
-                for processor_id in pipeline.processors[first_batch..]
+                for (index, processor_id) in pipeline
+                    .processors
                     .iter()
-                    .filter(|id| !holds(id))
+                    .enumerate()
+                    .skip(first_batch)
+                    .filter(|(_, id)| !holds(id))
                 {
                     let component =
                         processor_component(&mut components, registry, config, processor_id)?;
+                    let token = CancellationToken::new();
                     let instance = component
                         .instance(PipelineContext {
                             id: processor_id.clone(),
                             pipeline: pipeline_id.clone(),
                             signal,
                             output: Output::new(processor_id, signal, Arc::new(ReaderOnly)),
-                            shutdown: processors.clone(),
+                            shutdown: token.clone(),
                         })
                         .with_context(|| {
                             format!(
@@ -193,7 +200,7 @@ impl Service {
                             )
                         })?;
                     after_log.push(processor_id, signal, instance.processor);
-                    processor_tasks.extend(instance.tasks);
+                    stages.push((index, token, instance.tasks));
                 }
             }
             let memory_exporters = !outputs.is_empty();
@@ -226,20 +233,21 @@ impl Service {
                 let component =
                     processor_component(&mut components, registry, config, processor_id)?;
                 let output = Output::new(processor_id, signal, next);
+                let token = CancellationToken::new();
                 let instance = component
                     .instance(PipelineContext {
                         id: processor_id.clone(),
                         pipeline: pipeline_id.clone(),
                         signal,
                         output: output.clone(),
-                        shutdown: processors.clone(),
+                        shutdown: token.clone(),
                     })
                     .with_context(|| {
                         format!("cannot build processor {processor_id} in pipeline {pipeline_id}")
                     })?;
                 next = ProcessorStage::new(processor_id, signal, instance.processor, output);
                 gates.extend(component.gate());
-                processor_tasks.extend(instance.tasks);
+                stages.push((index, token, instance.tasks));
             }
             if let Some(logs) = tap_logs.take() {
                 next = DurableTap::new(signal, logs, memory_exporters.then_some(next));
@@ -252,8 +260,15 @@ impl Service {
                     gates,
                 },
             );
-            pipeline_stops.push((processors, processor_tasks));
-            stop_ids.push(pipeline_id.clone());
+            // Pushed downstream first, as the pipelines are; the list is reversed below.
+            stages.sort_by_key(|(index, _, _)| std::cmp::Reverse(*index));
+            if stages.is_empty() {
+                stages.push((0, CancellationToken::new(), Vec::new()));
+            }
+            for (_, token, tasks) in stages {
+                pipeline_stops.push((token, tasks));
+                stop_ids.push(pipeline_id.clone());
+            }
         }
         // Built downstream first; stopped upstream first.
         pipeline_stops.reverse();

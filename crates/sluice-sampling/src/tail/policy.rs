@@ -67,10 +67,10 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyConfig {
-    /// Sampled when the trace lasts at least this long.
+    /// Sampled when the trace lasts longer than this (whole milliseconds).
     #[serde(default)]
     pub threshold_ms: i64,
-    /// And at most this long (`0`: no bound).
+    /// And at most this long (inclusive; `0`: no bound).
     #[serde(default)]
     pub upper_threshold_ms: i64,
 }
@@ -81,10 +81,10 @@ pub struct LatencyConfig {
 pub struct NumericConfig {
     /// The attribute.
     pub key: String,
-    /// Lowest value that matches (inclusive); absent: no bound.
+    /// Lowest value that matches (inclusive); absent or 0: no bound.
     #[serde(default)]
     pub min_value: Option<i64>,
-    /// Highest value that matches (inclusive); absent: no bound.
+    /// Highest value that matches (inclusive); absent or 0: no bound.
     #[serde(default)]
     pub max_value: Option<i64>,
     /// Sample the traces that do not match.
@@ -96,7 +96,8 @@ pub struct NumericConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbabilisticConfig {
-    /// Mixed into the hash, so layers of samplers decide independently.
+    /// Mixed into the hash, so layers of samplers decide independently (default
+    /// `default-hash-seed`, as in the Collector).
     #[serde(default)]
     pub hash_salt: String,
     /// Share of traces kept, in percent.
@@ -249,10 +250,6 @@ pub(crate) enum Decision {
     NotSampled,
     /// The policy samples the trace.
     Sampled,
-    /// An inverted policy matched: the trace is not sampled, whatever the others say.
-    InvertNotSampled,
-    /// An inverted policy did not match: sampled, unless an inverted one matched.
-    InvertSampled,
     /// A `drop` policy matched: the trace is dropped, whatever the others say.
     Dropped,
 }
@@ -308,8 +305,8 @@ impl TraceData<'_> {
 pub(crate) enum Policy {
     Always,
     Latency {
-        min_ns: u64,
-        max_ns: Option<u64>,
+        above_ms: u64,
+        upper_ms: Option<u64>,
     },
     Numeric {
         key: String,
@@ -376,7 +373,7 @@ fn resource_attribute<'a>(resource: &Resource<'a>, key: &str) -> Option<AnyValue
 
 /// The Collector's tail-sampling `probabilistic` hash: FNV-1a (64 bits) over the salt and the
 /// trace id, compared with the percentage of the 64-bit range.
-fn trace_hash(salt: &[u8], trace_id: &[u8]) -> u64 {
+pub(crate) fn trace_hash(salt: &[u8], trace_id: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in salt.iter().chain(trace_id) {
         hash ^= u64::from(b);
@@ -411,10 +408,10 @@ impl Policy {
                         "must not be lower than `threshold_ms`",
                     ));
                 }
-                let ns = |ms: i64| u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000);
+                let ms = |ms: i64| u64::try_from(ms).unwrap_or(0);
                 Policy::Latency {
-                    min_ns: ns(l.threshold_ms),
-                    max_ns: (l.upper_threshold_ms > 0).then(|| ns(l.upper_threshold_ms)),
+                    above_ms: ms(l.threshold_ms),
+                    upper_ms: (l.upper_threshold_ms > 0).then(|| ms(l.upper_threshold_ms)),
                 }
             }
             "numeric_attribute" => {
@@ -433,8 +430,13 @@ impl Policy {
                     return missing(problems, "probabilistic");
                 };
                 let pct = p.sampling_percentage.clamp(0.0, 100.0);
+                let salt = if p.hash_salt.is_empty() {
+                    "default-hash-seed"
+                } else {
+                    p.hash_salt.as_str()
+                };
                 Policy::Probabilistic {
-                    salt: p.hash_salt.as_bytes().to_vec(),
+                    salt: salt.as_bytes().to_vec(),
                     threshold: if pct >= 100.0 {
                         u64::MAX
                     } else {
@@ -652,22 +654,24 @@ impl Policy {
                 Decision::NotSampled
             }
         };
-        let inverted = |matched: bool, invert: bool| match (invert, matched) {
-            (false, m) => sampled(m),
-            (true, true) => Decision::InvertNotSampled,
-            (true, false) => Decision::InvertSampled,
-        };
+        // `invert_match` flips the verdict (the Collector since v0.156, #48976; before, an
+        // inverted match vetoed every other policy).
+        let inverted = |matched: bool, invert: bool| sampled(matched != invert);
         match self {
             Policy::Always => Decision::Sampled,
-            Policy::Latency { min_ns, max_ns } => {
+            Policy::Latency { above_ms, upper_ms } => {
+                // From the earliest start to the latest end of the whole trace, in whole
+                // milliseconds; the lower bound is exclusive, the upper inclusive (the Collector
+                // since #49595, without its early exit that let a long trace pass an upper
+                // bound, #43948).
                 let (mut start, mut end) = (u64::MAX, 0u64);
                 trace.any(|_, span| {
                     start = start.min(span.start_time_unix_nano());
                     end = end.max(span.end_time_unix_nano());
                     false
                 });
-                let duration = end.saturating_sub(start);
-                sampled(duration >= *min_ns && max_ns.is_none_or(|m| duration <= m))
+                let ms = end.saturating_sub(start) / 1_000_000;
+                sampled(ms > *above_ms && upper_ms.is_none_or(|u| ms <= u))
             }
             Policy::Numeric {
                 key,
@@ -758,23 +762,10 @@ impl Policy {
                         }))
             })),
             Policy::And(subs) => sampled(
-                !subs.is_empty()
-                    && subs.iter().all(|p| {
-                        matches!(
-                            p.evaluate(trace),
-                            Decision::Sampled | Decision::InvertSampled
-                        )
-                    }),
+                !subs.is_empty() && subs.iter().all(|p| p.evaluate(trace) == Decision::Sampled),
             ),
             Policy::Drop(subs) => {
-                if !subs.is_empty()
-                    && subs.iter().all(|p| {
-                        matches!(
-                            p.evaluate(trace),
-                            Decision::Sampled | Decision::InvertSampled
-                        )
-                    })
-                {
+                if !subs.is_empty() && subs.iter().all(|p| p.evaluate(trace) == Decision::Sampled) {
                     Decision::Dropped
                 } else {
                     Decision::NotSampled
@@ -792,10 +783,7 @@ impl Policy {
                     w.2.iter_mut().for_each(|n| *n = 0);
                 }
                 for (i, (policy, budget)) in subs.iter().enumerate() {
-                    if !matches!(
-                        policy.evaluate(trace),
-                        Decision::Sampled | Decision::InvertSampled
-                    ) {
+                    if policy.evaluate(trace) != Decision::Sampled {
                         continue;
                     }
                     let spent = w.2[i];
@@ -832,17 +820,16 @@ pub(crate) fn compile_list(
         .collect()
 }
 
-/// The trace's fate from all its policies' verdicts: a `drop` match drops it; an inverted match
-/// keeps it out; otherwise any sample keeps it.
+/// The trace's fate from all its policies' verdicts: a `drop` match drops it; otherwise any
+/// policy that samples it keeps it.
 pub(crate) fn combine(verdicts: impl IntoIterator<Item = Decision>) -> bool {
     let mut sampled = false;
-    let mut vetoed = false;
     for d in verdicts {
         match d {
-            Decision::Dropped | Decision::InvertNotSampled => vetoed = true,
-            Decision::Sampled | Decision::InvertSampled => sampled = true,
+            Decision::Dropped => return false,
+            Decision::Sampled => sampled = true,
             Decision::NotSampled => {}
         }
     }
-    sampled && !vetoed
+    sampled
 }

@@ -290,12 +290,20 @@ fn decide(policy: serde_json::Value, spans: Vec<Span>) -> bool {
 fn each_policy_decides_as_the_collector_documents() {
     let s = any_value::Value::StringValue;
     let attr = |k: &str, v: any_value::Value| vec![kv(k, v)];
-    // latency: from the earliest start to the latest end, bounds inclusive.
+    // latency: from the earliest start to the latest end, lower bound exclusive, upper
+    // inclusive, and the whole trace counts (a long trace does not pass an upper bound).
     let lat = serde_json::json!({"name": "l", "type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 200}});
-    assert!(decide(lat.clone(), vec![span(1, 0, 100, false, vec![])]));
+    assert!(decide(lat.clone(), vec![span(1, 0, 101, false, vec![])]));
     assert!(decide(lat.clone(), vec![span(1, 0, 200, false, vec![])]));
-    assert!(!decide(lat.clone(), vec![span(1, 0, 99, false, vec![])]));
-    assert!(!decide(lat, vec![span(1, 0, 201, false, vec![])]));
+    assert!(!decide(lat.clone(), vec![span(1, 0, 100, false, vec![])]));
+    assert!(!decide(lat.clone(), vec![span(1, 0, 201, false, vec![])]));
+    assert!(!decide(
+        lat,
+        vec![
+            span(1, 1, 150, false, vec![]),
+            span(1, 0, 300, false, vec![])
+        ]
+    ));
     // string_attribute: exact, regex, and inverted (a missing key samples).
     let st = |values: serde_json::Value, regex: bool, invert: bool| serde_json::json!({"name": "s", "type": "string_attribute", "string_attribute": {"key": "http.route", "values": values, "enabled_regex_matching": regex, "invert_match": invert}});
     assert!(decide(
@@ -329,7 +337,18 @@ fn each_policy_decides_as_the_collector_documents() {
         serde_json::json!({"name": "r", "type": "string_attribute", "string_attribute": {"key": "service.name", "values": ["shop"]}}),
         vec![span(1, 0, 1, false, vec![])]
     ));
-    // numeric_attribute, inclusive.
+    // probabilistic: FNV-1a 64 of the salt and the trace id against the share of 2^64; trace
+    // id 01..10 hashes to 0xdbcf64d5420f4cad with the default salt (about 85.9% of the range).
+    let id: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
+    assert_eq!(
+        policy::trace_hash(b"default-hash-seed", &id),
+        0xdbcf_64d5_420f_4cad
+    );
+    assert_eq!(
+        policy::trace_hash(b"custom-salt", &id),
+        0x71de_bceb_a3f6_b115
+    );
+    // numeric_attribute, inclusive; 0 means unbounded.
     let num = serde_json::json!({"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "http.status_code", "min_value": 500, "max_value": 599}});
     assert!(decide(
         num.clone(),
