@@ -183,6 +183,14 @@ run() {
       *-redaction)
         redaction="  redaction: { allow_all_keys: true, builtin_patterns: [pii, secrets] }"
         chain="memory_limiter, resource, redaction, batch" ;;
+      # `*-tail-keep-all`: tail_sampling holding every trace 10 s and keeping it (the most work:
+      # every span held, decided and sent on); `*-tail-errors-slow-10pct`: the issue's policy.
+      *-tail-keep-all)
+        redaction="  tail_sampling: { decision_wait: 10s, num_traces: 1000000, policies: [{ name: all, type: always_sample }] }"
+        chain="memory_limiter, tail_sampling, resource, batch" ;;
+      *-tail-errors-slow-10pct)
+        redaction="  tail_sampling: { decision_wait: 10s, num_traces: 1000000, policies: [{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }, { name: slow, type: latency, latency: { threshold_ms: 5000 } }, { name: rest, type: probabilistic, probabilistic: { sampling_percentage: 10 } }] }"
+        chain="memory_limiter, tail_sampling, resource, batch" ;;
     esac
     cat > "$out/sluice.yaml" <<EOF
 receivers:
@@ -225,6 +233,8 @@ EOF
   # Prometheus refuses repeated or older samples: fresh timestamps. Each of the 32 pooled requests
   # is its own instance, so the load is about 21k series, each sampled every 32 requests.
   case "$scenario" in *-prometheus) args+=(--fresh-timestamps) ;; esac
+  # Tail sampling must see new traces, not the pool's few again and again: so must its baseline.
+  case "$scenario" in *-fresh-traces*) args+=(--fresh-trace-ids) ;; esac
   $load_cpu "$bin/sluice-loadgen" "${args[@]}" > "$out/send.json"
   # Let the last batches flush: wait until the delivered count holds still for a second (at most
   # 20 s). An exporter that lags behind shows as CPU spent after the load stopped.
@@ -280,6 +290,12 @@ scenarios+=("traces-grpc-plain traces grpc" "traces-grpc-zstd-out traces grpc")
 # What the redaction processor costs (built-in pii and secrets sets, no personal data in the
 # load), beside traces-grpc-plain:
 scenarios+=("traces-grpc-plain-redaction traces grpc")
+# What tail sampling costs at 100k spans/s with decision_wait 10s (sluice only; rotel has no tail
+# sampler), each trace new: COLLECTORS=sluice SCENARIOS="traces-grpc-plain-fresh-traces-100k
+# traces-grpc-plain-fresh-traces-100k-tail-keep-all traces-grpc-plain-fresh-traces-100k-tail-errors-slow-10pct"
+persistent+=("traces-grpc-plain-fresh-traces-100k traces grpc 100000"
+             "traces-grpc-plain-fresh-traces-100k-tail-keep-all traces grpc 100000"
+             "traces-grpc-plain-fresh-traces-100k-tail-errors-slow-10pct traces grpc 100000")
 # Sluice alone into real backends (rotel has no Jaeger gRPC or remote-write exporter to compare):
 # COLLECTORS=sluice SCENARIOS="traces-50k-per-second-jaeger metrics-20k-per-second-prometheus"
 backends=("traces-50k-per-second-jaeger traces grpc 50000" "metrics-20k-per-second-prometheus metrics grpc 20000")

@@ -196,3 +196,187 @@ async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the
         .await;
     assert_eq!(early, 0.0);
 }
+
+/// A flood far larger than the memory limit into a tail sampler that would hold everything for a
+/// minute: the oldest traces are decided early (counted), sluice stays under its limit, clients
+/// get only retryable refusals, and everything acknowledged arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_early() {
+    use crate::support::{rss_kib, trace_request};
+    use prost::Message;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const LIMIT_MIB: u64 = 96;
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let config = format!(
+        "{common}processors:\n  memory_limiter:\n    check_interval: 50ms\n    limit_mib: {LIMIT_MIB}\n    spike_limit_mib: 32\n  tail_sampling:\n    decision_wait: 60s\n    policies: [{{name: all, type: always_sample}}]\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [memory_limiter, tail_sampling, batch], exporters: [otlp]}}\n{telemetry}",
+        common = ports.common(),
+        sink = sink.grpc_port,
+        telemetry = ports.telemetry(),
+    );
+    let sluice = Sluice::start(ports, &config);
+    let pid = sluice.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // Four clients send ~1 MiB requests (400 spans of 2.5 KiB, 400 new traces each) for 6 s.
+    let accepted_spans = Arc::new(AtomicU64::new(0));
+    let accepted_bytes = Arc::new(AtomicU64::new(0));
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let url = format!("http://127.0.0.1:{}/v1/traces", ports.http);
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (url, spans, bytes) = (url.clone(), accepted_spans.clone(), accepted_bytes.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut n = 0u64;
+                while std::time::Instant::now() < until {
+                    let mut request = trace_request(400, "flood", 2560);
+                    for span in &mut request.resource_spans[0].scope_spans[0].spans {
+                        span.trace_id[8..].copy_from_slice(&(c << 40 | n).to_be_bytes());
+                    }
+                    n += 1;
+                    let body = request.encode_to_vec();
+                    let size = body.len() as u64;
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(body)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                        .unwrap();
+                    if r.status() == 200 {
+                        spans.fetch_add(400, Ordering::Relaxed);
+                        bytes.fetch_add(size, Ordering::Relaxed);
+                    } else {
+                        assert!(
+                            r.status() == 503 || r.status() == 429,
+                            "unexpected {}",
+                            r.status()
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak_mib = peak.load(Ordering::Relaxed).max(rss_kib(pid, "VmHWM:")) / 1024;
+    let accepted_mib = accepted_bytes.load(Ordering::Relaxed) >> 20;
+    let early = sluice
+        .metric("otelcol_processor_tail_sampling_early_decision{processor=\"tail_sampling\"}")
+        .await;
+    println!(
+        "tail overload: peak RSS {peak_mib} MiB (limit {LIMIT_MIB}), {accepted_mib} MiB accepted, {early} traces decided early"
+    );
+    assert!(
+        peak_mib < LIMIT_MIB,
+        "peak RSS {peak_mib} MiB reached the {LIMIT_MIB} MiB limit"
+    );
+    // More was taken in than the limit could hold for the minute of decision_wait: the held
+    // traces were decided early and their memory given back.
+    assert!(accepted_mib > LIMIT_MIB, "only {accepted_mib} MiB accepted");
+    assert!(early > 0.0);
+    let dropped_too_early = sluice
+        .metric("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early{processor=\"tail_sampling\"}")
+        .await;
+    assert_eq!(dropped_too_early, 0.0);
+    // Everything acknowledged arrives: what was decided early now, the rest at shutdown.
+    let mut sluice = sluice;
+    sluice.terminate();
+    let want = accepted_spans.load(Ordering::Relaxed) as usize;
+    sink.wait_for(Duration::from_secs(20), "every accepted span", |r| {
+        r.span_count() >= want
+    })
+    .await;
+}
+
+/// `storage`: the spans a tail sampler holds are on disk before they are acknowledged, and what
+/// it held when it was killed is held again and decided after the restart, twice over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_held_for_a_decision_survive_kill_9_with_storage() {
+    let sink = Sink::start().await;
+    let dir = crate::support::TempDir::new("tail-wal");
+    let config = |ports: &Ports| {
+        format!(
+            "{common}processors:\n  tail_sampling:\n    decision_wait: 2s\n    storage: {{directory: {wal}}}\n    policies: [{{name: all, type: always_sample}}]\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\n    sending_queue: {{storage: file, directory: {queue}}}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [tail_sampling, batch], exporters: [otlp]}}\n{telemetry}",
+            common = ports.common(),
+            wal = dir.0.join("wal").display(),
+            queue = dir.0.join("queue").display(),
+            sink = sink.grpc_port,
+            telemetry = ports.telemetry(),
+        )
+    };
+    let traces: Vec<[u8; 16]> = (0u32..600)
+        .map(|i| {
+            let mut t = [0u8; 16];
+            t[..4].copy_from_slice(&i.to_be_bytes());
+            t[4..12].copy_from_slice(
+                &u64::from(i)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .to_le_bytes(),
+            );
+            t[15] = 9;
+            t
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    for round in 0..3usize {
+        let ports = Ports::new();
+        let mut sluice = Sluice::start(ports, &config(&ports));
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+            .await
+            .unwrap();
+        // Rounds 0 and 1 each send 200 traces (two spans each, in two requests) and are killed
+        // before their decision_wait is up; round 2 only takes back what they left.
+        if round < 2 {
+            let mine = &traces[round * 200..(round + 1) * 200];
+            for index in 0..2 {
+                // Refused (retryably) while the sampler takes back what the last run left.
+                loop {
+                    match client.export(spans_of(mine, index)).await {
+                        Ok(_) => break,
+                        Err(e) if e.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            acknowledged.extend(mine.iter().copied());
+            sluice.child.kill().unwrap();
+            sluice.child.wait().unwrap();
+        } else {
+            sink.wait_for(Duration::from_secs(30), "every acknowledged span", |r| {
+                r.span_count() >= acknowledged.len() * 2
+            })
+            .await;
+        }
+    }
+    let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
+    for span in sink.snapshot().spans() {
+        *per_trace
+            .entry(span.trace_id.as_slice().try_into().unwrap())
+            .or_default() += 1;
+    }
+    for t in &acknowledged {
+        assert!(
+            per_trace.get(t).copied().unwrap_or(0) >= 2,
+            "a trace was lost"
+        );
+    }
+}

@@ -130,6 +130,12 @@ pub trait Catalog {
         false
     }
 
+    /// Whether a processor, configured so, keeps what it holds in a write-ahead log of its own
+    /// (`tail_sampling` with `storage`).
+    fn keeps_own_log(&self, _type_name: &str, _config: &Value) -> bool {
+        false
+    }
+
     /// Whether a processor type removes what must never be stored (`redaction`), so that it
     /// must run before a persistent queue writes the data to disk.
     fn guards_storage(&self, _type_name: &str) -> bool {
@@ -487,10 +493,16 @@ fn check_persistent_queues(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Pro
                 .ok()
                 .map(|p| p.type_name().to_owned())
         };
+        let own_log = |id: &String, t: &str| {
+            config
+                .processors
+                .get(id)
+                .is_some_and(|c| catalog.keeps_own_log(t, c))
+        };
         let log_at = pipeline
             .processors
             .iter()
-            .position(|id| type_of(id).is_some_and(|t| catalog.holds_data(&t)));
+            .position(|id| type_of(id).is_some_and(|t| catalog.holds_data(&t) && !own_log(id, &t)));
         for (i, id) in pipeline.processors.iter().enumerate() {
             let Some(type_name) = type_of(id) else {
                 continue;
@@ -535,11 +547,23 @@ fn check_persistent_queues(config: &RawConfig, catalog: &dyn Catalog) -> Vec<Pro
                 ));
             }
             let type_name = type_name.as_str();
-            if type_name != "batch" && catalog.holds_data(type_name) {
+            if own_log(id, type_name) {
+                if let Some(at) = log_at
+                    && i > at
+                {
+                    let first = &pipeline.processors[at];
+                    problems.push(Problem::error(
+                        format!("service.pipelines.{pipeline_id}.processors[{i}]"),
+                        format!(
+                            "processor `{id}` keeps its own write-ahead log and must come before `{first}`, where the persistent queue of exporter `{exporter}` writes its log"
+                        ),
+                    ));
+                }
+            } else if type_name != "batch" && catalog.holds_data(type_name) {
                 problems.push(Problem::error(
                     format!("service.pipelines.{pipeline_id}.processors[{i}]"),
                     format!(
-                        "processor `{id}` holds data before handing it on, and exporter `{exporter}` has a persistent queue: the queue's log is written before the first processor that holds data, so that a client is answered only once its data is on disk, and only `batch` can be stood in for by the queue's reader. Run `{id}` in a pipeline of its own in front of this one, joined by a `forward` connector"
+                        "processor `{id}` holds data before handing it on, and exporter `{exporter}` has a persistent queue: the queue's log is written before the first processor that holds data, so that a client is answered only once its data is on disk, and only `batch` can be stood in for by the queue's reader. Give `{id}` a write-ahead log of its own (`storage`), or run it in a pipeline of its own in front of this one, joined by a `forward` connector"
                     ),
                 ));
             }
@@ -777,6 +801,9 @@ mod tests {
         fn holds_data(&self, type_name: &str) -> bool {
             matches!(type_name, "batch" | "tail_sampling")
         }
+        fn keeps_own_log(&self, type_name: &str, config: &Value) -> bool {
+            type_name == "tail_sampling" && config.get("storage").is_some()
+        }
         fn guards_storage(&self, type_name: &str) -> bool {
             type_name == "redaction"
         }
@@ -866,6 +893,25 @@ mod tests {
             "{p:#?}"
         );
         assert!(problems(&config("memory")).is_empty());
+    }
+
+    #[test]
+    fn a_processor_with_its_own_log_may_come_before_a_persistent_queue_and_not_after() {
+        let config = |order: &str| {
+            format!(
+                "receivers: {{otlp: {{}}}}\nprocessors: {{batch: {{}}, tail_sampling: {{storage: {{directory: /wal}}}}}}\nexporters: {{otlp: {{sending_queue: {{storage: file, directory: /q}}}}}}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [{order}], exporters: [otlp]}}\n"
+            )
+        };
+        assert_eq!(
+            problems(&config("tail_sampling, batch")),
+            Vec::<String>::new()
+        );
+        let p = problems(&config("batch, tail_sampling"));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].contains("keeps its own write-ahead log and must come before `batch`"),
+            "{p:#?}"
+        );
     }
 
     #[test]

@@ -123,6 +123,12 @@ pub trait ProcessorFactory: Send + Sync {
     fn holds_data(&self) -> bool {
         false
     }
+    /// Whether, configured as `config`, it keeps what it holds in a write-ahead log of its own
+    /// (`tail_sampling` with `storage`): a persistent queue's log then goes after it, and it
+    /// answers a client only once the data is in its own log.
+    fn keeps_own_log(&self, _config: &Value) -> bool {
+        false
+    }
     /// Whether it removes what must never be stored (`redaction`): validation then refuses it
     /// after the place where a persistent queue writes the data to disk.
     fn guards_storage(&self) -> bool {

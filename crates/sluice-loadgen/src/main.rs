@@ -126,6 +126,12 @@ enum Command {
         /// Prometheus remote-write that refuse out-of-order or duplicate samples).
         #[arg(long)]
         fresh_timestamps: bool,
+        /// Give every request sent its own trace ids (spans and log records): the pooled ids
+        /// with the request's sequence number mixed into their first 8 bytes, so the spans of one
+        /// trace stay together in a request and no two requests share a trace (for a tail
+        /// sampler, which would otherwise see the same few traces again and again).
+        #[arg(long)]
+        fresh_trace_ids: bool,
         /// With an `https://` endpoint: trust this CA (PEM) for the server's certificate.
         #[arg(long)]
         ca_file: Option<std::path::PathBuf>,
@@ -164,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                 timeout,
                 allow_remote,
                 fresh_timestamps,
+                fresh_trace_ids,
                 ca_file,
             } => {
                 let endpoint = endpoint.unwrap_or_else(|| match protocol {
@@ -187,6 +194,7 @@ fn main() -> anyhow::Result<()> {
                     pool: pool.max(1),
                     timeout,
                     fresh_timestamps,
+                    fresh_trace_ids,
                     ca: ca_file
                         .map(|f| {
                             std::fs::read(&f)
@@ -232,6 +240,7 @@ struct Settings {
     pool: usize,
     timeout: Duration,
     fresh_timestamps: bool,
+    fresh_trace_ids: bool,
     /// The PEM CA to trust for `https://` endpoints.
     ca: Option<Vec<u8>>,
 }
@@ -383,8 +392,11 @@ struct Pool {
 struct Fresh {
     /// The encoded requests.
     requests: Vec<Bytes>,
-    /// Per request, the offsets of its non-zero timestamp fields.
+    /// Per request, the offsets of its non-zero timestamp fields (none without
+    /// `--fresh-timestamps`).
     offsets: Vec<Vec<usize>>,
+    /// Per request, the offsets of its trace ids (none without `--fresh-trace-ids`).
+    trace_ids: Vec<Vec<usize>>,
     /// When the pool's timestamps were generated (the shift is the time elapsed since).
     base: Instant,
 }
@@ -399,17 +411,31 @@ impl Pool {
                 .into_iter()
                 .map(Bytes::from)
                 .collect();
-        if s.fresh_timestamps {
-            let offsets = requests
-                .iter()
-                .map(|r| timestamps::offsets(s.signal, r))
-                .collect::<Result<Vec<_>, _>>()
-                .context("cannot locate the timestamps of a generated request")?;
+        if s.fresh_timestamps || s.fresh_trace_ids {
+            let offsets = if s.fresh_timestamps {
+                requests
+                    .iter()
+                    .map(|r| timestamps::offsets(s.signal, r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("cannot locate the timestamps of a generated request")?
+            } else {
+                Vec::new()
+            };
+            let trace_ids = if s.fresh_trace_ids {
+                requests
+                    .iter()
+                    .map(|r| timestamps::trace_ids(s.signal, r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("cannot locate the trace ids of a generated request")?
+            } else {
+                Vec::new()
+            };
             Ok(Pool {
                 bodies: Vec::new(),
                 fresh: Some(Fresh {
                     requests,
                     offsets,
+                    trace_ids,
                     base,
                 }),
             })
@@ -431,10 +457,14 @@ impl Pool {
         let Some(fresh) = &self.fresh else {
             return Ok(self.bodies[i % self.bodies.len()].clone());
         };
+        let sequence = i as u64;
         let i = i % fresh.requests.len();
         let shift = u64::try_from(fresh.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let offsets = fresh.offsets.get(i).map_or(&[][..], Vec::as_slice);
-        let shifted = timestamps::shifted(&fresh.requests[i], offsets, shift);
+        let mut shifted = timestamps::shifted(&fresh.requests[i], offsets, shift);
+        if let Some(ids) = fresh.trace_ids.get(i) {
+            shifted = timestamps::with_trace_ids(&shifted, ids, sequence);
+        }
         client.prepare(shifted).map_err(|e| e.to_string())
     }
 }
@@ -530,6 +560,7 @@ async fn send(s: Settings) -> anyhow::Result<serde_json::Value> {
         "protocol": if s.protocol == Protocol::Grpc { "grpc" } else { "http" },
         "compression": s.compressor.encoding().unwrap_or("none"),
         "fresh_timestamps": s.fresh_timestamps,
+        "fresh_trace_ids": s.fresh_trace_ids,
         "seconds": elapsed,
         "requests_sent": total.requests,
         "items_sent": total.requests * items,
@@ -1004,6 +1035,7 @@ mod tests {
                 pool: 2,
                 timeout: Duration::from_secs(10),
                 fresh_timestamps: n % 2 == 0,
+                fresh_trace_ids: n % 2 == 1,
                 ca: None,
             })
             .await

@@ -140,6 +140,47 @@ pub(crate) fn shifted(request: &[u8], offsets: &[usize], shift: u64) -> Bytes {
     out.freeze()
 }
 
+/// The absolute byte offsets of the trace ids (16-byte `bytes` fields) of the spans
+/// (`Span.trace_id`, field 1) or log records (`LogRecord.trace_id`, field 9) of an encoded export
+/// request; none for metrics.
+pub(crate) fn trace_ids(signal: Signal, request: &[u8]) -> anyhow::Result<Vec<usize>> {
+    let mut out = Vec::new();
+    let number = match signal {
+        Signal::Traces => 1,
+        Signal::Logs => 9,
+        Signal::Metrics => return Ok(out),
+    };
+    each(request, 0, 1, &mut |r, at| {
+        each(r, at, 2, &mut |s, at| {
+            each(s, at, 2, &mut |item, at| {
+                for field in wire::fields(item) {
+                    let field = field?;
+                    if field.number == number && field.payload.len() == 16 {
+                        out.push(at + field.value_start);
+                    }
+                }
+                Ok(())
+            })
+        })
+    })?;
+    Ok(out)
+}
+
+/// A copy of `request` with `sequence` XORed into the first 8 bytes of the 16-byte trace id at
+/// each of `offsets`: ids equal in the request stay equal, ids of different sequences differ.
+pub(crate) fn with_trace_ids(request: &[u8], offsets: &[usize], sequence: u64) -> Bytes {
+    let mut out = BytesMut::from(request);
+    let mix = sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+    for &o in offsets {
+        if let Some(slot) = out.get_mut(o..o.saturating_add(8)) {
+            for (b, m) in slot.iter_mut().zip(mix) {
+                *b ^= m;
+            }
+        }
+    }
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Debug;
@@ -498,6 +539,36 @@ mod tests {
                 .collect();
             for signal in Signal::ALL {
                 let _ = offsets(signal, &bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_trace_ids_keep_traces_together_and_apart_across_requests() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let request =
+            sluice_fixtures::pool(Signal::Traces, 200, 1, 1_700_000_000_000_000_000).remove(0);
+        let ids = |b: &[u8]| -> Vec<Vec<u8>> {
+            ExportTraceServiceRequest::decode(b)
+                .unwrap()
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans)
+                .map(|s| s.trace_id)
+                .collect()
+        };
+        let offsets = trace_ids(Signal::Traces, &request).unwrap();
+        let original = ids(&request);
+        assert_eq!(offsets.len(), original.len());
+        let a = ids(&with_trace_ids(&request, &offsets, 1));
+        let b = ids(&with_trace_ids(&request, &offsets, 2));
+        for i in 0..original.len() {
+            assert_ne!(a[i], b[i]);
+            assert_ne!(a[i], original[i]);
+            for j in 0..original.len() {
+                assert_eq!(original[i] == original[j], a[i] == a[j]);
             }
         }
     }

@@ -12,7 +12,7 @@
 
 mod policy;
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use policy::PolicyConfig;
 use policy::{Decision, Policy, TraceData, combine, compile_list};
+
+/// Trace-id keyed tables: trace ids are random already, so a fast seeded hash will do.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// Traces decided in one round before the decider lets ingest run again.
+const DECIDE_PER_ROUND: usize = 1024;
 
 /// Gate fill above which the oldest traces are decided early.
 pub const EARLY_ABOVE: f64 = 0.8;
@@ -75,9 +82,39 @@ pub struct TailSamplingConfig {
     /// Accepted for compatibility (0 to 256); sluice keeps one table.
     #[serde(default)]
     pub num_shards: u32,
-    /// Refused: held spans live in memory.
+    /// Refused: sluice's own `storage` keeps held spans on disk.
     #[serde(default)]
     pub tail_storage: Option<Value>,
+    /// Sluice's write-ahead log for the spans held for a decision: a request is on disk before
+    /// it is acknowledged, and what was held when the process died is held again at the next
+    /// start (at-least-once).
+    #[serde(default)]
+    pub storage: Option<StorageConfig>,
+}
+
+/// `storage`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where the log lives (one directory per sampler; locked while open).
+    pub directory: std::path::PathBuf,
+    /// Disk the log may use; when full, clients get a retryable refusal.
+    #[serde(default = "one_gib")]
+    pub max_bytes: sluice_config::ByteSize,
+    /// `always` (before each acknowledgement, grouped), `interval` or `never`.
+    #[serde(default)]
+    pub fsync: sluice_core::exporter::FsyncPolicy,
+    /// With `fsync: interval`.
+    #[serde(default = "one_second")]
+    pub fsync_interval: HumanDuration,
+}
+
+fn one_gib() -> sluice_config::ByteSize {
+    sluice_config::ByteSize(1 << 30)
+}
+
+fn one_second() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 /// `decision_cache`.
@@ -136,6 +173,48 @@ impl TailSamplingConfig {
                 "must be longer than 0",
             ));
         }
+        if let Some(s) = &self.sampling_strategy
+            && s != "trace-complete"
+        {
+            problems.push(Problem::error(
+                format!("{path}.sampling_strategy"),
+                format!(
+                    "`{s}` is not supported: sluice decides complete traces (`trace-complete`)"
+                ),
+            ));
+        }
+        if self.block_on_overflow {
+            problems.push(Problem::error(
+                format!("{path}.block_on_overflow"),
+                "is not supported: past `num_traces` sluice decides the oldest traces early (counted in otelcol_processor_tail_sampling_early_decision) instead of blocking or dropping them",
+            ));
+        }
+        if let Some(st) = &self.storage {
+            if st.directory.as_os_str().is_empty() {
+                problems.push(Problem::error(
+                    format!("{path}.storage.directory"),
+                    "is required",
+                ));
+            }
+            if st.max_bytes.bytes() < 1 << 20 {
+                problems.push(Problem::error(
+                    format!("{path}.storage.max_bytes"),
+                    "must be at least 1MiB",
+                ));
+            }
+        }
+        if self.num_shards > 256 {
+            problems.push(Problem::error(
+                format!("{path}.num_shards"),
+                "must be at most 256",
+            ));
+        }
+        if self.tail_storage.is_some() {
+            problems.push(Problem::error(
+                format!("{path}.tail_storage"),
+                "is not supported: use sluice's `storage` (`directory`, `max_bytes`, `fsync`), a write-ahead log of the spans held for a decision",
+            ));
+        }
         let policies = compile_list(&format!("{path}.policies"), &self.policies, &mut problems);
         if problems.is_empty() {
             Ok(self
@@ -153,6 +232,8 @@ impl TailSamplingConfig {
 /// One held trace.
 struct Held {
     pieces: Vec<Batch>,
+    /// Per piece, the write-ahead log record it came in (0 without `storage`).
+    seqs: Vec<u64>,
     spans: u64,
     bytes: usize,
     /// When it is decided unless something comes first.
@@ -169,7 +250,7 @@ struct Remembered {
 impl Remembered {
     fn new(capacity: usize) -> Self {
         Remembered {
-            ids: HashSet::new(),
+            ids: HashSet::default(),
             order: VecDeque::new(),
             capacity,
         }
@@ -230,6 +311,8 @@ struct Engine {
     first_match: bool,
     drop_pending: bool,
     max_trace_bytes: usize,
+    /// The write-ahead log, with `storage`.
+    wal: Option<Wal>,
     state: Mutex<State>,
     metrics: Metrics,
     output: Output,
@@ -255,23 +338,31 @@ impl Engine {
 
     /// Takes a batch in: holds new spans, passes late spans of sampled traces, drops those of
     /// traces already dropped.
-    fn take(&self, batch: Batch) -> Option<Batch> {
+    fn take(&self, batch: Batch, seq: u64) -> Option<Batch> {
         let now = Instant::now();
+        let mut held_pieces = 0;
+        let mut released = Vec::new();
+        // One piece per trace; the traces whose root span is in this batch are noted aside, so
+        // that a root does not split its trace's piece in two.
+        let mut roots: Vec<[u8; 16]> = Vec::new();
         let pieces = batch.group_by(|_, item| match item {
             Item::Span(span) => {
                 let mut id = [0u8; 16];
                 if span.trace_id().len() == 16 {
                     id.copy_from_slice(span.trace_id());
                 }
-                let root = span.parent_span_id().is_empty();
-                (id, root)
+                if self.after_root.is_some() && span.parent_span_id().is_empty() {
+                    roots.push(id);
+                }
+                id
             }
-            _ => ([0u8; 16], false),
+            _ => [0u8; 16],
         });
         let mut passed = BatchBuilder::new(Signal::Traces);
         let mut early_needed = false;
         let mut state = self.lock();
-        for ((id, root), piece) in pieces {
+        for (id, piece) in pieces {
+            let root = roots.contains(&id);
             if state.sampled.as_ref().is_some_and(|c| c.contains(&id)) {
                 self.metrics.late_sampled.increment(piece.items() as u64);
                 passed.push(piece);
@@ -307,12 +398,15 @@ impl Engine {
                 deadlines.push(std::cmp::Reverse((now + self.wait, id)));
                 Held {
                     pieces: Vec::new(),
+                    seqs: Vec::new(),
                     spans: 0,
                     bytes: 0,
                     deadline: now + self.wait,
                 }
             });
             held.pieces.push(piece);
+            held.seqs.push(seq);
+            held_pieces += 1;
             held.spans += spans;
             held.bytes += size;
             *held_bytes += size;
@@ -326,6 +420,7 @@ impl Engine {
             if self.max_trace_bytes > 0 && held.bytes > self.max_trace_bytes {
                 let spans = held.spans;
                 let bytes = held.bytes;
+                released.extend(held.seqs.iter().copied());
                 traces.remove(&id);
                 *held_bytes -= bytes;
                 self.metrics.too_large.increment(1);
@@ -342,6 +437,12 @@ impl Engine {
         let pressure = state.gates.iter().map(|g| g.pressure()).fold(0.0, f64::max);
         self.metrics.on_memory.set(state.traces.len() as f64);
         drop(state);
+        if let Some(wal) = &self.wal {
+            wal.register(seq, held_pieces);
+            for s in released {
+                wal.release(s);
+            }
+        }
         if early_needed || pressure > EARLY_ABOVE {
             self.wake.notify_one();
         }
@@ -366,7 +467,7 @@ impl Engine {
             return (all, None);
         }
         while let Some(std::cmp::Reverse((deadline, id))) = state.deadlines.peek().copied() {
-            if deadline > now {
+            if deadline > now || out.len() >= DECIDE_PER_ROUND {
                 break;
             }
             state.deadlines.pop();
@@ -452,7 +553,11 @@ impl Engine {
         }
         let mut out = BatchBuilder::new(Signal::Traces);
         let mut verdicts = Vec::with_capacity(decided.len());
+        // Records of the write-ahead log these traces came in: released once what is kept has
+        // been handed on.
+        let mut seqs = Vec::new();
         for (id, held, why) in decided {
+            seqs.extend(held.seqs.iter().copied());
             if why == Why::Early {
                 self.metrics.early.increment(1);
             }
@@ -488,6 +593,11 @@ impl Engine {
         if !out.is_empty() {
             self.send(out.take()).await;
         }
+        if let Some(wal) = &self.wal {
+            for s in seqs {
+                wal.release(s);
+            }
+        }
     }
 
     /// Hands a decided batch on, retrying while the pipeline refuses it for back-pressure.
@@ -513,6 +623,12 @@ impl Engine {
     }
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.wal.is_some() {
+            self.replay().await;
+            let engine = Arc::clone(&self);
+            let stop = shutdown.clone();
+            tokio::spawn(async move { engine.follow_log(stop).await });
+        }
         loop {
             let (decided, next) = self.due(false);
             let busy = !decided.is_empty();
@@ -537,10 +653,138 @@ impl Engine {
         if self.drop_pending {
             for (_, held, _) in decided {
                 self.metrics.not_sampled.increment(held.spans);
+                if let Some(wal) = &self.wal {
+                    for &s in &held.seqs {
+                        wal.release(s);
+                    }
+                }
             }
+        } else {
+            self.settle(decided).await;
+        }
+        if let Some(wal) = &self.wal {
+            wal.log.close().await;
+        }
+    }
+}
+
+/// The write-ahead log of held spans: each request is a record, acknowledged once every trace
+/// piece it brought has been decided and what was kept handed on. The log's reader reads each
+/// record back (it can only acknowledge what it has read); after a restart, what it reads
+/// first is what the last run left unacknowledged, and that is held again.
+struct Wal {
+    log: Arc<sluice_core::disk_log::DiskLog>,
+    reader: sluice_core::disk_log::Reader,
+    refs: Mutex<HashMap<u64, Refs>>,
+    /// Set once what the last run left is held again; requests are refused before.
+    replayed: std::sync::atomic::AtomicBool,
+}
+
+/// One record's state.
+#[derive(Default)]
+struct Refs {
+    /// Trace pieces from it still held.
+    pending: usize,
+    /// Its pieces are counted.
+    registered: bool,
+    /// The reader has read it.
+    read: bool,
+}
+
+impl Wal {
+    fn update(&self, seq: u64, change: impl FnOnce(&mut Refs)) {
+        if seq == 0 {
             return;
         }
-        self.settle(decided).await;
+        let mut refs = self.refs.lock().unwrap_or_else(|e| e.into_inner());
+        let r = refs.entry(seq).or_default();
+        change(r);
+        if r.registered && r.read && r.pending == 0 {
+            refs.remove(&seq);
+            drop(refs);
+            self.reader.ack(seq);
+        }
+    }
+
+    fn register(&self, seq: u64, pieces: usize) {
+        self.update(seq, |r| {
+            r.pending += pieces;
+            r.registered = true;
+        });
+    }
+
+    fn release(&self, seq: u64) {
+        self.update(seq, |r| r.pending = r.pending.saturating_sub(1));
+    }
+
+    fn read(&self, seq: u64) {
+        self.update(seq, |r| r.read = true);
+    }
+}
+
+impl Engine {
+    /// Holds again what the last run left in the write-ahead log.
+    async fn replay(&self) {
+        let Some(wal) = &self.wal else { return };
+        let (mut records, mut spans) = (0u64, 0u64);
+        loop {
+            match wal.reader.try_next(8192, 8 << 20).await {
+                Ok(Some(run)) => {
+                    for record in run.records {
+                        records += 1;
+                        match Batch::decode(Signal::Traces, record.payload) {
+                            Ok(batch) => {
+                                spans += batch.items() as u64;
+                                if let Some(passed) = self.take(batch, record.seq) {
+                                    self.send(passed).await;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(seq = record.seq, error = %e, "tail_sampling's write-ahead log holds a record that is not a traces request; skipped");
+                                wal.register(record.seq, 0);
+                            }
+                        }
+                        wal.read(record.seq);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read tail_sampling's write-ahead log; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        if records > 0 {
+            tracing::info!(
+                records,
+                spans,
+                "tail_sampling holds again the spans its write-ahead log kept"
+            );
+        }
+        wal.replayed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Reads back every record as it is appended, so it can be acknowledged.
+    async fn follow_log(&self, shutdown: CancellationToken) {
+        let Some(wal) = &self.wal else { return };
+        loop {
+            tokio::select! {
+                next = wal.reader.next(u64::MAX, 64 << 20) => match next {
+                    Ok(Some(run)) => {
+                        for record in run.records {
+                            wal.read(record.seq);
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read tail_sampling's write-ahead log; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -551,7 +795,29 @@ struct TailProcessor {
 #[async_trait]
 impl Processor for TailProcessor {
     async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
-        Ok(self.engine.take(batch))
+        let Some(wal) = &self.engine.wal else {
+            return Ok(self.engine.take(batch, 0));
+        };
+        if !wal.replayed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ConsumeError::unavailable(
+                "tail_sampling is taking back what its write-ahead log kept",
+            ));
+        }
+        use sluice_core::disk_log::AppendError;
+        let appended = wal
+            .log
+            .append(
+                batch.data().clone(),
+                u32::try_from(batch.items()).unwrap_or(u32::MAX),
+            )
+            .await
+            .map_err(|e| match e {
+                AppendError::TooLarge { .. } => {
+                    ConsumeError::invalid(format!("tail_sampling: {e}"))
+                }
+                e => ConsumeError::unavailable(format!("tail_sampling's write-ahead log: {e}")),
+            })?;
+        Ok(self.engine.take(batch, appended.seq))
     }
 }
 
@@ -584,12 +850,17 @@ impl ProcessorComponent for TailComponent {
             first_match: c.sample_on_first_match,
             drop_pending: c.drop_pending_traces_on_shutdown,
             max_trace_bytes: usize::try_from(c.maximum_trace_size_bytes).unwrap_or(usize::MAX),
+            wal: c
+                .storage
+                .as_ref()
+                .map(|st| open_wal(st, &ctx.pipeline))
+                .transpose()?,
             state: Mutex::new(State {
                 sampled: (c.decision_cache.sampled_cache_size > 0)
                     .then(|| Remembered::new(c.decision_cache.sampled_cache_size)),
                 not_sampled: (c.decision_cache.non_sampled_cache_size > 0)
                     .then(|| Remembered::new(c.decision_cache.non_sampled_cache_size)),
-                traces: HashMap::with_capacity(
+                traces: HashMap::with_capacity_and_hasher(
                     usize::try_from(
                         c.expected_new_traces_per_sec
                             .saturating_mul(c.decision_wait.0.as_secs()),
@@ -597,6 +868,7 @@ impl ProcessorComponent for TailComponent {
                     .unwrap_or(0)
                     .min(c.num_traces as usize)
                     .min(1 << 20),
+                    Default::default(),
                 ),
                 ..State::default()
             }),
@@ -629,6 +901,43 @@ impl ProcessorComponent for TailComponent {
     }
 }
 
+/// Opens (and recovers) the write-ahead log of the sampler in pipeline `pipeline`.
+fn open_wal(st: &StorageConfig, pipeline: &str) -> Result<Wal, BuildError> {
+    use sluice_core::disk_log::{DiskLog, Fsync, LogConfig, OnFull};
+    use sluice_core::exporter::FsyncPolicy;
+    let max_bytes = st.max_bytes.bytes();
+    let config = LogConfig {
+        dir: st.directory.join(pipeline.replace('/', "_")),
+        max_bytes,
+        segment_bytes: (max_bytes / 8).clamp(64 << 10, 64 << 20),
+        fsync: match st.fsync {
+            FsyncPolicy::Always => Fsync::Always,
+            FsyncPolicy::Interval => Fsync::Interval(st.fsync_interval.0),
+            FsyncPolicy::Never => Fsync::Never,
+        },
+        on_full: OnFull::Refuse,
+    };
+    let dir = config.dir.clone();
+    let (log, recovery) = DiskLog::open(config, &["tail_sampling"]).map_err(|e| {
+        BuildError::Other(format!(
+            "cannot open tail_sampling's write-ahead log in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    if recovery.torn_bytes > 0 || recovery.quarantined_bytes > 0 {
+        tracing::warn!(dir = %dir.display(), torn_bytes = recovery.torn_bytes, quarantined_bytes = recovery.quarantined_bytes, "tail_sampling's write-ahead log recovered from damage");
+    }
+    let reader = log
+        .reader("tail_sampling")
+        .ok_or_else(|| BuildError::Other("the write-ahead log lost its reader".into()))?;
+    Ok(Wal {
+        log,
+        reader,
+        refs: Mutex::new(HashMap::default()),
+        replayed: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
 /// Builds `tail_sampling` processors.
 #[derive(Debug, Default)]
 pub struct TailSamplingFactory;
@@ -644,6 +953,10 @@ impl ProcessorFactory for TailSamplingFactory {
 
     fn holds_data(&self) -> bool {
         true
+    }
+
+    fn keeps_own_log(&self, config: &Value) -> bool {
+        config.get("storage").is_some_and(|s| !s.is_null())
     }
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {

@@ -129,6 +129,11 @@ impl Catalog for Registry {
         self.processor(type_name).is_some_and(|f| f.holds_data())
     }
 
+    fn keeps_own_log(&self, type_name: &str, config: &Value) -> bool {
+        self.processor(type_name)
+            .is_some_and(|f| f.keeps_own_log(config))
+    }
+
     fn guards_storage(&self, type_name: &str) -> bool {
         self.processor(type_name)
             .is_some_and(|f| f.guards_storage())

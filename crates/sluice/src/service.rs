@@ -163,11 +163,19 @@ impl Service {
             // its reading in runs standing in for `batch` (validation refuses any other
             // processor that holds data in such a pipeline); the memory-queued exporters get
             // every processor as stages.
+            // A processor that keeps its own write-ahead log (tail_sampling with `storage`)
+            // counts as not holding: the queue's log goes after it.
             let holds = |id: &String| {
                 type_of(id)
                     .ok()
                     .and_then(|t| registry.processor(&t))
-                    .is_some_and(|f| f.holds_data())
+                    .is_some_and(|f| {
+                        f.holds_data()
+                            && !config
+                                .processors
+                                .get(id)
+                                .is_some_and(|c| f.keeps_own_log(c))
+                    })
             };
             let first_batch = pipeline
                 .processors

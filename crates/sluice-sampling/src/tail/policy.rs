@@ -55,6 +55,9 @@ pub struct PolicyConfig {
     /// `and`.
     #[serde(default)]
     pub and: Option<AndConfig>,
+    /// `not`.
+    #[serde(default)]
+    pub not: Option<NotConfig>,
     /// `drop`.
     #[serde(default)]
     pub drop: Option<DropConfig>,
@@ -150,8 +153,11 @@ pub struct BooleanConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateConfig {
-    /// Spans sampled per second at most.
+    /// Spans sampled per second, on average.
     pub spans_per_second: i64,
+    /// Burst allowed (default: twice `spans_per_second`).
+    #[serde(default)]
+    pub burst_capacity: Option<i64>,
 }
 
 /// `bytes_limiting`.
@@ -208,6 +214,14 @@ pub struct OttlConfig {
 pub struct AndConfig {
     /// Every one must sample.
     pub and_sub_policy: Vec<PolicyConfig>,
+}
+
+/// `not`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotConfig {
+    /// The policy whose verdict is turned around.
+    pub not_sub_policy: Box<PolicyConfig>,
 }
 
 /// `drop`.
@@ -333,9 +347,12 @@ pub(crate) enum Policy {
         invert: bool,
     },
     Rate {
-        per_second: u64,
-        window: Mutex<(Instant, u64)>,
+        per_second: f64,
+        burst: f64,
+        bucket: Mutex<(Instant, f64)>,
     },
+    TraceFlags,
+    Not(Box<Policy>),
     Bytes {
         per_second: f64,
         burst: f64,
@@ -509,9 +526,16 @@ impl Policy {
                 let Some(r) = &c.rate_limiting else {
                     return missing(problems, "rate_limiting");
                 };
+                // The Collector's token bucket: it starts full, and a trace takes as many tokens
+                // as it has spans.
+                let per_second = r.spans_per_second.max(0) as f64;
+                let burst = r
+                    .burst_capacity
+                    .map_or(per_second * 2.0, |b| b.max(0) as f64);
                 Policy::Rate {
-                    per_second: u64::try_from(r.spans_per_second).unwrap_or(0),
-                    window: Mutex::new((Instant::now(), 0)),
+                    per_second,
+                    burst,
+                    bucket: Mutex::new((Instant::now(), burst)),
                 }
             }
             "bytes_limiting" => {
@@ -576,10 +600,27 @@ impl Policy {
                     spanevent: parse(&o.spanevent, Scope::SpanEvent, "spanevent"),
                 }
             }
+            "trace_flags" => Policy::TraceFlags,
+            "not" => {
+                let Some(n) = &c.not else {
+                    return missing(problems, "not");
+                };
+                Policy::Not(Box::new(Policy::compile(
+                    &format!("{path}.not.not_sub_policy"),
+                    &n.not_sub_policy,
+                    problems,
+                )?))
+            }
             "and" => {
                 let Some(a) = &c.and else {
                     return missing(problems, "and");
                 };
+                if a.and_sub_policy.is_empty() {
+                    problems.push(Problem::error(
+                        format!("{path}.and.and_sub_policy"),
+                        "must list at least one policy (an empty `and` would sample every trace)",
+                    ));
+                }
                 Policy::And(compile_list(
                     &format!("{path}.and.and_sub_policy"),
                     &a.and_sub_policy,
@@ -590,6 +631,12 @@ impl Policy {
                 let Some(d) = &c.drop else {
                     return missing(problems, "drop");
                 };
+                if d.drop_sub_policy.is_empty() {
+                    problems.push(Problem::error(
+                        format!("{path}.drop.drop_sub_policy"),
+                        "must list at least one policy (an empty `drop` would drop every trace)",
+                    ));
+                }
                 Policy::Drop(compile_list(
                     &format!("{path}.drop.drop_sub_policy"),
                     &d.drop_sub_policy,
@@ -638,7 +685,7 @@ impl Policy {
             other => {
                 problems.push(Problem::error(
                     format!("{path}.type"),
-                    format!("unknown policy type `{other}`: sluice has always_sample, latency, numeric_attribute, probabilistic, status_code, string_attribute, boolean_attribute, rate_limiting, bytes_limiting, span_count, trace_state, ottl_condition, and, drop, composite"),
+                    format!("unknown policy type `{other}`: sluice has always_sample, latency, numeric_attribute, probabilistic, status_code, string_attribute, boolean_attribute, rate_limiting, bytes_limiting, span_count, trace_state, trace_flags, ottl_condition, and, not, drop, composite"),
                 ));
                 return None;
             }
@@ -710,17 +757,28 @@ impl Policy {
                 let matched = trace.any(|context, span| matches!(attribute(context, span, key), Some(AnyValue::Bool(b)) if b == *value));
                 inverted(matched, *invert)
             }
-            Policy::Rate { per_second, window } => {
-                let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
-                if w.0.elapsed().as_secs() >= 1 {
-                    *w = (Instant::now(), 0);
-                }
-                let fits = w.1 + trace.spans <= *per_second;
+            Policy::Rate {
+                per_second,
+                burst,
+                bucket,
+            } => {
+                let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let refill = now.duration_since(b.0).as_secs_f64() * per_second;
+                *b = (now, (b.1 + refill).min(*burst));
+                let cost = trace.spans as f64;
+                let fits = cost <= b.1;
                 if fits {
-                    w.1 += trace.spans;
+                    b.1 -= cost;
                 }
                 sampled(fits)
             }
+            Policy::TraceFlags => sampled(trace.any(|_, span| span.flags() & 1 == 1)),
+            Policy::Not(inner) => match inner.evaluate(trace) {
+                Decision::Sampled => Decision::NotSampled,
+                Decision::NotSampled => Decision::Sampled,
+                other => other,
+            },
             Policy::Bytes {
                 per_second,
                 burst,

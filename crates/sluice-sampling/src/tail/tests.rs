@@ -26,7 +26,7 @@ impl Consumer for Collect {
 
 impl Collect {
     fn traces(&self) -> HashMap<u32, usize> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         for s in self.0.lock().unwrap().iter() {
             *out.entry(u32::from_be_bytes(s.trace_id[..4].try_into().unwrap()))
                 .or_default() += 1;
@@ -413,6 +413,16 @@ fn each_policy_decides_as_the_collector_documents() {
         vec![span(1, 0, 1, false, attr("user.tier", s("vip".into())))]
     ));
     assert!(!decide(ottl, vec![span(1, 0, 1, false, vec![])]));
+    // trace_flags: the W3C sampled flag on any span.
+    let mut flagged = span(1, 0, 1, false, vec![]);
+    flagged.flags = 0x101;
+    let tf = serde_json::json!({"name": "f", "type": "trace_flags"});
+    assert!(decide(tf.clone(), vec![flagged]));
+    assert!(!decide(tf, vec![span(1, 0, 1, false, vec![])]));
+    // not: turns its policy's verdict around.
+    let not = serde_json::json!({"name": "n", "type": "not", "not": {"not_sub_policy": {"name": "e", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}}});
+    assert!(decide(not.clone(), vec![span(1, 0, 1, false, vec![])]));
+    assert!(!decide(not, vec![span(1, 0, 1, true, vec![])]));
     // and: all must sample.
     let and = serde_json::json!({"name": "a", "type": "and", "and": {"and_sub_policy": [
         {"name": "e", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
@@ -471,12 +481,11 @@ fn rate_limiting_and_composite_spend_per_second_budgets() {
         bytes: b.size(),
         trace_id: [1; 16],
     };
-    assert_eq!(policies[0].1.evaluate(&trace), Decision::Sampled);
-    assert_eq!(
-        policies[0].1.evaluate(&trace),
-        Decision::NotSampled,
-        "3 spans a second: 2 + 2 does not fit"
-    );
+    // A bucket of 6 (twice the rate), full at the start: three traces of 2 spans, not a fourth.
+    for _ in 0..3 {
+        assert_eq!(policies[0].1.evaluate(&trace), Decision::Sampled);
+    }
+    assert_eq!(policies[0].1.evaluate(&trace), Decision::NotSampled);
     let config: TailSamplingConfig = serde_json::from_value(serde_json::json!({"policies": [
         {"name": "c", "type": "composite", "composite": {
             "max_total_spans_per_second": 4,
@@ -513,5 +522,87 @@ fn configs_the_sampler_cannot_honour_are_refused_with_the_key() {
     assert!(problems(serde_json::json!({"policies": [{"name": "x", "type": "string_attribute", "string_attribute": {"key": "k", "values": ["("], "enabled_regex_matching": true}}]}))[0].contains("values[0]"));
     assert!(problems(serde_json::json!({"policies": [{"name": "x", "type": "ottl_condition", "ottl_condition": {"span": ["nonsense ++"]}}]}))[0].contains("ottl_condition.span[0]"));
     assert!(problems(serde_json::json!({"policies": [{"name": "x", "type": "always_sample"}, {"name": "x", "type": "always_sample"}]}))[0].contains("duplicate"));
+    assert!(problems(serde_json::json!({"policies": [{"name": "x", "type": "drop", "drop": {"drop_sub_policy": []}}]}))[0].contains("drop every trace"));
+    assert!(problems(serde_json::json!({"sampling_strategy": "span-ingest", "policies": [{"name": "x", "type": "always_sample"}]}))[0].contains("span-ingest"));
+    assert!(problems(serde_json::json!({"block_on_overflow": true, "policies": [{"name": "x", "type": "always_sample"}]}))[0].contains("decides the oldest traces early"));
     assert!(problems(serde_json::json!({"decision_wait": "10s", "num_traces": 10, "decision_cache": {"sampled_cache_size": 10}, "policies": [{"name": "x", "type": "always_sample"}]})).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_memory_pressure_the_oldest_traces_are_decided_early_and_memory_comes_back() {
+    let (p, sink, shutdown, tasks) = start(serde_json::json!({
+        "decision_wait": "60s",
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    // The memory limiter's gate, as a receiver uses it: reserve before handing a batch on, and
+    // refuse (the client retries) while there is no room.
+    let budget = 100_000;
+    let gate = sluice_core::MemoryGate::new("memory_limiter", budget);
+    let mut sent = 0;
+    for i in 0..3000u32 {
+        let mut b = batch(vec![span(i, 0, 10, i % 10 == 0, vec![])]);
+        sent += b.size();
+        let reservation = loop {
+            match gate.reserve(b.size()) {
+                Ok(r) => break r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        b.hold(reservation);
+        p.process(b).await.unwrap();
+        assert!(gate.in_flight() <= budget);
+    }
+    // 3000 single-span traces are several times the budget: they got in only because the oldest
+    // were decided early, long before their 60 s were up, and the dropped ones gave their bytes
+    // back.
+    assert!(sent > budget * 2, "{sent}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = sink.traces();
+    assert!(
+        kept.len() > 100,
+        "early decisions kept {} error traces",
+        kept.len()
+    );
+    assert!(
+        kept.keys().all(|i| i % 10 == 0),
+        "only error traces are kept"
+    );
+    assert!(gate.in_flight() < budget, "{}", gate.in_flight());
+    shutdown.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trace_past_maximum_trace_size_bytes_is_dropped_with_its_late_spans() {
+    let (p, sink, shutdown, tasks) = start(serde_json::json!({
+        "decision_wait": "1s",
+        "maximum_trace_size_bytes": 2000,
+        "policies": [{"name": "all", "type": "always_sample"}]
+    }));
+    // Trace 1 grows past 2000 bytes; trace 2 stays small.
+    for i in 0..40u8 {
+        p.process(batch(vec![span(1, i, 10, false, vec![])]))
+            .await
+            .unwrap();
+    }
+    p.process(batch(vec![span(2, 0, 10, false, vec![])]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.traces().keys().copied().collect::<Vec<_>>(), vec![2]);
+    // Its late spans follow: dropped.
+    assert!(
+        p.process(batch(vec![span(1, 99, 10, false, vec![])]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!sink.traces().contains_key(&1));
+    shutdown.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
