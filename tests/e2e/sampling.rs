@@ -199,7 +199,7 @@ async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the
 
 /// A flood far larger than the memory limit into a tail sampler that would hold everything for a
 /// minute: the oldest traces are decided early (counted), sluice stays under its limit, clients
-/// get only retryable refusals, and everything acknowledged arrives.
+/// get only retryable refusals, and every trace acknowledged is decided once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_early() {
     use crate::support::{rss_kib, trace_request};
@@ -210,7 +210,7 @@ async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_ea
     let sink = Sink::start().await;
     let ports = Ports::new();
     let config = format!(
-        "{common}processors:\n  memory_limiter:\n    check_interval: 50ms\n    limit_mib: {LIMIT_MIB}\n    spike_limit_mib: 32\n  tail_sampling:\n    decision_wait: 60s\n    policies: [{{name: all, type: always_sample}}]\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [memory_limiter, tail_sampling, batch], exporters: [otlp]}}\n{telemetry}",
+        "{common}processors:\n  memory_limiter:\n    check_interval: 50ms\n    limit_mib: {LIMIT_MIB}\n    spike_limit_mib: 32\n  tail_sampling:\n    decision_wait: 60s\n    policies: [{{name: rest, type: probabilistic, probabilistic: {{sampling_percentage: 10}}}}]\n  batch:\n    timeout: 50ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    compression: none\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [memory_limiter, tail_sampling, batch], exporters: [otlp]}}\n{telemetry}",
         common = ports.common(),
         sink = sink.grpc_port,
         telemetry = ports.telemetry(),
@@ -228,10 +228,12 @@ async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_ea
             }
         })
     };
-    // Four clients send ~1 MiB requests (400 spans of 2.5 KiB, 400 new traces each) for 6 s.
+    // Four clients send ~1 MiB requests (400 spans of 2.5 KiB, 400 new traces each) until twice
+    // the limit has been accepted (at most 60 s): far more than the limit could hold for the
+    // minute of decision_wait.
     let accepted_spans = Arc::new(AtomicU64::new(0));
     let accepted_bytes = Arc::new(AtomicU64::new(0));
-    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let until = std::time::Instant::now() + Duration::from_secs(60);
     let url = format!("http://127.0.0.1:{}/v1/traces", ports.http);
     let clients: Vec<_> = (0..4u64)
         .map(|c| {
@@ -239,7 +241,9 @@ async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_ea
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut n = 0u64;
-                while std::time::Instant::now() < until {
+                while std::time::Instant::now() < until
+                    && bytes.load(Ordering::Relaxed) < 2 * (LIMIT_MIB << 20)
+                {
                     let mut request = trace_request(400, "flood", 2560);
                     for span in &mut request.resource_spans[0].scope_spans[0].spans {
                         span.trace_id[8..].copy_from_slice(&(c << 40 | n).to_be_bytes());
@@ -287,20 +291,39 @@ async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_ea
         peak_mib < LIMIT_MIB,
         "peak RSS {peak_mib} MiB reached the {LIMIT_MIB} MiB limit"
     );
-    // More was taken in than the limit could hold for the minute of decision_wait: the held
-    // traces were decided early and their memory given back.
-    assert!(accepted_mib > LIMIT_MIB, "only {accepted_mib} MiB accepted");
+    // Twice the limit was taken in within the minute of decision_wait: the held traces were
+    // decided early and their memory given back.
+    assert!(
+        accepted_mib >= 2 * LIMIT_MIB,
+        "only {accepted_mib} MiB accepted"
+    );
     assert!(early > 0.0);
     let dropped_too_early = sluice
         .metric("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early{processor=\"tail_sampling\"}")
         .await;
     assert_eq!(dropped_too_early, 0.0);
-    // Everything acknowledged arrives: what was decided early now, the rest at shutdown.
-    let mut sluice = sluice;
-    sluice.terminate();
-    let want = accepted_spans.load(Ordering::Relaxed) as usize;
-    sink.wait_for(Duration::from_secs(20), "every accepted span", |r| {
-        r.span_count() >= want
+    // Every acknowledged trace (one span each) is decided once or still held: none is lost.
+    let metric = |m: &'static str| sluice.metric(m);
+    let sampled = metric("otelcol_processor_tail_sampling_global_count_traces_sampled{processor=\"tail_sampling\",sampled=\"true\"}").await;
+    let not_sampled = metric("otelcol_processor_tail_sampling_global_count_traces_sampled{processor=\"tail_sampling\",sampled=\"false\"}").await;
+    let held = metric(
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory{processor=\"tail_sampling\"}",
+    )
+    .await;
+    let accepted = accepted_spans.load(Ordering::Relaxed) as f64;
+    assert_eq!(
+        sampled + not_sampled + held,
+        accepted,
+        "{sampled} + {not_sampled} + {held}"
+    );
+    let share = sampled / (sampled + not_sampled);
+    assert!(
+        (0.07..0.13).contains(&share),
+        "sampled {share} of the decided traces"
+    );
+    // What was kept early reached the backend.
+    sink.wait_for(Duration::from_secs(20), "the sampled spans", |r| {
+        r.span_count() >= sampled as usize
     })
     .await;
 }
