@@ -261,6 +261,9 @@ fn otlp_settings(
     Ok((helper, c))
 }
 
+/// Owners one attempt tries for a part: its owner, then the next ones on the ring.
+const OWNERS_PER_ATTEMPT: usize = 3;
+
 /// Positions on the ring, as the Collector counts them: 360 degrees with two decimals.
 const POSITIONS: u32 = 36_000;
 /// Points each endpoint takes on the ring.
@@ -389,6 +392,8 @@ pub(crate) struct Pending(Mutex<Option<Batch>>);
 
 struct LoadBalancer {
     id: String,
+    /// The configured `timeout`, per send to one backend.
+    attempt_timeout: Duration,
     routing: RoutingKey,
     attributes: Vec<String>,
     otlp: Value,
@@ -574,22 +579,26 @@ impl Exporter for LoadBalancer {
         Ok(Pending(Mutex::new(Some(batch.clone()))))
     }
 
+    /// Sends what is pending to the owners of its keys, each part to its owner, a failed
+    /// owner's part to the next owner (at most [`OWNERS_PER_ATTEMPT`] owners per attempt).
+    /// Cancel safe: what is pending is updated after each round, so a cancelled attempt (the
+    /// helper's timeout) resends at most the round under way.
     async fn send(&self, pending: &Pending) -> Result<(), ExportError> {
-        let Some(batch) = pending.0.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(batch) = pending.0.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Ok(());
         };
         let topology = self.current();
         if topology.backends.is_empty() {
-            *pending.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(batch);
             return Err(ExportError::retryable("no backends resolved yet"));
         }
-        let mut failed: Vec<usize> = Vec::new();
         let signal = batch.signal();
-        let mut todo = vec![batch];
+        let mut failed: Vec<usize> = Vec::new();
+        let mut todo = Some(batch);
         let mut undelivered = BatchBuilder::new(signal);
         let mut last_error = None;
+        let mut refused = None;
         let mut round = 0;
-        while let Some(next) = todo.pop() {
+        while let Some(next) = todo.take() {
             let parts = self.route(&topology, next, &failed);
             let sends = parts.into_iter().map(|(owner, part)| {
                 let topology = &topology;
@@ -603,10 +612,13 @@ impl Exporter for LoadBalancer {
                     };
                     let backend = &topology.backends[owner];
                     let started = Instant::now();
-                    let result = match backend.exporter.encode(&part) {
-                        Ok(encoded) => backend.exporter.send(&encoded).await,
-                        Err(e) => Err(e),
+                    let attempt = async {
+                        let encoded = backend.exporter.encode(&part)?;
+                        backend.exporter.send(&encoded).await
                     };
+                    let result = tokio::time::timeout(self.attempt_timeout, attempt)
+                        .await
+                        .unwrap_or_else(|_| Err(ExportError::retryable("backend timed out")));
                     backend
                         .latency
                         .record(started.elapsed().as_secs_f64() * 1000.0);
@@ -626,9 +638,10 @@ impl Exporter for LoadBalancer {
                         last_error = Some(e);
                     }
                     (Some(o), Err(e)) => {
-                        // Refused for good (malformed, say): retrying elsewhere would not help.
+                        // Refused for good (malformed, say): another owner would refuse it too.
                         topology.backends[o].failed.increment(1);
-                        return Err(e);
+                        tracing::error!(exporter = %self.id, endpoint = %topology.backends[o].endpoint, items = part.items(), error = %e.message, "backend refused a part permanently, data dropped");
+                        refused = Some(e);
                     }
                     (None, Err(e)) => {
                         undelivered.push(part);
@@ -639,18 +652,34 @@ impl Exporter for LoadBalancer {
             }
             round += 1;
             if !retry.is_empty() {
-                if round > topology.backends.len() {
+                if round >= OWNERS_PER_ATTEMPT.min(topology.backends.len()) {
                     undelivered.push(retry.take());
                 } else {
-                    todo.push(retry.take());
+                    todo = Some(retry.take());
                 }
             }
+            // What is left, should this attempt be cut off from here on.
+            let mut left = BatchBuilder::new(signal);
+            if let Some(t) = &todo {
+                left.push(t.clone());
+            }
+            if !undelivered.is_empty() {
+                let u = undelivered.take();
+                left.push(u.clone());
+                undelivered.push(u);
+            }
+            *pending.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                (!left.is_empty()).then(|| left.take());
         }
-        if undelivered.is_empty() {
-            return Ok(());
+        if !undelivered.is_empty() {
+            return Err(
+                last_error.unwrap_or_else(|| ExportError::retryable("every backend failed"))
+            );
         }
-        *pending.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(undelivered.take());
-        Err(last_error.unwrap_or_else(|| ExportError::retryable("every backend failed")))
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -720,6 +749,9 @@ impl ExporterFactory for LoadBalancingExporterFactory {
         if let Some(h) = sub_helper {
             *helper = h;
         }
+        // `timeout` bounds each send to one backend; an attempt may try up to three owners.
+        let attempt_timeout = helper.timeout;
+        helper.timeout = attempt_timeout * OWNERS_PER_ATTEMPT as u32 + Duration::from_secs(1);
         let auth = context.client_auth(&otlp_path, sub.auth.as_ref())?;
         let resolver_name = if c.resolver.dns.is_some() {
             "dns"
@@ -729,6 +761,7 @@ impl ExporterFactory for LoadBalancingExporterFactory {
         let (eid, res) = (id.to_owned(), resolver_name);
         let balancer = Arc::new(LoadBalancer {
             id: id.to_owned(),
+            attempt_timeout,
             routing: c.routing_key,
             attributes: c.routing_attributes.clone(),
             otlp: c.protocol.otlp.clone(),
