@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -45,17 +45,7 @@ service:
     let baseline = rss_kib(pid, "VmRSS:");
 
     // Sample RSS while the flood runs.
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let rss = crate::support::PeakRss::start(pid);
 
     // Six HTTP clients send ~1 MiB requests (400 spans of 2.5 KiB) as fast as they are answered.
     let accepted = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
@@ -117,9 +107,7 @@ service:
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
 
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let peak_mib = peak.load(Ordering::Relaxed).max(rss_kib(pid, "VmHWM:")) / 1024;
+    let peak_mib = rss.stop_mib();
     let accepted_before = accepted.lock().unwrap().len();
     println!(
         "overload: baseline {} MiB, peak RSS {peak_mib} MiB (limit {LIMIT_MIB}), {accepted_before} requests accepted, {} refused",

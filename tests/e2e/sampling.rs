@@ -202,10 +202,10 @@ async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the
 /// get only retryable refusals, and every trace acknowledged is decided once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_early() {
-    use crate::support::{rss_kib, trace_request};
+    use crate::support::trace_request;
     use prost::Message;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     const LIMIT_MIB: u64 = 96;
     let sink = Sink::start().await;
     let ports = Ports::new();
@@ -217,17 +217,7 @@ async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_ea
     );
     let sluice = Sluice::start(ports, &config);
     let pid = sluice.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let rss = crate::support::PeakRss::start(pid);
     // Four clients send ~1 MiB requests (400 spans of 2.5 KiB, 400 new traces each) until twice
     // the limit has been accepted (at most 60 s): far more than the limit could hold for the
     // minute of decision_wait.
@@ -277,9 +267,7 @@ async fn a_flood_into_a_tail_sampler_stays_under_the_memory_limit_by_deciding_ea
     for c in clients {
         c.await.unwrap();
     }
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let peak_mib = peak.load(Ordering::Relaxed).max(rss_kib(pid, "VmHWM:")) / 1024;
+    let peak_mib = rss.stop_mib();
     let accepted_mib = accepted_bytes.load(Ordering::Relaxed) >> 20;
     let early = sluice
         .metric("otelcol_processor_tail_sampling_early_decision{processor=\"tail_sampling\"}")

@@ -535,6 +535,48 @@ pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`), or 0 when unreadable.
+/// Samples a process's resident memory every 10 ms until stopped.
+pub(crate) struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+    pid: u32,
+}
+
+impl PeakRss {
+    pub(crate) fn start(pid: u32) -> PeakRss {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        PeakRss {
+            stop,
+            peak,
+            thread,
+            pid,
+        }
+    }
+
+    /// The peak seen, in MiB (the kernel's high-water mark too, which misses nothing).
+    pub(crate) fn stop_mib(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak
+            .load(Ordering::Relaxed)
+            .max(rss_kib(self.pid, "VmHWM:"))
+            / 1024
+    }
+}
+
 pub(crate) fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()

@@ -6,6 +6,20 @@ use std::fmt::Write as _;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
+/// Sets attribute `key` to `value`: in place when present, appended when not. The one upsert
+/// the processors that rewrite decoded attributes share.
+pub fn set(attributes: &mut Vec<KeyValue>, key: &str, value: Value) {
+    let value = Some(AnyValue { value: Some(value) });
+    match attributes.iter_mut().find(|kv| kv.key == key) {
+        Some(kv) => kv.value = value,
+        None => attributes.push(KeyValue {
+            key: key.to_owned(),
+            value,
+            ..Default::default()
+        }),
+    }
+}
+
 /// The specification's string form of an AnyValue: strings as they are, booleans, integers and
 /// floats as JSON literals (`NaN`, `Infinity`, `-Infinity` unquoted), bytes as base64, an empty
 /// value as the empty string, arrays and maps as JSON (map keys in their given order).

@@ -310,18 +310,7 @@ fn convert(value: &any_value::Value, target: Target) -> Option<any_value::Value>
     })
 }
 
-/// Sets `key` to `value`, in place when present, appended when not.
-pub(crate) fn set(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
-    let value = Some(AnyValue { value: Some(value) });
-    match attributes.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attributes.push(KeyValue {
-            key: key.to_owned(),
-            value,
-            ..Default::default()
-        }),
-    }
-}
+pub(crate) use sluice_core::anyvalue::set;
 
 /// The value of `key`, if present.
 pub(crate) fn value_of<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {

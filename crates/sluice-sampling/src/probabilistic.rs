@@ -18,6 +18,8 @@ use sluice_core::{
     ProcessorFactory, Signal, typed,
 };
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue;
+
 use crate::threshold::{MIN_PROBABILITY, Randomness, Threshold, TraceState};
 
 /// `processors.probabilistic_sampler`.
@@ -297,6 +299,18 @@ struct Rules {
     priority_attribute: String,
 }
 
+/// The consistent modes' randomness: the explicit `rv` when there is one, else the trace id's
+/// last 7 bytes.
+fn consistent_randomness(explicit: Option<Randomness>, trace_id: &[u8]) -> (Randomness, Source) {
+    match explicit {
+        Some(r) => (r, Source::SamplingRandomness),
+        None => match Randomness::from_trace_id(trace_id) {
+            Some(r) => (r, Source::TraceIdW3c),
+            None => (Randomness::ALL, Source::Missing),
+        },
+    }
+}
+
 fn parse_priority(value: Option<AnyValue<'_>>) -> Option<bool> {
     let n = match value? {
         AnyValue::Int(i) => i as f64,
@@ -367,13 +381,7 @@ impl Rules {
                     trouble: Some(Trouble::Malformed),
                 },
                 Ok(ts) => {
-                    let (randomness, source) = match ts.ot.randomness() {
-                        Some(r) => (r, Source::SamplingRandomness),
-                        None => match Randomness::from_trace_id(tid) {
-                            Some(r) => (r, Source::TraceIdW3c),
-                            None => (Randomness::ALL, Source::Missing),
-                        },
-                    };
+                    let (randomness, source) = consistent_randomness(ts.ot.randomness(), tid);
                     Reading {
                         randomness,
                         source,
@@ -460,13 +468,7 @@ impl Rules {
                 }
             }
             Sampler::Equalizing { .. } | Sampler::Proportional { .. } => {
-                let (randomness, source) = match randomness {
-                    Some(r) => (r, Source::SamplingRandomness),
-                    None => match Randomness::from_trace_id(tid) {
-                        Some(r) => (r, Source::TraceIdW3c),
-                        None => (Randomness::ALL, Source::Missing),
-                    },
-                };
+                let (randomness, source) = consistent_randomness(randomness, tid);
                 Reading {
                     randomness,
                     source,
@@ -563,13 +565,17 @@ impl Rules {
             ) => {
                 let mut record = log.decode();
                 if let Some(r) = set_randomness {
-                    put_string(&mut record.attributes, "sampling.randomness", r.rvalue());
+                    sluice_core::anyvalue::set(
+                        &mut record.attributes,
+                        "sampling.randomness",
+                        StringValue(r.rvalue()),
+                    );
                 }
                 if arriving.is_none_or(|a| threshold >= a) {
-                    put_string(
+                    sluice_core::anyvalue::set(
                         &mut record.attributes,
                         "sampling.threshold",
-                        threshold.tvalue(),
+                        StringValue(threshold.tvalue()),
                     );
                 }
                 Verdict::Replace(record.encode_to_vec())
@@ -581,25 +587,6 @@ impl Rules {
 
 fn randomness_or_threshold(carrier: &Carrier) -> bool {
     matches!(carrier, Carrier::Log { threshold, randomness, .. } if threshold.is_some() || randomness.is_some())
-}
-
-fn put_string(
-    attributes: &mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
-    key: &str,
-    value: String,
-) {
-    use opentelemetry_proto::tonic::common::v1::{AnyValue as Value, KeyValue, any_value};
-    let value = Some(Value {
-        value: Some(any_value::Value::StringValue(value)),
-    });
-    match attributes.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attributes.push(KeyValue {
-            key: key.to_owned(),
-            value,
-            ..Default::default()
-        }),
-    }
 }
 
 /// A span's encoding with its `trace_state` (field 3) replaced, every other field copied.

@@ -1,20 +1,13 @@
 use super::*;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue as Pb, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord as PbLog, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PbSpan};
+use sluice_fixtures::kv;
 
 fn config(yaml: serde_json::Value) -> ProbabilisticSamplerConfig {
     serde_json::from_value(yaml).unwrap()
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(Pb { value: Some(value) }),
-        ..Default::default()
-    }
 }
 
 fn span(tid: &str, ts: &str, attrs: Vec<KeyValue>) -> PbSpan {

@@ -315,6 +315,37 @@ impl TraceData<'_> {
     }
 }
 
+/// A token bucket (the Collector's `golang.org/x/time/rate` limiter): full at the start,
+/// refilled at `per_second` up to `burst`; a trace takes its cost at once or not at all.
+pub(crate) struct Bucket {
+    per_second: f64,
+    burst: f64,
+    /// When it was last refilled, and the tokens then.
+    state: Mutex<(Instant, f64)>,
+}
+
+impl Bucket {
+    fn new(per_second: f64, burst: f64) -> Bucket {
+        Bucket {
+            per_second,
+            burst,
+            state: Mutex::new((Instant::now(), burst)),
+        }
+    }
+
+    fn take(&self, cost: f64) -> bool {
+        let mut b = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.0).as_secs_f64() * self.per_second;
+        *b = (now, (b.1 + refill).min(self.burst));
+        let fits = cost <= b.1;
+        if fits {
+            b.1 -= cost;
+        }
+        fits
+    }
+}
+
 /// A compiled policy.
 pub(crate) enum Policy {
     Always,
@@ -346,18 +377,10 @@ pub(crate) enum Policy {
         value: bool,
         invert: bool,
     },
-    Rate {
-        per_second: f64,
-        burst: f64,
-        bucket: Mutex<(Instant, f64)>,
-    },
+    Rate(Bucket),
     TraceFlags,
     Not(Box<Policy>),
-    Bytes {
-        per_second: f64,
-        burst: f64,
-        bucket: Mutex<(Instant, f64)>,
-    },
+    Bytes(Bucket),
     SpanCount {
         min: u64,
         max: Option<u64>,
@@ -532,11 +555,7 @@ impl Policy {
                 let burst = r
                     .burst_capacity
                     .map_or(per_second * 2.0, |b| b.max(0) as f64);
-                Policy::Rate {
-                    per_second,
-                    burst,
-                    bucket: Mutex::new((Instant::now(), burst)),
-                }
+                Policy::Rate(Bucket::new(per_second, burst))
             }
             "bytes_limiting" => {
                 let Some(b) = &c.bytes_limiting else {
@@ -546,11 +565,7 @@ impl Policy {
                 let burst = b
                     .burst_capacity
                     .map_or(per_second * 2.0, |c| c.max(0) as f64);
-                Policy::Bytes {
-                    per_second,
-                    burst,
-                    bucket: Mutex::new((Instant::now(), burst)),
-                }
+                Policy::Bytes(Bucket::new(per_second, burst))
             }
             "span_count" => {
                 let Some(s) = &c.span_count else {
@@ -757,44 +772,14 @@ impl Policy {
                 let matched = trace.any(|context, span| matches!(attribute(context, span, key), Some(AnyValue::Bool(b)) if b == *value));
                 inverted(matched, *invert)
             }
-            Policy::Rate {
-                per_second,
-                burst,
-                bucket,
-            } => {
-                let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                let refill = now.duration_since(b.0).as_secs_f64() * per_second;
-                *b = (now, (b.1 + refill).min(*burst));
-                let cost = trace.spans as f64;
-                let fits = cost <= b.1;
-                if fits {
-                    b.1 -= cost;
-                }
-                sampled(fits)
-            }
+            Policy::Rate(bucket) => sampled(bucket.take(trace.spans as f64)),
             Policy::TraceFlags => sampled(trace.any(|_, span| span.flags() & 1 == 1)),
             Policy::Not(inner) => match inner.evaluate(trace) {
                 Decision::Sampled => Decision::NotSampled,
                 Decision::NotSampled => Decision::Sampled,
                 other => other,
             },
-            Policy::Bytes {
-                per_second,
-                burst,
-                bucket,
-            } => {
-                let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                let refill = now.duration_since(b.0).as_secs_f64() * per_second;
-                *b = (now, (b.1 + refill).min(*burst));
-                let cost = trace.bytes as f64;
-                let fits = cost <= b.1;
-                if fits {
-                    b.1 -= cost;
-                }
-                sampled(fits)
-            }
+            Policy::Bytes(bucket) => sampled(bucket.take(trace.bytes as f64)),
             Policy::SpanCount { min, max } => {
                 sampled(trace.spans >= *min && max.is_none_or(|m| trace.spans <= m))
             }

@@ -1,10 +1,11 @@
 use super::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue as Pb, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use sluice_core::Consumer;
+use sluice_fixtures::kv;
 
 /// Collects what the sampler hands on.
 #[derive(Default)]
@@ -86,14 +87,6 @@ fn batch(spans: Vec<Span>) -> Batch {
         }],
     };
     Batch::decode(Signal::Traces, request.encode_to_vec().into()).unwrap()
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(Pb { value: Some(value) }),
-        ..Default::default()
-    }
 }
 
 fn start(
