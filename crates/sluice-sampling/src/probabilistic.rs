@@ -552,7 +552,7 @@ impl Rules {
                 if new == span.trace_state() {
                     Verdict::Keep
                 } else {
-                    Verdict::Replace(with_trace_state(span.raw(), &new))
+                    Verdict::span_trace_state(span, &new)
                 }
             }
             (
@@ -589,21 +589,6 @@ fn randomness_or_threshold(carrier: &Carrier) -> bool {
     matches!(carrier, Carrier::Log { threshold, randomness, .. } if threshold.is_some() || randomness.is_some())
 }
 
-/// A span's encoding with its `trace_state` (field 3) replaced, every other field copied.
-pub(crate) fn with_trace_state(span: &[u8], trace_state: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(span.len() + trace_state.len() + 2);
-    for field in sluice_core::wire::fields(span).flatten() {
-        if field.number != 3 {
-            out.extend_from_slice(field.raw);
-        }
-    }
-    if !trace_state.is_empty() {
-        prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, &mut out);
-        prost::encoding::encode_varint(trace_state.len() as u64, &mut out);
-        out.extend_from_slice(trace_state.as_bytes());
-    }
-    out
-}
 
 struct Decide<'a> {
     rules: &'a Rules,

@@ -64,6 +64,17 @@ impl Verdict {
         ))
     }
 
+    /// Replaces a span's `trace_state` (empty: removes it), keeping every other field as it was
+    /// encoded: no decoding, one copy.
+    pub fn span_trace_state(view: &Span<'_>, trace_state: &str) -> Verdict {
+        let set: &[(u32, &[u8])] = if trace_state.is_empty() {
+            &[]
+        } else {
+            &[(3, trace_state.as_bytes())]
+        };
+        Verdict::Replace(header_with(view.raw(), &[3], set))
+    }
+
     /// Sets a metric's name, description or unit (those given), keeping its data and metadata.
     pub fn metric(
         view: &Metric<'_>,

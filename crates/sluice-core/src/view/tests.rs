@@ -990,3 +990,34 @@ fn accessors_of_malformed_bytes_return_defaults() {
         "a body that runs past its end reads as empty"
     );
 }
+
+#[test]
+fn replacing_a_span_trace_state_keeps_every_other_field() {
+    let original = PbSpan {
+        trace_id: vec![7; 16],
+        span_id: vec![1; 8],
+        trace_state: "old=1".into(),
+        name: "GET /".into(),
+        start_time_unix_nano: 5,
+        ..Default::default()
+    };
+    let raw = original.encode_to_vec();
+    let replaced = |ts: &str| match Verdict::span_trace_state(&Span(&raw), ts) {
+        Verdict::Replace(bytes) => PbSpan::decode(&bytes[..]).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        replaced("ot=th:8,old=1"),
+        PbSpan {
+            trace_state: "ot=th:8,old=1".into(),
+            ..original.clone()
+        }
+    );
+    assert_eq!(
+        replaced(""),
+        PbSpan {
+            trace_state: String::new(),
+            ..original
+        }
+    );
+}

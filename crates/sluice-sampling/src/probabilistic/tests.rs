@@ -646,24 +646,3 @@ fn unusable_configs_are_refused_with_the_key() {
     );
     assert!(problems(serde_json::json!({"sampling_percentage": 15.3, "hash_seed": 22})).is_empty());
 }
-
-#[test]
-fn replacing_the_tracestate_keeps_every_other_field() {
-    let original = PbSpan {
-        trace_state: "old=1".into(),
-        ..span(
-            "fefefefefefefefefe80000000000000",
-            "",
-            vec![kv("a", any_value::Value::IntValue(1))],
-        )
-    };
-    let raw = original.encode_to_vec();
-    let replaced = PbSpan::decode(&with_trace_state(&raw, "ot=th:8,old=1")[..]).unwrap();
-    assert_eq!(
-        replaced,
-        PbSpan {
-            trace_state: "ot=th:8,old=1".into(),
-            ..original
-        }
-    );
-}
