@@ -589,7 +589,6 @@ fn randomness_or_threshold(carrier: &Carrier) -> bool {
     matches!(carrier, Carrier::Log { threshold, randomness, .. } if threshold.is_some() || randomness.is_some())
 }
 
-
 struct Decide<'a> {
     rules: &'a Rules,
     counts: Counts,

@@ -79,7 +79,7 @@ pub struct TailSamplingConfig {
     /// `false` only: past `num_traces` sluice decides the oldest early rather than blocking.
     #[serde(default)]
     pub block_on_overflow: bool,
-    /// Accepted for compatibility (0 to 256); sluice keeps one table.
+    /// Accepted for compatibility (0 to 256), with a warning above 1: sluice keeps one table.
     #[serde(default)]
     pub num_shards: u32,
     /// Refused: sluice's own `storage` keeps held spans on disk.
@@ -961,7 +961,15 @@ impl ProcessorFactory for TailSamplingFactory {
 
     fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
         sluice_core::check_typed(path, config, |c: &TailSamplingConfig| {
-            c.compile(path).err().unwrap_or_default()
+            let mut problems = c.compile(path).err().unwrap_or_default();
+            if c.num_shards > 1 {
+                problems.push(Problem::warning(
+                    format!("{path}.num_shards"),
+                    "has no effect: sluice keeps one trace table",
+                ));
+            }
+            policy::no_effect(&format!("{path}.policies"), &c.policies, &mut problems);
+            problems
         })
     }
 

@@ -197,9 +197,10 @@ pub struct TraceStateConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OttlConfig {
-    /// Accepted: sluice's conditions cannot fail at run time.
+    /// `propagate` (default), `ignore` or `silent`: sluice's conditions cannot fail at run time
+    /// (a missing attribute is `nil`), so all three behave alike; another value is refused.
     #[serde(default)]
-    pub error_mode: Option<String>,
+    pub error_mode: sluice_ottl::ErrorMode,
     /// Conditions on spans; any true samples the trace.
     #[serde(default)]
     pub span: Vec<String>,
@@ -838,6 +839,45 @@ impl Policy {
                 }
                 Decision::NotSampled
             }
+        }
+    }
+}
+
+/// Warnings for keys of `list` (and the policies inside) that change nothing in sluice.
+pub(crate) fn no_effect(path: &str, list: &[PolicyConfig], out: &mut Vec<Problem>) {
+    for (i, c) in list.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if let Some(s) = &c.string_attribute
+            && s.cache_max_size.is_some()
+        {
+            out.push(Problem::warning(
+                format!("{at}.string_attribute.cache_max_size"),
+                "has no effect: sluice matches the compiled expressions directly, without a result cache",
+            ));
+        }
+        if let Some(a) = &c.and {
+            no_effect(&format!("{at}.and.and_sub_policy"), &a.and_sub_policy, out);
+        }
+        if let Some(d) = &c.drop {
+            no_effect(
+                &format!("{at}.drop.drop_sub_policy"),
+                &d.drop_sub_policy,
+                out,
+            );
+        }
+        if let Some(n) = &c.not {
+            no_effect(
+                &format!("{at}.not"),
+                std::slice::from_ref(&*n.not_sub_policy),
+                out,
+            );
+        }
+        if let Some(cc) = &c.composite {
+            no_effect(
+                &format!("{at}.composite.composite_sub_policy"),
+                &cc.composite_sub_policy,
+                out,
+            );
         }
     }
 }

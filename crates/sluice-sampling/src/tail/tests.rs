@@ -518,6 +518,21 @@ fn configs_the_sampler_cannot_honour_are_refused_with_the_key() {
     assert!(problems(serde_json::json!({"policies": [{"name": "x", "type": "drop", "drop": {"drop_sub_policy": []}}]}))[0].contains("drop every trace"));
     assert!(problems(serde_json::json!({"sampling_strategy": "span-ingest", "policies": [{"name": "x", "type": "always_sample"}]}))[0].contains("span-ingest"));
     assert!(problems(serde_json::json!({"block_on_overflow": true, "policies": [{"name": "x", "type": "always_sample"}]}))[0].contains("decides the oldest traces early"));
+    let warned = problems(
+        serde_json::json!({"num_shards": 4, "policies": [{"name": "s", "type": "and", "and": {"and_sub_policy": [{"name": "x", "type": "string_attribute", "string_attribute": {"key": "k", "values": ["v"], "cache_max_size": 10}}]}}]}),
+    );
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(
+        warned
+            .iter()
+            .all(|w| w.starts_with("warning:") && w.contains("has no effect")),
+        "{warned:?}"
+    );
+    assert!(
+        warned[1].contains("policies[0].and.and_sub_policy[0].string_attribute.cache_max_size"),
+        "{warned:?}"
+    );
+    assert!(problems(serde_json::json!({"policies": [{"name": "x", "type": "ottl_condition", "ottl_condition": {"error_mode": "explode", "span": ["name == \"a\""]}}]}))[0].contains("error_mode"));
     assert!(problems(serde_json::json!({"decision_wait": "10s", "num_traces": 10, "decision_cache": {"sampled_cache_size": 10}, "policies": [{"name": "x", "type": "always_sample"}]})).is_empty());
 }
 
