@@ -320,6 +320,32 @@ struct Engine {
     wake: tokio::sync::Notify,
 }
 
+/// A batch split by trace id, and the ids whose root span it holds.
+type ByTrace = (Vec<([u8; 16], Batch)>, Vec<[u8; 16]>);
+
+/// Batches over this many bytes are split by trace on the blocking pool.
+const OFF_WORKERS_ABOVE: usize = 64 * 1024;
+
+/// One piece per trace; the traces whose root span is in the batch are noted aside (when
+/// `roots`), so that a root does not split its trace's piece in two.
+fn by_trace(batch: Batch, roots: bool) -> ByTrace {
+    let mut seen_roots: Vec<[u8; 16]> = Vec::new();
+    let pieces = batch.group_by(|_, item| match item {
+        Item::Span(span) => {
+            let mut id = [0u8; 16];
+            if span.trace_id().len() == 16 {
+                id.copy_from_slice(span.trace_id());
+            }
+            if roots && span.parent_span_id().is_empty() {
+                seen_roots.push(id);
+            }
+            id
+        }
+        _ => [0u8; 16],
+    });
+    (pieces, seen_roots)
+}
+
 /// A trace taken out to be decided, and why now.
 type Decided = ([u8; 16], Held, Why);
 
@@ -339,25 +365,31 @@ impl Engine {
     /// Takes a batch in: holds new spans, passes late spans of sampled traces, drops those of
     /// traces already dropped.
     fn take(&self, batch: Batch, seq: u64) -> Option<Batch> {
+        self.hold(by_trace(batch, self.after_root.is_some()), seq)
+    }
+
+    /// Takes a batch in as [`Engine::take`], splitting it by trace on the blocking pool when it
+    /// is large (regrouping copies every span).
+    async fn take_off_workers(
+        &self,
+        batch: Batch,
+        seq: u64,
+    ) -> Result<Option<Batch>, ConsumeError> {
+        let roots = self.after_root.is_some();
+        let grouped =
+            sluice_core::blocking::off_workers(batch.size(), OFF_WORKERS_ABOVE, move || {
+                by_trace(batch, roots)
+            })
+            .await
+            .ok_or_else(|| ConsumeError::internal("tail_sampling failed to group a batch"))?;
+        Ok(self.hold(grouped, seq))
+    }
+
+    /// Holds the pieces of one batch (see [`by_trace`]), from write-ahead log record `seq`.
+    fn hold(&self, (pieces, roots): ByTrace, seq: u64) -> Option<Batch> {
         let now = Instant::now();
         let mut held_pieces = 0;
         let mut released = Vec::new();
-        // One piece per trace; the traces whose root span is in this batch are noted aside, so
-        // that a root does not split its trace's piece in two.
-        let mut roots: Vec<[u8; 16]> = Vec::new();
-        let pieces = batch.group_by(|_, item| match item {
-            Item::Span(span) => {
-                let mut id = [0u8; 16];
-                if span.trace_id().len() == 16 {
-                    id.copy_from_slice(span.trace_id());
-                }
-                if self.after_root.is_some() && span.parent_span_id().is_empty() {
-                    roots.push(id);
-                }
-                id
-            }
-            _ => [0u8; 16],
-        });
         let mut passed = BatchBuilder::new(Signal::Traces);
         let mut early_needed = false;
         let mut state = self.lock();
@@ -796,7 +828,7 @@ struct TailProcessor {
 impl Processor for TailProcessor {
     async fn process(&self, batch: Batch) -> Result<Option<Batch>, ConsumeError> {
         let Some(wal) = &self.engine.wal else {
-            return Ok(self.engine.take(batch, 0));
+            return self.engine.take_off_workers(batch, 0).await;
         };
         if !wal.replayed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(ConsumeError::unavailable(
@@ -817,7 +849,7 @@ impl Processor for TailProcessor {
                 }
                 e => ConsumeError::unavailable(format!("tail_sampling's write-ahead log: {e}")),
             })?;
-        Ok(self.engine.take(batch, appended.seq))
+        self.engine.take_off_workers(batch, appended.seq).await
     }
 }
 
