@@ -261,6 +261,9 @@ fn otlp_settings(
     Ok((helper, c))
 }
 
+/// Batches over this many bytes are routed on the blocking pool.
+const ROUTE_OFF_WORKERS_ABOVE: usize = 64 * 1024;
+
 /// Owners one attempt tries for a part: its owner, then the next ones on the ring.
 const OWNERS_PER_ATTEMPT: usize = 3;
 
@@ -323,6 +326,27 @@ impl Ring {
     /// The endpoint that owns `key`.
     pub fn owner(&self, key: &[u8]) -> Option<usize> {
         self.start(key).map(|i| self.points[i].1)
+    }
+
+    /// One batch per owner: each item goes to the first endpoint `usable` accepts from its
+    /// routing key's position (`None` when none is); a key and a ring walk per item.
+    pub fn split(
+        &self,
+        batch: Batch,
+        routing: RoutingKey,
+        attributes: &[String],
+        usable: impl Fn(usize) -> bool,
+    ) -> Vec<(Option<usize>, Batch)> {
+        batch
+            .group_by(|context, item| self.first(&key(routing, attributes, context, item), &usable))
+    }
+
+    /// The first endpoint from `key`'s position clockwise that `usable` accepts.
+    pub fn first(&self, key: &[u8], usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let start = self.start(key)?;
+        (0..self.points.len())
+            .map(|k| self.points[(start + k) % self.points.len()].1)
+            .find(|&e| usable(e))
     }
 
     /// The endpoints in the order the ring offers them for `key`: its owner, then each next
@@ -542,32 +566,33 @@ impl LoadBalancer {
             }
         }
     }
+}
 
-    /// Splits `batch` among the healthy owners of its keys, skipping `failed` endpoints.
-    fn route(
-        &self,
-        topology: &Topology,
-        batch: Batch,
-        failed: &[usize],
-    ) -> Vec<(Option<usize>, Batch)> {
-        let now = Instant::now();
-        let healthy: Vec<bool> = topology
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| !failed.contains(&i) && b.healthy(now))
-            .collect();
-        let any_healthy = healthy.contains(&true);
-        batch.group_by(|context, item| {
-            let k = key(self.routing, &self.attributes, context, item);
-            let order = topology.ring.successors(&k);
-            if any_healthy {
-                order.into_iter().find(|&e| healthy[e])
-            } else {
-                // Nothing healthy: try the owner anyway (unless it failed this very send).
-                order.into_iter().find(|e| !failed.contains(e))
-            }
-        })
+/// Splits `batch` among the usable owners of its keys: for each item, the first endpoint on the
+/// ring from its key's position that is healthy and did not fail this send; with none healthy,
+/// the first that did not fail. A key and a ring walk per item, no allocation.
+fn route(
+    topology: &Topology,
+    routing: RoutingKey,
+    attributes: &[String],
+    batch: Batch,
+    failed: &[usize],
+) -> Vec<(Option<usize>, Batch)> {
+    let now = Instant::now();
+    let healthy: Vec<bool> = topology
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| !failed.contains(&i) && b.healthy(now))
+        .collect();
+    if healthy.contains(&true) {
+        topology
+            .ring
+            .split(batch, routing, attributes, |e| healthy[e])
+    } else {
+        topology
+            .ring
+            .split(batch, routing, attributes, |e| !failed.contains(&e))
     }
 }
 
@@ -599,7 +624,20 @@ impl Exporter for LoadBalancer {
         let mut refused = None;
         let mut round = 0;
         while let Some(next) = todo.take() {
-            let parts = self.route(&topology, next, &failed);
+            // A key per item: large batches are routed on the blocking pool.
+            let (t, attributes, f, routing) = (
+                Arc::clone(&topology),
+                self.attributes.clone(),
+                failed.clone(),
+                self.routing,
+            );
+            let parts = sluice_core::blocking::off_workers(
+                next.size(),
+                ROUTE_OFF_WORKERS_ABOVE,
+                move || route(&t, routing, &attributes, next, &f),
+            )
+            .await
+            .ok_or_else(|| ExportError::retryable("routing a batch failed"))?;
             let sends = parts.into_iter().map(|(owner, part)| {
                 let topology = &topology;
                 async move {

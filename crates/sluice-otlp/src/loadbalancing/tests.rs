@@ -112,6 +112,13 @@ fn successors_offer_every_endpoint_once_starting_at_the_owner() {
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 1, 2]);
+        // `first` is the successors' first usable one.
+        for skip in 0..3 {
+            assert_eq!(
+                ring.first(&key, |e| e != skip),
+                order.iter().copied().find(|&e| e != skip)
+            );
+        }
     }
     assert!(Ring::new(&[]).successors(b"x").is_empty());
 }
