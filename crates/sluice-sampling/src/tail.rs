@@ -950,7 +950,13 @@ fn open_wal(st: &StorageConfig, pipeline: &str) -> Result<Wal, BuildError> {
         on_full: OnFull::Refuse,
     };
     let dir = config.dir.clone();
-    let (log, recovery) = DiskLog::open(config, &["tail_sampling"]).map_err(|e| {
+    // Recovery reads every segment (up to `max_bytes`): the runtime is told this worker blocks.
+    let open = move || DiskLog::open(config, &["tail_sampling"]);
+    let opened = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(open),
+        _ => open(),
+    };
+    let (log, recovery) = opened.map_err(|e| {
         BuildError::Other(format!(
             "cannot open tail_sampling's write-ahead log in {}: {e}",
             dir.display()
