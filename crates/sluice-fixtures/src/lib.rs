@@ -36,6 +36,36 @@ pub fn kv(key: &str, v: any_value::Value) -> KeyValue {
     }
 }
 
+/// A traces batch: one resource (with these attributes, if any) and one scope holding `spans`.
+pub fn traces_batch(resource: Vec<KeyValue>, spans: Vec<Span>) -> sluice_core::Batch {
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: (!resource.is_empty()).then(|| Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    sluice_core::Batch::decode(Signal::Traces, request.encode_to_vec().into())
+        .expect("a valid traces request")
+}
+
+/// The spans of a traces batch, in order.
+pub fn spans(batch: &sluice_core::Batch) -> Vec<Span> {
+    ExportTraceServiceRequest::decode(batch.data().clone())
+        .expect("a traces request")
+        .resource_spans
+        .into_iter()
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect()
+}
+
 /// A string value.
 pub fn s(v: impl Into<String>) -> any_value::Value {
     any_value::Value::StringValue(v.into())

@@ -22,16 +22,7 @@ fn span(tid: &str, ts: &str, attrs: Vec<KeyValue>) -> PbSpan {
 }
 
 fn traces(spans: Vec<PbSpan>) -> Batch {
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    Batch::decode(Signal::Traces, request.encode_to_vec().into()).unwrap()
+    sluice_fixtures::traces_batch(Vec::new(), spans)
 }
 
 /// The spans a sampler keeps, and the counts by (policy, sampled).
@@ -41,14 +32,7 @@ fn run(rules: &Rules, batch: Batch) -> (Vec<PbSpan>, Counts) {
         counts: Counts::default(),
     };
     let batch = batch.edit(&mut editor);
-    let spans = ExportTraceServiceRequest::decode(batch.data().clone())
-        .unwrap()
-        .resource_spans
-        .into_iter()
-        .flat_map(|r| r.scope_spans)
-        .flat_map(|s| s.spans)
-        .collect();
-    (spans, editor.counts)
+    (sluice_fixtures::spans(&batch), editor.counts)
 }
 
 fn one(c: &ProbabilisticSamplerConfig, s: PbSpan) -> Option<String> {

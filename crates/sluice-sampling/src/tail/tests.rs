@@ -1,9 +1,6 @@
 use super::*;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use sluice_core::Consumer;
 use sluice_fixtures::kv;
 
@@ -14,13 +11,10 @@ struct Collect(Mutex<Vec<Span>>);
 #[async_trait]
 impl Consumer for Collect {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let request = ExportTraceServiceRequest::decode(batch.data().clone()).unwrap();
-        let mut got = self.0.lock().unwrap();
-        for rs in request.resource_spans {
-            for ss in rs.scope_spans {
-                got.extend(ss.spans);
-            }
-        }
+        self.0
+            .lock()
+            .unwrap()
+            .extend(sluice_fixtures::spans(&batch));
         Ok(())
     }
 }
@@ -70,23 +64,7 @@ fn span(trace: u32, index: u8, ms: u64, error: bool, attrs: Vec<KeyValue>) -> Sp
 }
 
 fn batch(spans: Vec<Span>) -> Batch {
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv(
-                    "service.name",
-                    any_value::Value::StringValue("shop".into()),
-                )],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    Batch::decode(Signal::Traces, request.encode_to_vec().into()).unwrap()
+    sluice_fixtures::traces_batch(vec![kv("service.name", sluice_fixtures::s("shop"))], spans)
 }
 
 fn start(
