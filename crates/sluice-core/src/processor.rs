@@ -60,7 +60,41 @@ impl Output {
         self.outgoing.increment(items);
         Ok(())
     }
+
+    /// Hands a batch on for a processor that holds data (`batch`, `tail_sampling`): while the
+    /// rest of the pipeline refuses it retryably (back-pressure), waits (50 ms doubling to 2 s)
+    /// and tries again, calling `refused` at each refusal, until it is taken or `stop` is
+    /// cancelled.
+    ///
+    /// # Errors
+    /// A permanent refusal, or the last retryable one once `stop` is cancelled.
+    pub async fn send_until_taken(
+        &self,
+        batch: Batch,
+        stop: &CancellationToken,
+        mut refused: impl FnMut(&ConsumeError),
+    ) -> Result<(), ConsumeError> {
+        let mut pause = RETRY_FIRST;
+        loop {
+            match self.send(batch.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(err) if err.is_retryable() && !stop.is_cancelled() => {
+                    refused(&err);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
 }
+
+/// The first pause before handing a refused batch on again, and the longest.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What an instance is made with.
 pub struct PipelineContext {

@@ -177,10 +177,6 @@ struct Batcher {
 
 const STALL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The first pause before retrying a refused batch, and the longest.
-const RETRY_FIRST: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-
 const MAX_CONCURRENT_SENDS: usize = 8;
 /// Requests waiting for the batcher task; beyond this callers are refused (retryable).
 const CHANNEL_CAPACITY: usize = 4096;
@@ -277,33 +273,29 @@ impl Batcher {
 
     /// Sends one batch downstream, holding and retrying it while the pipeline refuses it.
     async fn send(&self, batch: Batch) {
-        let mut pause = RETRY_FIRST;
+        let items = batch.items();
         let mut stalled = false;
-        loop {
-            match self.output.send(batch.clone()).await {
-                Ok(()) => break,
-                Err(err) if err.is_retryable() && !self.shutdown.is_cancelled() => {
-                    if !stalled {
-                        stalled = true;
-                        self.stalled.fetch_add(1, Ordering::AcqRel);
-                        let mut last = self
-                            .last_stall_log
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if last.is_none_or(|t| t.elapsed() >= STALL_LOG_EVERY) {
-                            *last = Some(std::time::Instant::now());
-                            tracing::warn!(items = batch.items(), error = %err.message, "pipeline refused a batch; holding it and refusing new data until it goes through");
-                        }
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RETRY_MAX);
+        let sent = self
+            .output
+            .send_until_taken(batch, &self.shutdown, |err| {
+                if stalled {
+                    return;
                 }
-                Err(err) => {
-                    self.metrics.dropped.increment(batch.items() as u64);
-                    tracing::error!(items = batch.items(), error = %err.message, "pipeline refused a batch permanently, data dropped");
-                    break;
+                stalled = true;
+                self.stalled.fetch_add(1, Ordering::AcqRel);
+                let mut last = self
+                    .last_stall_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.is_none_or(|t| t.elapsed() >= STALL_LOG_EVERY) {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!(items, error = %err.message, "pipeline refused a batch; holding it and refusing new data until it goes through");
                 }
-            }
+            })
+            .await;
+        if let Err(err) = sent {
+            self.metrics.dropped.increment(items as u64);
+            tracing::error!(items, error = %err.message, "pipeline refused a batch permanently, data dropped");
         }
         if stalled {
             self.stalled.fetch_sub(1, Ordering::AcqRel);

@@ -313,6 +313,8 @@ struct Engine {
     max_trace_bytes: usize,
     /// The write-ahead log, with `storage`.
     wal: Option<Wal>,
+    /// The instance's shutdown: sends stop waiting for a refusing pipeline.
+    stop: CancellationToken,
     state: Mutex<State>,
     metrics: Metrics,
     output: Output,
@@ -632,26 +634,17 @@ impl Engine {
         }
     }
 
-    /// Hands a decided batch on, retrying while the pipeline refuses it for back-pressure.
+    /// Hands a decided batch on, waiting while the pipeline refuses it for back-pressure (the
+    /// traces arriving meanwhile are held, under the memory gates).
     async fn send(&self, batch: Batch) {
-        let mut pause = Duration::from_millis(50);
-        for _ in 0..40 {
-            match self.output.send(batch.clone()).await {
-                Ok(()) => return,
-                Err(e) if e.is_retryable() => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    tracing::error!(items = batch.items(), error = %e.message, "pipeline refused sampled spans permanently, data dropped");
-                    return;
-                }
-            }
+        let items = batch.items();
+        if let Err(err) = self
+            .output
+            .send_until_taken(batch, &self.stop, |_| {})
+            .await
+        {
+            tracing::error!(items, error = %err.message, "pipeline refused sampled spans, data dropped");
         }
-        tracing::error!(
-            items = batch.items(),
-            "pipeline refused sampled spans for a minute, data dropped"
-        );
     }
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
@@ -887,6 +880,7 @@ impl ProcessorComponent for TailComponent {
                 .as_ref()
                 .map(|st| open_wal(st, &ctx.pipeline))
                 .transpose()?,
+            stop: ctx.shutdown.clone(),
             state: Mutex::new(State {
                 sampled: (c.decision_cache.sampled_cache_size > 0)
                     .then(|| Remembered::new(c.decision_cache.sampled_cache_size)),
