@@ -2,6 +2,8 @@
 # The test command (README.md): installs what the tests need, then runs every test.
 #   - the Python OpenTelemetry SDK, from PyPI into a private venv (target/py-venv);
 #   - Prometheus (Debian's package), which the remote-write tests start on a free port;
+#   - Tansu, a Kafka-protocol broker (crates.io, pinned, built once per machine outside the
+#     checkout by scripts/tansu.sh), which the kafka tests start on free ports;
 #   - PostgreSQL: unless DATABASE_URL is set, a throwaway cluster from the system's initdb/pg_ctl
 #     (scripts/pg.sh; Debian's package is installed when missing), stopped when the tests end;
 #   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
@@ -19,6 +21,11 @@ fi
 if ! command -v curl >/dev/null 2>&1 || ! command -v taskset >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1; then
   echo "test.sh: installing curl and util-linux (taskset, unshare)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl util-linux >/dev/null
+fi
+
+if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists openssl zlib 2>/dev/null; then
+  echo "test.sh: installing pkg-config, OpenSSL and zlib headers (librdkafka's TLS, SCRAM and gzip)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libssl-dev zlib1g-dev >/dev/null
 fi
 
 if ! command -v g++ >/dev/null 2>&1; then
@@ -42,6 +49,12 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]
   echo "$wanted" > "$stamp"
 fi
 export SLUICE_PYTHON="$venv/bin/python"
+
+# Tansu, the Kafka-protocol broker the kafka tests start (scripts/tansu.sh: built once per machine).
+if [ -z "${SLUICE_TANSU:-}" ]; then
+  SLUICE_TANSU="$(scripts/tansu.sh)"
+  export SLUICE_TANSU
+fi
 
 if [ -z "${DATABASE_URL:-}" ]; then
   pg_dir="$PWD/target/pg-test"

@@ -11,6 +11,7 @@ mod gateway;
 mod hostile_clients;
 mod hostile_config;
 mod jaeger;
+mod kafka;
 mod loki;
 mod overload;
 mod pipeline;

@@ -17,6 +17,7 @@ pub mod exporter;
 pub mod extension;
 mod gate;
 pub mod intake;
+pub mod json;
 pub mod labels;
 pub mod metrics;
 pub mod processor;

@@ -141,6 +141,34 @@ pub const LOADBALANCER_BACKEND_LATENCY: &str = "otelcol_loadbalancer_backend_lat
 /// Items a failing backend could not take that were routed to the next owner on the ring
 /// (`exporter`); sluice's own.
 pub const LOADBALANCER_REROUTED_ITEMS: &str = "otelcol_loadbalancer_rerouted_items";
+/// Records a `kafka` exporter wrote, by the broker's answer (`exporter`, `topic`, `outcome`).
+pub const KAFKA_EXPORTER_RECORDS: &str = "otelcol_kafka_exporter_records";
+/// Bytes of those records before compression (`exporter`, `topic`, `outcome`).
+pub const KAFKA_EXPORTER_BYTES_UNCOMPRESSED: &str = "otelcol_kafka_exporter_bytes_uncompressed";
+/// Seconds one export attempt took to be acknowledged (`exporter`, `outcome`).
+pub const KAFKA_EXPORTER_WRITE_LATENCY: &str = "otelcol_kafka_exporter_write_latency";
+/// Items larger than `producer.max_message_bytes` alone, which Kafka cannot take (`exporter`);
+/// sluice's own.
+pub const KAFKA_EXPORTER_OVERSIZED_ITEMS: &str = "sluice_kafka_exporter_oversized_items";
+/// Records a `kafka` receiver read, by what became of them (`receiver`, `topic`, `outcome`:
+/// `success` when the pipeline took it, `failure` when it could never be taken).
+pub const KAFKA_RECEIVER_RECORDS: &str = "otelcol_kafka_receiver_records";
+/// The offset of the last record the pipeline took (`receiver`, `topic`, `partition`).
+pub const KAFKA_RECEIVER_CURRENT_OFFSET: &str = "otelcol_kafka_receiver_current_offset";
+/// Records on the broker not yet taken, per partition (`receiver`, `topic`, `partition`).
+pub const KAFKA_RECEIVER_OFFSET_LAG: &str = "otelcol_kafka_receiver_offset_lag";
+/// Partitions assigned to a receiver (`receiver`).
+pub const KAFKA_RECEIVER_PARTITION_START: &str = "otelcol_kafka_receiver_partition_start";
+/// Partitions revoked from a receiver (`receiver`).
+pub const KAFKA_RECEIVER_PARTITION_CLOSE: &str = "otelcol_kafka_receiver_partition_close";
+/// Records that would not decode, by signal (`receiver`, `topic`, `partition`).
+pub fn kafka_receiver_unmarshal_failed(signal: crate::Signal) -> &'static str {
+    match signal {
+        crate::Signal::Traces => "otelcol_kafka_receiver_unmarshal_failed_spans",
+        crate::Signal::Metrics => "otelcol_kafka_receiver_unmarshal_failed_metric_points",
+        crate::Signal::Logs => "otelcol_kafka_receiver_unmarshal_failed_log_records",
+    }
+}
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
 /// sluice's own: the Collector's redaction processor has no metrics.
 pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";

@@ -8,7 +8,6 @@
 
 mod debug;
 mod exporter;
-mod json;
 mod loadbalancing;
 mod receiver;
 mod status;

@@ -27,7 +27,10 @@ impl Registry {
     /// The built-in components; `probe` measures memory for the memory limiter.
     pub(crate) fn builtin(probe: MemoryProbe) -> Self {
         Registry {
-            receivers: vec![Arc::new(sluice_otlp::OtlpReceiverFactory)],
+            receivers: vec![
+                Arc::new(sluice_otlp::OtlpReceiverFactory),
+                Arc::new(sluice_kafka::KafkaReceiverFactory),
+            ],
             processors: vec![
                 Arc::new(MemoryLimiterFactory::new(probe)),
                 Arc::new(ResourceFactory),
@@ -55,6 +58,7 @@ impl Registry {
                 Arc::new(sluice_prometheus::ScrapeExporterFactory),
                 Arc::new(sluice_postgres::PostgresExporterFactory),
                 Arc::new(sluice_loki::LokiExporterFactory),
+                Arc::new(sluice_kafka::KafkaExporterFactory),
             ],
             connectors: vec![
                 Arc::new(sluice_connectors::ForwardFactory),

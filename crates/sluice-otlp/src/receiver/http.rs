@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{CorsConfig, HttpConfig};
-use crate::{json, status};
+use crate::status;
 
 /// Bodies larger than this are decompressed and transcoded off the async workers.
 const BLOCKING_THRESHOLD: usize = 64 * 1024;
@@ -250,7 +250,7 @@ fn prepare(
     };
     match encoding {
         Encoding::Protobuf => Ok(body),
-        Encoding::Json => json::json_to_protobuf(signal, &body)
+        Encoding::Json => sluice_core::json::json_to_protobuf(signal, &body)
             .map(Bytes::from)
             .map_err(|e| Failure::bad_request(encoding, format!("invalid OTLP/JSON: {e}"))),
     }

@@ -1,4 +1,5 @@
-//! OTLP/JSON → protobuf transcoding.
+//! OTLP/JSON ↔ protobuf transcoding, shared by the OTLP/HTTP receiver and the Kafka
+//! components (`otlp_json`).
 //!
 //! Sluice keeps telemetry encoded as protobuf bytes through the whole pipeline,
 //! so an OTLP/HTTP JSON request is not deserialised into prost structs only to
@@ -35,13 +36,13 @@ mod tests;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use crate::Signal;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Map, Value};
-use sluice_core::Signal;
 
-use sluice_core::schema::{self, EnumDesc, FieldDesc, Kind, Label, MessageDesc};
+use crate::schema::{self, EnumDesc, FieldDesc, Kind, Label, MessageDesc};
 
 /// The deepest message nesting accepted below the request message.
 ///
@@ -53,26 +54,34 @@ const MAX_DEPTH: usize = 64;
 
 /// Why an OTLP/JSON body could not be transcoded.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum JsonError {
+pub enum JsonError {
     /// The body is not valid JSON (this includes nesting beyond serde_json's
     /// recursion limit).
     #[error("invalid JSON at line {line} column {column}: {message}")]
     Syntax {
+        /// The line, from 1.
         line: usize,
+        /// The column, from 1.
         column: usize,
+        /// What the parser found.
         message: String,
     },
     /// The body is valid JSON but not a valid OTLP/JSON request. `path` names
     /// the offending value, e.g. `resourceSpans[0].scopeSpans[1].spans[3].traceId`
     /// (or `request body` for the document itself).
     #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// Where: a JSON path, or the message name.
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
 }
 
 /// Transcodes an OTLP/JSON request body into the protobuf encoding of the
 /// signal's `Export*ServiceRequest` (`ExportTraceServiceRequest`,
 /// `ExportMetricsServiceRequest` or `ExportLogsServiceRequest`).
-pub(crate) fn json_to_protobuf(signal: Signal, body: &[u8]) -> Result<Vec<u8>, JsonError> {
+pub fn json_to_protobuf(signal: Signal, body: &[u8]) -> Result<Vec<u8>, JsonError> {
     let document: Value = serde_json::from_slice(body).map_err(syntax_error)?;
     // Protobuf is usually well under half the size of the equivalent JSON.
     let mut transcoder = Transcoder {
@@ -584,4 +593,175 @@ fn describe(value: &Value) -> String {
         }
         scalar => scalar.to_string(),
     }
+}
+
+/// Transcodes the protobuf encoding of a signal's `Export*ServiceRequest` into OTLP/JSON, the
+/// reverse of [`json_to_protobuf`], walking the wire format against the same schema (nothing is
+/// decoded into prost structs). The output is what the OTLP specification and the Collector
+/// write: lowerCamelCase keys, trace and span ids in lowercase hex, other bytes in standard
+/// base64, 64-bit integers as decimal strings, enums as numbers, non-finite doubles as
+/// `"NaN"`, `"Infinity"` and `"-Infinity"`. Fields unknown to the schema are left out.
+///
+/// # Errors
+/// [`JsonError::Invalid`] naming the message when the bytes are not a well-formed request.
+pub fn protobuf_to_json(signal: Signal, request: &[u8]) -> Result<Vec<u8>, JsonError> {
+    let value = message_to_json(schema::request_for(signal), request, 0)?;
+    // Serializing a `Value` built from strings, numbers and containers cannot fail.
+    serde_json::to_vec(&value).map_err(|err| JsonError::Invalid {
+        path: "request".to_owned(),
+        message: err.to_string(),
+    })
+}
+
+fn wire_error(desc: &MessageDesc, message: impl std::fmt::Display) -> JsonError {
+    JsonError::Invalid {
+        path: desc.name.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+fn message_to_json(desc: &MessageDesc, bytes: &[u8], depth: usize) -> Result<Value, JsonError> {
+    if depth > MAX_DEPTH {
+        return Err(wire_error(desc, "nested too deep"));
+    }
+    // Fields in schema order; a repeated field's values gathered wherever they appear.
+    let mut values: Vec<Option<Value>> = vec![None; desc.fields.len()];
+    for field in crate::wire::fields(bytes) {
+        let field = field.map_err(|err| wire_error(desc, err))?;
+        let Some(fd) = desc.field(field.number) else {
+            continue;
+        };
+        let index = desc
+            .fields
+            .iter()
+            .position(|f| f.number == fd.number)
+            .unwrap_or_default();
+        let mut scalars = Vec::new();
+        if fd.label == Label::Repeated
+            && fd.kind.is_packable()
+            && field.wire_type == crate::wire::WireType::Len
+        {
+            unpack(desc, fd.kind, field.payload, &mut scalars)?;
+        } else {
+            scalars.push(value_to_json(desc, fd.kind, &field, depth)?);
+        }
+        if fd.label == Label::Repeated {
+            match values[index].get_or_insert_with(|| Value::Array(Vec::new())) {
+                Value::Array(items) => items.extend(scalars),
+                _ => unreachable!("repeated fields hold arrays"),
+            }
+        } else {
+            values[index] = scalars.pop();
+        }
+    }
+    let mut object = Map::new();
+    for (fd, value) in desc.fields.iter().zip(values) {
+        if let Some(value) = value {
+            object.insert(fd.json_name.to_owned(), value);
+        }
+    }
+    Ok(Value::Object(object))
+}
+
+/// The values of a packed repeated scalar field.
+fn unpack(
+    desc: &MessageDesc,
+    kind: Kind,
+    mut payload: &[u8],
+    out: &mut Vec<Value>,
+) -> Result<(), JsonError> {
+    while !payload.is_empty() {
+        let (value, used) = match kind {
+            Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => {
+                let Some(bytes) = payload.first_chunk::<8>() else {
+                    return Err(wire_error(desc, "packed field is not whole values"));
+                };
+                (fixed64_to_json(kind, u64::from_le_bytes(*bytes)), 8)
+            }
+            Kind::Fixed32 => {
+                let Some(bytes) = payload.first_chunk::<4>() else {
+                    return Err(wire_error(desc, "packed field is not whole values"));
+                };
+                (Value::from(u32::from_le_bytes(*bytes)), 4)
+            }
+            _ => {
+                let mut pos = 0;
+                let raw = crate::wire::read_varint(payload, &mut pos)
+                    .ok_or_else(|| wire_error(desc, "malformed varint"))?;
+                (varint_to_json(kind, raw), pos)
+            }
+        };
+        out.push(value);
+        payload = &payload[used..];
+    }
+    Ok(())
+}
+
+fn value_to_json(
+    desc: &MessageDesc,
+    kind: Kind,
+    field: &crate::wire::Field<'_>,
+    depth: usize,
+) -> Result<Value, JsonError> {
+    use crate::wire::WireType;
+    let mismatch = || {
+        wire_error(
+            desc,
+            format!("field {} has the wrong wire type", field.number),
+        )
+    };
+    Ok(match (kind, field.wire_type) {
+        (Kind::String, WireType::Len) => Value::String(
+            std::str::from_utf8(field.payload)
+                .map_err(|_| wire_error(desc, format!("field {} is not UTF-8", field.number)))?
+                .to_owned(),
+        ),
+        (Kind::Bytes, WireType::Len) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(field.payload))
+        }
+        (Kind::HexId(_), WireType::Len) => Value::String(hex_lower(field.payload)),
+        (Kind::Message(inner), WireType::Len) => message_to_json(inner, field.payload, depth + 1)?,
+        (Kind::Fixed64 | Kind::Sfixed64 | Kind::Double, WireType::Fixed64) => {
+            fixed64_to_json(kind, field.fixed64().ok_or_else(mismatch)?)
+        }
+        (Kind::Fixed32, WireType::Fixed32) => Value::from(field.fixed32().ok_or_else(mismatch)?),
+        (_, WireType::Varint) => varint_to_json(kind, field.varint().ok_or_else(mismatch)?),
+        _ => return Err(mismatch()),
+    })
+}
+
+fn fixed64_to_json(kind: Kind, raw: u64) -> Value {
+    match kind {
+        Kind::Double => {
+            let v = f64::from_bits(raw);
+            if v.is_nan() {
+                Value::from("NaN")
+            } else if v.is_infinite() {
+                Value::from(if v > 0.0 { "Infinity" } else { "-Infinity" })
+            } else {
+                serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+            }
+        }
+        Kind::Sfixed64 => Value::String((raw as i64).to_string()),
+        _ => Value::String(raw.to_string()),
+    }
+}
+
+fn varint_to_json(kind: Kind, raw: u64) -> Value {
+    match kind {
+        Kind::Bool => Value::Bool(raw != 0),
+        Kind::Int64 => Value::String((raw as i64).to_string()),
+        Kind::Uint64 => Value::String(raw.to_string()),
+        Kind::Int32 | Kind::Enum(_) => Value::from(raw as i32),
+        Kind::Sint32 => Value::from(((raw >> 1) as i32) ^ -((raw & 1) as i32)),
+        _ => Value::from(raw as u32),
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
