@@ -125,8 +125,9 @@ impl Default for MetadataRetry {
 pub struct ClientConfig {
     /// Bootstrap brokers (default `localhost:9092`).
     pub brokers: Brokers,
-    /// Kafka protocol version of the brokers (default `2.1.0`): librdkafka asks the brokers
-    /// which versions they speak and uses this only for brokers that cannot say.
+    /// Kafka protocol version of the brokers (default `2.1.0`): checked and accepted; librdkafka
+    /// asks each broker which versions it speaks (brokers before 0.10, which cannot say, are not
+    /// supported).
     pub protocol_version: String,
     /// Resolve the bootstrap addresses and use their canonical names only.
     pub resolve_canonical_bootstrap_servers_only: bool,
@@ -269,9 +270,6 @@ impl ClientConfig {
         let mut p = BTreeMap::new();
         p.insert("bootstrap.servers", self.brokers.joined());
         p.insert("client.id", self.client_id.clone());
-        if !self.protocol_version.is_empty() {
-            p.insert("broker.version.fallback", self.protocol_version.clone());
-        }
         if self.resolve_canonical_bootstrap_servers_only {
             p.insert(
                 "client.dns.lookup",

@@ -634,6 +634,7 @@ impl Receiver for KafkaReceiver {
             commit_each: !config.autocommit.enable,
             backoff: config.error_backoff.clone(),
             shutdown: shutdown.clone(),
+            episode: std::sync::Mutex::new(None),
         };
         let lag = tokio::spawn(watch_lag(id, Arc::clone(&consumer), shutdown));
         let main = tokio::spawn(async move {
@@ -664,6 +665,8 @@ struct Run {
     commit_each: bool,
     backoff: ErrorBackoff,
     shutdown: CancellationToken,
+    /// Since when, and how many times, the pipeline has been refusing records.
+    episode: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 impl Run {
@@ -753,9 +756,7 @@ impl Run {
                     break;
                 }
                 Err(e) => {
-                    if !paused {
-                        tracing::info!(receiver = self.id, error = %e, "kafka: the pipeline refuses; pausing partitions");
-                    }
+                    self.refusing(Some(&e));
                     // Paused again each round: partitions assigned meanwhile are paused too.
                     self.pause(true);
                     paused = true;
@@ -770,12 +771,33 @@ impl Run {
         }
         if paused {
             self.pause(false);
-            tracing::info!(
-                receiver = self.id,
-                "kafka: the pipeline takes records again; partitions resumed"
-            );
+        } else {
+            self.refusing(None);
         }
         true
+    }
+
+    /// Logs the start of an episode of refusals (a warning, once) and its end: the first record
+    /// the pipeline takes at the first attempt after it.
+    fn refusing(&self, error: Option<&ConsumeError>) {
+        let mut episode = self.episode.lock().unwrap_or_else(|e| e.into_inner());
+        match (error, episode.as_mut()) {
+            (Some(e), None) => {
+                tracing::warn!(receiver = self.id, error = %e, "kafka: the pipeline refuses records; partitions paused while it does");
+                *episode = Some((std::time::Instant::now(), 1));
+            }
+            (Some(_), Some((_, refusals))) => *refusals += 1,
+            (None, Some((since, refusals))) => {
+                tracing::info!(
+                    receiver = self.id,
+                    refusals = *refusals,
+                    "kafka: the pipeline takes records again after {:?}; partitions resumed",
+                    since.elapsed()
+                );
+                *episode = None;
+            }
+            (None, None) => {}
+        }
     }
 
     /// Waits `wait`, still polling the consumer (so that it keeps its group membership and sees
