@@ -687,3 +687,229 @@ impl Exporter for KafkaExporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    use sluice_fixtures::{kv, s, traces_batch};
+
+    fn exporter(config: Value) -> Arc<dyn sluice_core::ErasedExporter> {
+        let mut helper = HelperSettings::default();
+        match KafkaExporterFactory
+            .build("kafka", &config, &mut helper, &Default::default())
+            .unwrap()
+        {
+            BuiltExporter::Push(e) => e,
+            BuiltExporter::Direct(_) => unreachable!(),
+        }
+    }
+
+    fn records(
+        e: &Arc<dyn sluice_core::ErasedExporter>,
+        batch: &Batch,
+    ) -> Vec<(Option<Vec<u8>>, Bytes)> {
+        let encoded = e.encode_any(batch).unwrap();
+        let records = encoded.downcast_ref::<Records>().unwrap();
+        records
+            .records
+            .iter()
+            .map(|r| (r.key.clone(), r.payload.clone()))
+            .collect()
+    }
+
+    fn span(trace: u8, id: u64, pad: usize) -> Span {
+        Span {
+            trace_id: vec![trace; 16],
+            span_id: id.to_be_bytes().to_vec(),
+            name: "x".repeat(pad),
+            ..Default::default()
+        }
+    }
+
+    fn span_ids(payload: &[u8]) -> Vec<Vec<u8>> {
+        ExportTraceServiceRequest::decode(payload)
+            .unwrap()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| s.span_id)
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_over_max_message_bytes_is_split_by_items_and_keeps_every_span_in_order() {
+        let e = exporter(serde_json::json!({"producer": {"max_message_bytes": 2000}}));
+        let batch = traces_batch(
+            vec![kv("service.name", s("svc"))],
+            (1..=100).map(|i| span(1, i, 100)).collect(),
+        );
+        assert!(batch.size() > 10_000);
+        let records = records(&e, &batch);
+        assert!(records.len() >= 6, "{} records", records.len());
+        let mut ids = Vec::new();
+        for (key, payload) in &records {
+            assert!(payload.len() <= 2000, "a record of {} bytes", payload.len());
+            assert!(key.is_none());
+            ids.extend(span_ids(payload));
+        }
+        let want: Vec<Vec<u8>> = (1..=100u64).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn an_item_larger_than_max_message_bytes_alone_is_left_out_and_the_rest_kept() {
+        let e = exporter(serde_json::json!({"producer": {"max_message_bytes": 1000}}));
+        let batch = traces_batch(
+            Vec::new(),
+            vec![span(1, 1, 10), span(1, 2, 5000), span(1, 3, 10)],
+        );
+        let ids: Vec<Vec<u8>> = records(&e, &batch)
+            .iter()
+            .flat_map(|(_, p)| span_ids(p))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![1u64.to_be_bytes().to_vec(), 3u64.to_be_bytes().to_vec()]
+        );
+    }
+
+    #[test]
+    fn partition_traces_by_id_writes_one_record_per_trace_keyed_by_its_hex_id() {
+        let e = exporter(serde_json::json!({"partition_traces_by_id": true}));
+        let batch = traces_batch(
+            Vec::new(),
+            vec![span(1, 1, 0), span(2, 2, 0), span(1, 3, 0), span(3, 4, 0)],
+        );
+        let records = records(&e, &batch);
+        let got: Vec<(String, Vec<Vec<u8>>)> = records
+            .iter()
+            .map(|(k, p)| (String::from_utf8(k.clone().unwrap()).unwrap(), span_ids(p)))
+            .collect();
+        let id = |i: u64| i.to_be_bytes().to_vec();
+        assert_eq!(
+            got,
+            vec![
+                ("01".repeat(16), vec![id(1), id(3)]),
+                ("02".repeat(16), vec![id(2)]),
+                ("03".repeat(16), vec![id(4)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn otlp_json_records_transcode_back_to_the_batch_s_bytes() {
+        let e = exporter(serde_json::json!({"traces": {"encoding": "otlp_json", "topic": "t"}}));
+        let batch = traces_batch(vec![kv("service.name", s("svc"))], vec![span(7, 1, 3)]);
+        let records = records(&e, &batch);
+        assert_eq!(records.len(), 1);
+        let json: Value = serde_json::from_slice(&records[0].1).unwrap();
+        assert_eq!(
+            json["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"],
+            "07".repeat(16)
+        );
+        let back = sluice_core::json::json_to_protobuf(Signal::Traces, &records[0].1).unwrap();
+        assert_eq!(&back[..], &batch.data()[..]);
+    }
+
+    #[test]
+    fn resource_keys_do_not_depend_on_attribute_order() {
+        let e = exporter(
+            serde_json::json!({"partition_logs_by_resource_attributes": true, "partition_metrics_by_resource_attributes": true}),
+        );
+        let a = traces_batch(vec![kv("a", s("1")), kv("b", s("2"))], vec![span(1, 1, 0)]);
+        let b = traces_batch(vec![kv("b", s("2")), kv("a", s("1"))], vec![span(1, 1, 0)]);
+        let c = traces_batch(vec![kv("a", s("1")), kv("b", s("3"))], vec![span(1, 1, 0)]);
+        let key = |batch: &Batch| {
+            let mut key = None;
+            let _ = batch.clone().group_by(|context, _| {
+                key = Some(resource_key(&context.resource));
+            });
+            key.unwrap()
+        };
+        assert_eq!(key(&a), key(&b));
+        assert_ne!(key(&a), key(&c));
+        // Traces are not keyed by resource: one unkeyed record.
+        assert_eq!(records(&e, &a)[0].0, None);
+    }
+
+    fn problems(config: Value) -> Vec<String> {
+        KafkaExporterFactory
+            .check("exporters.kafka", &config)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_collector_s_config_is_accepted_and_what_sluice_cannot_honour_is_refused_by_path() {
+        let full = serde_json::json!({
+            "brokers": ["kafka-0:9092", "kafka-1:9092"], "client_id": "agent", "protocol_version": "2.1.0",
+            "resolve_canonical_bootstrap_servers_only": true, "conn_idle_timeout": "5m",
+            "traces": {"topic": "spans", "encoding": "otlp_json"}, "metrics": {"topic": "m"}, "logs": {"encoding": "otlp_proto"},
+            "partition_traces_by_id": true, "partition_metrics_by_resource_attributes": true,
+            "partition_logs_by_trace_id": true, "record_headers": {"env": "prod"},
+            "record_partitioner": {"sticky_key": {"hasher": "murmur2"}},
+            "producer": {"max_message_bytes": 500000, "required_acks": -1, "compression": "zstd",
+                         "compression_params": {"level": 3}, "flush_max_messages": 500, "linger": "5ms"},
+            "tls": {"ca_file": "/ca.pem"}, "auth": {"sasl": {"mechanism": "SCRAM-SHA-512", "username": "u", "password": "p"}},
+            "metadata": {"refresh_interval": "1m", "retry": {"max": 3, "backoff": "100ms"}},
+        });
+        assert_eq!(problems(full), Vec::<String>::new());
+        let refused = problems(serde_json::json!({
+            "brokers": "nohost", "traces": {"encoding": "jaeger_proto", "topic_from_metadata_key": "t"},
+            "topic_from_attribute": "x", "include_metadata_keys": ["k"],
+            "partition_logs_by_resource_attributes": true, "partition_logs_by_trace_id": true,
+            "record_partitioner": {"round_robin": {}}, "producer": {"required_acks": 2, "compression": "brotli"},
+            "auth": {"sasl": {"mechanism": "OAUTHBEARER", "username": "u"}, "kerberos": {}}, "bogus": 1,
+        }));
+        for want in [
+            "exporters.kafka.brokers: broker \"nohost\" is not host:port",
+            "exporters.kafka.traces.encoding: encoding \"jaeger_proto\" is not supported by sluice: otlp_proto or otlp_json",
+            "exporters.kafka.traces.topic_from_metadata_key: not supported by sluice",
+            "exporters.kafka.topic_from_attribute: not supported by sluice",
+            "exporters.kafka.include_metadata_keys: not supported by sluice",
+            "exporters.kafka.partition_logs_by_trace_id: partition_logs_by_resource_attributes and partition_logs_by_trace_id are mutually exclusive",
+            "exporters.kafka.record_partitioner.round_robin: not supported by sluice",
+            "exporters.kafka.producer.required_acks: 0, 1 or -1",
+            "exporters.kafka.producer.compression: unknown compression \"brotli\"",
+            "exporters.kafka.auth.sasl.mechanism: OAUTHBEARER is not supported by sluice",
+            "exporters.kafka.auth.kerberos: Kerberos (GSSAPI) is not supported by sluice",
+            "exporters.kafka.bogus: unknown key",
+        ] {
+            assert!(
+                refused.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {refused:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_settings_become_librdkafka_properties() {
+        let c: KafkaExporterConfig = serde_json::from_value(serde_json::json!({
+            "brokers": ["a:1", "b:2"], "tls": {"ca_file": "/ca.pem", "insecure_skip_verify": true},
+            "auth": {"plain_text": {"username": "u", "password": "p"}},
+            "producer": {"required_acks": -1, "compression": "lz4"},
+        }))
+        .unwrap();
+        let p = c.properties(Duration::from_secs(5));
+        for (k, v) in [
+            ("bootstrap.servers", "a:1,b:2"),
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "u"),
+            ("ssl.ca.location", "/ca.pem"),
+            ("enable.ssl.certificate.verification", "false"),
+            ("acks", "-1"),
+            ("compression.codec", "lz4"),
+            ("message.timeout.ms", "5000"),
+            ("partitioner", "fnv1a_random"),
+            ("client.id", "otel-collector"),
+        ] {
+            assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
+        }
+    }
+}

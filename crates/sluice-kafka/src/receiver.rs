@@ -945,3 +945,95 @@ async fn watch_lag(id: String, consumer: Arc<KafkaConsumer>, shutdown: Cancellat
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(config: Value) -> Vec<String> {
+        KafkaReceiverFactory
+            .check("receivers.kafka", &config)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_collector_s_config_is_accepted_with_warnings_where_sluice_does_better() {
+        let got = problems(serde_json::json!({
+            "brokers": ["kafka:9092"], "client_id": "writer", "group_id": "writers",
+            "traces": {"topics": ["^otlp_spans.*"], "encoding": "otlp_json"},
+            "metrics": {"topics": ["otlp_metrics"]}, "logs": {"topic": "otlp_logs"},
+            "initial_offset": "earliest", "session_timeout": "30s", "heartbeat_interval": "5s",
+            "group_rebalance_strategies": ["range", "roundrobin"], "group_instance_id": "w-0",
+            "min_fetch_size": 1, "max_fetch_size": 2_097_152, "max_fetch_wait": "500ms",
+            "autocommit": {"enable": true, "interval": "2s"},
+            "message_marking": {"after": false, "on_error": true},
+            "error_backoff": {"enabled": true, "initial_interval": "1s", "max_interval": "10s"},
+            "metadata": {"full": true}, "telemetry": {"metrics": {"kafka_receiver_records_delay": {"enabled": true}}},
+        }));
+        assert_eq!(
+            got,
+            vec![
+                "receivers.kafka.message_marking.after: sluice marks a record only after the pipeline has taken it",
+                "receivers.kafka.message_marking.on_error: sluice retries a record the pipeline refuses and never marks it",
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_receiver_cannot_honour_is_refused_by_path() {
+        let got = problems(serde_json::json!({
+            "topic": "spans", "encoding": "raw",
+            "traces": {"topics": ["shared", "^(bad"], "exclude_topics": ["x"]},
+            "logs": {"topics": ["shared"]},
+            "initial_offset": "oldest", "group_rebalance_strategies": ["sticky"],
+            "header_extraction": {"extract_headers": true}, "heartbeat_interval": "20s",
+        }));
+        for want in [
+            "receivers.kafka.topic: one kafka receiver serves every signal here",
+            "receivers.kafka.encoding: encoding \"raw\" is not supported by sluice",
+            "receivers.kafka.traces.exclude_topics: not supported by sluice",
+            "receivers.kafka.traces.topics: bad pattern \"^(bad\"",
+            "receivers.kafka.logs.topics: topic \"shared\" is also the traces topic",
+            "receivers.kafka.initial_offset: latest or earliest",
+            "receivers.kafka.group_rebalance_strategies: sticky is not offered by librdkafka",
+            "receivers.kafka.header_extraction.extract_headers: not supported by sluice",
+            "receivers.kafka.heartbeat_interval: must be shorter than session_timeout",
+        ] {
+            assert!(
+                got.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn topics_route_to_their_signal_by_name_or_pattern() {
+        let routes = Routes {
+            exact: BTreeMap::from([("otlp_logs".to_owned(), (Signal::Logs, false))]),
+            patterns: vec![(Regex::new("^spans-.*").unwrap(), Signal::Traces, true)],
+        };
+        assert_eq!(routes.route("otlp_logs"), Some((Signal::Logs, false)));
+        assert_eq!(routes.route("spans-eu"), Some((Signal::Traces, true)));
+        assert_eq!(routes.route("other"), None);
+    }
+
+    #[test]
+    fn offsets_are_stored_by_the_receiver_and_only_stored_ones_committed() {
+        let c: KafkaReceiverConfig =
+            serde_json::from_value(serde_json::json!({"autocommit": {"interval": "2s"}})).unwrap();
+        let p = c.properties();
+        for (k, v) in [
+            ("enable.auto.offset.store", "false"),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "2000"),
+            ("group.id", "otel-collector"),
+            ("auto.offset.reset", "latest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("queued.max.messages.kbytes", "16384"),
+        ] {
+            assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
+        }
+    }
+}
