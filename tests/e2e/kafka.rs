@@ -30,10 +30,14 @@ pub(crate) struct Tansu {
 
 impl Tansu {
     pub(crate) fn start() -> Tansu {
+        Tansu::start_on(free_port())
+    }
+
+    /// On `port`.
+    pub(crate) fn start_on(port: u16) -> Tansu {
         let bin = std::env::var("SLUICE_TANSU").unwrap_or_else(|_| {
             panic!("SLUICE_TANSU is not set: run the test command from README.md (scripts/test.sh), which builds the Tansu broker once (scripts/tansu.sh) and points SLUICE_TANSU at it")
         });
-        let port = free_port();
         let dir = TempDir::new("tansu");
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(bin)
@@ -662,4 +666,55 @@ async fn two_bs_share_the_partitions_and_one_takes_over_when_the_other_dies() {
     }
     assert_eq!(span_ids(&sink.snapshot()).len(), 3000);
     assert!(b1.logs().contains("partitions assigned"), "{}", b1.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keeps_what_it_acknowledged_while_the_broker_is_down_and_writes_it_when_it_comes() {
+    let port = free_port();
+    // No broker yet: A acknowledges into its queue and retries.
+    let ports = Ports::new();
+    let config = format!(
+        "{}exporters:\n  kafka:\n    brokers: [127.0.0.1:{port}]\n    traces: {{topic: late_spans}}\n    retry_on_failure: {{initial_interval: 200ms, max_interval: 1s}}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [kafka]}}\n{}",
+        ports.common(),
+        ports.telemetry()
+    );
+    let a = Sluice::start(ports, &config);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", a.ports.grpc))
+        .await
+        .unwrap();
+    for r in 0..30 {
+        client.export(traces(r + 1, 2, 5)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        a.metric("otelcol_exporter_sent_spans{exporter=\"kafka\"}")
+            .await
+            == 0.0,
+        "nothing can be sent without a broker"
+    );
+    let tansu = Tansu::start_on(port);
+    tansu.create(&["late_spans"], 2).await;
+    let sink = Sink::start().await;
+    let _b = sluice_b(
+        &tansu,
+        &sink,
+        "    group_id: e2e-late\n    traces: {topics: [late_spans]}",
+        "",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while span_ids(&sink.snapshot()).len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 300 spans after the broker came:\n{}",
+            span_ids(&sink.snapshot()).len(),
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(span_ids(&sink.snapshot()).len(), 300);
+    assert_eq!(
+        a.metric("otelcol_exporter_send_failed_spans{exporter=\"kafka\"}")
+            .await,
+        0.0
+    );
 }
