@@ -73,6 +73,7 @@ cargo test --workspace --all-targets "$@"
 # A few seconds of the load generator and the benchmark scripts, so none of them rots.
 bench/run.sh --smoke
 bench/postgres.sh --smoke
+bench/kafka.sh --smoke
 
 # Every fuzz target, briefly, from its committed seeds: a crash fails the run.
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-10}"
