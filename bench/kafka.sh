@@ -118,7 +118,9 @@ for rep in $(seq 1 "$REPS"); do
 
   # 3. receive from Kafka
   m=$(free_port)
-  config receive "  kafka: { brokers: [127.0.0.1:$broker], group_id: bench-$rep, initial_offset: earliest, traces: { topics: [$topic] } }" \
+  # Fetches large enough for any record batch whole: Tansu answers a fetch at an offset inside a
+  # batch with nothing, so a fetch truncated mid-batch would stall there (README, "Kafka").
+  config receive "  kafka: { brokers: [127.0.0.1:$broker], group_id: bench-$rep, initial_offset: earliest, traces: { topics: [$topic] }, max_fetch_size: 67108864, max_partition_fetch_size: 16777216 }" \
     "$otlp_out" "$m"
   collector "$out/receive.yaml" "$m"
   cpu0=$(cpu_seconds $pid)

@@ -18,7 +18,8 @@ use sluice_core::{Batch, BuiltExporter, ExporterFactory, HelperSettings, Signal}
 use sluice_kafka::KafkaExporterFactory;
 
 fn benches(c: &mut Criterion) {
-    let data = sluice_fixtures::pool(Signal::Traces, 100, 10, sluice_fixtures::now_nanos()).concat();
+    let data =
+        sluice_fixtures::pool(Signal::Traces, 100, 10, sluice_fixtures::now_nanos()).concat();
     let batch = Batch::decode(Signal::Traces, data.clone().into()).unwrap();
     let mut g = c.benchmark_group("kafka_1000_spans");
     g.throughput(Throughput::Elements(batch.items() as u64));
@@ -26,10 +27,19 @@ fn benches(c: &mut Criterion) {
         b.iter(|| ExportTraceServiceRequest::decode(black_box(&data[..])).unwrap())
     });
     for (name, config) in [
-        ("records_otlp_proto", serde_json::json!({"producer": {"max_message_bytes": 10_000_000}})),
+        (
+            "records_otlp_proto",
+            serde_json::json!({"producer": {"max_message_bytes": 10_000_000}}),
+        ),
         ("records_otlp_proto_1mb_split", serde_json::json!({})),
-        ("records_by_trace_id", serde_json::json!({"partition_traces_by_id": true})),
-        ("records_otlp_json", serde_json::json!({"traces": {"encoding": "otlp_json"}, "producer": {"max_message_bytes": 10_000_000}})),
+        (
+            "records_by_trace_id",
+            serde_json::json!({"partition_traces_by_id": true}),
+        ),
+        (
+            "records_otlp_json",
+            serde_json::json!({"traces": {"encoding": "otlp_json"}, "producer": {"max_message_bytes": 10_000_000}}),
+        ),
     ] {
         let mut helper = HelperSettings::default();
         let BuiltExporter::Push(exporter) = KafkaExporterFactory
@@ -38,7 +48,9 @@ fn benches(c: &mut Criterion) {
         else {
             unreachable!()
         };
-        g.bench_function(name, |b| b.iter(|| exporter.encode_any(black_box(&batch)).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| exporter.encode_any(black_box(&batch)).unwrap())
+        });
     }
     g.finish();
 }
