@@ -596,21 +596,20 @@ fn describe(value: &Value) -> String {
 }
 
 /// Transcodes the protobuf encoding of a signal's `Export*ServiceRequest` into OTLP/JSON, the
-/// reverse of [`json_to_protobuf`], walking the wire format against the same schema (nothing is
-/// decoded into prost structs). The output is what the OTLP specification and the Collector
-/// write: lowerCamelCase keys, trace and span ids in lowercase hex, other bytes in standard
-/// base64, 64-bit integers as decimal strings, enums as numbers, non-finite doubles as
-/// `"NaN"`, `"Infinity"` and `"-Infinity"`. Fields unknown to the schema are left out.
+/// reverse of [`json_to_protobuf`], walking the wire format against the same schema and writing
+/// the text as it goes (nothing is decoded into prost structs or a JSON tree). The output is what
+/// the OTLP specification and the Collector write: lowerCamelCase keys, trace and span ids in
+/// lowercase hex, other bytes in standard base64, 64-bit integers as decimal strings, enums as
+/// numbers, non-finite doubles as `"NaN"`, `"Infinity"` and `"-Infinity"`; fields in the schema's
+/// order, a repeated field's values in wire order, the last value of a singular field (as
+/// protobuf reads it). Fields unknown to the schema are left out.
 ///
 /// # Errors
 /// [`JsonError::Invalid`] naming the message when the bytes are not a well-formed request.
 pub fn protobuf_to_json(signal: Signal, request: &[u8]) -> Result<Vec<u8>, JsonError> {
-    let value = message_to_json(schema::request_for(signal), request, 0)?;
-    // Serializing a `Value` built from strings, numbers and containers cannot fail.
-    serde_json::to_vec(&value).map_err(|err| JsonError::Invalid {
-        path: "request".to_owned(),
-        message: err.to_string(),
-    })
+    let mut out = String::with_capacity(request.len() * 2);
+    write_message(schema::request_for(signal), request, 0, &mut out)?;
+    Ok(out.into_bytes())
 }
 
 fn wire_error(desc: &MessageDesc, message: impl std::fmt::Display) -> JsonError {
@@ -620,89 +619,109 @@ fn wire_error(desc: &MessageDesc, message: impl std::fmt::Display) -> JsonError 
     }
 }
 
-fn message_to_json(desc: &MessageDesc, bytes: &[u8], depth: usize) -> Result<Value, JsonError> {
+fn write_message(
+    desc: &MessageDesc,
+    bytes: &[u8],
+    depth: usize,
+    out: &mut String,
+) -> Result<(), JsonError> {
     if depth > MAX_DEPTH {
         return Err(wire_error(desc, "nested too deep"));
     }
-    // Fields in schema order; a repeated field's values gathered wherever they appear.
-    let mut values: Vec<Option<Value>> = vec![None; desc.fields.len()];
+    // The known fields by their place in the schema; a stable sort keeps a repeated field's
+    // values in wire order (prost writes them together, in schema order, so this rarely moves).
+    let mut fields: Vec<(usize, crate::wire::Field<'_>)> = Vec::new();
     for field in crate::wire::fields(bytes) {
         let field = field.map_err(|err| wire_error(desc, err))?;
-        let Some(fd) = desc.field(field.number) else {
-            continue;
-        };
-        let index = desc
-            .fields
-            .iter()
-            .position(|f| f.number == fd.number)
-            .unwrap_or_default();
-        let mut scalars = Vec::new();
-        if fd.label == Label::Repeated
-            && fd.kind.is_packable()
-            && field.wire_type == crate::wire::WireType::Len
-        {
-            unpack(desc, fd.kind, field.payload, &mut scalars)?;
-        } else {
-            scalars.push(value_to_json(desc, fd.kind, &field, depth)?);
+        if let Some(index) = desc.index(field.number) {
+            fields.push((index, field));
         }
+    }
+    fields.sort_by_key(|(index, _)| *index);
+    out.push('{');
+    let mut k = 0;
+    while k < fields.len() {
+        let index = fields[k].0;
+        let end = k + fields[k..].iter().take_while(|(i, _)| *i == index).count();
+        let fd = &desc.fields[index];
+        if k > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(fd.json_name);
+        out.push_str("\":");
         if fd.label == Label::Repeated {
-            match values[index].get_or_insert_with(|| Value::Array(Vec::new())) {
-                Value::Array(items) => items.extend(scalars),
-                _ => unreachable!("repeated fields hold arrays"),
+            out.push('[');
+            let mut first = true;
+            for (_, field) in &fields[k..end] {
+                if fd.kind.is_packable() && field.wire_type == crate::wire::WireType::Len {
+                    unpack(desc, fd.kind, field.payload, &mut first, out)?;
+                } else {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    write_value(desc, fd.kind, field, depth, out)?;
+                }
             }
+            out.push(']');
         } else {
-            values[index] = scalars.pop();
+            write_value(desc, fd.kind, &fields[end - 1].1, depth, out)?;
         }
+        k = end;
     }
-    let mut object = Map::new();
-    for (fd, value) in desc.fields.iter().zip(values) {
-        if let Some(value) = value {
-            object.insert(fd.json_name.to_owned(), value);
-        }
-    }
-    Ok(Value::Object(object))
+    out.push('}');
+    Ok(())
 }
 
-/// The values of a packed repeated scalar field.
+/// The values of a packed repeated scalar field, each preceded by a comma but the first.
 fn unpack(
     desc: &MessageDesc,
     kind: Kind,
     mut payload: &[u8],
-    out: &mut Vec<Value>,
+    first: &mut bool,
+    out: &mut String,
 ) -> Result<(), JsonError> {
     while !payload.is_empty() {
-        let (value, used) = match kind {
+        if !*first {
+            out.push(',');
+        }
+        *first = false;
+        let used = match kind {
             Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => {
                 let Some(bytes) = payload.first_chunk::<8>() else {
                     return Err(wire_error(desc, "packed field is not whole values"));
                 };
-                (fixed64_to_json(kind, u64::from_le_bytes(*bytes)), 8)
+                write_fixed64(kind, u64::from_le_bytes(*bytes), out);
+                8
             }
             Kind::Fixed32 => {
                 let Some(bytes) = payload.first_chunk::<4>() else {
                     return Err(wire_error(desc, "packed field is not whole values"));
                 };
-                (Value::from(u32::from_le_bytes(*bytes)), 4)
+                let _ = write!(out, "{}", u32::from_le_bytes(*bytes));
+                4
             }
             _ => {
                 let mut pos = 0;
                 let raw = crate::wire::read_varint(payload, &mut pos)
                     .ok_or_else(|| wire_error(desc, "malformed varint"))?;
-                (varint_to_json(kind, raw), pos)
+                write_varint_json(kind, raw, out);
+                pos
             }
         };
-        out.push(value);
         payload = &payload[used..];
     }
     Ok(())
 }
 
-fn value_to_json(
+fn write_value(
     desc: &MessageDesc,
     kind: Kind,
     field: &crate::wire::Field<'_>,
     depth: usize,
-) -> Result<Value, JsonError> {
+    out: &mut String,
+) -> Result<(), JsonError> {
     use crate::wire::WireType;
     let mismatch = || {
         wire_error(
@@ -710,58 +729,97 @@ fn value_to_json(
             format!("field {} has the wrong wire type", field.number),
         )
     };
-    Ok(match (kind, field.wire_type) {
-        (Kind::String, WireType::Len) => Value::String(
+    match (kind, field.wire_type) {
+        (Kind::String, WireType::Len) => write_string(
             std::str::from_utf8(field.payload)
-                .map_err(|_| wire_error(desc, format!("field {} is not UTF-8", field.number)))?
-                .to_owned(),
+                .map_err(|_| wire_error(desc, format!("field {} is not UTF-8", field.number)))?,
+            out,
         ),
         (Kind::Bytes, WireType::Len) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(field.payload))
+            out.push('"');
+            base64::engine::general_purpose::STANDARD.encode_string(field.payload, out);
+            out.push('"');
         }
-        (Kind::HexId(_), WireType::Len) => Value::String(hex_lower(field.payload)),
-        (Kind::Message(inner), WireType::Len) => message_to_json(inner, field.payload, depth + 1)?,
+        (Kind::HexId(_), WireType::Len) => {
+            out.push('"');
+            for b in field.payload {
+                let _ = write!(out, "{b:02x}");
+            }
+            out.push('"');
+        }
+        (Kind::Message(inner), WireType::Len) => {
+            write_message(inner, field.payload, depth + 1, out)?;
+        }
         (Kind::Fixed64 | Kind::Sfixed64 | Kind::Double, WireType::Fixed64) => {
-            fixed64_to_json(kind, field.fixed64().ok_or_else(mismatch)?)
+            write_fixed64(kind, field.fixed64().ok_or_else(mismatch)?, out);
         }
-        (Kind::Fixed32, WireType::Fixed32) => Value::from(field.fixed32().ok_or_else(mismatch)?),
-        (_, WireType::Varint) => varint_to_json(kind, field.varint().ok_or_else(mismatch)?),
+        (Kind::Fixed32, WireType::Fixed32) => {
+            let _ = write!(out, "{}", field.fixed32().ok_or_else(mismatch)?);
+        }
+        (_, WireType::Varint) => write_varint_json(kind, field.varint().ok_or_else(mismatch)?, out),
         _ => return Err(mismatch()),
-    })
+    }
+    Ok(())
 }
 
-fn fixed64_to_json(kind: Kind, raw: u64) -> Value {
+fn write_fixed64(kind: Kind, raw: u64, out: &mut String) {
     match kind {
         Kind::Double => {
             let v = f64::from_bits(raw);
             if v.is_nan() {
-                Value::from("NaN")
+                out.push_str("\"NaN\"");
             } else if v.is_infinite() {
-                Value::from(if v > 0.0 { "Infinity" } else { "-Infinity" })
-            } else {
-                serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+                out.push_str(if v > 0.0 {
+                    "\"Infinity\""
+                } else {
+                    "\"-Infinity\""
+                });
+            } else if let Some(n) = serde_json::Number::from_f64(v) {
+                let _ = write!(out, "{n}");
             }
         }
-        Kind::Sfixed64 => Value::String((raw as i64).to_string()),
-        _ => Value::String(raw.to_string()),
+        Kind::Sfixed64 => {
+            let _ = write!(out, "\"{}\"", raw as i64);
+        }
+        _ => {
+            let _ = write!(out, "\"{raw}\"");
+        }
     }
 }
 
-fn varint_to_json(kind: Kind, raw: u64) -> Value {
-    match kind {
-        Kind::Bool => Value::Bool(raw != 0),
-        Kind::Int64 => Value::String((raw as i64).to_string()),
-        Kind::Uint64 => Value::String(raw.to_string()),
-        Kind::Int32 | Kind::Enum(_) => Value::from(raw as i32),
-        Kind::Sint32 => Value::from(((raw >> 1) as i32) ^ -((raw & 1) as i32)),
-        _ => Value::from(raw as u32),
-    }
+fn write_varint_json(kind: Kind, raw: u64, out: &mut String) {
+    let _ = match kind {
+        Kind::Bool => write!(out, "{}", raw != 0),
+        Kind::Int64 => write!(out, "\"{}\"", raw as i64),
+        Kind::Uint64 => write!(out, "\"{raw}\""),
+        Kind::Int32 | Kind::Enum(_) => write!(out, "{}", raw as i32),
+        Kind::Sint32 => write!(out, "{}", ((raw >> 1) as i32) ^ -((raw & 1) as i32)),
+        _ => write!(out, "{}", raw as u32),
+    };
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+/// A JSON string literal: quotes, backslashes and control characters escaped.
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
     }
-    out
+    out.push_str(&s[start..]);
+    out.push('"');
 }

@@ -134,6 +134,13 @@ impl MessageDesc {
         }
     }
 
+    /// The place in [`MessageDesc::fields`] of the field with protobuf number `number`.
+    #[inline]
+    pub fn index(&self, number: u32) -> Option<usize> {
+        let at = *self.by_number.get(number as usize)?;
+        (at != NONE).then_some(at as usize)
+    }
+
     /// The field with protobuf number `number`, if the message has one.
     #[inline]
     pub fn field(&self, number: u32) -> Option<&'static FieldDesc> {
