@@ -39,13 +39,13 @@ fn every_example_config_validates() {
 #[test]
 fn validate_lists_every_problem_and_fails() {
     let (valid, text) = sluice_validate(
-        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:99999\n  kafka: {}\nprocessors:\n  batch:\n    timeout: soon\n  memory_limiter: {}\nexporters:\n  debug: {verbosity: loud}\n  otlp/unused: {endpoint: x:1}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch, missing]\n      exporters: [debug]\n",
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:99999\n  zipkin: {}\nprocessors:\n  batch:\n    timeout: soon\n  memory_limiter: {}\nexporters:\n  debug: {verbosity: loud}\n  otlp/unused: {endpoint: x:1}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch, missing]\n      exporters: [debug]\n",
         &[],
     );
     assert!(!valid);
     for expected in [
         "receivers.otlp.protocols.grpc.endpoint: invalid port `99999`",
-        "receivers.kafka: unknown receiver type `kafka`",
+        "receivers.zipkin: unknown receiver type `zipkin`",
         "processors.batch.timeout: invalid duration `soon`",
         "processors.memory_limiter: set `limit_mib` or `limit_percentage`",
         "exporters.debug.verbosity: unknown variant `loud`",
