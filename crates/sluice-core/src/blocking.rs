@@ -1,6 +1,10 @@
 //! Work on data too large to do on an async worker: one place that decides where a CPU-heavy
 //! step runs (checking a request, encoding a batch, a processor's pass over a large batch).
 
+/// Requests over this many bytes are decompressed or transcoded on the blocking pool by every
+/// receiver: about half a millisecond of work, as long as an async worker should be held.
+pub const DECODE_OFF_WORKERS_ABOVE: usize = 64 * 1024;
+
 /// Runs `work` inline when `size` bytes are at most `above`, otherwise on tokio's blocking pool,
 /// so that no async worker is held for long. `None` when the blocking task panicked.
 pub async fn off_workers<T: Send + 'static>(

@@ -25,9 +25,6 @@ use crate::status;
 /// The gRPC message prefix: a compressed flag and a big-endian length.
 const PREFIX: usize = 5;
 
-/// Messages larger than this are decompressed off the async workers.
-const BLOCKING_THRESHOLD: usize = 64 * 1024;
-
 /// Serves the three `Export` methods.
 #[derive(Clone)]
 struct ExportService {
@@ -107,7 +104,9 @@ impl ExportService {
         };
         let message = match message {
             Message::Plain(m) => m,
-            Message::Compressed(coding, m) if m.len() > BLOCKING_THRESHOLD => {
+            Message::Compressed(coding, m)
+                if m.len() > sluice_core::blocking::DECODE_OFF_WORKERS_ABOVE =>
+            {
                 tokio::task::spawn_blocking(move || inflate(coding, &m, max))
                     .await
                     .map_err(|_| Status::internal("request decompression failed"))??

@@ -21,9 +21,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::{CorsConfig, HttpConfig};
 use crate::status;
 
-/// Bodies larger than this are decompressed and transcoded off the async workers.
-const BLOCKING_THRESHOLD: usize = 64 * 1024;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoding {
     Protobuf,
@@ -302,7 +299,7 @@ async fn export(signal: Signal, state: AppState, request: Request) -> Result<Res
         Failure::from_body(encoding, e)
     })?;
     let limit = state.max_body;
-    let data = if body.len() > BLOCKING_THRESHOLD
+    let data = if body.len() > sluice_core::blocking::DECODE_OFF_WORKERS_ABOVE
         && (compression.is_some() || encoding == Encoding::Json)
     {
         tokio::task::spawn_blocking(move || prepare(signal, encoding, compression, body, limit))
