@@ -103,9 +103,9 @@ impl Default for MetadataConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetadataRetry {
-    /// Retries of a retriable request (default 20; librdkafka retries until its timeouts, so
-    /// this is accepted for compatibility).
-    pub max: u32,
+    /// Not applied: librdkafka retries a request until its timeouts. Accepted with a warning
+    /// when set.
+    pub max: Option<u32>,
     /// The first wait before a retry, doubled each time (default 250ms).
     pub backoff: HumanDuration,
 }
@@ -113,7 +113,7 @@ pub struct MetadataRetry {
 impl Default for MetadataRetry {
     fn default() -> Self {
         MetadataRetry {
-            max: 20,
+            max: None,
             backoff: HumanDuration::from_millis(250),
         }
     }
@@ -181,18 +181,31 @@ impl ClientConfig {
                 ));
             }
         }
-        if !self.protocol_version.is_empty()
-            && !self
-                .protocol_version
-                .split('.')
-                .all(|n| n.parse::<u32>().is_ok())
-        {
-            p.push(Problem::error(
+        let version: Option<Vec<u32>> = self
+            .protocol_version
+            .split('.')
+            .map(|n| n.parse().ok())
+            .collect();
+        match version.as_deref() {
+            None | Some([]) => p.push(Problem::error(
                 format!("{path}.protocol_version"),
                 format!(
                     "{:?} is not a Kafka version such as 2.1.0",
                     self.protocol_version
                 ),
+            )),
+            // librdkafka asks each broker which versions it speaks; brokers before 0.10 cannot
+            // say, and librdkafka no longer speaks to them.
+            Some(v) if v < [0, 10].as_slice() => p.push(Problem::error(
+                format!("{path}.protocol_version"),
+                "brokers before Kafka 0.10 are not supported",
+            )),
+            Some(_) => {}
+        }
+        if self.metadata.retry.max.is_some() {
+            p.push(Problem::warning(
+                format!("{path}.metadata.retry.max"),
+                "not applied: librdkafka retries metadata, group and offset requests until their timeouts",
             ));
         }
         if let Some(tls) = self.tls() {
@@ -341,16 +354,16 @@ pub(crate) struct Context {
 }
 
 impl ClientContext for Context {
+    /// librdkafka's log, its errors as warnings: they are a broker connection failing or a
+    /// request timing out, which the client retries (data it gives up on reaches sluice's log
+    /// through the component's own errors).
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         let component = &self.component;
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
                 tracing::error!(component, facility = fac, "librdkafka: {log_message}");
             }
-            RDKafkaLogLevel::Warning => {
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
                 tracing::warn!(component, facility = fac, "librdkafka: {log_message}");
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
@@ -362,8 +375,17 @@ impl ClientContext for Context {
         }
     }
 
+    /// librdkafka's error events. Most repeat a line of its log (a connection failed), so only
+    /// every broker being down is a warning of its own.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(component = self.component, %error, "kafka client: {reason}");
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            tracing::warn!(
+                component = self.component,
+                "kafka: every broker is unreachable: {reason}"
+            );
+        } else {
+            tracing::debug!(component = self.component, %error, "kafka client: {reason}");
+        }
     }
 }
 

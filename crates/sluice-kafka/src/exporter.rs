@@ -349,15 +349,14 @@ impl KafkaExporterConfig {
     fn properties(&self, timeout: Duration) -> BTreeMap<&'static str, String> {
         let mut p = self.client.properties();
         let pr = &self.producer;
-        // Room for the record's key, headers and framing around a payload of the largest size.
+        // A record is the payload with room for its key, headers and framing; one partition's
+        // batch is kept to one record's size (what a broker takes as one message), and one
+        // request to a broker to `max_broker_write_bytes` (librdkafka's `message.max.bytes` is
+        // the request's size, at most 1e9).
         let record = (pr.max_message_bytes + 1024).min(1_000_000_000);
-        p.insert("message.max.bytes", record.to_string());
-        p.insert(
-            "batch.size",
-            record
-                .min(pr.max_broker_write_bytes.max(record))
-                .to_string(),
-        );
+        let request = pr.max_broker_write_bytes.clamp(record, 1_000_000_000);
+        p.insert("message.max.bytes", request.to_string());
+        p.insert("batch.size", record.to_string());
         p.insert("batch.num.messages", pr.flush_max_messages.to_string());
         p.insert("acks", pr.required_acks.to_string());
         p.insert("compression.codec", pr.compression.clone());
@@ -483,24 +482,64 @@ pub(crate) struct Records {
     delivered: Vec<AtomicBool>,
 }
 
-/// How a part of a batch is keyed.
-fn part_key(by: Keying, context: &ItemContext<'_>, item: &Item<'_>) -> Option<Vec<u8>> {
+/// What a part of a batch is grouped by: the raw trace id or resource hash, rendered as the
+/// record's key once per part ([`PartKey::render`]), not once per item.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum PartKey {
+    None,
+    Trace([u8; 16]),
+    Resource(u64),
+}
+
+impl PartKey {
+    fn render(self) -> Option<Vec<u8>> {
+        match self {
+            PartKey::None => None,
+            PartKey::Trace(id) => Some(hex::encode(id).into_bytes()),
+            PartKey::Resource(hash) => Some(format!("{hash:016x}").into_bytes()),
+        }
+    }
+}
+
+/// An item's [`PartKey`]. Items of one resource sit together, so the resource's hash is
+/// remembered for the next item (`last`: the resource message's address and length, and its
+/// hash) rather than computed per item.
+fn part_key(
+    by: Keying,
+    context: &ItemContext<'_>,
+    item: &Item<'_>,
+    last: &mut Option<(usize, usize, u64)>,
+) -> PartKey {
     match by {
-        Keying::None => None,
+        Keying::None => PartKey::None,
         Keying::TraceId => {
             let id = match item {
                 Item::Span(s) => s.trace_id(),
                 Item::Log(l) => l.trace_id(),
                 Item::Point(_) => &[],
             };
-            (!id.is_empty() && id.iter().any(|b| *b != 0)).then(|| hex::encode(id).into_bytes())
+            match <[u8; 16]>::try_from(id) {
+                Ok(id) if id != [0; 16] => PartKey::Trace(id),
+                _ => PartKey::None,
+            }
         }
-        Keying::Resource => Some(resource_key(&context.resource)),
+        Keying::Resource => {
+            let raw = context.resource.resource();
+            let at = (raw.as_ptr() as usize, raw.len());
+            match *last {
+                Some((ptr, len, hash)) if (ptr, len) == at => PartKey::Resource(hash),
+                _ => {
+                    let hash = resource_hash(&context.resource);
+                    *last = Some((at.0, at.1, hash));
+                    PartKey::Resource(hash)
+                }
+            }
+        }
     }
 }
 
-/// A hash of a resource's attributes, in any order, as 16 hex digits.
-fn resource_key(resource: &Resource<'_>) -> Vec<u8> {
+/// A hash of a resource's attributes, in any order.
+fn resource_hash(resource: &Resource<'_>) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut attributes: Vec<&[u8]> = resource.attributes().map(|kv| kv.raw()).collect();
     attributes.sort_unstable();
@@ -508,7 +547,7 @@ fn resource_key(resource: &Resource<'_>) -> Vec<u8> {
     for a in attributes {
         h.write(a);
     }
-    format!("{:016x}", h.finish()).into_bytes()
+    h.finish()
 }
 
 #[derive(Clone, Copy)]
@@ -604,16 +643,25 @@ impl Exporter for KafkaExporter {
     fn encode(&self, batch: &Batch) -> Result<Records, ExportError> {
         let signal = batch.signal();
         let keying = self.keying(signal);
-        let parts: Vec<(Option<Vec<u8>>, Batch)> = match keying {
-            Keying::None => vec![(None, batch.clone())],
-            by => batch
-                .clone()
-                .group_by(|context, item| part_key(by, context, item)),
+        let parts: Vec<(PartKey, Batch)> = match keying {
+            Keying::None => vec![(PartKey::None, batch.clone())],
+            by => {
+                let mut last = None;
+                batch
+                    .clone()
+                    .group_by(|context, item| part_key(by, context, item, &mut last))
+            }
         };
         let mut records = Vec::new();
         for (key, part) in parts {
             let items = part.items();
-            self.push_records(signal, key, part.data().clone(), items, &mut records)?;
+            self.push_records(
+                signal,
+                key.render(),
+                part.data().clone(),
+                items,
+                &mut records,
+            )?;
         }
         let delivered = records.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Records { records, delivered })
@@ -648,18 +696,15 @@ impl Exporter for KafkaExporter {
             }
         }
         let mut failed = refused.as_ref().map(classify);
+        // Records and bytes by outcome ([success, failure]), counted once per attempt: every
+        // record of a batch goes to its signal's one topic.
+        let mut tally = [(0u64, 0u64); 2];
         while let Some((i, outcome)) = pending.next().await {
             let record = &encoded.records[i];
             let ok = matches!(outcome, Ok(Ok(_)));
-            let outcome_label = if ok { "success" } else { "failure" };
-            let labels = [
-                ("exporter", self.id.clone()),
-                ("topic", record.topic.to_string()),
-                ("outcome", outcome_label.to_owned()),
-            ];
-            metrics::counter!(names::KAFKA_EXPORTER_RECORDS, &labels).increment(1);
-            metrics::counter!(names::KAFKA_EXPORTER_BYTES_UNCOMPRESSED, &labels)
-                .increment(record.payload.len() as u64);
+            let t = &mut tally[usize::from(!ok)];
+            t.0 += 1;
+            t.1 += record.payload.len() as u64;
             match outcome {
                 Ok(Ok(_)) => encoded.delivered[i].store(true, Ordering::Release),
                 Ok(Err((err, _))) => {
@@ -673,6 +718,21 @@ impl Exporter for KafkaExporter {
                         ExportError::retryable("kafka: the producer closed")
                     });
                 }
+            }
+        }
+        if let Some(topic) = encoded.records.first().map(|r| r.topic.to_string()) {
+            for ((records, bytes), outcome) in tally.into_iter().zip(["success", "failure"]) {
+                if records == 0 {
+                    continue;
+                }
+                let labels = [
+                    ("exporter", self.id.clone()),
+                    ("topic", topic.clone()),
+                    ("outcome", outcome.to_owned()),
+                ];
+                metrics::counter!(names::KAFKA_EXPORTER_RECORDS, &labels).increment(records);
+                metrics::counter!(names::KAFKA_EXPORTER_BYTES_UNCOMPRESSED, &labels)
+                    .increment(bytes);
             }
         }
         metrics::histogram!(
@@ -826,7 +886,7 @@ mod tests {
         let key = |batch: &Batch| {
             let mut key = None;
             let _ = batch.clone().group_by(|context, _| {
-                key = Some(resource_key(&context.resource));
+                key = Some(resource_hash(&context.resource));
             });
             key.unwrap()
         };
@@ -834,6 +894,51 @@ mod tests {
         assert_ne!(key(&a), key(&c));
         // Traces are not keyed by resource: one unkeyed record.
         assert_eq!(records(&e, &a)[0].0, None);
+    }
+
+    #[test]
+    fn logs_by_resource_attributes_write_one_record_per_resource_whatever_the_attribute_order() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
+        let resource = |attributes| ResourceLogs {
+            resource: Some(ProtoResource {
+                attributes,
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default(); 3],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![
+                resource(vec![kv("a", s("1")), kv("b", s("2"))]),
+                resource(vec![kv("c", s("3"))]),
+                resource(vec![kv("b", s("2")), kv("a", s("1"))]),
+            ],
+        };
+        let batch = Batch::decode(Signal::Logs, request.encode_to_vec().into()).unwrap();
+        let e = exporter(serde_json::json!({"partition_logs_by_resource_attributes": true}));
+        let records = records(&e, &batch);
+        let logs = |payload: &[u8]| -> usize {
+            ExportLogsServiceRequest::decode(payload)
+                .unwrap()
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum()
+        };
+        assert_eq!(records.len(), 2);
+        assert_eq!((logs(&records[0].1), logs(&records[1].1)), (6, 3));
+        assert!(
+            records
+                .iter()
+                .all(|(k, _)| k.as_ref().is_some_and(|k| k.len() == 16))
+        );
+        assert_ne!(records[0].0, records[1].0);
     }
 
     fn problems(config: Value) -> Vec<String> {
@@ -858,9 +963,14 @@ mod tests {
             "tls": {"ca_file": "/ca.pem"}, "auth": {"sasl": {"mechanism": "SCRAM-SHA-512", "username": "u", "password": "p"}},
             "metadata": {"refresh_interval": "1m", "retry": {"max": 3, "backoff": "100ms"}},
         });
-        assert_eq!(problems(full), Vec::<String>::new());
+        assert_eq!(
+            problems(full),
+            vec![
+                "exporters.kafka.metadata.retry.max: not applied: librdkafka retries metadata, group and offset requests until their timeouts"
+            ]
+        );
         let refused = problems(serde_json::json!({
-            "brokers": "nohost", "traces": {"encoding": "jaeger_proto", "topic_from_metadata_key": "t"},
+            "brokers": "nohost", "protocol_version": "0.9.0", "traces": {"encoding": "jaeger_proto", "topic_from_metadata_key": "t"},
             "topic_from_attribute": "x", "include_metadata_keys": ["k"],
             "partition_logs_by_resource_attributes": true, "partition_logs_by_trace_id": true,
             "record_partitioner": {"round_robin": {}}, "producer": {"required_acks": 2, "compression": "brotli"},
@@ -868,6 +978,7 @@ mod tests {
         }));
         for want in [
             "exporters.kafka.brokers: broker \"nohost\" is not host:port",
+            "exporters.kafka.protocol_version: brokers before Kafka 0.10 are not supported",
             "exporters.kafka.traces.encoding: encoding \"jaeger_proto\" is not supported by sluice: otlp_proto or otlp_json",
             "exporters.kafka.traces.topic_from_metadata_key: not supported by sluice",
             "exporters.kafka.topic_from_attribute: not supported by sluice",
@@ -908,6 +1019,8 @@ mod tests {
             ("message.timeout.ms", "5000"),
             ("partitioner", "fnv1a_random"),
             ("client.id", "otel-collector"),
+            ("message.max.bytes", "104857600"),
+            ("batch.size", "1001024"),
         ] {
             assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
         }

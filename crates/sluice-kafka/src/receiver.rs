@@ -84,7 +84,8 @@ pub struct MessageMarking {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorBackoff {
-    /// Accepted: sluice always backs off while the pipeline refuses.
+    /// Accepted: sluice always retries a refused record with backoff (the Collector without it
+    /// leaves the partition paused until a rebalance).
     pub enabled: bool,
     /// The first wait (default 100ms).
     pub initial_interval: HumanDuration,
@@ -92,9 +93,11 @@ pub struct ErrorBackoff {
     pub max_interval: HumanDuration,
     /// Growth per attempt (default 1.5).
     pub multiplier: f64,
-    /// Accepted for compatibility.
+    /// Each wait is drawn within ± this share of it (default 0.5), so that the members of a
+    /// group do not retry in step.
     pub randomization_factor: f64,
-    /// Accepted: sluice never gives a refused record up.
+    /// Not applied: sluice never gives a refused record up (it would be lost). Accepted with a
+    /// warning when set.
     pub max_elapsed_time: Option<HumanDuration>,
 }
 
@@ -154,7 +157,7 @@ pub struct KafkaReceiverConfig {
     pub group_id: String,
     /// The rack, for fetching from the closest replica.
     pub rack_id: String,
-    /// Accepted: librdkafka always uses leader epochs where the broker has them.
+    /// librdkafka always uses leader epochs where the broker has them: `false` is refused.
     pub use_leader_epoch: bool,
     /// `latest` (default) or `earliest`, where the group has no committed offset.
     pub initial_offset: String,
@@ -186,7 +189,8 @@ pub struct KafkaReceiverConfig {
     pub header_extraction: HeaderExtraction,
     /// See [`ErrorBackoff`].
     pub error_backoff: ErrorBackoff,
-    /// Accepted: the Collector's optional metric switches.
+    /// The Collector's optional metric switches: `kafka_receiver_records_delay` is not
+    /// produced by sluice, and enabling it is refused.
     pub telemetry: Option<Value>,
     /// Keys this config does not know, refused by `check`.
     #[serde(flatten)]
@@ -439,6 +443,34 @@ impl KafkaReceiverConfig {
             p.push(Problem::warning(
                 format!("{path}.partition_processing.independent"),
                 "sluice's receiver takes records in order and pauses every partition while the pipeline refuses",
+            ));
+        }
+        if !self.use_leader_epoch {
+            p.push(Problem::error(
+                format!("{path}.use_leader_epoch"),
+                "librdkafka always uses leader epochs where the broker has them; it cannot be turned off",
+            ));
+        }
+        let delay = self.telemetry.as_ref().and_then(|t| {
+            t.pointer("/metrics/kafka_receiver_records_delay/enabled")
+                .and_then(Value::as_bool)
+        });
+        if delay == Some(true) {
+            p.push(Problem::error(
+                format!("{path}.telemetry.metrics.kafka_receiver_records_delay.enabled"),
+                "otelcol_kafka_receiver_records_delay is not produced by sluice",
+            ));
+        }
+        if self.error_backoff.max_elapsed_time.is_some() {
+            p.push(Problem::warning(
+                format!("{path}.error_backoff.max_elapsed_time"),
+                "not applied: sluice never gives up a record the pipeline refuses (it would be lost)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.error_backoff.randomization_factor) {
+            p.push(Problem::error(
+                format!("{path}.error_backoff.randomization_factor"),
+                "between 0 and 1",
             ));
         }
         let b = &self.error_backoff;
@@ -716,11 +748,12 @@ impl Run {
         };
         let data = if json {
             let payload = record.payload.clone();
-            let converted =
-                sluice_core::blocking::off_workers(payload.len(), 64 << 10, move || {
-                    sluice_core::json::json_to_protobuf(signal, &payload)
-                })
-                .await;
+            let converted = sluice_core::blocking::off_workers(
+                payload.len(),
+                sluice_core::blocking::DECODE_OFF_WORKERS_ABOVE,
+                move || sluice_core::json::json_to_protobuf(signal, &payload),
+            )
+            .await;
             match converted {
                 Some(Ok(data)) => Bytes::from(data),
                 Some(Err(e)) => {
@@ -760,7 +793,10 @@ impl Run {
                     // Paused again each round: partitions assigned meanwhile are paused too.
                     self.pause(true);
                     paused = true;
-                    if !self.wait(wait, held).await {
+                    if !self
+                        .wait(jittered(wait, self.backoff.randomization_factor), held)
+                        .await
+                    {
                         return false;
                     }
                     wait = wait
@@ -885,6 +921,12 @@ impl Run {
     }
 }
 
+/// `wait` drawn uniformly within ± `factor` of itself.
+fn jittered(wait: Duration, factor: f64) -> Duration {
+    let factor = factor.clamp(0.0, 1.0);
+    wait.mul_f64(1.0 + factor * (2.0 * rand::random::<f64>() - 1.0))
+}
+
 /// Refusals no retry can change: the record is malformed or larger than memory can ever hold.
 fn permanent(e: &ConsumeError) -> bool {
     matches!(e.code, ErrorCode::InvalidData | ErrorCode::TooLarge)
@@ -970,7 +1012,7 @@ mod tests {
             "autocommit": {"enable": true, "interval": "2s"},
             "message_marking": {"after": false, "on_error": true},
             "error_backoff": {"enabled": true, "initial_interval": "1s", "max_interval": "10s"},
-            "metadata": {"full": true}, "telemetry": {"metrics": {"kafka_receiver_records_delay": {"enabled": true}}},
+            "metadata": {"full": true}, "telemetry": {"metrics": {"kafka_receiver_records_delay": {"enabled": false}}},
         }));
         assert_eq!(
             got,
@@ -989,6 +1031,7 @@ mod tests {
             "logs": {"topics": ["shared"]},
             "initial_offset": "oldest", "group_rebalance_strategies": ["sticky"],
             "header_extraction": {"extract_headers": true}, "heartbeat_interval": "20s",
+            "use_leader_epoch": false, "telemetry": {"metrics": {"kafka_receiver_records_delay": {"enabled": true}}},
         }));
         for want in [
             "receivers.kafka.topic: one kafka receiver serves every signal here",
@@ -1000,12 +1043,25 @@ mod tests {
             "receivers.kafka.group_rebalance_strategies: sticky is not offered by librdkafka",
             "receivers.kafka.header_extraction.extract_headers: not supported by sluice",
             "receivers.kafka.heartbeat_interval: must be shorter than session_timeout",
+            "receivers.kafka.use_leader_epoch: librdkafka always uses leader epochs",
+            "receivers.kafka.telemetry.metrics.kafka_receiver_records_delay.enabled: otelcol_kafka_receiver_records_delay is not produced by sluice",
         ] {
             assert!(
                 got.iter().any(|p| p.starts_with(want)),
                 "missing {want:?} in {got:#?}"
             );
         }
+    }
+
+    #[test]
+    fn backoff_waits_are_drawn_within_the_randomization_factor() {
+        let wait = Duration::from_millis(1000);
+        assert_eq!(jittered(wait, 0.0), wait);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(wait, 0.5)).collect();
+        assert!(draws.iter().all(|d| (500..=1500).contains(&d.as_millis())));
+        assert!(
+            draws.iter().any(|d| d.as_millis() < 900) && draws.iter().any(|d| d.as_millis() > 1100)
+        );
     }
 
     #[test]
