@@ -50,6 +50,13 @@ collector() {
   wait_port "$2"
 }
 
+# load PORT: RATE spans/s for DURATION to sluice's OTLP/gRPC port; sets sent (spans accepted).
+load() {
+  $load_cpu "$bin/sluice-loadgen" send --signal traces --protocol grpc --endpoint http://127.0.0.1:$1 \
+    --duration "${DURATION}s" --items "$ITEMS" --rate "$RATE" > "$out/send.json"
+  sent=$(python3 -c "import json; print(json.load(open('$out/send.json'))['items_accepted'])")
+}
+
 config() { # NAME RECEIVER EXPORTER METRICS_PORT
   cat > "$out/$1.yaml" <<YAML
 receivers:
@@ -92,9 +99,7 @@ for rep in $(seq 1 "$REPS"); do
   config passthrough "  otlp: { protocols: { grpc: { endpoint: 127.0.0.1:$grpc } } }" "$otlp_out" "$m"
   collector "$out/passthrough.yaml" "$grpc"
   cpu0=$(cpu_seconds $pid)
-  $load_cpu "$bin/sluice-loadgen" send --signal traces --protocol grpc --endpoint http://127.0.0.1:$grpc \
-    --duration "${DURATION}s" --items "$ITEMS" --rate "$RATE" > "$out/send.json"
-  sent=$(python3 -c "import json; print(json.load(open('$out/send.json'))['items_accepted'])")
+  load $grpc
   for _ in $(seq 1 100); do [ "$(delivered $sink_http)" -ge "$sent" ] && break; sleep 0.2; done
   record passthrough "$cpu0" "$(cpu_seconds $pid)" "$(delivered $sink_http)" "$(peak_rss_mib $pid)"
   kill $pid; wait $pid 2>/dev/null || true
@@ -108,9 +113,7 @@ for rep in $(seq 1 "$REPS"); do
     "  kafka: { brokers: [127.0.0.1:$broker], traces: { topic: $topic } }" "$m"
   collector "$out/export.yaml" "$grpc"
   cpu0=$(cpu_seconds $pid)
-  $load_cpu "$bin/sluice-loadgen" send --signal traces --protocol grpc --endpoint http://127.0.0.1:$grpc \
-    --duration "${DURATION}s" --items "$ITEMS" --rate "$RATE" > "$out/send.json"
-  sent=$(python3 -c "import json; print(json.load(open('$out/send.json'))['items_accepted'])")
+  load $grpc
   for _ in $(seq 1 100); do [ "$(metric $m 'otelcol_exporter_sent_spans{')" -ge "$sent" ] && break; sleep 0.2; done
   written=$(metric $m 'otelcol_exporter_sent_spans{')
   record export "$cpu0" "$(cpu_seconds $pid)" "$written" "$(peak_rss_mib $pid)"

@@ -160,101 +160,56 @@ fn sluice_b(tansu: &Tansu, sink: &Sink, kafka: &str, exporter: &str) -> Sluice {
 /// Every item with its resource and scope, encoded, sorted: two sinks hold the same data
 /// exactly when these are equal, however batching grouped it.
 fn items(r: &Received) -> Vec<Vec<u8>> {
+    fn encoded<M: prost::Message>(m: &Option<M>) -> Vec<u8> {
+        m.as_ref()
+            .map(prost::Message::encode_to_vec)
+            .unwrap_or_default()
+    }
+    /// Each data point, after what it shares with the others of its metric.
+    fn each<P: prost::Message>(shared: String, points: &[P]) -> Vec<Vec<u8>> {
+        points
+            .iter()
+            .map(|p| [shared.as_bytes(), &p.encode_to_vec()].concat())
+            .collect()
+    }
     let mut out = Vec::new();
-    let mut push = |resource: &Option<Resource>, scope: Vec<u8>, item: Vec<u8>| {
-        let mut b = resource
-            .as_ref()
-            .map(|r| r.encode_to_vec())
-            .unwrap_or_default();
-        b.extend(scope);
-        b.extend(item);
-        out.push(b);
-    };
     for rs in r.traces.iter().flat_map(|t| &t.resource_spans) {
         for ss in &rs.scope_spans {
             for s in &ss.spans {
-                push(
-                    &rs.resource,
-                    ss.scope
-                        .as_ref()
-                        .map(|s| s.encode_to_vec())
-                        .unwrap_or_default(),
-                    s.encode_to_vec(),
-                );
+                out.push([encoded(&rs.resource), encoded(&ss.scope), s.encode_to_vec()].concat());
             }
         }
     }
     for rl in r.logs.iter().flat_map(|l| &l.resource_logs) {
         for sl in &rl.scope_logs {
             for l in &sl.log_records {
-                push(
-                    &rl.resource,
-                    sl.scope
-                        .as_ref()
-                        .map(|s| s.encode_to_vec())
-                        .unwrap_or_default(),
-                    l.encode_to_vec(),
-                );
+                out.push([encoded(&rl.resource), encoded(&sl.scope), l.encode_to_vec()].concat());
             }
         }
     }
     for rm in r.metrics.iter().flat_map(|m| &m.resource_metrics) {
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
-                let head = format!("{}|{}|{}|{:?}", m.name, m.description, m.unit, m.metadata)
-                    .into_bytes();
-                let points: Vec<Vec<u8>> = match &m.data {
-                    Some(Data::Gauge(g)) => {
-                        g.data_points.iter().map(|p| p.encode_to_vec()).collect()
-                    }
-                    Some(Data::Sum(s)) => s
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            [
-                                format!("{}{}", s.aggregation_temporality, s.is_monotonic)
-                                    .into_bytes(),
-                                p.encode_to_vec(),
-                            ]
-                            .concat()
-                        })
-                        .collect(),
-                    Some(Data::Histogram(h)) => h
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            [
-                                h.aggregation_temporality.to_string().into_bytes(),
-                                p.encode_to_vec(),
-                            ]
-                            .concat()
-                        })
-                        .collect(),
-                    Some(Data::ExponentialHistogram(h)) => h
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            [
-                                h.aggregation_temporality.to_string().into_bytes(),
-                                p.encode_to_vec(),
-                            ]
-                            .concat()
-                        })
-                        .collect(),
-                    Some(Data::Summary(s)) => {
-                        s.data_points.iter().map(|p| p.encode_to_vec()).collect()
-                    }
+                let head = format!("{}|{}|{}|{:?}|", m.name, m.description, m.unit, m.metadata);
+                let points = match &m.data {
+                    Some(Data::Gauge(g)) => each(head, &g.data_points),
+                    Some(Data::Sum(s)) => each(
+                        format!("{head}{}{}", s.aggregation_temporality, s.is_monotonic),
+                        &s.data_points,
+                    ),
+                    Some(Data::Histogram(h)) => each(
+                        format!("{head}{}", h.aggregation_temporality),
+                        &h.data_points,
+                    ),
+                    Some(Data::ExponentialHistogram(h)) => each(
+                        format!("{head}{}", h.aggregation_temporality),
+                        &h.data_points,
+                    ),
+                    Some(Data::Summary(s)) => each(head, &s.data_points),
                     None => Vec::new(),
                 };
                 for p in points {
-                    push(
-                        &rm.resource,
-                        sm.scope
-                            .as_ref()
-                            .map(|s| s.encode_to_vec())
-                            .unwrap_or_default(),
-                        [head.clone(), p].concat(),
-                    );
+                    out.push([encoded(&rm.resource), encoded(&sm.scope), p].concat());
                 }
             }
         }
