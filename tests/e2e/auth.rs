@@ -1,5 +1,5 @@
 //! `bearertokenauth` on the OTLP receivers: missing, wrong and right tokens over gRPC and HTTP;
-//! a refused request is answered from its headers alone (its body, oversized here, is never
+//! a refused request is answered from its headers alone (its body, declared oversized, is never
 //! read), counted, and nothing of it reaches an exporter; a token file changed on disk is
 //! honoured without a restart; a config naming an authenticator that does not run is refused.
 //! `basicauth` likewise, with the admitted user stamped on the data (`from_context`); and one
@@ -73,6 +73,44 @@ async fn http(port: u16, authorization: Option<&str>, body: Vec<u8>) -> (u16, Op
     (answer.status().as_u16(), challenge)
 }
 
+/// Sends only the headers of a POST declaring a body of `length` bytes, and reads the answer
+/// without sending any of it; the status and `WWW-Authenticate`.
+async fn headers_only(port: u16, authorization: &str, length: usize) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/x-protobuf\r\nauthorization: {authorization}\r\ncontent-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer before the body was sent");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let challenge = text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("www-authenticate")
+            .then(|| value.trim().to_owned())
+    });
+    (status, challenge)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_requests_with_a_configured_token_get_in_over_grpc_and_http() {
     let sink = Sink::start().await;
@@ -111,16 +149,16 @@ async fn only_requests_with_a_configured_token_get_in_over_grpc_and_http() {
         200
     );
 
-    // A refused request is answered before its body is read: 2 MiB, over the 1 MiB limit, gets
-    // 401, not 413.
-    let oversized = trace_request(2000, "big", 1000).encode_to_vec();
-    assert!(oversized.len() > 1 << 20);
+    // A refused request is answered from its headers alone: a 3 MiB body, over the 1 MiB limit,
+    // is declared and never sent, and the answer is 401, not 413 (nor a wait for the body). With
+    // the right token the same headers get 413 at once. (Sending such a body instead races the
+    // answer's close against the upload: the client may see a broken pipe.)
     assert_eq!(
-        http(ports.http, Some("Bearer wrong"), oversized.clone()).await,
+        headers_only(ports.http, "Bearer wrong", 3 << 20).await,
         (401, challenge)
     );
     assert_eq!(
-        http(ports.http, Some("Bearer first-secret"), oversized)
+        headers_only(ports.http, "Bearer first-secret", 3 << 20)
             .await
             .0,
         413
@@ -141,7 +179,7 @@ async fn only_requests_with_a_configured_token_get_in_over_grpc_and_http() {
         .map(|s| s.name.clone())
         .collect();
     assert_eq!(names.len(), 3, "{names:?}");
-    for refused in ["none", "wrong", "big"] {
+    for refused in ["none", "wrong"] {
         assert!(!names.iter().any(|n| n.contains(refused)), "{names:?}");
     }
     assert_eq!(
