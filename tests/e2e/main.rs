@@ -19,6 +19,7 @@ mod postgres;
 mod processors;
 mod prometheus;
 mod python_sdk;
+mod query;
 mod real_deployment;
 mod redaction;
 mod rust_sdk;

@@ -69,7 +69,7 @@ fn config(ports: &Ports, url: &str, extra: &str) -> String {
     )
 }
 
-fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -129,7 +129,7 @@ async fn wait_count(pool: &PgPool, sql: &str, want: i64, sluice: &Sluice) -> i64
     }
 }
 
-async fn send_traces(ports: &Ports, request: ExportTraceServiceRequest) {
+pub(crate) async fn send_traces(ports: &Ports, request: ExportTraceServiceRequest) {
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap();
@@ -140,7 +140,7 @@ async fn send_traces(ports: &Ports, request: ExportTraceServiceRequest) {
 }
 
 /// A request with every span field set, across two resources and two scopes.
-fn rich_traces(base: u64) -> ExportTraceServiceRequest {
+pub(crate) fn rich_traces(base: u64) -> ExportTraceServiceRequest {
     let map = Value::KvlistValue(KeyValueList {
         values: vec![
             kv("inner", Value::IntValue(7)),

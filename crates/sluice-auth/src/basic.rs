@@ -740,6 +740,7 @@ plain:secret
         let shutdown = CancellationToken::new();
         let host = Host {
             status: sluice_core::ServiceStatus::new(),
+            stores: sluice_core::store::Stores::new(),
         };
         let tasks = ext.start(&host, shutdown.clone()).await.unwrap();
         let a = ext.server_authenticator().unwrap();
@@ -791,6 +792,7 @@ plain:secret
         let shutdown = CancellationToken::new();
         let host = Host {
             status: sluice_core::ServiceStatus::new(),
+            stores: sluice_core::store::Stores::new(),
         };
         let tasks = ext.start(&host, shutdown.clone()).await.unwrap();
         let tmp = dir.join(".password.tmp");

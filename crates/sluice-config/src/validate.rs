@@ -325,6 +325,7 @@ pub fn validate(config: &RawConfig, catalog: &dyn Catalog) -> Problems {
         }
     }
     problems.extend(check_authenticators(config));
+    problems.extend(check_stores(config));
     for (class, section) in sections {
         for id in section.keys() {
             if !used.contains(&(class, id.clone())) {
@@ -416,6 +417,51 @@ fn persistent_exporter<'a>(config: &'a RawConfig, exporters: &'a [String]) -> Op
                 })
         })
         .map(String::as_str)
+}
+
+/// The exporter types whose stores an extension can read (`jaeger_query.storage.traces`).
+const READABLE_STORES: [&str; 2] = ["memory", "postgres"];
+
+/// Every `storage: {traces: X}` under an extension must name a `memory` or `postgres` exporter
+/// that runs in a traces pipeline: a store nobody writes would answer every query with nothing.
+fn check_stores(config: &RawConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (id, value) in &config.extensions {
+        if id.split('/').next() != Some("jaeger_query") {
+            continue;
+        }
+        let Some(name) = value
+            .get("storage")
+            .and_then(|s| s.get("traces"))
+            .and_then(|t| t.as_str())
+        else {
+            continue;
+        };
+        let path = format!("extensions.{id}.storage.traces");
+        let kind = name.split('/').next().unwrap_or(name);
+        if !config.exporters.contains_key(name) {
+            problems.push(Problem::error(
+                path,
+                format!("exporter `{name}` is not defined under `exporters`"),
+            ));
+        } else if !READABLE_STORES.contains(&kind) {
+            problems.push(Problem::error(
+                path,
+                format!(
+                    "exporter `{name}` keeps no readable store; name a {} exporter",
+                    READABLE_STORES.join(" or ")
+                ),
+            ));
+        } else if !config.service.pipelines.iter().any(|(pipeline, p)| {
+            pipeline.split('/').next() == Some("traces") && p.exporters.iter().any(|e| e == name)
+        }) {
+            problems.push(Problem::error(
+                path,
+                format!("exporter `{name}` is in no traces pipeline, so its store stays empty"),
+            ));
+        }
+    }
+    problems
 }
 
 /// Every `auth: {authenticator: X}` under a receiver or an exporter must name an extension that
@@ -782,7 +828,8 @@ mod tests {
                     Some(&["traces", "metrics", "logs"])
                 }
                 (Class::Exporter, "postgres") => Some(&["traces", "logs"]),
-                (Class::Extension, "health_check") => Some(&[]),
+                (Class::Exporter, "memory") => Some(&["traces"]),
+                (Class::Extension, "health_check" | "jaeger_query") => Some(&[]),
                 (Class::Connector, "forward" | "spanmetrics") => {
                     Some(&["traces", "metrics", "logs"])
                 }
@@ -793,8 +840,8 @@ mod tests {
             match class {
                 Class::Receiver => vec!["otlp"],
                 Class::Processor => vec!["batch"],
-                Class::Exporter => vec!["debug", "otlp", "postgres"],
-                Class::Extension => vec!["health_check"],
+                Class::Exporter => vec!["debug", "memory", "otlp", "postgres"],
+                Class::Extension => vec!["health_check", "jaeger_query"],
                 Class::Connector => vec!["forward", "spanmetrics"],
             }
         }
@@ -857,6 +904,42 @@ mod tests {
         for e in expect {
             assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");
         }
+    }
+
+    #[test]
+    fn a_query_service_reads_only_a_store_some_traces_pipeline_writes() {
+        let config = |store: &str, exporters: &str| {
+            format!(
+                "receivers: {{otlp: {{}}}}\nexporters: {{debug: {{}}, memory: {{}}, postgres: {{}}}}\nextensions: {{jaeger_query: {{storage: {{traces: {store}}}}}}}\nservice:\n  extensions: [jaeger_query]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [{exporters}]}}\n    logs: {{receivers: [otlp], exporters: [postgres]}}\n"
+            )
+        };
+        let errors = |yaml: String| -> Vec<String> {
+            problems(&yaml)
+                .into_iter()
+                .filter(|p| p.starts_with("error"))
+                .collect()
+        };
+        assert!(errors(config("memory", "memory, debug")).is_empty());
+        assert!(errors(config("postgres", "postgres")).is_empty());
+        let at = "error: extensions.jaeger_query.storage.traces: ";
+        assert_eq!(
+            errors(config("debug", "debug, memory")),
+            [format!(
+                "{at}exporter `debug` keeps no readable store; name a memory or postgres exporter"
+            )]
+        );
+        assert_eq!(
+            errors(config("nothing", "memory")),
+            [format!(
+                "{at}exporter `nothing` is not defined under `exporters`"
+            )]
+        );
+        assert_eq!(
+            errors(config("postgres", "memory")),
+            [format!(
+                "{at}exporter `postgres` is in no traces pipeline, so its store stays empty"
+            )]
+        );
     }
 
     #[test]

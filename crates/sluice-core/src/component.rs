@@ -47,11 +47,14 @@ pub struct ReceiverOutputs {
     pub authenticators: BTreeMap<String, Arc<dyn crate::auth::ServerAuthenticator>>,
 }
 
-/// What the service offers an exporter it builds: the running client authenticators.
+/// What the service offers an exporter it builds: the running client authenticators, and the
+/// registry where an exporter that keeps data readable registers its store.
 #[derive(Clone, Default)]
 pub struct ExporterContext {
     /// The running extensions that can authenticate a client, by id.
     pub authenticators: BTreeMap<String, Arc<dyn crate::auth::ClientAuthenticator>>,
+    /// The readable stores, shared with the extensions ([`crate::Host::stores`]).
+    pub stores: Arc<crate::store::Stores>,
 }
 
 impl ExporterContext {

@@ -71,6 +71,9 @@ impl ServiceStatus {
 pub struct Host {
     /// The service's state.
     pub status: Arc<ServiceStatus>,
+    /// The readable stores, registered by their exporters as those are built (after the
+    /// extensions start): look one up when it is needed, not at start.
+    pub stores: Arc<crate::store::Stores>,
 }
 
 /// A built extension.

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod processor;
 pub mod schema;
 mod signal;
+pub mod store;
 pub mod view;
 pub mod watch;
 pub mod wire;

@@ -169,6 +169,11 @@ pub fn kafka_receiver_unmarshal_failed(signal: crate::Signal) -> &'static str {
         crate::Signal::Logs => "otelcol_kafka_receiver_unmarshal_failed_log_records",
     }
 }
+/// Traces the `memory` exporter evicted, the oldest first, to stay within its bounds
+/// (`exporter`); sluice's own.
+pub const MEMORY_STORE_EVICTED_TRACES: &str = "sluice_memory_store_evicted_traces";
+/// Bytes of spans the `memory` exporter holds (`exporter`); sluice's own.
+pub const MEMORY_STORE_BYTES: &str = "sluice_memory_store_bytes";
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);
 /// sluice's own: the Collector's redaction processor has no metrics.
 pub const REDACTION_REDACTED_KEYS: &str = "sluice_processor_redaction_redacted_keys";

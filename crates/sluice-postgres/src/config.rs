@@ -38,6 +38,43 @@ pub struct PostgresConfig {
     /// traces can be found by them without scanning spans: e.g. `[enduser.id, user_id]`.
     #[serde(default)]
     pub promoted_attributes: Vec<String>,
+    /// How the query service (`jaeger_query` naming this exporter) reads what it wrote.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// `exporters.postgres.query`: the reads' own small pool, separate from the writes', in
+/// read-only sessions with a statement timeout.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// The database as the reads see it (default: `endpoint`). Give a read-only role here; the
+    /// README lists the grants it needs.
+    pub endpoint: Option<String>,
+    /// Most connections the reads hold open (default `4`).
+    pub max_connections: u32,
+    /// Longest one read statement may run (default `10s`); PostgreSQL cancels it after that.
+    pub statement_timeout: HumanDuration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            endpoint: None,
+            max_connections: 4,
+            statement_timeout: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for QueryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryConfig")
+            .field("endpoint", &self.endpoint.as_deref().map(redacted))
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 /// `exporters.postgres.pool`.
@@ -106,6 +143,7 @@ impl fmt::Debug for PostgresConfig {
             .field("retention", &self.retention)
             .field("partition_interval", &self.partition_interval)
             .field("promoted_attributes", &self.promoted_attributes)
+            .field("query", &self.query)
             .finish_non_exhaustive()
     }
 }
@@ -122,21 +160,17 @@ impl PostgresConfig {
     }
 
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, String> {
-        if !(self.endpoint.starts_with("postgres://") || self.endpoint.starts_with("postgresql://"))
-        {
-            return Err(format!(
-                "must be a postgres:// or postgresql:// URL, not `{}`",
-                redacted(&self.endpoint)
-            ));
-        }
-        PgConnectOptions::from_str(&self.endpoint)
-            .map(|o| o.application_name("sluice"))
-            .map_err(|e| {
-                format!(
-                    "is not a PostgreSQL URL ({})",
-                    strip_password(&e.to_string())
-                )
-            })
+        connect_options(&self.endpoint, "sluice")
+    }
+
+    /// The reads' connections: read-only sessions with a statement timeout.
+    pub(crate) fn query_options(&self) -> Result<PgConnectOptions, String> {
+        let endpoint = self.query.endpoint.as_deref().unwrap_or(&self.endpoint);
+        let timeout = self.query.statement_timeout.get().as_millis();
+        Ok(connect_options(endpoint, "sluice-query")?.options([
+            ("default_transaction_read_only", "on".to_owned()),
+            ("statement_timeout", timeout.to_string()),
+        ]))
     }
 
     pub(crate) fn partition_interval(&self) -> Duration {
@@ -144,6 +178,48 @@ impl PostgresConfig {
     }
 
     pub(crate) fn check(&self, path: &str) -> Vec<Problem> {
+        let mut p = self.check_writes(path);
+        if let Some(endpoint) = &self.query.endpoint
+            && let Err(message) = connect_options(endpoint, "sluice-query")
+        {
+            p.push(Problem::error(format!("{path}.query.endpoint"), message));
+        }
+        if self.query.max_connections == 0 {
+            p.push(Problem::error(
+                format!("{path}.query.max_connections"),
+                "must be at least 1",
+            ));
+        }
+        if self.query.statement_timeout.is_zero() {
+            p.push(Problem::error(
+                format!("{path}.query.statement_timeout"),
+                "must be positive",
+            ));
+        }
+        p
+    }
+}
+
+/// Connection options from a postgres:// URL, named `application` in `pg_stat_activity`.
+fn connect_options(endpoint: &str, application: &str) -> Result<PgConnectOptions, String> {
+    if !(endpoint.starts_with("postgres://") || endpoint.starts_with("postgresql://")) {
+        return Err(format!(
+            "must be a postgres:// or postgresql:// URL, not `{}`",
+            redacted(endpoint)
+        ));
+    }
+    PgConnectOptions::from_str(endpoint)
+        .map(|o| o.application_name(application))
+        .map_err(|e| {
+            format!(
+                "is not a PostgreSQL URL ({})",
+                strip_password(&e.to_string())
+            )
+        })
+}
+
+impl PostgresConfig {
+    fn check_writes(&self, path: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.endpoint.trim().is_empty() {
             p.push(Problem::error(format!("{path}.endpoint"), "is required"));

@@ -620,13 +620,24 @@ impl ExporterFactory for PostgresExporterFactory {
         id: &str,
         config: &Value,
         helper: &mut HelperSettings,
-        _context: &sluice_core::ExporterContext,
+        context: &sluice_core::ExporterContext,
     ) -> Result<BuiltExporter, BuildError> {
         let path = format!("exporters.{id}");
         let c: PostgresConfig = typed(&path, config)?;
         let options = c
             .connect_options()
             .map_err(|m| BuildError::Config(Problem::error(format!("{path}.endpoint"), m)))?;
+        let query_options = c
+            .query_options()
+            .map_err(|m| BuildError::Config(Problem::error(format!("{path}.query.endpoint"), m)))?;
+        // The reads' own pool, lazy too: no connection is opened until something reads.
+        let readers = PgPoolOptions::new()
+            .max_connections(c.query.max_connections)
+            .acquire_timeout(c.pool.connect_timeout.get())
+            .connect_lazy_with(query_options);
+        context
+            .stores
+            .register(id, Arc::new(crate::reader::PgReader::new(readers)));
         c.tighten(helper);
         // Lazy: the collector starts, and stays up, while PostgreSQL is away.
         let pool = PgPoolOptions::new()

@@ -7,8 +7,9 @@ mod config;
 mod error;
 mod exporter;
 pub mod metrics;
+mod reader;
 mod translate;
 mod types;
 
-pub use config::{PoolConfig, PostgresConfig};
+pub use config::{PoolConfig, PostgresConfig, QueryConfig};
 pub use exporter::{MIGRATOR, PostgresExporterFactory};

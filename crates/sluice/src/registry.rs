@@ -59,6 +59,7 @@ impl Registry {
                 Arc::new(sluice_postgres::PostgresExporterFactory),
                 Arc::new(sluice_loki::LokiExporterFactory),
                 Arc::new(sluice_kafka::KafkaExporterFactory),
+                Arc::new(sluice_query::MemoryExporterFactory),
             ],
             connectors: vec![
                 Arc::new(sluice_connectors::ForwardFactory),
@@ -69,6 +70,7 @@ impl Registry {
                 Arc::new(HealthCheckFactory),
                 Arc::new(sluice_auth::BearerTokenAuthFactory),
                 Arc::new(sluice_auth::BasicAuthFactory),
+                Arc::new(sluice_query::JaegerQueryFactory),
             ],
         }
     }

@@ -579,12 +579,14 @@ async fn start_extensions(
     status: &Arc<ServiceStatus>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Extensions> {
+    let exporters = sluice_core::ExporterContext::default();
     let host = Host {
         status: Arc::clone(status),
+        stores: Arc::clone(&exporters.stores),
     };
     let mut tasks = Vec::new();
     let mut authenticators = BTreeMap::new();
-    let mut exporters = sluice_core::ExporterContext::default();
+    let mut exporters = exporters;
     for id in &config.service.extensions {
         let factory = registry
             .extension(&type_of(id)?)

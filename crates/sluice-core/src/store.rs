@@ -1,0 +1,187 @@
+//! Stored traces, read back: the one interface the query service reads through, whatever keeps
+//! them (PostgreSQL, the in-memory store). A store is registered under its exporter's id in
+//! [`Stores`], which the service shares with exporters (to register) and extensions (to read).
+//!
+//! Traces come back as OTLP: one [`Trace`] is the `ResourceSpans` holding its spans, so every
+//! API (Jaeger's JSON, OTLP/JSON, the storage gRPC API) renders from one model. Times are Unix
+//! nanoseconds, as in OTLP.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+/// A trace id, as its 16 bytes.
+pub type TraceId = [u8; 16];
+
+/// A named operation of a service: a span name and its OTLP span kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Operation {
+    /// The span name.
+    pub name: String,
+    /// The OTLP `SpanKind` value (0 unspecified … 5 consumer).
+    pub kind: i32,
+}
+
+/// What a trace search asks for. A trace qualifies when one of its spans matches every given
+/// condition; the time range and the limit always apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceQuery {
+    /// The span's service (its resource's `service.name`).
+    pub service: Option<String>,
+    /// The span's name.
+    pub operation: Option<String>,
+    /// Attributes of the span or of its resource, compared as text (`500` matches the int 500).
+    pub attributes: Vec<(String, String)>,
+    /// The span lasts at least this long (nanoseconds).
+    pub min_duration: Option<u64>,
+    /// The span lasts at most this long (nanoseconds).
+    pub max_duration: Option<u64>,
+    /// The span starts at or after this time.
+    pub start_min: u64,
+    /// The span starts at or before this time.
+    pub start_max: u64,
+    /// At most this many traces, the most recent first.
+    pub limit: usize,
+}
+
+/// The spans of one trace, grouped by resource and scope.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    /// Its spans, as OTLP.
+    pub resource_spans: Vec<ResourceSpans>,
+}
+
+impl Trace {
+    /// How many spans it holds.
+    pub fn span_count(&self) -> usize {
+        self.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
+    }
+}
+
+/// Calls from one service to another, counted from parent and child spans.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dependency {
+    /// The calling service.
+    pub parent: String,
+    /// The called service.
+    pub child: String,
+    /// How many child spans of `child` have a parent span of `parent`.
+    pub call_count: u64,
+}
+
+/// Why a store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The query asks for something the store cannot answer (bad input): the client's fault.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed or timed out: worth retrying.
+    #[error("the store failed: {0}")]
+    Unavailable(String),
+}
+
+/// A store of traces that can be read back.
+#[async_trait]
+pub trait TraceReader: Send + Sync {
+    /// Every service with spans in the store, sorted.
+    async fn services(&self) -> Result<Vec<String>, ReadError>;
+
+    /// The operations of `service` (of span kind `kind` when given), sorted.
+    async fn operations(
+        &self,
+        service: &str,
+        kind: Option<i32>,
+    ) -> Result<Vec<Operation>, ReadError>;
+
+    /// The traces with these ids (those found, in the order asked), with their spans starting
+    /// in `[start_min, start_max]` when a range is given.
+    async fn traces(
+        &self,
+        ids: &[TraceId],
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<(TraceId, Trace)>, ReadError>;
+
+    /// The ids of the traces `query` selects, the most recently started first.
+    async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, ReadError>;
+
+    /// Service-to-service calls among spans starting in `[start, end]`, sorted.
+    async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, ReadError>;
+}
+
+/// The stores that can be read, by the id of the exporter that writes them.
+#[derive(Default)]
+pub struct Stores {
+    readers: Mutex<BTreeMap<String, Arc<dyn TraceReader>>>,
+}
+
+impl Stores {
+    /// An empty registry, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Stores::default())
+    }
+
+    /// Registers the store that exporter `id` writes.
+    pub fn register(&self, id: &str, reader: Arc<dyn TraceReader>) {
+        self.readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned(), reader);
+    }
+
+    /// The store exporter `id` writes, once that exporter is built.
+    pub fn get(&self, id: &str) -> Option<Arc<dyn TraceReader>> {
+        self.readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+}
+
+/// Parses a trace id written as 32 hex digits (either case; shorter ids are left-padded with
+/// zeros, as Jaeger accepts 64-bit ids).
+///
+/// # Errors
+/// A message naming what is wrong.
+pub fn parse_trace_id(text: &str) -> Result<TraceId, String> {
+    if text.is_empty() || text.len() > 32 {
+        return Err(format!("trace id `{text}` is not 1 to 32 hex digits"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("trace id `{text}` is not hex"));
+    }
+    let padded = format!("{text:0>32}");
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&padded[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("trace id `{text}` is not hex"))?;
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_parse_padded_and_refuse_what_is_not_hex() {
+        assert_eq!(parse_trace_id("1").unwrap()[15], 1);
+        let id = parse_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736").unwrap();
+        assert_eq!(
+            crate::anyvalue::hex(&id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(parse_trace_id("").is_err());
+        assert!(parse_trace_id("zz").is_err());
+        assert!(parse_trace_id("é").is_err());
+        assert!(parse_trace_id("éa").is_err());
+        assert!(parse_trace_id("+1").is_err());
+        assert!(parse_trace_id(&"1".repeat(33)).is_err());
+    }
+}

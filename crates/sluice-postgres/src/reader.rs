@@ -1,0 +1,617 @@
+//! Reading traces back from the schema the exporter writes, for the query service
+//! (`sluice_core::store::TraceReader`).
+//!
+//! Every statement is parameterised and bounded: searches by a time range and a limit, a trace
+//! by the time range its `traces` row records (so only the partitions that hold it are read).
+//! The pool's sessions are read-only with a statement timeout (`exporters.postgres.query`).
+//!
+//! What comes back is what the schema keeps: times to the microsecond (durations exact, in
+//! nanoseconds), attributes as their JSON (bytes come back as their base64 text, NaN and the
+//! infinities as strings, and attribute order is JSONB's), no scope attributes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use serde_json::Value;
+use sluice_core::anyvalue::hex;
+use sluice_core::store::{
+    Dependency, Operation, ReadError, Trace, TraceId, TraceQuery, TraceReader,
+};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::types::{Jsonb, Timestamp};
+
+/// The `spans.kind` values, by OTLP `SpanKind` number.
+const KINDS: [&str; 6] = [
+    "unspecified",
+    "internal",
+    "server",
+    "client",
+    "producer",
+    "consumer",
+];
+
+/// The service of spans whose resource names none, as the Jaeger translation names it.
+const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Microseconds since the Unix epoch of a `timestamptz` column, exactly.
+macro_rules! micros {
+    ($column:literal) => {
+        concat!("(extract(epoch FROM ", $column, ") * 1000000)::bigint")
+    };
+}
+
+/// Reads traces over its own pool.
+pub(crate) struct PgReader {
+    pool: PgPool,
+}
+
+impl PgReader {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        PgReader { pool }
+    }
+}
+
+fn failed(error: &sqlx::Error) -> ReadError {
+    let code = crate::error::sqlstate(error);
+    match code.as_deref() {
+        Some("57014") => ReadError::Unavailable(
+            "the read took longer than exporters.postgres.query.statement_timeout".into(),
+        ),
+        Some("42P01" | "42883") => ReadError::Unavailable(
+            "the database has no sluice schema (run the postgres exporter with migrate: true)"
+                .into(),
+        ),
+        Some("42501") => ReadError::Unavailable(format!(
+            "the query role lacks a grant (see the README's read-only role): {error}"
+        )),
+        _ => ReadError::Unavailable(error.to_string()),
+    }
+}
+
+fn kind_name(kind: i32) -> Option<&'static str> {
+    usize::try_from(kind)
+        .ok()
+        .and_then(|k| KINDS.get(k))
+        .copied()
+}
+
+fn kind_number(name: &str) -> i32 {
+    KINDS
+        .iter()
+        .position(|k| *k == name)
+        .and_then(|k| i32::try_from(k).ok())
+        .unwrap_or(0)
+}
+
+fn status_number(code: &str) -> i32 {
+    match code {
+        "ok" => 1,
+        "error" => 2,
+        _ => 0,
+    }
+}
+
+/// A service as the API names it: an absent or empty `service.name` is `unknown_service`.
+fn service_name(name: Option<String>) -> String {
+    name.filter(|n| !n.is_empty())
+        .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned())
+}
+
+/// Pushes the condition selecting the spans of `service`.
+fn push_service(q: &mut QueryBuilder<Postgres>, column: &str, service: &str) {
+    if service == UNKNOWN_SERVICE {
+        q.push(format!(
+            " AND ({column} IS NULL OR {column} = '' OR {column} = "
+        ));
+        q.push_bind(service.to_owned());
+        q.push(")");
+    } else {
+        q.push(format!(" AND {column} = "));
+        q.push_bind(service.to_owned());
+    }
+}
+
+/// The JSON objects `{key: value}` an attribute given as text may be stored as: the string,
+/// and the number or boolean it spells.
+fn attribute_candidates(key: &str, text: &str) -> Vec<String> {
+    let clean = |s: &str| s.replace('\0', "\u{fffd}");
+    let key = clean(key);
+    let mut out = vec![serde_json::json!({ key.clone(): clean(text) }).to_string()];
+    if let Ok(n) = text.parse::<i64>() {
+        out.push(serde_json::json!({ key.clone(): n }).to_string());
+    } else if let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+    {
+        out.push(serde_json::json!({ key.clone(): f }).to_string());
+    }
+    if let Ok(b) = text.parse::<bool>() {
+        out.push(serde_json::json!({ key: b }).to_string());
+    }
+    out
+}
+
+/// An OTLP value from the JSON the exporter stored.
+fn any_value(value: Value) -> AnyValue {
+    let kind = match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(Kind::BoolValue(b)),
+        Value::Number(n) => Some(match n.as_i64() {
+            Some(i) => Kind::IntValue(i),
+            None => Kind::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Value::String(s) => Some(Kind::StringValue(s)),
+        Value::Array(items) => Some(Kind::ArrayValue(ArrayValue {
+            values: items.into_iter().map(any_value).collect(),
+        })),
+        Value::Object(map) => Some(Kind::KvlistValue(KeyValueList {
+            values: key_values(map),
+        })),
+    };
+    AnyValue { value: kind }
+}
+
+fn key_values(map: serde_json::Map<String, Value>) -> Vec<KeyValue> {
+    map.into_iter()
+        .map(|(key, value)| KeyValue {
+            key,
+            value: Some(any_value(value)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Attributes from a `jsonb` column read as text.
+fn attributes(text: &str) -> Vec<KeyValue> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => key_values(map),
+        _ => Vec::new(),
+    }
+}
+
+/// Bytes from the lowercase hex the exporter stored (empty when it is not hex).
+fn unhex(text: &str) -> Vec<u8> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Vec::new();
+    }
+    (0..text.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn nanos(micros: i64) -> u64 {
+    u64::try_from(micros).unwrap_or(0).saturating_mul(1000)
+}
+
+fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// A span's place: its trace, id and start (the key of its events and links).
+type SpanKey = (String, String, i64);
+
+#[async_trait]
+impl TraceReader for PgReader {
+    async fn services(&self) -> Result<Vec<String>, ReadError> {
+        // A loose index scan over spans_service_name_start: one probe per distinct service.
+        let rows = sqlx::query(
+            "WITH RECURSIVE s(name) AS ( \
+                (SELECT service_name FROM spans WHERE service_name > '' \
+                 ORDER BY service_name LIMIT 1) \
+                UNION ALL \
+                SELECT (SELECT service_name FROM spans WHERE service_name > s.name \
+                        ORDER BY service_name LIMIT 1) \
+                FROM s WHERE s.name IS NOT NULL) \
+             SELECT name FROM s WHERE name IS NOT NULL \
+             UNION ALL \
+             SELECT NULL WHERE EXISTS \
+                (SELECT 1 FROM spans WHERE service_name IS NULL OR service_name = '')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut out: Vec<String> = rows
+            .iter()
+            .map(|r| service_name(r.try_get(0).ok().flatten()))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn operations(
+        &self,
+        service: &str,
+        kind: Option<i32>,
+    ) -> Result<Vec<Operation>, ReadError> {
+        let mut q = QueryBuilder::new("SELECT DISTINCT name, kind FROM spans WHERE true");
+        push_service(&mut q, "service_name", service);
+        if let Some(kind) = kind {
+            let Some(name) = kind_name(kind) else {
+                return Ok(Vec::new());
+            };
+            q.push(" AND kind = ");
+            q.push_bind(name);
+        }
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut out: Vec<Operation> = rows
+            .iter()
+            .map(|r| Operation {
+                name: r.try_get(0).unwrap_or_default(),
+                kind: kind_number(r.try_get::<&str, _>(1).unwrap_or_default()),
+            })
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn traces(
+        &self,
+        ids: &[TraceId],
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<(TraceId, Trace)>, ReadError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hex_ids: Vec<String> = ids.iter().map(|id| hex(id)).collect();
+        // The trace rows bound the partitions to read.
+        let bounds = sqlx::query(concat!(
+            "SELECT min(",
+            micros!("start_time"),
+            "), max(",
+            micros!("end_time"),
+            ") FROM traces WHERE trace_id = ANY($1)"
+        ))
+        .bind(&hex_ids)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| failed(&e))?;
+        let (Some(lo), Some(hi)): (Option<i64>, Option<i64>) = (
+            bounds.try_get(0).ok().flatten(),
+            bounds.try_get(1).ok().flatten(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let (mut lo, mut hi) = (nanos(lo), nanos(hi));
+        if let Some((from, to)) = range {
+            lo = lo.max(from);
+            hi = hi.min(to);
+            if lo > hi {
+                return Ok(Vec::new());
+            }
+        }
+        let (lo, hi) = (
+            Timestamp::from_unix_nanos(lo),
+            Timestamp::from_unix_nanos(hi),
+        );
+        let spans = sqlx::query(concat!(
+            "SELECT trace_id, span_id, parent_span_id, trace_state, flags, name, kind, ",
+            micros!("start_time"),
+            ", duration_ns, status_code, status_message, resource_id, scope_name, \
+             scope_version, attributes::text, dropped_attributes_count, dropped_events_count, \
+             dropped_links_count \
+             FROM spans WHERE trace_id = ANY($1) AND start_time >= $2 AND start_time <= $3 \
+             ORDER BY trace_id, start_time, span_id"
+        ))
+        .bind(&hex_ids)
+        .bind(lo)
+        .bind(hi);
+        let events = sqlx::query(concat!(
+            "SELECT trace_id, span_id, ",
+            micros!("span_start_time"),
+            ", ",
+            micros!("time"),
+            ", name, attributes::text, dropped_attributes_count FROM span_events \
+             WHERE trace_id = ANY($1) AND span_start_time >= $2 AND span_start_time <= $3 \
+             ORDER BY event_index"
+        ))
+        .bind(&hex_ids)
+        .bind(lo)
+        .bind(hi);
+        let links = sqlx::query(concat!(
+            "SELECT trace_id, span_id, ",
+            micros!("span_start_time"),
+            ", linked_trace_id, linked_span_id, trace_state, flags, attributes::text, \
+             dropped_attributes_count FROM span_links \
+             WHERE trace_id = ANY($1) AND span_start_time >= $2 AND span_start_time <= $3 \
+             ORDER BY link_index"
+        ))
+        .bind(&hex_ids)
+        .bind(lo)
+        .bind(hi);
+        let (spans, events, links) = tokio::try_join!(
+            spans.fetch_all(&self.pool),
+            events.fetch_all(&self.pool),
+            links.fetch_all(&self.pool)
+        )
+        .map_err(|e| failed(&e))?;
+
+        let mut span_events: HashMap<SpanKey, Vec<Event>> = HashMap::new();
+        for r in &events {
+            let key = (
+                r.try_get(0).unwrap_or_default(),
+                r.try_get(1).unwrap_or_default(),
+                r.try_get(2).unwrap_or_default(),
+            );
+            span_events.entry(key).or_default().push(Event {
+                time_unix_nano: nanos(r.try_get(3).unwrap_or_default()),
+                name: r.try_get(4).unwrap_or_default(),
+                attributes: attributes(r.try_get(5).unwrap_or_default()),
+                dropped_attributes_count: count(r.try_get(6).unwrap_or_default()),
+            });
+        }
+        let mut span_links: HashMap<SpanKey, Vec<Link>> = HashMap::new();
+        for r in &links {
+            let key = (
+                r.try_get(0).unwrap_or_default(),
+                r.try_get(1).unwrap_or_default(),
+                r.try_get(2).unwrap_or_default(),
+            );
+            span_links.entry(key).or_default().push(Link {
+                trace_id: unhex(r.try_get(3).unwrap_or_default()),
+                span_id: unhex(r.try_get(4).unwrap_or_default()),
+                trace_state: r.try_get(5).unwrap_or_default(),
+                flags: u32::try_from(r.try_get::<i32, _>(6).unwrap_or_default()).unwrap_or(0),
+                attributes: attributes(r.try_get(7).unwrap_or_default()),
+                dropped_attributes_count: count(r.try_get(8).unwrap_or_default()),
+            });
+        }
+
+        // trace id → resource id → (scope name, version) → spans.
+        type Scopes = BTreeMap<(String, String), Vec<Span>>;
+        let mut by_trace: HashMap<String, BTreeMap<i64, Scopes>> = HashMap::new();
+        let mut resource_ids = Vec::new();
+        for r in &spans {
+            let trace_id: String = r.try_get(0).unwrap_or_default();
+            let span_id: String = r.try_get(1).unwrap_or_default();
+            let start: i64 = r.try_get(7).unwrap_or_default();
+            let duration: i64 = r.try_get(8).unwrap_or_default();
+            let key = (trace_id.clone(), span_id.clone(), start);
+            let start_ns = nanos(start);
+            let span = Span {
+                trace_id: unhex(&trace_id),
+                span_id: unhex(&span_id),
+                parent_span_id: r
+                    .try_get::<Option<&str>, _>(2)
+                    .ok()
+                    .flatten()
+                    .map(unhex)
+                    .unwrap_or_default(),
+                trace_state: r.try_get(3).unwrap_or_default(),
+                flags: u32::try_from(r.try_get::<i32, _>(4).unwrap_or_default()).unwrap_or(0),
+                name: r.try_get(5).unwrap_or_default(),
+                kind: kind_number(r.try_get::<&str, _>(6).unwrap_or_default()),
+                start_time_unix_nano: start_ns,
+                end_time_unix_nano: start_ns.saturating_add(u64::try_from(duration).unwrap_or(0)),
+                status: Some(Status {
+                    message: r.try_get(10).unwrap_or_default(),
+                    code: status_number(r.try_get::<&str, _>(9).unwrap_or_default()),
+                }),
+                attributes: attributes(r.try_get(14).unwrap_or_default()),
+                dropped_attributes_count: count(r.try_get(15).unwrap_or_default()),
+                dropped_events_count: count(r.try_get(16).unwrap_or_default()),
+                dropped_links_count: count(r.try_get(17).unwrap_or_default()),
+                events: span_events.remove(&key).unwrap_or_default(),
+                links: span_links.remove(&key).unwrap_or_default(),
+            };
+            let resource_id: i64 = r.try_get(11).unwrap_or_default();
+            resource_ids.push(resource_id);
+            by_trace
+                .entry(trace_id)
+                .or_default()
+                .entry(resource_id)
+                .or_default()
+                .entry((
+                    r.try_get(12).unwrap_or_default(),
+                    r.try_get(13).unwrap_or_default(),
+                ))
+                .or_default()
+                .push(span);
+        }
+        resource_ids.sort_unstable();
+        resource_ids.dedup();
+        let resources: HashMap<i64, Resource> = sqlx::query(
+            "SELECT resource_id, attributes::text, dropped_attributes_count FROM resources \
+             WHERE resource_id = ANY($1)",
+        )
+        .bind(&resource_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| failed(&e))?
+        .iter()
+        .map(|r| {
+            (
+                r.try_get(0).unwrap_or_default(),
+                Resource {
+                    attributes: attributes(r.try_get(1).unwrap_or_default()),
+                    dropped_attributes_count: count(r.try_get(2).unwrap_or_default()),
+                    entity_refs: Vec::new(),
+                },
+            )
+        })
+        .collect();
+
+        Ok(ids
+            .iter()
+            .zip(&hex_ids)
+            .filter_map(|(id, hex_id)| {
+                let by_resource = by_trace.remove(hex_id)?;
+                let resource_spans = by_resource
+                    .into_iter()
+                    .map(|(resource_id, scopes)| ResourceSpans {
+                        resource: resources.get(&resource_id).cloned(),
+                        scope_spans: scopes
+                            .into_iter()
+                            .map(|((name, version), spans)| ScopeSpans {
+                                scope: Some(InstrumentationScope {
+                                    name,
+                                    version,
+                                    ..Default::default()
+                                }),
+                                spans,
+                                schema_url: String::new(),
+                            })
+                            .collect(),
+                        schema_url: String::new(),
+                    })
+                    .collect();
+                Some((*id, Trace { resource_spans }))
+            })
+            .collect())
+    }
+
+    async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, ReadError> {
+        let mut q =
+            QueryBuilder::new("SELECT s.trace_id, max(s.start_time) AS latest FROM spans s");
+        if !query.attributes.is_empty() {
+            q.push(" JOIN resources r ON r.resource_id = s.resource_id");
+        }
+        q.push(" WHERE s.start_time >= ");
+        q.push_bind(Timestamp::from_unix_nanos(query.start_min));
+        q.push(" AND s.start_time <= ");
+        q.push_bind(Timestamp::from_unix_nanos(query.start_max));
+        if let Some(service) = &query.service {
+            push_service(&mut q, "s.service_name", service);
+        }
+        if let Some(operation) = &query.operation {
+            q.push(" AND s.name = ");
+            q.push_bind(operation.clone());
+        }
+        if let Some(min) = query.min_duration {
+            q.push(" AND s.duration_ns >= ");
+            q.push_bind(i64::try_from(min).unwrap_or(i64::MAX));
+        }
+        if let Some(max) = query.max_duration {
+            q.push(" AND s.duration_ns <= ");
+            q.push_bind(i64::try_from(max).unwrap_or(i64::MAX));
+        }
+        for (key, text) in &query.attributes {
+            // Containment, so the GIN indexes serve it.
+            q.push(" AND (false");
+            for candidate in attribute_candidates(key, text) {
+                for table in ["s", "r"] {
+                    q.push(format!(" OR {table}.attributes @> "));
+                    q.push_bind(Jsonb(candidate.clone()));
+                }
+            }
+            q.push(")");
+        }
+        q.push(" GROUP BY s.trace_id ORDER BY latest DESC, s.trace_id LIMIT ");
+        q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let text: &str = r.try_get(0).ok()?;
+                TraceId::try_from(unhex(text).as_slice()).ok()
+            })
+            .collect())
+    }
+
+    async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, ReadError> {
+        let rows = sqlx::query(
+            "SELECT p.service_name, c.service_name, count(*) \
+             FROM spans c JOIN spans p \
+               ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id \
+             WHERE c.start_time >= $1 AND c.start_time <= $2 \
+               AND p.service_name IS DISTINCT FROM c.service_name \
+             GROUP BY 1, 2",
+        )
+        .bind(Timestamp::from_unix_nanos(start))
+        .bind(Timestamp::from_unix_nanos(end))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut calls: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for r in &rows {
+            let parent = service_name(r.try_get(0).ok().flatten());
+            let child = service_name(r.try_get(1).ok().flatten());
+            if parent != child {
+                *calls.entry((parent, child)).or_default() +=
+                    u64::try_from(r.try_get::<i64, _>(2).unwrap_or_default()).unwrap_or(0);
+            }
+        }
+        Ok(calls
+            .into_iter()
+            .map(|((parent, child), call_count)| Dependency {
+                parent,
+                child,
+                call_count,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_json_comes_back_as_typed_otlp_values() {
+        let kvs = attributes(
+            r#"{"i": 7, "d": 1.0, "s": "x", "b": true, "a": [1, "y"], "m": {"k": null}}"#,
+        );
+        let get = |k: &str| {
+            kvs.iter()
+                .find(|kv| kv.key == k)
+                .unwrap()
+                .value
+                .clone()
+                .unwrap()
+                .value
+        };
+        assert_eq!(get("i"), Some(Kind::IntValue(7)));
+        assert_eq!(get("d"), Some(Kind::DoubleValue(1.0)));
+        assert_eq!(get("s"), Some(Kind::StringValue("x".into())));
+        assert_eq!(get("b"), Some(Kind::BoolValue(true)));
+        let Some(Kind::ArrayValue(a)) = get("a") else {
+            panic!()
+        };
+        assert_eq!(a.values.len(), 2);
+        let Some(Kind::KvlistValue(m)) = get("m") else {
+            panic!()
+        };
+        assert_eq!(m.values[0].value, Some(AnyValue { value: None }));
+        assert!(attributes("not json").is_empty());
+    }
+
+    #[test]
+    fn attribute_text_matches_every_type_it_spells() {
+        assert_eq!(
+            attribute_candidates("k", "500"),
+            [r#"{"k":"500"}"#, r#"{"k":500}"#]
+        );
+        assert_eq!(
+            attribute_candidates("k", "1.5"),
+            [r#"{"k":"1.5"}"#, r#"{"k":1.5}"#]
+        );
+        assert_eq!(
+            attribute_candidates("k", "true"),
+            [r#"{"k":"true"}"#, r#"{"k":true}"#]
+        );
+        assert_eq!(attribute_candidates("k", "NaN"), [r#"{"k":"NaN"}"#]);
+        assert_eq!(
+            attribute_candidates("k\0", "a\0"),
+            ["{\"k\u{fffd}\":\"a\u{fffd}\"}"]
+        );
+        assert_eq!(unhex("0aff"), [10, 255]);
+        assert!(unhex("0g").is_empty());
+        assert!(unhex("abc").is_empty());
+    }
+}

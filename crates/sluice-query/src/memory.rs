@@ -1,0 +1,571 @@
+//! The `memory` exporter: recent traces kept in memory, bounded in bytes, the oldest trace
+//! evicted first (and counted), for the query service to read when no database runs.
+//!
+//! Spans are grouped by trace as they arrive; a trace keeps its place in the eviction order from
+//! its first span, so a long trace still growing is evicted as old. Searches scan the store
+//! (it is small by design: 64 MiB by default), so what a search sees is always what is held.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use metrics::Counter;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_config::ByteSize;
+use sluice_config::Problem;
+use sluice_core::store::{
+    Dependency, Operation, ReadError, Trace, TraceId, TraceQuery, TraceReader,
+};
+use sluice_core::{
+    Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
+    ExporterFactory, HelperSettings, Signal,
+};
+
+/// Decoding and grouping a batch costs about a microsecond a span: large batches leave the
+/// async workers.
+const OFF_WORKERS_ABOVE: usize = sluice_core::blocking::DECODE_OFF_WORKERS_ABOVE;
+
+/// The `memory` exporter's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// The most the stored spans may take, encoded.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// The most traces kept (Jaeger's memory storage key); 0 for no limit but the bytes.
+    #[serde(default)]
+    pub max_traces: usize,
+}
+
+fn default_max_bytes() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn problems(path: &str, config: &MemoryConfig) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if config.max_bytes.bytes() < 1 << 20 {
+        out.push(Problem::error(
+            format!("{path}.max_bytes"),
+            "must be at least 1MiB",
+        ));
+    }
+    out
+}
+
+/// One stored trace.
+struct Entry {
+    /// Its place in the eviction order.
+    seq: u64,
+    /// Its spans, by arrival.
+    spans: Vec<ResourceSpans>,
+    /// Their encoded size.
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    traces: HashMap<TraceId, Entry>,
+    /// Trace ids by first arrival, with the `seq` they had then (a stale pair is skipped).
+    order: VecDeque<(TraceId, u64)>,
+    next_seq: u64,
+    bytes: usize,
+}
+
+/// Recent traces in memory.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    max_bytes: usize,
+    max_traces: usize,
+    evicted: Counter,
+}
+
+impl MemoryStore {
+    /// An empty store holding at most `max_bytes` of spans and `max_traces` traces (0: any
+    /// number); evictions are counted under exporter `id`.
+    pub fn new(id: &str, max_bytes: usize, max_traces: usize) -> Self {
+        MemoryStore {
+            inner: Mutex::new(Inner::default()),
+            max_bytes,
+            max_traces,
+            evicted: metrics::counter!(
+                sluice_core::metrics::MEMORY_STORE_EVICTED_TRACES,
+                "exporter" => id.to_owned()
+            ),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the spans of an OTLP trace request.
+    pub fn insert(&self, request: ExportTraceServiceRequest) {
+        let mut by_trace: HashMap<TraceId, Vec<ResourceSpans>> = HashMap::new();
+        for resource_spans in request.resource_spans {
+            for scope_spans in resource_spans.scope_spans {
+                let mut groups: HashMap<TraceId, Vec<Span>> = HashMap::new();
+                for span in scope_spans.spans {
+                    let Ok(id) = TraceId::try_from(span.trace_id.as_slice()) else {
+                        continue;
+                    };
+                    groups.entry(id).or_default().push(span);
+                }
+                for (id, spans) in groups {
+                    by_trace.entry(id).or_default().push(ResourceSpans {
+                        resource: resource_spans.resource.clone(),
+                        scope_spans: vec![ScopeSpans {
+                            scope: scope_spans.scope.clone(),
+                            spans,
+                            schema_url: scope_spans.schema_url.clone(),
+                        }],
+                        schema_url: resource_spans.schema_url.clone(),
+                    });
+                }
+            }
+        }
+        let mut inner = self.lock();
+        for (id, parts) in by_trace {
+            let bytes: usize = parts.iter().map(Message::encoded_len).sum();
+            let inner = &mut *inner;
+            let entry = inner.traces.entry(id).or_insert_with(|| {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                inner.order.push_back((id, seq));
+                Entry {
+                    seq,
+                    spans: Vec::new(),
+                    bytes: 0,
+                }
+            });
+            entry.spans.extend(parts);
+            entry.bytes += bytes;
+            inner.bytes += bytes;
+        }
+        self.evict(&mut inner);
+    }
+
+    /// Drops the oldest traces until the store is within its bounds.
+    fn evict(&self, inner: &mut Inner) {
+        while inner.bytes > self.max_bytes
+            || (self.max_traces > 0 && inner.traces.len() > self.max_traces)
+        {
+            let Some((id, seq)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.traces.get(&id).is_some_and(|e| e.seq == seq)
+                && let Some(entry) = inner.traces.remove(&id)
+            {
+                inner.bytes -= entry.bytes;
+                self.evicted.increment(1);
+            }
+        }
+    }
+
+    /// The bytes held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The traces held.
+    pub fn len(&self) -> usize {
+        self.lock().traces.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A resource's `service.name`, or `unknown_service` as the Jaeger translation names it.
+pub(crate) fn service_of(resource_spans: &ResourceSpans) -> &str {
+    resource_spans
+        .resource
+        .as_ref()
+        .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            AnyValueKind::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        })
+        .unwrap_or("unknown_service")
+}
+
+/// Whether `attributes` hold `key` with a value whose text is `text`.
+fn has_attribute(attributes: &[KeyValue], key: &str, text: &str) -> bool {
+    attributes.iter().any(|a| {
+        a.key == key && sluice_core::anyvalue::to_string(a.value.as_ref().and_then(value)) == text
+    })
+}
+
+fn value(v: &AnyValue) -> Option<&AnyValueKind> {
+    v.value.as_ref()
+}
+
+/// Whether `span` of `resource_spans` matches every condition of `query`.
+fn matches(query: &TraceQuery, resource_spans: &ResourceSpans, span: &Span) -> bool {
+    let duration = span
+        .end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano);
+    let resource = resource_spans
+        .resource
+        .as_ref()
+        .map_or(&[][..], |r| r.attributes.as_slice());
+    span.start_time_unix_nano >= query.start_min
+        && span.start_time_unix_nano <= query.start_max
+        && query
+            .service
+            .as_deref()
+            .is_none_or(|s| s == service_of(resource_spans))
+        && query.operation.as_deref().is_none_or(|o| o == span.name)
+        && query.min_duration.is_none_or(|d| duration >= d)
+        && query.max_duration.is_none_or(|d| duration <= d)
+        && query
+            .attributes
+            .iter()
+            .all(|(k, v)| has_attribute(&span.attributes, k, v) || has_attribute(resource, k, v))
+}
+
+fn spans(entry: &Entry) -> impl Iterator<Item = (&ResourceSpans, &Span)> {
+    entry.spans.iter().flat_map(|r| {
+        r.scope_spans
+            .iter()
+            .flat_map(move |s| s.spans.iter().map(move |span| (r, span)))
+    })
+}
+
+#[async_trait]
+impl TraceReader for MemoryStore {
+    async fn services(&self) -> Result<Vec<String>, ReadError> {
+        let inner = self.lock();
+        let mut out: Vec<String> = inner
+            .traces
+            .values()
+            .flat_map(|e| e.spans.iter().map(|r| service_of(r).to_owned()))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn operations(
+        &self,
+        service: &str,
+        kind: Option<i32>,
+    ) -> Result<Vec<Operation>, ReadError> {
+        let inner = self.lock();
+        let mut out: Vec<Operation> = inner
+            .traces
+            .values()
+            .flat_map(spans)
+            .filter(|(r, s)| service_of(r) == service && kind.is_none_or(|k| k == s.kind))
+            .map(|(_, s)| Operation {
+                name: s.name.clone(),
+                kind: s.kind,
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn traces(
+        &self,
+        ids: &[TraceId],
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<(TraceId, Trace)>, ReadError> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let entry = inner.traces.get(id)?;
+                let mut resource_spans = entry.spans.clone();
+                if let Some((lo, hi)) = range {
+                    for r in &mut resource_spans {
+                        for s in &mut r.scope_spans {
+                            s.spans
+                                .retain(|span| (lo..=hi).contains(&span.start_time_unix_nano));
+                        }
+                        r.scope_spans.retain(|s| !s.spans.is_empty());
+                    }
+                    resource_spans.retain(|r| !r.scope_spans.is_empty());
+                }
+                (!resource_spans.is_empty()).then_some((*id, Trace { resource_spans }))
+            })
+            .collect())
+    }
+
+    async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, ReadError> {
+        let inner = self.lock();
+        // Each qualifying trace with the latest start among its matching spans.
+        let mut found: Vec<(u64, TraceId)> = inner
+            .traces
+            .iter()
+            .filter_map(|(id, entry)| {
+                spans(entry)
+                    .filter(|(r, s)| matches(query, r, s))
+                    .map(|(_, s)| s.start_time_unix_nano)
+                    .max()
+                    .map(|start| (start, *id))
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(found
+            .into_iter()
+            .take(query.limit)
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, ReadError> {
+        let inner = self.lock();
+        let mut calls: HashMap<(String, String), u64> = HashMap::new();
+        for entry in inner.traces.values() {
+            let services: HashMap<&[u8], &str> = spans(entry)
+                .map(|(r, s)| (s.span_id.as_slice(), service_of(r)))
+                .collect();
+            for (r, span) in spans(entry) {
+                if !(start..=end).contains(&span.start_time_unix_nano) {
+                    continue;
+                }
+                if let Some(parent) = services.get(span.parent_span_id.as_slice()) {
+                    let child = service_of(r);
+                    if *parent != child {
+                        *calls
+                            .entry(((*parent).to_owned(), child.to_owned()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Dependency> = calls
+            .into_iter()
+            .map(|((parent, child), call_count)| Dependency {
+                parent,
+                child,
+                call_count,
+            })
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+}
+
+/// The exporter half: takes trace batches into the store.
+struct MemoryExporter {
+    store: Arc<MemoryStore>,
+}
+
+#[async_trait]
+impl Consumer for MemoryExporter {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        if batch.signal() != Signal::Traces {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        sluice_core::blocking::off_workers(batch.size(), OFF_WORKERS_ABOVE, move || {
+            let request = ExportTraceServiceRequest::decode(batch.data().clone())
+                .map_err(|e| ConsumeError::invalid(format!("undecodable trace batch: {e}")))?;
+            store.insert(request);
+            Ok(())
+        })
+        .await
+        .ok_or_else(|| ConsumeError::internal("the memory exporter failed"))?
+    }
+}
+
+impl DirectExporter for MemoryExporter {}
+
+/// The `memory` exporter type.
+pub struct MemoryExporterFactory;
+
+impl ExporterFactory for MemoryExporterFactory {
+    fn type_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn signals(&self) -> &'static [&'static str] {
+        &["traces"]
+    }
+
+    fn helper_defaults(&self) -> Option<HelperSettings> {
+        None
+    }
+
+    fn check(&self, path: &str, config: &Value) -> Vec<Problem> {
+        sluice_core::check_typed(path, config, |c: &MemoryConfig| problems(path, c))
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        config: &Value,
+        _helper: &mut HelperSettings,
+        context: &ExporterContext,
+    ) -> Result<BuiltExporter, BuildError> {
+        let path = format!("exporters.{id}");
+        let c: MemoryConfig = sluice_core::typed(&path, config)?;
+        if let Some(problem) = problems(&path, &c).into_iter().next() {
+            return Err(BuildError::Config(problem));
+        }
+        let max_bytes = usize::try_from(c.max_bytes.bytes()).unwrap_or(usize::MAX);
+        let store = Arc::new(MemoryStore::new(id, max_bytes, c.max_traces));
+        context
+            .stores
+            .register(id, Arc::clone(&store) as Arc<dyn TraceReader>);
+        Ok(BuiltExporter::Direct(Arc::new(MemoryExporter { store })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(key: &str, value: AnyValueKind) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    /// `spans` spans of trace `trace` from `service`, ids from `start` (the first is the root
+    /// here, a child of `parent` when given).
+    fn request(
+        service: &str,
+        trace: u8,
+        spans: u8,
+        start: u64,
+        parent: Option<u64>,
+    ) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv(
+                        "service.name",
+                        AnyValueKind::StringValue(service.to_owned()),
+                    )],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..spans)
+                        .map(|i| Span {
+                            trace_id: vec![trace; 16],
+                            span_id: (start + u64::from(i)).to_be_bytes().to_vec(),
+                            parent_span_id: match (i, parent) {
+                                (0, None) => vec![],
+                                (0, Some(p)) => p.to_be_bytes().to_vec(),
+                                _ => start.to_be_bytes().to_vec(),
+                            },
+                            name: format!("op{i}"),
+                            kind: 2,
+                            start_time_unix_nano: start + u64::from(i),
+                            end_time_unix_nano: start + u64::from(i) + 1000 * u64::from(i),
+                            attributes: vec![kv("n", AnyValueKind::IntValue(i64::from(i)))],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn query() -> TraceQuery {
+        TraceQuery {
+            service: None,
+            operation: None,
+            attributes: Vec::new(),
+            min_duration: None,
+            max_duration: None,
+            start_min: 0,
+            start_max: u64::MAX,
+            limit: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn traces_assemble_across_requests_and_searches_select_by_span() {
+        let store = MemoryStore::new("t", 1 << 20, 0);
+        store.insert(request("a", 1, 2, 100, None));
+        store.insert(request("b", 1, 3, 200, Some(100)));
+        store.insert(request("a", 2, 1, 300, None));
+        assert_eq!(store.len(), 2);
+        let found = store.traces(&[[1; 16], [9; 16]], None).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1.span_count(), 5);
+        assert_eq!(store.services().await.unwrap(), ["a", "b"]);
+        let ops = store.operations("b", Some(2)).await.unwrap();
+        assert_eq!(ops.len(), 3);
+        assert!(store.operations("b", Some(3)).await.unwrap().is_empty());
+
+        // Most recent first; each filter selects exactly.
+        assert_eq!(
+            store.find_trace_ids(&query()).await.unwrap(),
+            [[2; 16], [1; 16]]
+        );
+        let q = TraceQuery {
+            service: Some("b".into()),
+            ..query()
+        };
+        assert_eq!(store.find_trace_ids(&q).await.unwrap(), [[1; 16]]);
+        let q = TraceQuery {
+            attributes: vec![("n".into(), "2".into())],
+            ..query()
+        };
+        assert_eq!(store.find_trace_ids(&q).await.unwrap(), [[1; 16]]);
+        let q = TraceQuery {
+            min_duration: Some(1500),
+            ..query()
+        };
+        assert_eq!(store.find_trace_ids(&q).await.unwrap(), [[1; 16]]);
+        let q = TraceQuery {
+            start_min: 250,
+            limit: 1,
+            ..query()
+        };
+        assert_eq!(store.find_trace_ids(&q).await.unwrap(), [[2; 16]]);
+        // A time range on a trace keeps only its spans inside it.
+        let part = store.traces(&[[1; 16]], Some((200, 300))).await.unwrap();
+        assert_eq!(part[0].1.span_count(), 3);
+        // b's root is a child of a's root: one call from a to b.
+        let deps = store.dependencies(0, u64::MAX).await.unwrap();
+        assert_eq!(
+            deps,
+            [Dependency {
+                parent: "a".into(),
+                child: "b".into(),
+                call_count: 1
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_oldest_traces_are_evicted_first_within_the_bounds() {
+        let one = request("a", 0, 10, 0, None)
+            .resource_spans
+            .iter()
+            .map(Message::encoded_len)
+            .sum::<usize>();
+        let store = MemoryStore::new("t", one * 5 + one / 2, 0);
+        for t in 0..20u8 {
+            store.insert(request("a", t, 10, u64::from(t) * 100, None));
+            assert!(store.bytes() <= one * 5 + one / 2);
+        }
+        assert_eq!(store.len(), 5);
+        let ids = store.find_trace_ids(&query()).await.unwrap();
+        assert_eq!(ids, [[19; 16], [18; 16], [17; 16], [16; 16], [15; 16]]);
+        let capped = MemoryStore::new("t", 1 << 20, 3);
+        for t in 0..10u8 {
+            capped.insert(request("a", t, 1, u64::from(t), None));
+        }
+        assert_eq!(capped.len(), 3);
+    }
+}

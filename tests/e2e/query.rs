@@ -1,0 +1,513 @@
+//! The `jaeger_query` extension reading what sluice stored, over both stores: one sluice writes
+//! every span to PostgreSQL (the test cluster, a fresh database), to the `memory` store and to a
+//! sink (what was sent, as sluice received it); one `jaeger_query` serves each store. The same
+//! assertions run against both: every trace read back through Jaeger's v3 API (OTLP JSON) equals
+//! what was sent, field by field (PostgreSQL's stated losses applied: microsecond times, JSON
+//! attribute types); Jaeger's v1 JSON has Jaeger's shape; searches select exactly the traces
+//! they should. PostgreSQL is read through a role that can only read, and that role is shown
+//! unable to write.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::Value as Json;
+use sqlx::PgPool;
+
+use crate::postgres::{fresh_database, now_nanos, rich_traces, server_url};
+use crate::python_sdk::run_script;
+use crate::support::{Ports, Sink, Sluice, free_port, hex};
+
+/// A role that may connect to `database` and read sluice's tables, and nothing else; its URL.
+async fn reader_role(admin: &PgPool, url: &str, database: &str) -> String {
+    let role = format!("sluice_reader_{}_{}", std::process::id(), free_port());
+    // Names made here from digits and a fixed prefix, never from input.
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'read-only'"),
+        format!("GRANT CONNECT ON DATABASE \"{database}\" TO {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(admin)
+            .await
+            .unwrap();
+    }
+    let rest = url
+        .split_once('@')
+        .or_else(|| url.split_once("://"))
+        .map_or(url, |(_, rest)| rest);
+    format!("postgres://{role}:read-only@{rest}")
+}
+
+fn config(ports: &Ports, url: &str, reader: &str, sink: u16, pg: u16, mem: u16) -> String {
+    format!(
+        "{common}  jaeger_query/pg:\n    storage: {{traces: postgres}}\n    http: {{endpoint: 127.0.0.1:{pg}}}\n  jaeger_query/mem:\n    storage: {{traces: memory}}\n    http: {{endpoint: 127.0.0.1:{mem}}}\nprocessors:\n  batch:\n    timeout: 50ms\nexporters:\n  postgres:\n    endpoint: {url}\n    query:\n      endpoint: {reader}\n  memory:\n    max_bytes: 16MiB\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    tls: {{insecure: true}}\nservice:\n  extensions: [health_check, jaeger_query/pg, jaeger_query/mem]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [postgres, memory, otlp]\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n",
+        common = ports.common(),
+        metrics = ports.metrics,
+    )
+}
+
+async fn get(port: u16, path: &str) -> (u16, Json) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+    (status, json)
+}
+
+/// A span with where it came from: resource attributes, scope name and version.
+#[derive(Debug, Clone, PartialEq)]
+struct Placed {
+    resource: Vec<KeyValue>,
+    resource_dropped: u32,
+    scope: (String, String),
+    span: Span,
+}
+
+fn placed(request: &ExportTraceServiceRequest) -> Vec<Placed> {
+    let mut out = Vec::new();
+    for r in &request.resource_spans {
+        let resource = r.resource.clone().unwrap_or_default();
+        for s in &r.scope_spans {
+            let scope = s.scope.clone().unwrap_or_default();
+            for span in &s.spans {
+                out.push(Placed {
+                    resource: resource.attributes.clone(),
+                    resource_dropped: resource.dropped_attributes_count,
+                    scope: (scope.name.clone(), scope.version.clone()),
+                    span: span.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A value as the store keeps it: exactly (memory), or as its JSON column does (PostgreSQL:
+/// bytes as base64 text, NaN and infinities as strings, U+0000 as U+FFFD, map keys sorted and
+/// unique, the last kept).
+fn value(v: Option<Value>, lossy: bool) -> Option<Value> {
+    let clean = |s: String| {
+        if lossy {
+            s.replace('\0', "\u{fffd}")
+        } else {
+            s
+        }
+    };
+    match v? {
+        Value::StringValue(s) => Some(Value::StringValue(clean(s))),
+        Value::BytesValue(b) if lossy => Some(Value::StringValue(
+            base64::engine::general_purpose::STANDARD.encode(b),
+        )),
+        Value::DoubleValue(d) if lossy && !d.is_finite() => Some(Value::StringValue(
+            if d.is_nan() {
+                "NaN"
+            } else if d > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            }
+            .into(),
+        )),
+        // NaN is not equal to itself: compared by a marker no store writes.
+        Value::DoubleValue(d) if d.is_nan() => Some(Value::StringValue("<f64 NaN>".into())),
+        Value::ArrayValue(mut a) => {
+            for item in &mut a.values {
+                item.value = value(item.value.take(), lossy);
+            }
+            Some(Value::ArrayValue(a))
+        }
+        Value::KvlistValue(mut m) => {
+            m.values = attributes(m.values, lossy);
+            Some(Value::KvlistValue(m))
+        }
+        other => Some(other),
+    }
+}
+
+/// Attributes sorted by key (the last of a repeated key kept), values as the store keeps them.
+fn attributes(kvs: Vec<KeyValue>, lossy: bool) -> Vec<KeyValue> {
+    let mut by_key = BTreeMap::new();
+    for kv in kvs {
+        let key = if lossy {
+            kv.key.replace('\0', "\u{fffd}")
+        } else {
+            kv.key
+        };
+        let v = kv.value.map(|v| AnyValue {
+            value: value(v.value, lossy),
+        });
+        by_key.insert(key, v);
+    }
+    by_key
+        .into_iter()
+        .map(|(key, value)| KeyValue {
+            key,
+            value,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// What a store gives back for `p`: PostgreSQL keeps times to the microsecond (a span's end is
+/// its stored start plus its exact duration) and no scope attributes.
+fn as_stored(mut p: Placed, lossy: bool) -> Placed {
+    p.resource = attributes(p.resource, lossy);
+    let s = &mut p.span;
+    s.attributes = attributes(std::mem::take(&mut s.attributes), lossy);
+    for e in &mut s.events {
+        e.attributes = attributes(std::mem::take(&mut e.attributes), lossy);
+    }
+    for l in &mut s.links {
+        l.attributes = attributes(std::mem::take(&mut l.attributes), lossy);
+    }
+    if s.status.is_none() {
+        s.status = Some(Default::default());
+    }
+    if lossy {
+        let duration = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano);
+        s.start_time_unix_nano = s.start_time_unix_nano / 1000 * 1000;
+        s.end_time_unix_nano = s.start_time_unix_nano + duration;
+        for e in &mut s.events {
+            e.time_unix_nano = e.time_unix_nano / 1000 * 1000;
+        }
+    }
+    p
+}
+
+fn sorted(mut spans: Vec<Placed>) -> Vec<Placed> {
+    spans.sort_by(|a, b| {
+        (&a.span.trace_id, &a.span.span_id).cmp(&(&b.span.trace_id, &b.span.span_id))
+    });
+    spans
+}
+
+/// A v3 answer's `result` as an OTLP request.
+fn otlp(answer: &Json) -> ExportTraceServiceRequest {
+    let json = serde_json::to_vec(&answer["result"]).unwrap();
+    let bytes = sluice_core::json::json_to_protobuf(sluice_core::Signal::Traces, &json)
+        .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap()
+}
+
+/// The ids of the traces in a v1 answer, sorted.
+fn v1_ids(answer: &Json) -> Vec<String> {
+    let mut ids: Vec<String> = answer["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn rfc3339(nanos: u64) -> String {
+    humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_nanos(nanos)).to_string()
+}
+
+/// Every span of `ids` read back through the v3 API on `port`.
+async fn read_back(port: u16, ids: &[String]) -> Vec<Placed> {
+    let mut out = Vec::new();
+    for id in ids {
+        let (status, answer) = get(port, &format!("/api/v3/traces/{id}")).await;
+        assert_eq!(status, 200, "{answer}");
+        out.extend(placed(&otlp(&answer)));
+    }
+    out
+}
+
+/// The tag `key` of a v1 span.
+fn tag<'a>(span: &'a Json, key: &str) -> &'a Json {
+    span["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == key)
+        .unwrap_or_else(|| panic!("no tag {key} in {span}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_stores_answer_jaegers_apis_with_every_field_that_was_sent() {
+    let server = server_url();
+    let (url, admin) = fresh_database(&server, "query").await;
+    let database = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let reader = reader_role(&admin, &url, &database).await;
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let (pg, mem) = (free_port(), free_port());
+    let text = config(&ports, &url, &reader, sink.grpc_port, pg, mem);
+    let grpc = ports.grpc;
+    let sluice = Sluice::start(ports, &text);
+
+    // Every field and attribute type, over two services; then the Python SDK's spans.
+    let base = now_nanos() - 60_000_000_000;
+    let rich = rich_traces(base);
+    let rich_id = hex(&rich.resource_spans[0].scope_spans[0].spans[0].trace_id);
+    let sent = Ports {
+        grpc,
+        http: 0,
+        metrics: 0,
+        health: 0,
+    };
+    crate::postgres::send_traces(&sent, rich).await;
+    let python = run_script(&[
+        "--endpoint",
+        &format!("http://127.0.0.1:{grpc}"),
+        "--protocol",
+        "grpc",
+        "--service-name",
+        "py-query",
+        "--spans",
+        "20",
+        "--logs",
+        "0",
+    ]);
+    let python_id = python["trace_id"].as_str().unwrap().to_owned();
+    let want_spans = 3 + python["spans"].as_u64().unwrap() as usize;
+    sink.wait_for(Duration::from_secs(20), "every span at the sink", |r| {
+        r.span_count() >= want_spans
+    })
+    .await;
+    let truth: Vec<Placed> = sink.snapshot().traces.iter().flat_map(placed).collect();
+    assert_eq!(truth.len(), want_spans);
+    let ids = vec![rich_id.clone(), python_id.clone()];
+
+    for (port, lossy, store) in [(mem, false, "memory"), (pg, true, "postgres")] {
+        // Both traces whole, once the store has them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut held = 0;
+            for id in &ids {
+                let (status, answer) = get(port, &format!("/api/v3/traces/{id}")).await;
+                if status == 200 {
+                    held += placed(&otlp(&answer)).len();
+                }
+            }
+            if held >= want_spans || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let want = sorted(truth.iter().cloned().map(|p| as_stored(p, lossy)).collect());
+        let got = sorted(
+            read_back(port, &ids)
+                .await
+                .into_iter()
+                .map(|p| as_stored(p, false))
+                .collect(),
+        );
+        assert_eq!(got.len(), want.len(), "{store}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{store}: span {}", w.span.name);
+        }
+
+        // v1: Jaeger's shape.
+        let (status, answer) = get(port, &format!("/api/traces/{rich_id}")).await;
+        assert_eq!(status, 200, "{store}: {answer}");
+        assert_eq!(answer["total"], 1);
+        assert_eq!(answer["errors"], Json::Null);
+        let trace = &answer["data"][0];
+        assert_eq!(trace["traceID"], rich_id.as_str());
+        let processes = trace["processes"].as_object().unwrap();
+        let mut services: Vec<&str> = processes
+            .values()
+            .map(|p| p["serviceName"].as_str().unwrap())
+            .collect();
+        services.sort_unstable();
+        assert_eq!(services, ["orders", "payments"], "{store}");
+        let spans = trace["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 3);
+        let by_name = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s["operationName"] == name)
+                .unwrap_or_else(|| panic!("{store}: no span {name}"))
+        };
+        let root = by_name("GET /orders");
+        assert_eq!(root["startTime"], (base + 123) / 1000);
+        assert_eq!(root["duration"], (250_000_456 - 123) / 1000);
+        assert_eq!(root["flags"], 1);
+        assert_eq!(tag(root, "http.status_code")["type"], "int64");
+        assert_eq!(tag(root, "http.status_code")["value"], 500);
+        assert_eq!(tag(root, "ratio")["value"], 0.25);
+        assert_eq!(tag(root, "retry")["type"], "bool");
+        assert_eq!(tag(root, "error")["value"], true);
+        assert_eq!(tag(root, "span.kind")["value"], "server");
+        assert_eq!(
+            tag(root, "otel.status_description")["value"],
+            "upstream timed out"
+        );
+        assert_eq!(root["logs"].as_array().unwrap().len(), 2);
+        assert_eq!(root["logs"][0]["timestamp"], (base + 1_000) / 1000);
+        let process = &processes[root["processID"].as_str().unwrap()];
+        assert_eq!(process["serviceName"], "orders");
+        let child = by_name("SELECT orders");
+        assert_eq!(child["references"][0]["refType"], "CHILD_OF");
+        assert_eq!(child["references"][0]["spanID"], root["spanID"]);
+        assert_eq!(child["references"][0]["traceID"], rich_id.as_str());
+        assert_eq!(tag(child, "span.kind")["value"], "client");
+
+        // Services and operations.
+        let (_, answer) = get(port, "/api/services").await;
+        assert_eq!(
+            answer["data"],
+            serde_json::json!(["orders", "payments", "py-query"]),
+            "{store}"
+        );
+        let (_, answer) = get(port, "/api/v3/services").await;
+        assert_eq!(
+            answer["services"],
+            serde_json::json!(["orders", "payments", "py-query"])
+        );
+        let (_, answer) = get(port, "/api/services/orders/operations").await;
+        assert_eq!(
+            answer["data"],
+            serde_json::json!(["GET /orders", "SELECT orders"]),
+            "{store}"
+        );
+        let (_, answer) = get(port, "/api/v3/operations?service=orders&spanKind=server").await;
+        assert_eq!(
+            answer["operations"],
+            serde_json::json!([{"name": "GET /orders", "spanKind": "server"}]),
+            "{store}"
+        );
+
+        // Searches select exactly: by service, operation, span and resource attributes (as
+        // text, whatever their type), duration; a limit is honoured.
+        let none: Vec<String> = Vec::new();
+        for (query, want) in [
+            ("service=orders", vec![rich_id.clone()]),
+            ("service=py-query", vec![python_id.clone()]),
+            (
+                "service=orders&tags=%7B%22http.status_code%22%3A%22500%22%7D",
+                vec![rich_id.clone()],
+            ),
+            ("service=orders&tag=http.status_code:404", none.clone()),
+            (
+                "service=orders&tag=enduser.id:user-42",
+                vec![rich_id.clone()],
+            ),
+            (
+                "service=orders&tag=deployment.environment:test",
+                vec![rich_id.clone()],
+            ),
+            (
+                "service=orders&tag=retry:true&tag=ratio:0.25",
+                vec![rich_id.clone()],
+            ),
+            ("service=payments&operation=charge", vec![rich_id.clone()]),
+            ("service=payments&operation=nothing", none.clone()),
+            ("service=payments&minDuration=200ms", vec![rich_id.clone()]),
+            ("service=orders&minDuration=300ms", none.clone()),
+            ("service=orders&maxDuration=5ms", none.clone()),
+            ("service=nobody", none.clone()),
+            ("service=orders&lookback=1s", none.clone()),
+        ] {
+            let (status, answer) = get(port, &format!("/api/traces?{query}")).await;
+            assert_eq!(status, 200, "{store} {query}: {answer}");
+            assert_eq!(v1_ids(&answer), want, "{store} {query}");
+        }
+        let (_, answer) = get(port, "/api/traces?service=py-query&limit=1").await;
+        assert_eq!(answer["data"].as_array().unwrap().len(), 1);
+        let window = format!(
+            "query.start_time_min={}&query.start_time_max={}",
+            rfc3339(base - 1_000_000_000),
+            rfc3339(now_nanos() + 1_000_000_000)
+        );
+        let (status, answer) = get(
+            port,
+            &format!("/api/v3/traces?query.service_name=payments&{window}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let found = otlp(&answer);
+        assert_eq!(placed(&found).len(), 3, "{store}: the whole trace");
+
+        // Dependencies: orders calls payments once.
+        let (_, answer) = get(
+            port,
+            &format!(
+                "/api/dependencies?endTs={}&lookback=3600000",
+                now_nanos() / 1_000_000
+            ),
+        )
+        .await;
+        assert_eq!(
+            answer["data"],
+            serde_json::json!([{"parent": "orders", "child": "payments", "callCount": 1}]),
+            "{store}"
+        );
+
+        // Bad requests name their problem; an unknown trace is a 404.
+        for (path, code, text) in [
+            ("/api/traces/zz", 400, "not hex"),
+            (
+                "/api/traces/0123456789abcdef0123456789abcdef",
+                404,
+                "trace not found",
+            ),
+            ("/api/traces?operation=x", 400, "service"),
+            (
+                "/api/traces?service=orders&minDuration=fast",
+                400,
+                "minDuration",
+            ),
+            ("/api/traces?service=orders&limit=-1", 400, "limit"),
+        ] {
+            let (status, answer) = get(port, path).await;
+            assert_eq!(status, code, "{path}: {answer}");
+            assert_eq!(answer["errors"][0]["code"], code);
+            assert!(
+                answer["errors"][0]["msg"].as_str().unwrap().contains(text),
+                "{answer}"
+            );
+        }
+        let (status, answer) = get(port, "/api/v3/traces?query.service_name=orders").await;
+        assert_eq!(status, 400);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("startTimeMin")
+        );
+    }
+
+    // The role the reads use can read, and cannot write.
+    let read_only = PgPool::connect(&reader).await.unwrap();
+    let spans: i64 = sqlx::query_scalar("SELECT count(*) FROM spans")
+        .fetch_one(&read_only)
+        .await
+        .unwrap();
+    assert_eq!(spans, want_spans as i64);
+    for statement in [
+        "DELETE FROM spans",
+        "UPDATE traces SET span_count = 0",
+        "INSERT INTO resources (resource_id, attributes) VALUES (1, '{}')",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&read_only)
+            .await
+            .unwrap_err();
+        let code = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .unwrap_or_default();
+        assert_eq!(code, "42501", "{statement}: {error}");
+    }
+    drop(sluice);
+}
