@@ -511,3 +511,367 @@ async fn both_stores_answer_jaegers_apis_with_every_field_that_was_sent() {
     }
     drop(sluice);
 }
+
+/// A client of Jaeger's v2 remote storage API, on the `jaeger.storage.v2` messages.
+struct StorageClient {
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+}
+
+impl StorageClient {
+    async fn connect(port: u16) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        StorageClient {
+            grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(4 << 20),
+        }
+    }
+
+    async fn unary<Q, A>(&mut self, path: &'static str, request: Q) -> Result<A, tonic::Status>
+    where
+        Q: Message + Send + Sync + 'static,
+        A: Message + Default + Send + Sync + 'static,
+    {
+        self.grpc.ready().await.unwrap();
+        self.grpc
+            .unary(
+                tonic::Request::new(request),
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::<Q, A>::default(),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Every chunk of a streamed answer, as OTLP requests (`TracesData` has their encoding).
+    async fn chunks<Q>(
+        &mut self,
+        path: &'static str,
+        request: Q,
+    ) -> Result<Vec<ExportTraceServiceRequest>, tonic::Status>
+    where
+        Q: Message + Send + Sync + 'static,
+    {
+        self.grpc.ready().await.unwrap();
+        let mut stream = self
+            .grpc
+            .server_streaming(
+                tonic::Request::new(request),
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::<Q, ExportTraceServiceRequest>::default(),
+            )
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            out.push(chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// The trace id of each chunk, checking the chunking rules: no chunk is empty, and every span
+/// of a chunk belongs to one trace.
+fn chunk_traces(chunks: &[ExportTraceServiceRequest]) -> Vec<(Vec<u8>, usize)> {
+    chunks
+        .iter()
+        .map(|chunk| {
+            let spans: Vec<&Span> = chunk
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .collect();
+            assert!(!spans.is_empty(), "an empty chunk");
+            let id = spans[0].trace_id.clone();
+            assert!(
+                spans.iter().all(|s| s.trace_id == id),
+                "a chunk mixes traces"
+            );
+            (id, spans.len())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_both_stores() {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use sluice_query::proto;
+
+    let (url, _admin) = fresh_database(&server_url(), "storage").await;
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let (pg, mem, pg_grpc, mem_grpc) = (free_port(), free_port(), free_port(), free_port());
+    let text = config(&ports, &url, &url, sink.grpc_port, pg, mem)
+        .replace("max_bytes: 16MiB", "max_bytes: 64MiB")
+        .replace(
+            &format!("http: {{endpoint: 127.0.0.1:{pg}}}\n"),
+            &format!(
+                "http: {{endpoint: 127.0.0.1:{pg}}}\n    remote_storage: {{endpoint: 127.0.0.1:{pg_grpc}}}\n"
+            ),
+        )
+        .replace(
+            &format!("http: {{endpoint: 127.0.0.1:{mem}}}\n"),
+            &format!(
+                "http: {{endpoint: 127.0.0.1:{mem}}}\n    remote_storage: {{endpoint: 127.0.0.1:{mem_grpc}}}\n"
+            ),
+        );
+    let sent = Ports {
+        grpc: ports.grpc,
+        http: 0,
+        metrics: 0,
+        health: 0,
+    };
+    let sluice = Sluice::start(ports, &text);
+
+    // One trace of 10,000 spans (about 2.7 MB), sent in ten requests; its root is called from a
+    // `frontend` trace part, so there is a dependency; and a small trace of its own.
+    let base = now_nanos() - 30_000_000_000;
+    let big_id = vec![0xb1; 16];
+    let small_id = vec![0x5a; 16];
+    let resource = |service: &str| {
+        Some(Resource {
+            attributes: vec![crate::support::kv(
+                "service.name",
+                crate::support::string(service),
+            )],
+            ..Default::default()
+        })
+    };
+    let request = |service: &str, spans: Vec<Span>| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(service),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    crate::postgres::send_traces(
+        &sent,
+        request(
+            "frontend",
+            vec![Span {
+                trace_id: big_id.clone(),
+                span_id: vec![0xf0; 8],
+                name: "GET /".into(),
+                kind: 2,
+                start_time_unix_nano: base,
+                end_time_unix_nano: base + 5_000_000_000,
+                ..Default::default()
+            }],
+        ),
+    )
+    .await;
+    for part in 0..10u64 {
+        let spans = (0..1000u64)
+            .map(|i| {
+                let n = part * 1000 + i;
+                Span {
+                    trace_id: big_id.clone(),
+                    span_id: (n + 1).to_be_bytes().to_vec(),
+                    parent_span_id: if n == 0 {
+                        vec![0xf0; 8]
+                    } else {
+                        1u64.to_be_bytes().to_vec()
+                    },
+                    name: format!("op-{}", n % 5),
+                    kind: if n == 0 { 2 } else { 1 },
+                    start_time_unix_nano: base + 1000 + n * 1000,
+                    end_time_unix_nano: base + 2000 + n * 1000,
+                    attributes: vec![crate::support::kv(
+                        "pad",
+                        crate::support::string(&"p".repeat(200)),
+                    )],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        crate::postgres::send_traces(&sent, request("backend", spans)).await;
+    }
+    crate::postgres::send_traces(
+        &sent,
+        request(
+            "backend",
+            vec![Span {
+                trace_id: small_id.clone(),
+                span_id: vec![0x11; 8],
+                name: "cron".into(),
+                kind: 1,
+                start_time_unix_nano: base + 100,
+                end_time_unix_nano: base + 200,
+                ..Default::default()
+            }],
+        ),
+    )
+    .await;
+    sink.wait_for(Duration::from_secs(30), "every span at the sink", |r| {
+        r.span_count() >= 10_002
+    })
+    .await;
+
+    let window = proto::TraceQueryParameters {
+        start_time_min: Some(proto::Timestamp::from_nanos(base - 1_000_000_000)),
+        start_time_max: Some(proto::Timestamp::from_nanos(now_nanos() + 1_000_000_000)),
+        ..Default::default()
+    };
+    for (port, store) in [(mem_grpc, "memory"), (pg_grpc, "postgres")] {
+        let mut client = StorageClient::connect(port).await;
+        let get = proto::GetTracesRequest {
+            query: vec![
+                proto::GetTraceParams {
+                    trace_id: big_id.clone(),
+                    ..Default::default()
+                },
+                proto::GetTraceParams {
+                    trace_id: vec![0xee; 16],
+                    ..Default::default()
+                },
+                proto::GetTraceParams {
+                    trace_id: small_id.clone(),
+                    ..Default::default()
+                },
+            ],
+        };
+        // Wait until the store holds the whole big trace.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let chunks = loop {
+            let chunks = client.chunks(proto::GET_TRACES, get.clone()).await.unwrap();
+            let spans: usize = chunk_traces(&chunks).iter().map(|(_, n)| n).sum();
+            if spans == 10_002 || std::time::Instant::now() > deadline {
+                break chunks;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let per_chunk = chunk_traces(&chunks);
+        assert!(
+            per_chunk.len() >= 4,
+            "{store}: the big trace takes several chunks"
+        );
+        // The big trace's chunks come first and together, then the small one; the unknown id
+        // is ignored.
+        let big_chunks = per_chunk.iter().take_while(|(id, _)| *id == big_id).count();
+        assert_eq!(per_chunk[big_chunks..], [(small_id.clone(), 1)], "{store}");
+        assert_eq!(
+            per_chunk[..big_chunks]
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<usize>(),
+            10_001,
+            "{store}"
+        );
+        let mut span_ids: Vec<Vec<u8>> = chunks
+            .iter()
+            .flat_map(|c| &c.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .filter(|s| s.trace_id == big_id)
+            .map(|s| s.span_id.clone())
+            .collect();
+        span_ids.sort();
+        span_ids.dedup();
+        assert_eq!(span_ids.len(), 10_001, "{store}: every span once");
+        for chunk in &chunks {
+            assert!(
+                chunk.encoded_len() <= (1 << 20) + 4096,
+                "{store}: {}",
+                chunk.encoded_len()
+            );
+        }
+
+        // Services, operations by kind, searches, ids, dependencies.
+        let services: proto::GetServicesResponse = client
+            .unary(proto::GET_SERVICES, proto::GetServicesRequest {})
+            .await
+            .unwrap();
+        assert_eq!(services.services, ["backend", "frontend"], "{store}");
+        let ops: proto::GetOperationsResponse = client
+            .unary(
+                proto::GET_OPERATIONS,
+                proto::GetOperationsRequest {
+                    service: "backend".into(),
+                    span_kind: "server".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ops.operations,
+            [proto::Operation {
+                name: "op-0".into(),
+                span_kind: "server".into()
+            }],
+            "{store}"
+        );
+        let find = |service: &str, operation: &str| proto::FindTracesRequest {
+            query: Some(proto::TraceQueryParameters {
+                service_name: service.into(),
+                operation_name: operation.into(),
+                ..window.clone()
+            }),
+        };
+        let found = client
+            .chunks(proto::FIND_TRACES, find("backend", "cron"))
+            .await
+            .unwrap();
+        assert_eq!(chunk_traces(&found), [(small_id.clone(), 1)], "{store}");
+        let ids: proto::FindTraceIdsResponse = client
+            .unary(proto::FIND_TRACE_IDS, find("", ""))
+            .await
+            .unwrap();
+        let mut ids: Vec<Vec<u8>> = ids.trace_ids.into_iter().map(|t| t.trace_id).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [small_id.clone(), big_id.clone()],
+            "{store}: any service"
+        );
+        let deps: proto::GetDependenciesResponse = client
+            .unary(
+                proto::GET_DEPENDENCIES,
+                proto::GetDependenciesRequest {
+                    start_time: window.start_time_min,
+                    end_time: window.start_time_max,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            deps.dependencies,
+            [proto::Dependency {
+                parent: "frontend".into(),
+                child: "backend".into(),
+                call_count: 1,
+                source: String::new(),
+            }],
+            "{store}"
+        );
+        let capabilities: proto::GetCapabilitiesResponse = client
+            .unary(proto::GET_CAPABILITIES, proto::GetServicesRequest {})
+            .await
+            .unwrap();
+        assert!(capabilities.search.unwrap().without_service_name);
+
+        // Refusals: a search without its time range; the optional summaries.
+        let status = client
+            .chunks(
+                proto::FIND_TRACES,
+                proto::FindTracesRequest {
+                    query: Some(proto::TraceQueryParameters::default()),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let status = client
+            .chunks(proto::FIND_TRACE_SUMMARIES, find("backend", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    }
+    drop(sluice);
+}
