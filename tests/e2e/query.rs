@@ -875,3 +875,310 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
     }
     drop(sluice);
 }
+
+/// 25 `checkout` traces one second apart: a `POST /pay` root lasting (i + 1) × 10 ms with a
+/// 5 ms `db` child; every fifth fails with a `PaymentError` exception, every seventh records a
+/// `TimeoutError`; `user.id` is `u{i % 3}`.
+fn checkout_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+    use crate::support::{kv, string};
+    let mut spans = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..25u64 {
+        let trace_id: Vec<u8> = [[0xc0; 8], (i + 1).to_be_bytes()].concat();
+        ids.push(hex(&trace_id));
+        let start = base + i * 1_000_000_000;
+        let mut events = Vec::new();
+        let exception = |kind: &str, message: &str, at: u64| Event {
+            time_unix_nano: at,
+            name: "exception".into(),
+            attributes: vec![
+                kv("exception.type", string(kind)),
+                kv("exception.message", string(message)),
+                kv(
+                    "exception.stacktrace",
+                    string(&format!("{kind} at pay()\n  at main()")),
+                ),
+            ],
+            dropped_attributes_count: 0,
+        };
+        if i % 5 == 0 {
+            events.push(exception("PaymentError", "card declined", start + 3_000));
+        }
+        if i % 7 == 0 {
+            events.push(exception(
+                "TimeoutError",
+                "upstream timed out",
+                start + 4_000,
+            ));
+        }
+        spans.push(Span {
+            trace_id: trace_id.clone(),
+            span_id: [[0xa0; 4], (i as u32 + 1).to_be_bytes()].concat(),
+            name: "POST /pay".into(),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + (i + 1) * 10_000_000,
+            attributes: vec![kv("user.id", string(&format!("u{}", i % 3)))],
+            events,
+            status: Some(Status {
+                code: if i % 5 == 0 { 2 } else { 1 },
+                message: if i % 5 == 0 {
+                    format!("Card Declined #{i}")
+                } else {
+                    String::new()
+                },
+            }),
+            ..Default::default()
+        });
+        spans.push(Span {
+            trace_id,
+            span_id: [[0xb0; 4], (i as u32 + 1).to_be_bytes()].concat(),
+            parent_span_id: [[0xa0; 4], (i as u32 + 1).to_be_bytes()].concat(),
+            name: "db".into(),
+            kind: 3,
+            start_time_unix_nano: start + 1_000_000,
+            end_time_unix_nano: start + 6_000_000,
+            ..Default::default()
+        });
+    }
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", string("checkout"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (request, ids)
+}
+
+/// Every page of a search, following `next_cursor`; the trace ids in order.
+async fn all_pages(port: u16, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let path = match &cursor {
+            Some(c) => format!("/api/sluice/traces?{query}&cursor={c}"),
+            None => format!("/api/sluice/traces?{query}"),
+        };
+        let (status, answer) = get(port, &path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        for t in answer["traces"].as_array().unwrap() {
+            ids.push(t["trace_id"].as_str().unwrap().to_owned());
+        }
+        match answer["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("more than 100 pages for {query}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_compares() {
+    let (url, _admin) = fresh_database(&server_url(), "api").await;
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let (pg, mem) = (free_port(), free_port());
+    let text = config(&ports, &url, &url, sink.grpc_port, pg, mem);
+    let sent = Ports {
+        grpc: ports.grpc,
+        http: ports.http,
+        metrics: 0,
+        health: 0,
+    };
+    let sluice = Sluice::start(ports, &text);
+    let base = (now_nanos() - 120_000_000_000) / 1000 * 1000;
+    let (request, ids) = checkout_traces(base);
+    crate::postgres::send_traces(&sent, request.clone()).await;
+    sink.wait_for(Duration::from_secs(20), "the spans at the sink", |r| {
+        r.span_count() >= 50
+    })
+    .await;
+    let window = format!(
+        "start={}&end={}",
+        rfc3339(base - 1_000_000_000),
+        rfc3339(now_nanos() + 1_000_000_000)
+    );
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let pick = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..25)
+            .rev()
+            .filter(|i| keep(*i))
+            .map(|i| ids[i].clone())
+            .collect()
+    };
+
+    for (port, store) in [(mem, "memory"), (pg, "postgres")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while all_pages(port, &format!("service=checkout&{window}"))
+            .await
+            .len()
+            < 25
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Pages of 7 give every trace once, in order, by start and by duration.
+        for sort in ["start", "duration"] {
+            let paged = all_pages(
+                port,
+                &format!("service=checkout&limit=7&sort={sort}&{window}"),
+            )
+            .await;
+            assert_eq!(paged, newest_first, "{store} sort={sort}");
+        }
+        // Filters select exactly.
+        for (query, want) in [
+            ("status=error", pick(&|i| i % 5 == 0)),
+            ("text=card%20DECLINED", pick(&|i| i % 5 == 0)),
+            ("text=upstream", pick(&|i| i % 7 == 0)),
+            ("attr.user.id=u1", pick(&|i| i % 3 == 1)),
+            ("min_duration=200ms", pick(&|i| i >= 19)),
+            ("operation=db&max_duration=4ms", Vec::new()),
+            (
+                "operation=db&min_duration=5ms&max_duration=5ms",
+                newest_first.clone(),
+            ),
+            (
+                "service=checkout&status=error&attr.user.id=u0",
+                pick(&|i| i % 15 == 0),
+            ),
+        ] {
+            assert_eq!(
+                all_pages(port, &format!("{query}&{window}")).await,
+                want,
+                "{store} {query}"
+            );
+        }
+        let (status, answer) = get(port, "/api/sluice/traces?cursor=nonsense").await;
+        assert_eq!(status, 400, "{answer}");
+        let (status, _) = get(port, "/api/sluice/traces?status=broken").await;
+        assert_eq!(status, 400);
+
+        // Per-operation statistics: exact counts, and percentiles as percentile_disc.
+        let (_, answer) = get(
+            port,
+            &format!("/api/sluice/operations?service=checkout&{window}"),
+        )
+        .await;
+        let rows = answer["operations"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{store}: {answer}");
+        let pay = rows.iter().find(|r| r["operation"] == "POST /pay").unwrap();
+        let durations: Vec<u64> = (1..=25).map(|i| i * 10_000_000).collect();
+        let p = sluice_core::store::percentiles_disc(&durations);
+        assert_eq!(
+            (
+                &pay["count"],
+                &pay["errors"],
+                &pay["p50_ns"],
+                &pay["p95_ns"],
+                &pay["p99_ns"]
+            ),
+            (
+                &serde_json::json!(25),
+                &serde_json::json!(5),
+                &serde_json::json!(p[0]),
+                &serde_json::json!(p[1]),
+                &serde_json::json!(p[2])
+            ),
+            "{store}"
+        );
+        assert_eq!(pay["error_rate"], 0.2);
+        let db = rows.iter().find(|r| r["operation"] == "db").unwrap();
+        assert_eq!(
+            (&db["count"], &db["p99_ns"]),
+            (&serde_json::json!(25), &serde_json::json!(5_000_000))
+        );
+
+        // Errors grouped by exception, the most frequent first, with the newest trace.
+        let (_, answer) = get(port, &format!("/api/sluice/errors?{window}")).await;
+        let groups = answer["errors"].as_array().unwrap();
+        assert_eq!(groups.len(), 2, "{store}: {answer}");
+        assert_eq!(groups[0]["type"], "PaymentError");
+        assert_eq!(groups[0]["message"], "card declined");
+        assert_eq!(groups[0]["count"], 5);
+        assert_eq!(groups[0]["trace_id"], ids[20].as_str());
+        assert_eq!(
+            groups[0]["last_seen"],
+            rfc3339(base + 20_000_000_000 + 3_000)
+        );
+        assert_eq!(
+            groups[0]["stacktrace"],
+            "PaymentError at pay()\n  at main()"
+        );
+        assert_eq!(groups[1]["type"], "TimeoutError");
+        assert_eq!(groups[1]["count"], 4);
+        assert_eq!(groups[1]["trace_id"], ids[21].as_str());
+
+        // One trace: spans by start, the child under its root.
+        let (_, answer) = get(port, &format!("/api/sluice/traces/{}", ids[0])).await;
+        let spans = answer["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0]["name"], "POST /pay");
+        assert_eq!(spans[0]["status"]["code"], "error");
+        assert_eq!(spans[0]["events"].as_array().unwrap().len(), 2);
+        assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+        assert_eq!(spans[1]["kind"], "client");
+        assert_eq!(spans[0]["attributes"]["user.id"], "u0");
+
+        // Two traces compared per operation.
+        let (_, answer) = get(
+            port,
+            &format!("/api/sluice/compare?a={}&b={}", ids[0], ids[1]),
+        )
+        .await;
+        assert_eq!(
+            answer["operations"],
+            serde_json::json!([
+                {"service": "checkout", "operation": "POST /pay",
+                 "a": {"count": 1, "duration_ns": 10_000_000}, "b": {"count": 1, "duration_ns": 20_000_000}},
+                {"service": "checkout", "operation": "db",
+                 "a": {"count": 1, "duration_ns": 5_000_000}, "b": {"count": 1, "duration_ns": 5_000_000}},
+            ]),
+            "{store}"
+        );
+    }
+
+    // A trace exported as OTLP/JSON goes back into sluice's own OTLP/HTTP receiver and arrives
+    // as it was first sent.
+    let export = reqwest::get(format!(
+        "http://127.0.0.1:{mem}/api/sluice/traces/{}/otlp",
+        ids[3]
+    ))
+    .await
+    .unwrap();
+    assert_eq!(export.status(), 200);
+    let body = export.bytes().await.unwrap();
+    let before = sink.snapshot().span_count();
+    let posted = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/traces", sent.http))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    sink.wait_for(Duration::from_secs(10), "the exported trace again", |r| {
+        r.span_count() >= before + 2
+    })
+    .await;
+    let spans = sink.snapshot().spans();
+    let again: Vec<&Span> = spans[before..].iter().collect();
+    let original: Vec<&Span> = request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == ids[3])
+        .collect();
+    assert_eq!(again, original);
+    drop(sluice);
+}

@@ -34,6 +34,11 @@ pub struct TraceQuery {
     pub operation: Option<String>,
     /// Attributes of the span or of its resource, compared as text (`500` matches the int 500).
     pub attributes: Vec<(String, String)>,
+    /// The span's status code (OTLP: 0 unset, 1 ok, 2 error).
+    pub status: Option<i32>,
+    /// Text the span's status message or one of its exception events' messages contains
+    /// (case-insensitive).
+    pub text: Option<String>,
     /// The span lasts at least this long (nanoseconds).
     pub min_duration: Option<u64>,
     /// The span lasts at most this long (nanoseconds).
@@ -44,6 +49,135 @@ pub struct TraceQuery {
     pub start_max: u64,
     /// At most this many traces, the most recent first.
     pub limit: usize,
+}
+
+impl TraceQuery {
+    /// A query for every span starting in `[start_min, start_max]`, at most `limit` traces.
+    pub fn window(start_min: u64, start_max: u64, limit: usize) -> Self {
+        TraceQuery {
+            service: None,
+            operation: None,
+            attributes: Vec::new(),
+            status: None,
+            text: None,
+            min_duration: None,
+            max_duration: None,
+            start_min,
+            start_max,
+            limit,
+        }
+    }
+
+    /// Whether it names a condition on spans beyond the time range.
+    pub fn has_span_conditions(&self) -> bool {
+        self.service.is_some()
+            || self.operation.is_some()
+            || !self.attributes.is_empty()
+            || self.status.is_some()
+            || self.text.is_some()
+            || self.min_duration.is_some()
+            || self.max_duration.is_some()
+    }
+}
+
+/// How trace summaries are ordered: newest or longest first (ties by trace id, descending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    /// By the trace's start.
+    Start,
+    /// By the trace's duration.
+    Duration,
+}
+
+/// Where a page of summaries continues: after the trace with this sort key and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last trace's start or duration (nanoseconds), by the sort.
+    pub key: u64,
+    /// The last trace's id.
+    pub id: TraceId,
+}
+
+/// A trace in brief.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSummary {
+    /// Its id.
+    pub id: TraceId,
+    /// The service of its root span (the earliest span without a parent), if it has one yet.
+    pub root_service: Option<String>,
+    /// The name of its root span.
+    pub root_name: Option<String>,
+    /// Its first span's start (Unix nanoseconds).
+    pub start: u64,
+    /// From its first span's start to its last span's end (nanoseconds).
+    pub duration: u64,
+    /// How many spans it holds.
+    pub span_count: u64,
+    /// How many of them have status ERROR.
+    pub error_count: u64,
+}
+
+impl TraceSummary {
+    /// The key `sort` orders it by.
+    pub fn key(&self, sort: SortBy) -> u64 {
+        match sort {
+            SortBy::Start => self.start,
+            SortBy::Duration => self.duration,
+        }
+    }
+}
+
+/// One operation's spans over a time range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationStats {
+    /// The service.
+    pub service: String,
+    /// The span name.
+    pub operation: String,
+    /// How many spans.
+    pub count: u64,
+    /// How many with status ERROR.
+    pub errors: u64,
+    /// Duration percentiles (nanoseconds), each the first duration whose rank reaches the
+    /// fraction (PostgreSQL's `percentile_disc`): p50, p95, p99.
+    pub percentiles: [u64; 3],
+}
+
+/// Exception events of one type and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorGroup {
+    /// `exception.type`.
+    pub kind: String,
+    /// `exception.message`.
+    pub message: String,
+    /// How many events.
+    pub count: u64,
+    /// The newest one's time (Unix nanoseconds).
+    pub last_seen: u64,
+    /// The newest one's trace.
+    pub trace: TraceId,
+    /// The newest one's `exception.stacktrace`.
+    pub stacktrace: String,
+}
+
+/// The percentiles `OperationStats` reports.
+pub const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// The first value of `sorted` whose rank reaches each fraction, as PostgreSQL's
+/// `percentile_disc` computes it (`ceil(fraction × n)`, 1-based).
+pub fn percentiles_disc(sorted: &[u64]) -> [u64; 3] {
+    PERCENTILES.map(|p| {
+        if sorted.is_empty() {
+            return 0;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = (p * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    })
 }
 
 /// The spans of one trace, grouped by resource and scope.
@@ -112,6 +246,33 @@ pub trait TraceReader: Send + Sync {
 
     /// Service-to-service calls among spans starting in `[start, end]`, sorted.
     async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, ReadError>;
+
+    /// Summaries of the traces that start in the query's range and hold a span matching it,
+    /// ordered by `sort` (descending, then by id), after `after`, at most `query.limit`.
+    async fn find_summaries(
+        &self,
+        query: &TraceQuery,
+        sort: SortBy,
+        after: Option<Cursor>,
+    ) -> Result<Vec<TraceSummary>, ReadError>;
+
+    /// Per service and operation, the spans starting in `[start, end]` (of `service` when
+    /// given), sorted by service and operation.
+    async fn operation_stats(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<OperationStats>, ReadError>;
+
+    /// Exception events (span events named `exception`) of spans starting in `[start, end]` (of
+    /// `service` when given), grouped by type and message, the most frequent first.
+    async fn error_groups(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<ErrorGroup>, ReadError>;
 }
 
 /// The stores that can be read, by the id of the exporter that writes them.
@@ -168,6 +329,16 @@ pub fn parse_trace_id(text: &str) -> Result<TraceId, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_postgresqls_percentile_disc() {
+        let values: Vec<u64> = (1..=20).collect();
+        assert_eq!(percentiles_disc(&values), [10, 19, 20]);
+        assert_eq!(percentiles_disc(&[7]), [7, 7, 7]);
+        assert_eq!(percentiles_disc(&[]), [0, 0, 0]);
+        let values: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentiles_disc(&values), [500, 950, 990]);
+    }
 
     #[test]
     fn trace_ids_parse_padded_and_refuse_what_is_not_hex() {

@@ -22,7 +22,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde_json::Value;
 use sluice_core::anyvalue::hex;
 use sluice_core::store::{
-    Dependency, Operation, ReadError, Trace, TraceId, TraceQuery, TraceReader,
+    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, Trace, TraceId,
+    TraceQuery, TraceReader, TraceSummary,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -116,6 +117,58 @@ fn push_service(q: &mut QueryBuilder<Postgres>, column: &str, service: &str) {
     } else {
         q.push(format!(" AND {column} = "));
         q.push_bind(service.to_owned());
+    }
+}
+
+/// Pushes the conditions of `query` on span `s` (and its resource `r`, joined when the query
+/// names attributes), beyond the time range.
+fn push_conditions(q: &mut QueryBuilder<Postgres>, query: &TraceQuery) {
+    if let Some(service) = &query.service {
+        push_service(q, "s.service_name", service);
+    }
+    if let Some(operation) = &query.operation {
+        q.push(" AND s.name = ");
+        q.push_bind(operation.clone());
+    }
+    if let Some(status) = query.status {
+        q.push(" AND s.status_code = ");
+        q.push_bind(match status {
+            1 => "ok",
+            2 => "error",
+            _ => "unset",
+        });
+    }
+    if let Some(text) = &query.text {
+        let text = text.replace('\0', "\u{fffd}");
+        q.push(" AND (strpos(lower(s.status_message), lower(");
+        q.push_bind(text.clone());
+        q.push(
+            ")) > 0 OR EXISTS (SELECT 1 FROM span_events e WHERE e.trace_id = s.trace_id \
+                AND e.span_id = s.span_id AND e.span_start_time = s.start_time \
+                AND e.name = 'exception' \
+                AND strpos(lower(e.attributes->>'exception.message'), lower(",
+        );
+        q.push_bind(text);
+        q.push(")) > 0))");
+    }
+    if let Some(min) = query.min_duration {
+        q.push(" AND s.duration_ns >= ");
+        q.push_bind(i64::try_from(min).unwrap_or(i64::MAX));
+    }
+    if let Some(max) = query.max_duration {
+        q.push(" AND s.duration_ns <= ");
+        q.push_bind(i64::try_from(max).unwrap_or(i64::MAX));
+    }
+    for (key, text) in &query.attributes {
+        // Containment, so the GIN indexes serve it.
+        q.push(" AND (false");
+        for candidate in attribute_candidates(key, text) {
+            for table in ["s", "r"] {
+                q.push(format!(" OR {table}.attributes @> "));
+                q.push_bind(Jsonb(candidate.clone()));
+            }
+        }
+        q.push(")");
     }
 }
 
@@ -482,32 +535,7 @@ impl TraceReader for PgReader {
         q.push_bind(Timestamp::from_unix_nanos(query.start_min));
         q.push(" AND s.start_time <= ");
         q.push_bind(Timestamp::from_unix_nanos(query.start_max));
-        if let Some(service) = &query.service {
-            push_service(&mut q, "s.service_name", service);
-        }
-        if let Some(operation) = &query.operation {
-            q.push(" AND s.name = ");
-            q.push_bind(operation.clone());
-        }
-        if let Some(min) = query.min_duration {
-            q.push(" AND s.duration_ns >= ");
-            q.push_bind(i64::try_from(min).unwrap_or(i64::MAX));
-        }
-        if let Some(max) = query.max_duration {
-            q.push(" AND s.duration_ns <= ");
-            q.push_bind(i64::try_from(max).unwrap_or(i64::MAX));
-        }
-        for (key, text) in &query.attributes {
-            // Containment, so the GIN indexes serve it.
-            q.push(" AND (false");
-            for candidate in attribute_candidates(key, text) {
-                for table in ["s", "r"] {
-                    q.push(format!(" OR {table}.attributes @> "));
-                    q.push_bind(Jsonb(candidate.clone()));
-                }
-            }
-            q.push(")");
-        }
+        push_conditions(&mut q, query);
         q.push(" GROUP BY s.trace_id ORDER BY latest DESC, s.trace_id LIMIT ");
         q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
         let rows = q
@@ -553,6 +581,185 @@ impl TraceReader for PgReader {
                 parent,
                 child,
                 call_count,
+            })
+            .collect())
+    }
+
+    async fn find_summaries(
+        &self,
+        query: &TraceQuery,
+        sort: SortBy,
+        after: Option<Cursor>,
+    ) -> Result<Vec<TraceSummary>, ReadError> {
+        let mut q = QueryBuilder::new(concat!(
+            "SELECT t.trace_id, t.root_service_name, t.root_span_name, ",
+            micros!("t.start_time"),
+            ", t.duration_ns, t.span_count, t.error_count FROM traces t WHERE t.start_time >= "
+        ));
+        let (lo, hi) = (
+            Timestamp::from_unix_nanos(query.start_min),
+            Timestamp::from_unix_nanos(query.start_max),
+        );
+        q.push_bind(lo);
+        q.push(" AND t.start_time <= ");
+        q.push_bind(hi);
+        if query.has_span_conditions() {
+            q.push(" AND EXISTS (SELECT 1 FROM spans s");
+            if !query.attributes.is_empty() {
+                q.push(" JOIN resources r ON r.resource_id = s.resource_id");
+            }
+            q.push(" WHERE s.trace_id = t.trace_id AND s.start_time >= ");
+            q.push_bind(lo);
+            q.push(" AND s.start_time <= ");
+            q.push_bind(hi);
+            push_conditions(&mut q, query);
+            q.push(")");
+        }
+        let order = match sort {
+            SortBy::Start => "t.start_time",
+            SortBy::Duration => "t.duration_ns",
+        };
+        if let Some(cursor) = after {
+            q.push(format!(" AND ({order}, t.trace_id) < ("));
+            match sort {
+                SortBy::Start => q.push_bind(Timestamp::from_unix_nanos(cursor.key)),
+                SortBy::Duration => q.push_bind(i64::try_from(cursor.key).unwrap_or(i64::MAX)),
+            };
+            q.push(", ");
+            q.push_bind(hex(&cursor.id));
+            q.push(")");
+        }
+        q.push(format!(" ORDER BY {order} DESC, t.trace_id DESC LIMIT "));
+        q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let id = TraceId::try_from(unhex(r.try_get(0).ok()?).as_slice()).ok()?;
+                let root_name: Option<String> = r.try_get(2).ok().flatten();
+                let root_service: Option<String> = r.try_get(1).ok().flatten();
+                Some(TraceSummary {
+                    id,
+                    root_service: root_name.as_ref().map(|_| service_name(root_service)),
+                    root_name,
+                    start: nanos(r.try_get(3).unwrap_or_default()),
+                    duration: u64::try_from(r.try_get::<i64, _>(4).unwrap_or_default())
+                        .unwrap_or(0),
+                    span_count: u64::try_from(r.try_get::<i32, _>(5).unwrap_or_default())
+                        .unwrap_or(0),
+                    error_count: u64::try_from(r.try_get::<i32, _>(6).unwrap_or_default())
+                        .unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    async fn operation_stats(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<OperationStats>, ReadError> {
+        let mut q = QueryBuilder::new(
+            "SELECT service_name, name, count(*), count(*) FILTER (WHERE status_code = 'error'), \
+             percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ns) \
+             FROM spans WHERE start_time >= ",
+        );
+        q.push_bind(Timestamp::from_unix_nanos(start));
+        q.push(" AND start_time <= ");
+        q.push_bind(Timestamp::from_unix_nanos(end));
+        if let Some(service) = service {
+            push_service(&mut q, "service_name", service);
+        }
+        q.push(" GROUP BY 1, 2");
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        // Spans without a service.name are grouped under unknown_service, as the APIs name it.
+        let mut merged: BTreeMap<(String, String), OperationStats> = BTreeMap::new();
+        for r in &rows {
+            let service = service_name(r.try_get(0).ok().flatten());
+            let operation: String = r.try_get(1).unwrap_or_default();
+            let count = u64::try_from(r.try_get::<i64, _>(2).unwrap_or_default()).unwrap_or(0);
+            let errors = u64::try_from(r.try_get::<i64, _>(3).unwrap_or_default()).unwrap_or(0);
+            let p: Vec<i64> = r.try_get(4).unwrap_or_default();
+            let p = |i: usize| p.get(i).and_then(|v| u64::try_from(*v).ok()).unwrap_or(0);
+            let stats = OperationStats {
+                service: service.clone(),
+                operation: operation.clone(),
+                count,
+                errors,
+                percentiles: [p(0), p(1), p(2)],
+            };
+            // Two rows name one key only when NULL, '' or the literal name it: the larger
+            // group's percentiles stand for both (they cannot be merged exactly).
+            match merged.entry((service, operation)) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(stats);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let m = slot.get_mut();
+                    if count > m.count {
+                        m.percentiles = stats.percentiles;
+                    }
+                    m.count += count;
+                    m.errors += errors;
+                }
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    async fn error_groups(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<ErrorGroup>, ReadError> {
+        let mut q = QueryBuilder::new(concat!(
+            "SELECT coalesce(e.attributes->>'exception.type', ''), \
+             coalesce(e.attributes->>'exception.message', ''), count(*), max(",
+            micros!("e.time"),
+            "), (array_agg(e.trace_id ORDER BY e.time DESC))[1], \
+             (array_agg(coalesce(e.attributes->>'exception.stacktrace', '') \
+                        ORDER BY e.time DESC))[1] \
+             FROM span_events e"
+        ));
+        if service.is_some() {
+            q.push(
+                " JOIN spans s ON s.trace_id = e.trace_id AND s.span_id = e.span_id \
+                 AND s.start_time = e.span_start_time",
+            );
+        }
+        q.push(" WHERE e.name = 'exception' AND e.span_start_time >= ");
+        q.push_bind(Timestamp::from_unix_nanos(start));
+        q.push(" AND e.span_start_time <= ");
+        q.push_bind(Timestamp::from_unix_nanos(end));
+        if let Some(service) = service {
+            push_service(&mut q, "s.service_name", service);
+        }
+        q.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2");
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(rows
+            .iter()
+            .map(|r| ErrorGroup {
+                kind: r.try_get(0).unwrap_or_default(),
+                message: r.try_get(1).unwrap_or_default(),
+                count: u64::try_from(r.try_get::<i64, _>(2).unwrap_or_default()).unwrap_or(0),
+                last_seen: nanos(r.try_get(3).unwrap_or_default()),
+                trace: TraceId::try_from(unhex(r.try_get(4).unwrap_or_default()).as_slice())
+                    .unwrap_or_default(),
+                stacktrace: r.try_get(5).unwrap_or_default(),
             })
             .collect())
     }

@@ -275,7 +275,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v3/operations", get(v3_operations))
         .route("/api/v3/traces", get(v3_find_traces))
         .route("/api/v3/traces/{id}", get(v3_trace))
-        .with_state(api)
+        .with_state(Arc::clone(&api))
+        .merge(crate::api::routes(api))
 }
 
 /// What the handlers share: the store to read and the bounds on reading it.
@@ -324,7 +325,7 @@ impl Api {
         self.max_limit
     }
 
-    fn limit(&self, asked: Option<&str>, default: usize) -> Result<usize, Failure> {
+    pub(crate) fn limit(&self, asked: Option<&str>, default: usize) -> Result<usize, Failure> {
         match asked {
             None => Ok(default.min(self.max_limit)),
             Some(text) => text
@@ -372,7 +373,7 @@ impl Failure {
     }
 
     /// In Jaeger's v3 (grpc-gateway) shape.
-    fn v3(&self) -> Response {
+    pub(crate) fn v3(&self) -> Response {
         let status = self.status();
         let body = json!({"error": {"httpCode": status.as_u16(), "message": self.message()}});
         (status, json_body(&body)).into_response()
@@ -523,6 +524,8 @@ fn v1_query(api: &Api, params: &[(String, String)]) -> Result<TraceQuery, Failur
         service: Some(service),
         operation: first(params, "operation").map(str::to_owned),
         attributes,
+        status: None,
+        text: None,
         min_duration: duration("minDuration")?,
         max_duration: duration("maxDuration")?,
         start_min: start,
@@ -717,6 +720,8 @@ fn v3_query(api: &Api, params: &[(String, String)]) -> Result<TraceQuery, Failur
         service: v3_param(params, "serviceName", "service_name").map(str::to_owned),
         operation: v3_param(params, "operationName", "operation_name").map(str::to_owned),
         attributes,
+        status: None,
+        text: None,
         min_duration: duration("durationMin", "duration_min")?,
         max_duration: duration("durationMax", "duration_max")?,
         start_min,

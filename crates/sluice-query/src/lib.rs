@@ -3,6 +3,7 @@
 //! APIs. Stores are read through `sluice_core::store::TraceReader`, the one interface the
 //! PostgreSQL store implements too.
 
+mod api;
 mod extension;
 pub mod jaeger_json;
 mod memory;

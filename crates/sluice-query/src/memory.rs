@@ -5,7 +5,7 @@
 //! its first span, so a long trace still growing is evicted as old. Searches scan the store
 //! (it is small by design: 64 MiB by default), so what a search sees is always what is held.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -20,7 +20,8 @@ use serde_json::Value;
 use sluice_config::ByteSize;
 use sluice_config::Problem;
 use sluice_core::store::{
-    Dependency, Operation, ReadError, Trace, TraceId, TraceQuery, TraceReader,
+    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, Trace, TraceId,
+    TraceQuery, TraceReader, TraceSummary, percentiles_disc,
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
@@ -223,12 +224,74 @@ fn matches(query: &TraceQuery, resource_spans: &ResourceSpans, span: &Span) -> b
             .as_deref()
             .is_none_or(|s| s == service_of(resource_spans))
         && query.operation.as_deref().is_none_or(|o| o == span.name)
+        && query
+            .status
+            .is_none_or(|code| span.status.as_ref().map_or(0, |s| s.code) == code)
+        && query
+            .text
+            .as_deref()
+            .is_none_or(|text| mentions(span, text))
         && query.min_duration.is_none_or(|d| duration >= d)
         && query.max_duration.is_none_or(|d| duration <= d)
         && query
             .attributes
             .iter()
             .all(|(k, v)| has_attribute(&span.attributes, k, v) || has_attribute(resource, k, v))
+}
+
+/// Whether `span`'s status message or one of its exception messages contains `text`, case
+/// aside.
+fn mentions(span: &Span, text: &str) -> bool {
+    let text = text.to_lowercase();
+    let has = |s: &str| s.to_lowercase().contains(&text);
+    span.status.as_ref().is_some_and(|s| has(&s.message))
+        || span
+            .events
+            .iter()
+            .filter(|e| e.name == EXCEPTION)
+            .any(|e| has(&attribute(&e.attributes, "exception.message")))
+}
+
+/// The event name OpenTelemetry gives a recorded exception.
+const EXCEPTION: &str = "exception";
+
+/// The text of attribute `key` (empty when absent).
+fn attribute(attributes: &[KeyValue], key: &str) -> String {
+    attributes
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| sluice_core::anyvalue::to_string(a.value.as_ref().and_then(value)))
+        .unwrap_or_default()
+}
+
+/// A trace's summary.
+fn summarize(id: &TraceId, entry: &Entry) -> TraceSummary {
+    let mut summary = TraceSummary {
+        id: *id,
+        root_service: None,
+        root_name: None,
+        start: u64::MAX,
+        duration: 0,
+        span_count: 0,
+        error_count: 0,
+    };
+    let mut end = 0;
+    let mut root_start = u64::MAX;
+    for (r, span) in spans(entry) {
+        summary.start = summary.start.min(span.start_time_unix_nano);
+        end = end.max(span.end_time_unix_nano);
+        summary.span_count += 1;
+        if span.status.as_ref().is_some_and(|s| s.code == 2) {
+            summary.error_count += 1;
+        }
+        if span.parent_span_id.is_empty() && span.start_time_unix_nano < root_start {
+            root_start = span.start_time_unix_nano;
+            summary.root_service = Some(service_of(r).to_owned());
+            summary.root_name = Some(span.name.clone());
+        }
+    }
+    summary.duration = end.saturating_sub(summary.start);
+    summary
 }
 
 fn spans(entry: &Entry) -> impl Iterator<Item = (&ResourceSpans, &Span)> {
@@ -352,6 +415,115 @@ impl TraceReader for MemoryStore {
             })
             .collect();
         out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn find_summaries(
+        &self,
+        query: &TraceQuery,
+        sort: SortBy,
+        after: Option<Cursor>,
+    ) -> Result<Vec<TraceSummary>, ReadError> {
+        let inner = self.lock();
+        let conditions = query.has_span_conditions();
+        let mut out: Vec<TraceSummary> = inner
+            .traces
+            .iter()
+            .map(|(id, entry)| (summarize(id, entry), entry))
+            .filter(|(summary, entry)| {
+                (query.start_min..=query.start_max).contains(&summary.start)
+                    && (!conditions || spans(entry).any(|(r, s)| matches(query, r, s)))
+                    && after.is_none_or(|c| (summary.key(sort), summary.id) < (c.key, c.id))
+            })
+            .map(|(summary, _)| summary)
+            .collect();
+        out.sort_unstable_by_key(|s| std::cmp::Reverse((s.key(sort), s.id)));
+        out.truncate(query.limit);
+        Ok(out)
+    }
+
+    async fn operation_stats(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<OperationStats>, ReadError> {
+        let inner = self.lock();
+        let mut groups: BTreeMap<(String, String), (u64, Vec<u64>)> = BTreeMap::new();
+        for (r, span) in inner.traces.values().flat_map(spans) {
+            let name = service_of(r);
+            if !(start..=end).contains(&span.start_time_unix_nano)
+                || service.is_some_and(|s| s != name)
+            {
+                continue;
+            }
+            let group = groups
+                .entry((name.to_owned(), span.name.clone()))
+                .or_default();
+            if span.status.as_ref().is_some_and(|s| s.code == 2) {
+                group.0 += 1;
+            }
+            group.1.push(
+                span.end_time_unix_nano
+                    .saturating_sub(span.start_time_unix_nano),
+            );
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((service, operation), (errors, mut durations))| {
+                durations.sort_unstable();
+                OperationStats {
+                    service,
+                    operation,
+                    count: durations.len() as u64,
+                    errors,
+                    percentiles: percentiles_disc(&durations),
+                }
+            })
+            .collect())
+    }
+
+    async fn error_groups(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<ErrorGroup>, ReadError> {
+        let inner = self.lock();
+        let mut groups: BTreeMap<(String, String), ErrorGroup> = BTreeMap::new();
+        for (r, span) in inner.traces.values().flat_map(spans) {
+            if !(start..=end).contains(&span.start_time_unix_nano)
+                || service.is_some_and(|s| s != service_of(r))
+            {
+                continue;
+            }
+            for event in span.events.iter().filter(|e| e.name == EXCEPTION) {
+                let kind = attribute(&event.attributes, "exception.type");
+                let message = attribute(&event.attributes, "exception.message");
+                let group = groups
+                    .entry((kind.clone(), message.clone()))
+                    .or_insert_with(|| ErrorGroup {
+                        kind,
+                        message,
+                        count: 0,
+                        last_seen: 0,
+                        trace: [0; 16],
+                        stacktrace: String::new(),
+                    });
+                group.count += 1;
+                if event.time_unix_nano >= group.last_seen {
+                    group.last_seen = event.time_unix_nano;
+                    group.trace = TraceId::try_from(span.trace_id.as_slice()).unwrap_or_default();
+                    group.stacktrace = attribute(&event.attributes, "exception.stacktrace");
+                }
+            }
+        }
+        let mut out: Vec<ErrorGroup> = groups.into_values().collect();
+        out.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| (&a.kind, &a.message).cmp(&(&b.kind, &b.message)))
+        });
         Ok(out)
     }
 }
@@ -483,6 +655,8 @@ mod tests {
             service: None,
             operation: None,
             attributes: Vec::new(),
+            status: None,
+            text: None,
             min_duration: None,
             max_duration: None,
             start_min: 0,

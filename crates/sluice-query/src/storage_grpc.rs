@@ -168,6 +168,8 @@ fn query(
                 (kv.key.clone(), sluice_core::anyvalue::to_string(value))
             })
             .collect(),
+        status: None,
+        text: None,
         min_duration: p
             .duration_min
             .map(proto::Duration::nanos)
