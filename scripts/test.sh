@@ -4,6 +4,7 @@
 #   - Prometheus (Debian's package), which the remote-write tests start on a free port;
 #   - Tansu, a Kafka-protocol broker (crates.io, pinned, built once per machine outside the
 #     checkout by scripts/tansu.sh), which the kafka tests start on free ports;
+#   - Chromium and chromedriver (Debian's packages), which the admin view's tests drive headless;
 #   - PostgreSQL: unless DATABASE_URL is set, a throwaway cluster from the system's initdb/pg_ctl
 #     (scripts/pg.sh; Debian's package is installed when missing), stopped when the tests end;
 #   - then `cargo test` over the whole workspace: unit tests, property tests, and the end-to-end
@@ -36,6 +37,11 @@ fi
 if ! command -v prometheus >/dev/null 2>&1; then
   echo "test.sh: installing Prometheus (Debian's package) for the remote-write tests" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus curl >/dev/null
+fi
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test.sh: installing Chromium and its WebDriver (Debian's packages) for the admin view's tests" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 venv="${SLUICE_VENV:-$PWD/target/py-venv}"

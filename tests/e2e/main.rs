@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sluice` binary, real OTLP clients (the opentelemetry-otlp crate and
 //! the Python OpenTelemetry SDK), raw requests for edge cases, and an OTLP sink.
 
+mod admin_view;
 mod auth;
 mod config_files;
 mod connectors;

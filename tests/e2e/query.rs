@@ -879,7 +879,7 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
 /// 25 `checkout` traces one second apart: a `POST /pay` root lasting (i + 1) × 10 ms with a
 /// 5 ms `db` child; every fifth fails with a `PaymentError` exception, every seventh records a
 /// `TimeoutError`; `user.id` is `u{i % 3}`.
-fn checkout_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
+pub(crate) fn checkout_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};

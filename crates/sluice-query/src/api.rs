@@ -51,6 +51,13 @@ fn fail(failure: &Failure) -> Response {
     failure.v3()
 }
 
+fn answer(result: Result<Value, Failure>) -> Response {
+    match result {
+        Ok(value) => ok(&value),
+        Err(f) => fail(&f),
+    }
+}
+
 /// A time as RFC 3339 with nanoseconds.
 fn rfc3339(nanos: u64) -> String {
     humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
@@ -102,11 +109,15 @@ fn cursor(text: &str) -> Result<Cursor, Failure> {
 /// `GET /api/sluice/traces`: summaries of the traces that start in the window and hold a span
 /// matching every filter, newest (or longest) first, a page at a time.
 async fn search(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
-    let params = params::parse_query(raw.as_deref());
+    answer(search_data(&api, &params::parse_query(raw.as_deref())).await)
+}
+
+/// The search's answer.
+pub(crate) async fn search_data(api: &Api, params: &[(String, String)]) -> Result<Value, Failure> {
     let prepared = (|| {
-        let (start_min, start_max) = window(&params)?;
+        let (start_min, start_max) = window(params)?;
         let duration = |name: &str| {
-            first(&params, name)
+            first(params, name)
                 .map(|d| {
                     params::go_duration(d)
                         .map_err(|m| Failure::BadRequest(format!("parameter `{name}`: {m}")))
@@ -114,12 +125,12 @@ async fn search(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respons
                 .transpose()
         };
         let mut attributes = Vec::new();
-        for (key, value) in &params {
+        for (key, value) in params {
             if let Some(name) = key.strip_prefix("attr.") {
                 attributes.push((name.to_owned(), value.clone()));
             }
         }
-        let sort = match first(&params, "sort") {
+        let sort = match first(params, "sort") {
             None | Some("start") => SortBy::Start,
             Some("duration") => SortBy::Duration,
             Some(other) => {
@@ -129,30 +140,27 @@ async fn search(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respons
             }
         };
         let query = TraceQuery {
-            service: first(&params, "service").map(str::to_owned),
-            operation: first(&params, "operation").map(str::to_owned),
+            service: first(params, "service").map(str::to_owned),
+            operation: first(params, "operation").map(str::to_owned),
             attributes,
-            status: first(&params, "status").map(status_code).transpose()?,
-            text: first(&params, "text").map(str::to_owned),
+            status: first(params, "status").map(status_code).transpose()?,
+            text: first(params, "text").map(str::to_owned),
             min_duration: duration("min_duration")?,
             max_duration: duration("max_duration")?,
             start_min,
             start_max,
-            limit: api.limit(first(&params, "limit"), DEFAULT_LIMIT)?,
+            limit: api.limit(first(params, "limit"), DEFAULT_LIMIT)?,
         };
-        let after = first(&params, "cursor").map(cursor).transpose()?;
+        let after = first(params, "cursor").map(cursor).transpose()?;
         Ok((query, sort, after))
     })();
-    let (query, sort, after) = match prepared {
-        Ok(p) => p,
-        Err(f) => return fail(&f),
-    };
+    let (query, sort, after) = prepared?;
     let limit = query.limit;
-    match api
+    let summaries = api
         .read(|r| async move { r.find_summaries(&query, sort, after).await })
-        .await
+        .await?;
     {
-        Ok(summaries) => {
+        {
             let next = (summaries.len() == limit)
                 .then(|| summaries.last())
                 .flatten()
@@ -172,9 +180,8 @@ async fn search(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respons
                     })
                 })
                 .collect();
-            ok(&json!({"traces": traces, "next_cursor": next}))
+            Ok(json!({"traces": traces, "next_cursor": next}))
         }
-        Err(f) => fail(&f),
     }
 }
 
@@ -196,10 +203,12 @@ fn attributes(kvs: &[KeyValue]) -> Value {
 /// `GET /api/sluice/traces/{id}`: every span, ordered by start, with its service, events and
 /// links.
 async fn one(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    let (id, trace) = match read_trace(&api, &id).await {
-        Ok(found) => found,
-        Err(f) => return fail(&f),
-    };
+    answer(trace_data(&api, &id).await)
+}
+
+/// One trace's answer.
+pub(crate) async fn trace_data(api: &Api, id: &str) -> Result<Value, Failure> {
+    let (id, trace) = read_trace(api, id).await?;
     let mut spans: Vec<(u64, Value)> = Vec::new();
     for r in &trace.resource_spans {
         let resource = r
@@ -246,7 +255,7 @@ async fn one(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
         }
     }
     spans.sort_by_key(|(start, _)| *start);
-    ok(&json!({
+    Ok(json!({
         "trace_id": hex(&id),
         "spans": spans.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
     }))
@@ -283,17 +292,21 @@ async fn export(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response
 /// `GET /api/sluice/operations`: per service and operation over the window, the span count,
 /// errors and error rate, p50/p95/p99 and throughput.
 async fn operations(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
-    let params = params::parse_query(raw.as_deref());
-    let (start, end) = match window(&params) {
-        Ok(w) => w,
-        Err(f) => return fail(&f),
-    };
-    let service = first(&params, "service").map(str::to_owned);
-    match api
+    answer(operations_data(&api, &params::parse_query(raw.as_deref())).await)
+}
+
+/// The per-operation statistics' answer.
+pub(crate) async fn operations_data(
+    api: &Api,
+    params: &[(String, String)],
+) -> Result<Value, Failure> {
+    let (start, end) = window(params)?;
+    let service = first(params, "service").map(str::to_owned);
+    let stats = api
         .read(|r| async move { r.operation_stats(service.as_deref(), start, end).await })
-        .await
+        .await?;
     {
-        Ok(stats) => {
+        {
             #[allow(clippy::cast_precision_loss)]
             let seconds = ((end - start) as f64 / 1e9).max(1e-9);
             let rows: Vec<Value> = stats
@@ -314,26 +327,26 @@ async fn operations(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Res
                     })
                 })
                 .collect();
-            ok(&json!({"start": rfc3339(start), "end": rfc3339(end), "operations": rows}))
+            Ok(json!({"start": rfc3339(start), "end": rfc3339(end), "operations": rows}))
         }
-        Err(f) => fail(&f),
     }
 }
 
 /// `GET /api/sluice/errors`: exception events over the window grouped by type and message,
 /// the most frequent first, each with its newest trace and stack trace.
 async fn errors(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
-    let params = params::parse_query(raw.as_deref());
-    let (start, end) = match window(&params) {
-        Ok(w) => w,
-        Err(f) => return fail(&f),
-    };
-    let service = first(&params, "service").map(str::to_owned);
-    match api
+    answer(errors_data(&api, &params::parse_query(raw.as_deref())).await)
+}
+
+/// The error groups' answer.
+pub(crate) async fn errors_data(api: &Api, params: &[(String, String)]) -> Result<Value, Failure> {
+    let (start, end) = window(params)?;
+    let service = first(params, "service").map(str::to_owned);
+    let groups = api
         .read(|r| async move { r.error_groups(service.as_deref(), start, end).await })
-        .await
+        .await?;
     {
-        Ok(groups) => {
+        {
             let rows: Vec<Value> = groups
                 .iter()
                 .map(|g| {
@@ -347,9 +360,8 @@ async fn errors(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respons
                     })
                 })
                 .collect();
-            ok(&json!({"errors": rows}))
+            Ok(json!({"errors": rows}))
         }
-        Err(f) => fail(&f),
     }
 }
 
@@ -375,23 +387,19 @@ fn per_operation(trace: &Trace) -> BTreeMap<(String, String), (u64, u64)> {
 /// `GET /api/sluice/compare?a=&b=`: two traces side by side, per service and operation: the
 /// span count and total duration in each.
 async fn compare(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
-    let params = params::parse_query(raw.as_deref());
-    let ids: Vec<&str> = ["a", "b"]
-        .iter()
-        .filter_map(|k| first(&params, k))
-        .collect();
-    if ids.len() != 2 || all(&params, "a").count() > 1 {
-        return fail(&Failure::BadRequest(
+    answer(compare_data(&api, &params::parse_query(raw.as_deref())).await)
+}
+
+/// The comparison's answer.
+pub(crate) async fn compare_data(api: &Api, params: &[(String, String)]) -> Result<Value, Failure> {
+    let ids: Vec<&str> = ["a", "b"].iter().filter_map(|k| first(params, k)).collect();
+    if ids.len() != 2 || all(params, "a").count() > 1 {
+        return Err(Failure::BadRequest(
             "parameters `a` and `b` (two trace ids) are required".into(),
         ));
     }
-    let (a, b) = match (
-        read_trace(&api, ids[0]).await,
-        read_trace(&api, ids[1]).await,
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(f), _) | (_, Err(f)) => return fail(&f),
-    };
+    let a = read_trace(api, ids[0]).await?;
+    let b = read_trace(api, ids[1]).await?;
     let (left, right) = (per_operation(&a.1), per_operation(&b.1));
     let mut keys: Vec<&(String, String)> = left.keys().chain(right.keys()).collect();
     keys.sort();
@@ -411,5 +419,5 @@ async fn compare(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respon
             })
         })
         .collect();
-    ok(&json!({"a": hex(&a.0), "b": hex(&b.0), "operations": rows}))
+    Ok(json!({"a": hex(&a.0), "b": hex(&b.0), "operations": rows}))
 }

@@ -276,7 +276,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v3/traces", get(v3_find_traces))
         .route("/api/v3/traces/{id}", get(v3_trace))
         .with_state(Arc::clone(&api))
-        .merge(crate::api::routes(api))
+        .merge(crate::api::routes(Arc::clone(&api)))
+        .merge(crate::view::routes(api))
 }
 
 /// What the handlers share: the store to read and the bounds on reading it.
@@ -320,6 +321,11 @@ impl Api {
         }
     }
 
+    /// The id of the exporter whose store is read.
+    pub(crate) fn storage(&self) -> &str {
+        &self.storage
+    }
+
     /// The most traces one search returns.
     pub(crate) fn max_limit(&self) -> usize {
         self.max_limit
@@ -348,7 +354,7 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
             Failure::NotFound(_) => StatusCode::NOT_FOUND,
@@ -356,7 +362,7 @@ impl Failure {
         }
     }
 
-    fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         match self {
             Failure::BadRequest(m) | Failure::NotFound(m) | Failure::Unavailable(m) => m,
         }

@@ -10,6 +10,7 @@ mod memory;
 pub mod params;
 pub mod proto;
 mod storage_grpc;
+mod view;
 
 pub use extension::{Api, JaegerQueryConfig, JaegerQueryFactory, router};
 pub use memory::{MemoryConfig, MemoryExporterFactory, MemoryStore};
