@@ -1182,3 +1182,64 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
     assert_eq!(again, original);
     drop(sluice);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_query_service_admits_only_what_its_authenticator_admits() {
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let (http, grpc) = (free_port(), free_port());
+    let config = format!(
+        "{common}  bearertokenauth/query:\n    token: reader-secret\n  jaeger_query:\n    storage: {{traces: memory}}\n    http: {{endpoint: 127.0.0.1:{http}, auth: {{authenticator: bearertokenauth/query}}}}\n    remote_storage: {{endpoint: 127.0.0.1:{grpc}, auth: {{authenticator: bearertokenauth/query}}}}\nexporters:\n  memory: {{}}\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    tls: {{insecure: true}}\nservice:\n  extensions: [health_check, bearertokenauth/query, jaeger_query]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [memory, otlp]\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n",
+        common = ports.common(),
+        sink = sink.grpc_port,
+        metrics = ports.metrics,
+    );
+    let sluice = Sluice::start(ports, &config);
+    let client = reqwest::Client::new();
+    for path in ["/api/services", "/api/sluice/traces", "/"] {
+        let url = format!("http://127.0.0.1:{http}{path}");
+        let refused = client.get(&url).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let wrong = client.get(&url).bearer_auth("nope").send().await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let admitted = client
+            .get(&url)
+            .bearer_auth("reader-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admitted.status(), 200, "{path}");
+    }
+    let mut storage = StorageClient::connect(grpc).await;
+    let status = storage
+        .unary::<_, sluice_query::proto::GetServicesResponse>(
+            sluice_query::proto::GET_SERVICES,
+            sluice_query::proto::GetServicesRequest {},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        sluice
+            .wait_metric(
+                "sluice_jaeger_query_refused_requests{extension=\"jaeger_query\",listener=\"http\"}",
+                6.0
+            )
+            .await,
+        6.0
+    );
+
+    // Listed after the query service, the authenticator would not be running when it starts.
+    let (ok, out) = crate::support::sluice_validate(
+        &config.replace(
+            "extensions: [health_check, bearertokenauth/query, jaeger_query]",
+            "extensions: [health_check, jaeger_query, bearertokenauth/query]",
+        ),
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("extensions.jaeger_query.http.auth.authenticator: authenticator `bearertokenauth/query` must be listed before `jaeger_query`"),
+        "{out}"
+    );
+}

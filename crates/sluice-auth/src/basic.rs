@@ -741,6 +741,7 @@ plain:secret
         let host = Host {
             status: sluice_core::ServiceStatus::new(),
             stores: sluice_core::store::Stores::new(),
+            authenticators: std::collections::BTreeMap::new(),
         };
         let tasks = ext.start(&host, shutdown.clone()).await.unwrap();
         let a = ext.server_authenticator().unwrap();
@@ -793,6 +794,7 @@ plain:secret
         let host = Host {
             status: sluice_core::ServiceStatus::new(),
             stores: sluice_core::store::Stores::new(),
+            authenticators: std::collections::BTreeMap::new(),
         };
         let tasks = ext.start(&host, shutdown.clone()).await.unwrap();
         let tmp = dir.join(".password.tmp");

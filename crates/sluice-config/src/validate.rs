@@ -485,11 +485,28 @@ fn check_authenticators(config: &RawConfig) -> Vec<Problem> {
     for (id, value) in &config.receivers {
         walk(value, &format!("receivers.{id}"), &mut found);
     }
+    // An extension serving requests (`jaeger_query`) starts after the extensions listed before
+    // it, so the authenticator it names must be one of those.
+    let mut problems = Vec::new();
+    for (id, value) in &config.extensions {
+        let before = found.len();
+        walk(value, &format!("extensions.{id}"), &mut found);
+        let position = |name: &str| config.service.extensions.iter().position(|e| e == name);
+        for (path, name) in &found[before..] {
+            if let (Some(own), Some(theirs)) = (position(id), position(name))
+                && theirs > own
+            {
+                problems.push(Problem::error(
+                    path.clone(),
+                    format!("authenticator `{name}` must be listed before `{id}` in service.extensions: extensions start in that order"),
+                ));
+            }
+        }
+    }
     let servers = found.len();
     for (id, value) in &config.exporters {
         walk(value, &format!("exporters.{id}"), &mut found);
     }
-    let mut problems = Vec::new();
     for (i, (path, name)) in found.into_iter().enumerate() {
         let Some(extension) = config.extensions.get(&name) else {
             problems.push(Problem::error(

@@ -74,6 +74,10 @@ pub struct Host {
     /// The readable stores, registered by their exporters as those are built (after the
     /// extensions start): look one up when it is needed, not at start.
     pub stores: Arc<crate::store::Stores>,
+    /// The authenticator extensions already running (listed before this one in
+    /// `service.extensions`), by id, for an extension whose server admits requests through one.
+    pub authenticators:
+        std::collections::BTreeMap<String, Arc<dyn crate::auth::ServerAuthenticator>>,
 }
 
 /// A built extension.

@@ -172,6 +172,9 @@ pub fn kafka_receiver_unmarshal_failed(signal: crate::Signal) -> &'static str {
 /// Traces the `memory` exporter evicted, the oldest first, to stay within its bounds
 /// (`exporter`); sluice's own.
 pub const MEMORY_STORE_EVICTED_TRACES: &str = "sluice_memory_store_evicted_traces";
+/// Requests to `jaeger_query` its authenticator refused (`extension`, `listener`: `http` or
+/// `remote_storage`); sluice's own.
+pub const QUERY_REFUSED_REQUESTS: &str = "sluice_jaeger_query_refused_requests";
 /// Bytes of spans the `memory` exporter holds (`exporter`); sluice's own.
 pub const MEMORY_STORE_BYTES: &str = "sluice_memory_store_bytes";
 /// Attributes the `redaction` processor removed, keys not allowed (`processor`, `otel_signal`);

@@ -71,6 +71,9 @@ pub struct RemoteStorageConfig {
     /// Server TLS, as on the receivers.
     #[serde(default)]
     pub tls: Option<sluice_net::TlsServerConfig>,
+    /// An authenticator extension every call must pass, as on the receivers.
+    #[serde(default)]
+    pub auth: Option<sluice_core::auth::AuthSettings>,
 }
 
 /// `storage`: Jaeger v2's key, naming the store to read.
@@ -89,6 +92,8 @@ pub struct HttpConfig {
     pub endpoint: String,
     /// Server TLS, as on the receivers.
     pub tls: Option<sluice_net::TlsServerConfig>,
+    /// An authenticator extension every request must pass, as on the receivers.
+    pub auth: Option<sluice_core::auth::AuthSettings>,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +101,7 @@ impl Default for HttpConfig {
         HttpConfig {
             endpoint: "127.0.0.1:16686".to_owned(),
             tls: None,
+            auth: None,
         }
     }
 }
@@ -183,11 +189,33 @@ impl Extension for JaegerQuery {
             timeout: self.config.timeout.get(),
         });
         let http = &self.config.http;
+        let auth = |settings: &Option<sluice_core::auth::AuthSettings>, key: &str| {
+            settings
+                .as_ref()
+                .map(|a| {
+                    let authenticator = host.authenticators.get(&a.authenticator).cloned().ok_or_else(|| {
+                        BuildError::Other(format!(
+                            "extensions.{}.{key}.auth: `{}` is not a running authenticator extension listed before it in service.extensions",
+                            self.id, a.authenticator
+                        ))
+                    })?;
+                    Ok::<_, BuildError>(sluice_net::ServerAuth::new(
+                        authenticator,
+                        metrics::counter!(
+                            sluice_core::metrics::QUERY_REFUSED_REQUESTS,
+                            "extension" => self.id.clone(),
+                            "listener" => key.to_owned()
+                        ),
+                    ))
+                })
+                .transpose()
+        };
         let mut tasks = vec![
             listen(
                 &self.id,
                 &http.endpoint,
                 http.tls.as_ref(),
+                auth(&http.auth, "http")?,
                 "http",
                 router(Arc::clone(&api)),
                 &shutdown,
@@ -203,6 +231,7 @@ impl Extension for JaegerQuery {
                     &self.id,
                     &remote.endpoint,
                     remote.tls.as_ref(),
+                    auth(&remote.auth, "remote_storage")?,
                     "remote_storage",
                     service,
                     &shutdown,
@@ -220,6 +249,7 @@ async fn listen<S, B>(
     id: &str,
     endpoint: &str,
     tls: Option<&sluice_net::TlsServerConfig>,
+    auth: Option<sluice_net::ServerAuth>,
     key: &str,
     service: S,
     shutdown: &CancellationToken,
@@ -249,11 +279,16 @@ where
             source,
         })?;
     tracing::info!(endpoint = ?listener.local_addr().ok(), "jaeger query listening ({key})");
+    let settings = sluice_net::ServerSettings {
+        // gRPC speaks HTTP/2 only, and its refusals are gRPC statuses.
+        http2_only: key == "remote_storage",
+        ..sluice_net::ServerSettings::side(&format!("{id}/{key}"))
+    };
     Ok(tokio::spawn(sluice_net::serve(
         listener,
-        sluice_net::ServerSettings::side(id),
+        settings,
         tls,
-        None,
+        auth,
         service,
         shutdown.clone(),
     )))

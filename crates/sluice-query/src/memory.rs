@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -84,6 +84,7 @@ pub struct MemoryStore {
     max_bytes: usize,
     max_traces: usize,
     evicted: Counter,
+    held: Gauge,
 }
 
 impl MemoryStore {
@@ -96,6 +97,10 @@ impl MemoryStore {
             max_traces,
             evicted: metrics::counter!(
                 sluice_core::metrics::MEMORY_STORE_EVICTED_TRACES,
+                "exporter" => id.to_owned()
+            ),
+            held: metrics::gauge!(
+                sluice_core::metrics::MEMORY_STORE_BYTES,
                 "exporter" => id.to_owned()
             ),
         }
@@ -149,6 +154,8 @@ impl MemoryStore {
             inner.bytes += bytes;
         }
         self.evict(&mut inner);
+        #[allow(clippy::cast_precision_loss)]
+        self.held.set(inner.bytes as f64);
     }
 
     /// Drops the oldest traces until the store is within its bounds.

@@ -579,15 +579,15 @@ async fn start_extensions(
     status: &Arc<ServiceStatus>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Extensions> {
-    let exporters = sluice_core::ExporterContext::default();
-    let host = Host {
-        status: Arc::clone(status),
-        stores: Arc::clone(&exporters.stores),
-    };
+    let mut exporters = sluice_core::ExporterContext::default();
     let mut tasks = Vec::new();
     let mut authenticators = BTreeMap::new();
-    let mut exporters = exporters;
     for id in &config.service.extensions {
+        let host = Host {
+            status: Arc::clone(status),
+            stores: Arc::clone(&exporters.stores),
+            authenticators: authenticators.clone(),
+        };
         let factory = registry
             .extension(&type_of(id)?)
             .ok_or_else(|| anyhow!("unknown extension `{id}`"))?;
