@@ -740,10 +740,13 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
         // Wait until the store holds the whole big trace.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let chunks = loop {
-            let chunks = client.chunks(proto::GET_TRACES, get.clone()).await.unwrap();
-            let spans: usize = chunk_traces(&chunks).iter().map(|(_, n)| n).sum();
+            // UNAVAILABLE until the exporter's first write has made the schema.
+            let answer = client.chunks(proto::GET_TRACES, get.clone()).await;
+            let spans: usize = answer
+                .as_ref()
+                .map_or(0, |c| chunk_traces(c).iter().map(|(_, n)| n).sum());
             if spans == 10_002 || std::time::Instant::now() > deadline {
-                break chunks;
+                break answer.unwrap();
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
@@ -1020,12 +1023,17 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
 
     for (port, store) in [(mem, "memory"), (pg, "postgres")] {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while all_pages(port, &format!("service=checkout&{window}"))
-            .await
-            .len()
-            < 25
-            && std::time::Instant::now() < deadline
-        {
+        // 503 until the exporter's first write has made the schema.
+        loop {
+            let (status, answer) = get(
+                port,
+                &format!("/api/sluice/traces?service=checkout&{window}"),
+            )
+            .await;
+            let found = answer["traces"].as_array().map_or(0, Vec::len);
+            if (status == 200 && found == 25) || std::time::Instant::now() > deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // Pages of 7 give every trace once, in order, by start and by duration.
@@ -1242,4 +1250,262 @@ async fn the_query_service_admits_only_what_its_authenticator_admits() {
         out.contains("extensions.jaeger_query.http.auth.authenticator: authenticator `bearertokenauth/query` must be listed before `jaeger_query`"),
         "{out}"
     );
+}
+
+/// Agent pipelines: three `research-agent` traces, each two gpt-4o calls (1,000 in, 200 out)
+/// and one Claude call (500 in, 100 out); one `summarize` trace with a gpt-4o call (4,000 in,
+/// 1,000 out) and an unpriced embedding (300 in); and a span whose token count is text, which
+/// counts for nothing.
+fn agent_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    use crate::support::{kv, string};
+    let llm = |trace: &[u8],
+               n: u32,
+               name: &str,
+               model: &str,
+               system: &str,
+               input: i64,
+               output: Option<i64>| {
+        let mut attributes = vec![
+            kv("gen_ai.request.model", string(model)),
+            kv("gen_ai.system", string(system)),
+            kv("gen_ai.usage.input_tokens", Value::IntValue(input)),
+        ];
+        if let Some(output) = output {
+            attributes.push(kv("gen_ai.usage.output_tokens", Value::IntValue(output)));
+        }
+        Span {
+            trace_id: trace.to_vec(),
+            span_id: [[0xdd; 4], n.to_be_bytes()].concat(),
+            parent_span_id: [[0xee; 4], [0; 4]].concat(),
+            name: name.into(),
+            kind: 3,
+            start_time_unix_nano: base + u64::from(n) * 1_000_000,
+            end_time_unix_nano: base + u64::from(n) * 1_000_000 + 500_000,
+            attributes,
+            ..Default::default()
+        }
+    };
+    let root = |trace: &[u8], name: &str| Span {
+        trace_id: trace.to_vec(),
+        span_id: [[0xee; 4], [0; 4]].concat(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: base,
+        end_time_unix_nano: base + 100_000_000,
+        ..Default::default()
+    };
+    let mut spans = Vec::new();
+    let mut ids = Vec::new();
+    for t in 0..3u8 {
+        let id = vec![0xa1, t, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        spans.push(root(&id, "research-agent"));
+        spans.push(llm(
+            &id,
+            1,
+            "chat gpt-4o",
+            "gpt-4o-2024-08-06",
+            "openai",
+            1000,
+            Some(200),
+        ));
+        spans.push(llm(
+            &id,
+            2,
+            "chat gpt-4o",
+            "gpt-4o-2024-08-06",
+            "openai",
+            1000,
+            Some(200),
+        ));
+        spans.push(llm(
+            &id,
+            3,
+            "chat claude",
+            "claude-3-5-sonnet",
+            "anthropic",
+            500,
+            Some(100),
+        ));
+        ids.push(hex(&id));
+    }
+    let id = vec![0xa2; 16];
+    spans.push(root(&id, "summarize"));
+    spans.push(llm(
+        &id,
+        1,
+        "chat gpt-4o",
+        "gpt-4o-2024-08-06",
+        "openai",
+        4000,
+        Some(1000),
+    ));
+    spans.push(llm(
+        &id,
+        2,
+        "embed",
+        "text-embedding-3-small",
+        "openai",
+        300,
+        None,
+    ));
+    let mut text = llm(&id, 3, "chat odd", "gpt-4o", "openai", 0, None);
+    text.attributes[2] = crate::support::kv("gen_ai.usage.input_tokens", string("12"));
+    spans.push(text);
+    ids.push(hex(&id));
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", string("agents"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (request, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_usage_and_cost_per_model_operation_workflow_and_trace_from_both_stores() {
+    let (url, admin) = fresh_database(&server_url(), "genai").await;
+    let sink = Sink::start().await;
+    let ports = Ports::new();
+    let (pg, mem) = (free_port(), free_port());
+    let prices = "    genai:\n      prices:\n        gpt-4o: {input_per_million: 2.5, output_per_million: 10}\n        claude-3-5-sonnet: {input_per_million: 3, output_per_million: 15}\n";
+    let text = config(&ports, &url, &url, sink.grpc_port, pg, mem)
+        .replace(
+            "    storage: {traces: postgres}\n",
+            &format!("    storage: {{traces: postgres}}\n{prices}"),
+        )
+        .replace(
+            "    storage: {traces: memory}\n",
+            &format!("    storage: {{traces: memory}}\n{prices}"),
+        );
+    let sent = Ports {
+        grpc: ports.grpc,
+        http: 0,
+        metrics: 0,
+        health: 0,
+    };
+    let sluice = Sluice::start(ports, &text);
+    let base = (now_nanos() - 60_000_000_000) / 1000 * 1000;
+    let (request, ids) = agent_traces(base);
+    crate::postgres::send_traces(&sent, request).await;
+    sink.wait_for(Duration::from_secs(20), "the spans", |r| {
+        r.span_count() >= 16
+    })
+    .await;
+    for (port, store) in [(mem, "memory"), (pg, "postgres")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let answer = loop {
+            // 503 until the exporter's first write has made the schema.
+            let (status, answer) = get(port, "/api/sluice/genai?lookback=1h").await;
+            if (status == 200 && answer["total"]["spans"] == 11)
+                || std::time::Instant::now() > deadline
+            {
+                assert_eq!(status, 200, "{answer}");
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(answer["currency"], "USD");
+        assert_eq!(
+            answer["total"],
+            serde_json::json!({"input_tokens": 11_800, "output_tokens": 2_500, "spans": 11, "traces": 4, "cost": null, "cost_per_trace": null}),
+            "{store}: an unpriced model makes the total unknown"
+        );
+        assert_eq!(
+            answer["models"],
+            serde_json::json!([
+                {"model": "claude-3-5-sonnet", "system": "anthropic", "input_tokens": 1500, "output_tokens": 300, "spans": 3, "traces": 3, "cost": 0.009, "cost_per_trace": 0.003},
+                {"model": "gpt-4o-2024-08-06", "system": "openai", "input_tokens": 10_000, "output_tokens": 2_200, "spans": 7, "traces": 4, "cost": 0.047, "cost_per_trace": 0.01175},
+                {"model": "text-embedding-3-small", "system": "openai", "input_tokens": 300, "output_tokens": 0, "spans": 1, "traces": 1, "cost": null, "cost_per_trace": null},
+            ]),
+            "{store}"
+        );
+        assert_eq!(
+            answer["workflows"],
+            serde_json::json!([
+                {"workflow": "research-agent", "input_tokens": 7500, "output_tokens": 1500, "spans": 9, "traces": 3, "cost": 0.036, "cost_per_trace": 0.012},
+                {"workflow": "summarize", "input_tokens": 4300, "output_tokens": 1000, "spans": 2, "traces": 1, "cost": null, "cost_per_trace": null},
+            ]),
+            "{store}"
+        );
+        let operations = answer["operations"].as_array().unwrap();
+        assert_eq!(operations.len(), 3, "{store}: {answer}");
+        assert_eq!(
+            answer["unpriced_models"],
+            serde_json::json!(["text-embedding-3-small"])
+        );
+        let mut traces: Vec<&str> = answer["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap())
+            .collect();
+        traces.sort_unstable();
+        let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        assert_eq!(traces, want, "{store}");
+        // The admin view's page shows the same.
+        let page = reqwest::get(format!("http://127.0.0.1:{port}/genai?lookback=1h"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("research-agent") && page.contains("0.012"),
+            "{store}"
+        );
+    }
+
+    // The README's SQL gives the same per workflow.
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let at = readme
+        .find("**What an AI pipeline costs, in SQL.**")
+        .expect("the README's cost query");
+    let sql = readme[at..]
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .trim()
+        .trim_end_matches(';')
+        .to_owned();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT workflow, traces, cost::text AS cost, unpriced_calls FROM ({sql}) AS q"
+    )))
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    let got: Vec<(String, i64, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            use sqlx::Row;
+            (
+                r.get("workflow"),
+                r.get("traces"),
+                r.get("cost"),
+                r.get("unpriced_calls"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("research-agent".to_owned(), 3, "0.036000".to_owned(), 0),
+            ("summarize".to_owned(), 1, "0.020000".to_owned(), 1),
+        ]
+    );
+    drop(sluice);
 }

@@ -160,6 +160,44 @@ pub struct ErrorGroup {
     pub stacktrace: String,
 }
 
+/// Token usage of the generative-AI spans (OpenTelemetry's GenAI semantic conventions) of one
+/// trace, operation, model and provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// The trace.
+    pub trace: TraceId,
+    /// The trace's root span name: the workflow it ran.
+    pub workflow: Option<String>,
+    /// The span name.
+    pub operation: String,
+    /// `gen_ai.request.model` (or `gen_ai.response.model`).
+    pub model: String,
+    /// `gen_ai.system` (or `gen_ai.provider.name`).
+    pub system: String,
+    /// Sum of `gen_ai.usage.input_tokens`.
+    pub input_tokens: u64,
+    /// Sum of `gen_ai.usage.output_tokens`.
+    pub output_tokens: u64,
+    /// How many spans.
+    pub spans: u64,
+}
+
+/// The span attributes token usage is read from.
+pub mod genai {
+    /// Tokens in the prompt.
+    pub const INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    /// Tokens in the completion.
+    pub const OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    /// The model asked for.
+    pub const REQUEST_MODEL: &str = "gen_ai.request.model";
+    /// The model that answered, where the request names none.
+    pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
+    /// The provider (`openai`, `anthropic`, …).
+    pub const SYSTEM: &str = "gen_ai.system";
+    /// The provider under its newer name.
+    pub const PROVIDER: &str = "gen_ai.provider.name";
+}
+
 /// The percentiles `OperationStats` reports.
 pub const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
 
@@ -264,6 +302,15 @@ pub trait TraceReader: Send + Sync {
         start: u64,
         end: u64,
     ) -> Result<Vec<OperationStats>, ReadError>;
+
+    /// Token usage of spans starting in `[start, end]` (of `service` when given) that carry
+    /// `gen_ai.usage.*` tokens, per trace, operation, model and provider.
+    async fn token_usage(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<TokenUsage>, ReadError>;
 
     /// Exception events (span events named `exception`) of spans starting in `[start, end]` (of
     /// `service` when given), grouped by type and message, the most frequent first.

@@ -22,8 +22,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde_json::Value;
 use sluice_core::anyvalue::hex;
 use sluice_core::store::{
-    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, Trace, TraceId,
-    TraceQuery, TraceReader, TraceSummary,
+    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
+    Trace, TraceId, TraceQuery, TraceReader, TraceSummary,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -66,7 +66,7 @@ fn failed(error: &sqlx::Error) -> ReadError {
         Some("57014") => ReadError::Unavailable(
             "the read took longer than exporters.postgres.query.statement_timeout".into(),
         ),
-        Some("42P01" | "42883") => ReadError::Unavailable(
+        Some("42P01") => ReadError::Unavailable(
             "the database has no sluice schema (run the postgres exporter with migrate: true)"
                 .into(),
         ),
@@ -714,6 +714,70 @@ impl TraceReader for PgReader {
             }
         }
         Ok(merged.into_values().collect())
+    }
+
+    async fn token_usage(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<TokenUsage>, ReadError> {
+        // A token count is an int (a whole number in JSON); anything else counts as none.
+        let mut q = QueryBuilder::new(
+            "WITH usage AS ( \
+               SELECT s.trace_id, s.name, \
+                 coalesce(nullif(s.attributes->>'gen_ai.request.model', ''), \
+                          s.attributes->>'gen_ai.response.model', '') AS model, \
+                 coalesce(nullif(s.attributes->>'gen_ai.system', ''), \
+                          s.attributes->>'gen_ai.provider.name', '') AS system, \
+                 CASE WHEN jsonb_typeof(s.attributes->'gen_ai.usage.input_tokens') = 'number' \
+                      AND (s.attributes->>'gen_ai.usage.input_tokens')::numeric >= 0 \
+                      AND (s.attributes->>'gen_ai.usage.input_tokens')::numeric % 1 = 0 \
+                      THEN (s.attributes->>'gen_ai.usage.input_tokens')::numeric END AS input, \
+                 CASE WHEN jsonb_typeof(s.attributes->'gen_ai.usage.output_tokens') = 'number' \
+                      AND (s.attributes->>'gen_ai.usage.output_tokens')::numeric >= 0 \
+                      AND (s.attributes->>'gen_ai.usage.output_tokens')::numeric % 1 = 0 \
+                      THEN (s.attributes->>'gen_ai.usage.output_tokens')::numeric END AS output \
+               FROM spans s WHERE s.start_time >= ",
+        );
+        q.push_bind(Timestamp::from_unix_nanos(start));
+        q.push(" AND s.start_time <= ");
+        q.push_bind(Timestamp::from_unix_nanos(end));
+        if let Some(service) = service {
+            push_service(&mut q, "s.service_name", service);
+        }
+        q.push(
+            " AND (s.attributes ? 'gen_ai.usage.input_tokens' \
+                  OR s.attributes ? 'gen_ai.usage.output_tokens')) \
+             SELECT u.trace_id, t.root_span_name, u.name, u.model, u.system, \
+                    coalesce(sum(u.input), 0)::bigint, coalesce(sum(u.output), 0)::bigint, \
+                    count(*) \
+             FROM usage u LEFT JOIN traces t ON t.trace_id = u.trace_id \
+             WHERE u.input IS NOT NULL OR u.output IS NOT NULL \
+             GROUP BY 1, 2, 3, 4, 5",
+        );
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(TokenUsage {
+                    trace: TraceId::try_from(unhex(r.try_get(0).ok()?).as_slice()).ok()?,
+                    workflow: r.try_get(1).ok().flatten(),
+                    operation: r.try_get(2).unwrap_or_default(),
+                    model: r.try_get(3).unwrap_or_default(),
+                    system: r.try_get(4).unwrap_or_default(),
+                    input_tokens: u64::try_from(r.try_get::<i64, _>(5).unwrap_or_default())
+                        .unwrap_or(0),
+                    output_tokens: u64::try_from(r.try_get::<i64, _>(6).unwrap_or_default())
+                        .unwrap_or(0),
+                    spans: u64::try_from(r.try_get::<i64, _>(7).unwrap_or_default()).unwrap_or(0),
+                })
+            })
+            .collect())
     }
 
     async fn error_groups(

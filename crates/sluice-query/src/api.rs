@@ -36,6 +36,7 @@ pub(crate) fn routes(api: Arc<Api>) -> Router {
         .route("/api/sluice/operations", get(operations))
         .route("/api/sluice/errors", get(errors))
         .route("/api/sluice/compare", get(compare))
+        .route("/api/sluice/genai", get(genai))
         .with_state(api)
 }
 
@@ -420,4 +421,126 @@ pub(crate) async fn compare_data(api: &Api, params: &[(String, String)]) -> Resu
         })
         .collect();
     Ok(json!({"a": hex(&a.0), "b": hex(&b.0), "operations": rows}))
+}
+
+/// Tokens and their cost, summed.
+#[derive(Default)]
+struct Tally {
+    input: u64,
+    output: u64,
+    spans: u64,
+    cost: f64,
+    /// Whether some tokens counted have no price.
+    unpriced: bool,
+    traces: std::collections::BTreeSet<TraceId>,
+}
+
+impl Tally {
+    fn add(&mut self, usage: &store::TokenUsage, cost: Option<f64>) {
+        self.input += usage.input_tokens;
+        self.output += usage.output_tokens;
+        self.spans += usage.spans;
+        match cost {
+            Some(c) => self.cost += c,
+            None => self.unpriced = true,
+        }
+        self.traces.insert(usage.trace);
+    }
+
+    fn json(&self, mut row: Value) -> Value {
+        #[allow(clippy::cast_precision_loss)]
+        let traces = self.traces.len() as f64;
+        row["input_tokens"] = json!(self.input);
+        row["output_tokens"] = json!(self.output);
+        row["spans"] = json!(self.spans);
+        row["traces"] = json!(self.traces.len());
+        // Unpriced tokens make a cost unknown, never a smaller one.
+        row["cost"] = if self.unpriced {
+            Value::Null
+        } else {
+            json!(round(self.cost))
+        };
+        row["cost_per_trace"] = if !self.unpriced && traces > 0.0 {
+            json!(round(self.cost / traces))
+        } else {
+            Value::Null
+        };
+        row
+    }
+}
+
+/// Money to a millionth of the currency unit.
+fn round(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
+/// `GET /api/sluice/genai`: token usage (OpenTelemetry's GenAI conventions) over the window,
+/// per model, operation, workflow (the trace's root span) and trace, with its cost where
+/// `genai.prices` prices the model.
+async fn genai(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
+    answer(genai_data(&api, &params::parse_query(raw.as_deref())).await)
+}
+
+/// The token usage's answer.
+pub(crate) async fn genai_data(api: &Api, params: &[(String, String)]) -> Result<Value, Failure> {
+    let (start, end) = window(params)?;
+    let service = first(params, "service").map(str::to_owned);
+    let usage = api
+        .read(|r| async move { r.token_usage(service.as_deref(), start, end).await })
+        .await?;
+    let mut total = Tally::default();
+    let mut models: BTreeMap<(String, String), Tally> = BTreeMap::new();
+    let mut operations: BTreeMap<(String, String), Tally> = BTreeMap::new();
+    let mut workflows: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut traces: BTreeMap<TraceId, (Option<String>, Tally)> = BTreeMap::new();
+    let mut unpriced = std::collections::BTreeSet::new();
+    for u in &usage {
+        #[allow(clippy::cast_precision_loss)]
+        let cost = api.genai.price(&u.model).map(|p| {
+            (u.input_tokens as f64 * p.input_per_million
+                + u.output_tokens as f64 * p.output_per_million)
+                / 1e6
+        });
+        if cost.is_none() {
+            unpriced.insert(u.model.clone());
+        }
+        total.add(u, cost);
+        models
+            .entry((u.model.clone(), u.system.clone()))
+            .or_default()
+            .add(u, cost);
+        operations
+            .entry((u.operation.clone(), u.model.clone()))
+            .or_default()
+            .add(u, cost);
+        workflows
+            .entry(u.workflow.clone().unwrap_or_default())
+            .or_default()
+            .add(u, cost);
+        traces
+            .entry(u.trace)
+            .or_insert_with(|| (u.workflow.clone(), Tally::default()))
+            .1
+            .add(u, cost);
+    }
+    let mut top: Vec<(TraceId, Option<String>, Tally)> =
+        traces.into_iter().map(|(id, (w, t))| (id, w, t)).collect();
+    top.sort_by(|a, b| {
+        b.2.cost
+            .total_cmp(&a.2.cost)
+            .then((b.2.input + b.2.output).cmp(&(a.2.input + a.2.output)))
+            .then(a.0.cmp(&b.0))
+    });
+    top.truncate(50);
+    Ok(json!({
+        "currency": api.genai.currency,
+        "start": rfc3339(start),
+        "end": rfc3339(end),
+        "total": total.json(json!({})),
+        "models": models.iter().map(|((model, system), t)| t.json(json!({"model": model, "system": system}))).collect::<Vec<_>>(),
+        "operations": operations.iter().map(|((operation, model), t)| t.json(json!({"operation": operation, "model": model}))).collect::<Vec<_>>(),
+        "workflows": workflows.iter().map(|(workflow, t)| t.json(json!({"workflow": workflow}))).collect::<Vec<_>>(),
+        "traces": top.iter().map(|(id, workflow, t)| t.json(json!({"trace_id": hex(id), "workflow": workflow}))).collect::<Vec<_>>(),
+        "unpriced_models": unpriced,
+    }))
 }

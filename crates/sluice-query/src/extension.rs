@@ -56,6 +56,9 @@ pub struct JaegerQueryConfig {
     /// How long one read may take before it is answered 503.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Prices of generative-AI models, for the cost of traces (`/api/sluice/genai`).
+    #[serde(default)]
+    pub genai: GenAiConfig,
     /// Jaeger's v2 remote storage gRPC API (`jaeger.storage.v2`), for a Jaeger v2 whose
     /// storage backend is `grpc`; off unless set.
     #[serde(default)]
@@ -74,6 +77,47 @@ pub struct RemoteStorageConfig {
     /// An authenticator extension every call must pass, as on the receivers.
     #[serde(default)]
     pub auth: Option<sluice_core::auth::AuthSettings>,
+}
+
+/// `genai`: what tokens cost.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenAiConfig {
+    /// The currency the prices are in, for display (default `USD`).
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Per model (`gen_ai.request.model`; a key matches the model with that name, or else the
+    /// longest key the model's name starts with, so `gpt-4o` prices `gpt-4o-2024-08-06`): the
+    /// price of a million input and of a million output tokens.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, Price>,
+}
+
+/// A model's price per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// A million input (prompt) tokens.
+    pub input_per_million: f64,
+    /// A million output (completion) tokens.
+    pub output_per_million: f64,
+}
+
+fn default_currency() -> String {
+    "USD".to_owned()
+}
+
+impl GenAiConfig {
+    /// The price of `model`: its own, or the longest prefix's.
+    pub(crate) fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied().or_else(|| {
+            self.prices
+                .iter()
+                .filter(|(key, _)| model.starts_with(key.as_str()))
+                .max_by_key(|(key, _)| key.len())
+                .map(|(_, price)| *price)
+        })
+    }
 }
 
 /// `storage`: Jaeger v2's key, naming the store to read.
@@ -123,6 +167,19 @@ fn problems(path: &str, c: &JaegerQueryConfig) -> Vec<Problem> {
         && let Err(m) = check_endpoint(&remote.endpoint)
     {
         out.push(Problem::error(format!("{path}.remote_storage.endpoint"), m));
+    }
+    for (model, price) in &c.genai.prices {
+        for (key, value) in [
+            ("input_per_million", price.input_per_million),
+            ("output_per_million", price.output_per_million),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                out.push(Problem::error(
+                    format!("{path}.genai.prices.{model}.{key}"),
+                    "must be a price: a finite number, zero or more",
+                ));
+            }
+        }
     }
     if c.max_limit == 0 {
         out.push(Problem::error(
@@ -187,6 +244,7 @@ impl Extension for JaegerQuery {
             storage: self.config.storage.traces.clone(),
             max_limit: self.config.max_limit,
             timeout: self.config.timeout.get(),
+            genai: self.config.genai.clone(),
         });
         let http = &self.config.http;
         let auth = |settings: &Option<sluice_core::auth::AuthSettings>, key: &str| {
@@ -321,19 +379,10 @@ pub struct Api {
     storage: String,
     max_limit: usize,
     timeout: Duration,
+    pub(crate) genai: GenAiConfig,
 }
 
 impl Api {
-    /// An API over store `storage` of `stores`.
-    pub fn new(stores: Arc<Stores>, storage: &str, max_limit: usize, timeout: Duration) -> Self {
-        Api {
-            stores,
-            storage: storage.to_owned(),
-            max_limit,
-            timeout,
-        }
-    }
-
     /// Runs one read against the store, within the timeout.
     pub(crate) async fn read<T, F>(
         &self,

@@ -20,8 +20,8 @@ use serde_json::Value;
 use sluice_config::ByteSize;
 use sluice_config::Problem;
 use sluice_core::store::{
-    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, Trace, TraceId,
-    TraceQuery, TraceReader, TraceSummary, percentiles_disc,
+    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
+    Trace, TraceId, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
@@ -271,6 +271,23 @@ fn attribute(attributes: &[KeyValue], key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A token count attribute: an int (or a whole, non-negative double), else nothing.
+fn tokens(attributes: &[KeyValue], key: &str) -> Option<u64> {
+    match attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
+        AnyValueKind::IntValue(n) => u64::try_from(*n).ok(),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        AnyValueKind::DoubleValue(d) if *d >= 0.0 && d.fract() == 0.0 => Some(*d as u64),
+        _ => None,
+    }
+}
+
 /// A trace's summary.
 fn summarize(id: &TraceId, entry: &Entry) -> TraceSummary {
     let mut summary = TraceSummary {
@@ -488,6 +505,57 @@ impl TraceReader for MemoryStore {
                 }
             })
             .collect())
+    }
+
+    async fn token_usage(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<TokenUsage>, ReadError> {
+        use sluice_core::store::genai;
+        let inner = self.lock();
+        let mut groups: BTreeMap<(TraceId, String, String, String), TokenUsage> = BTreeMap::new();
+        for (id, entry) in &inner.traces {
+            let mut workflow = None;
+            for (r, span) in spans(entry) {
+                if span.start_time_unix_nano >= start
+                    && span.start_time_unix_nano <= end
+                    && service.is_none_or(|s| s == service_of(r))
+                {
+                    let (input, output) = (
+                        tokens(&span.attributes, genai::INPUT_TOKENS),
+                        tokens(&span.attributes, genai::OUTPUT_TOKENS),
+                    );
+                    if input.is_none() && output.is_none() {
+                        continue;
+                    }
+                    let workflow = workflow.get_or_insert_with(|| summarize(id, entry).root_name);
+                    let model = Some(attribute(&span.attributes, genai::REQUEST_MODEL))
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| attribute(&span.attributes, genai::RESPONSE_MODEL));
+                    let system = Some(attribute(&span.attributes, genai::SYSTEM))
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| attribute(&span.attributes, genai::PROVIDER));
+                    let usage = groups
+                        .entry((*id, span.name.clone(), model.clone(), system.clone()))
+                        .or_insert_with(|| TokenUsage {
+                            trace: *id,
+                            workflow: workflow.clone(),
+                            operation: span.name.clone(),
+                            model,
+                            system,
+                            input_tokens: 0,
+                            output_tokens: 0,
+                            spans: 0,
+                        });
+                    usage.input_tokens += input.unwrap_or(0);
+                    usage.output_tokens += output.unwrap_or(0);
+                    usage.spans += 1;
+                }
+            }
+        }
+        Ok(groups.into_values().collect())
     }
 
     async fn error_groups(

@@ -32,6 +32,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/operations.html"),
         ),
         ("compare.html", include_str!("../templates/compare.html")),
+        ("genai.html", include_str!("../templates/genai.html")),
     ] {
         // The templates are part of the binary and tested: a syntax error fails the tests.
         if let Err(e) = env.add_template(name, source) {
@@ -49,6 +50,7 @@ pub(crate) fn routes(api: Arc<Api>) -> Router {
         .route("/errors", get(errors))
         .route("/operations", get(operations))
         .route("/compare", get(compare))
+        .route("/genai", get(genai))
         .with_state(api)
 }
 
@@ -314,6 +316,23 @@ async fn compare(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respon
     }
 }
 
+async fn genai(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
+    let params = with_lookback(params::parse_query(raw.as_deref()), "24h");
+    let lookback = first(&params, "lookback").unwrap_or("window").to_owned();
+    match api::genai_data(&api, &params).await {
+        Ok(mut found) => {
+            found["lookback"] = json!(lookback);
+            page(&api, "genai.html", StatusCode::OK, found)
+        }
+        Err(f) => failed(
+            &api,
+            "genai.html",
+            &f,
+            json!({"lookback": lookback, "total": {}, "currency": ""}),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +345,7 @@ mod tests {
             "errors.html",
             "operations.html",
             "compare.html",
+            "genai.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
