@@ -46,7 +46,7 @@ async fn reader_role(admin: &PgPool, url: &str, database: &str) -> String {
 
 fn config(ports: &Ports, url: &str, reader: &str, sink: u16, pg: u16, mem: u16) -> String {
     format!(
-        "{common}  jaeger_query/pg:\n    storage: {{traces: postgres}}\n    http: {{endpoint: 127.0.0.1:{pg}}}\n  jaeger_query/mem:\n    storage: {{traces: memory}}\n    http: {{endpoint: 127.0.0.1:{mem}}}\nprocessors:\n  batch:\n    timeout: 50ms\nexporters:\n  postgres:\n    endpoint: {url}\n    query:\n      endpoint: {reader}\n  memory:\n    max_bytes: 16MiB\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    tls: {{insecure: true}}\nservice:\n  extensions: [health_check, jaeger_query/pg, jaeger_query/mem]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [postgres, memory, otlp]\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n",
+        "{common}  jaeger_query/pg:\n    storage: {{traces: postgres}}\n    http: {{endpoint: 127.0.0.1:{pg}}}\n  jaeger_query/mem:\n    storage: {{traces: memory}}\n    http: {{endpoint: 127.0.0.1:{mem}}}\nprocessors:\n  batch:\n    timeout: 50ms\nexporters:\n  postgres:\n    endpoint: {url}\n    query:\n      endpoint: {reader}\n  memory:\n    max_bytes: 16MiB\n  otlp:\n    endpoint: http://127.0.0.1:{sink}\n    tls: {{insecure: true}}\nservice:\n  extensions: [health_check, jaeger_query/pg, jaeger_query/mem]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [postgres, memory, otlp]\n    logs:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [postgres, memory]\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n",
         common = ports.common(),
         metrics = ports.metrics,
     )
@@ -1003,6 +1003,60 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
     let base = (now_nanos() - 120_000_000_000) / 1000 * 1000;
     let (request, ids) = checkout_traces(base);
     crate::postgres::send_traces(&sent, request.clone()).await;
+    // Two log records inside the first trace (a structured one first), one outside any trace.
+    let logs = {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValueList};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+
+        use crate::support::{kv, string};
+        let trace_id = request.resource_spans[0].scope_spans[0].spans[0]
+            .trace_id
+            .clone();
+        let span_id = request.resource_spans[0].scope_spans[0].spans[0]
+            .span_id
+            .clone();
+        let record = |at: u64, severity: i32, text: &str, body: Value, traced: bool| LogRecord {
+            time_unix_nano: base + at,
+            severity_number: severity,
+            severity_text: text.into(),
+            body: Some(AnyValue { value: Some(body) }),
+            trace_id: if traced { trace_id.clone() } else { Vec::new() },
+            span_id: if traced { span_id.clone() } else { Vec::new() },
+            attributes: vec![kv("attempt", Value::IntValue(2))],
+            ..Default::default()
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", string("checkout"))],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![
+                        record(5_000, 17, "ERROR", string("payment failed"), true),
+                        record(
+                            2_000,
+                            9,
+                            "INFO",
+                            Value::KvlistValue(KeyValueList {
+                                values: vec![kv("step", string("charge"))],
+                            }),
+                            true,
+                        ),
+                        record(3_000, 9, "INFO", string("unrelated"), false),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    };
+    let mut logs_client = opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient::connect(format!("http://127.0.0.1:{}", sent.grpc))
+        .await
+        .unwrap();
+    logs_client.export(logs).await.unwrap();
     sink.wait_for(Duration::from_secs(20), "the spans at the sink", |r| {
         r.span_count() >= 50
     })
@@ -1138,6 +1192,30 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
         assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
         assert_eq!(spans[1]["kind"], "client");
         assert_eq!(spans[0]["attributes"]["user.id"], "u0");
+        // Its logs, by time, with the span they were written in; the untraced one is not.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let span_ids: Vec<Json> = spans.iter().map(|s| s["span_id"].clone()).collect();
+        let mut answer = answer.clone();
+        while answer["logs"].as_array().map_or(0, Vec::len) < 2
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            answer = get(port, &format!("/api/sluice/traces/{}", ids[0])).await.1;
+        }
+        let logs = answer["logs"].as_array().unwrap();
+        assert_eq!(logs.len(), 2, "{store}: {answer}");
+        assert_eq!(
+            logs[0]["body"],
+            serde_json::json!({"step": "charge"}),
+            "{store}"
+        );
+        assert_eq!(logs[0]["severity_text"], "INFO");
+        assert_eq!(logs[1]["body"], "payment failed");
+        assert_eq!(logs[1]["severity_number"], 17);
+        assert_eq!(logs[1]["span_id"], span_ids[0]);
+        assert_eq!(logs[1]["service"], "checkout");
+        assert_eq!(logs[1]["attributes"]["attempt"], 2);
+        assert_eq!(logs[1]["time_unix_nano"], (base + 5_000).to_string());
 
         // Two traces compared per operation.
         let (_, answer) = get(

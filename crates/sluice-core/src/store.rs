@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 /// A trace id, as its 16 bytes.
@@ -236,6 +237,15 @@ impl Trace {
     }
 }
 
+/// A log record of a trace, with the service that wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceLog {
+    /// Its resource's `service.name` (`unknown_service` without one).
+    pub service: String,
+    /// The record.
+    pub record: LogRecord,
+}
+
 /// Calls from one service to another, counted from parent and child spans.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dependency {
@@ -302,6 +312,9 @@ pub trait TraceReader: Send + Sync {
         start: u64,
         end: u64,
     ) -> Result<Vec<OperationStats>, ReadError>;
+
+    /// The log records of trace `id`, by time.
+    async fn trace_logs(&self, id: &TraceId) -> Result<Vec<TraceLog>, ReadError>;
 
     /// Token usage of spans starting in `[start, end]` (of `service` when given) that carry
     /// `gen_ai.usage.*` tokens, per trace, operation, model and provider.

@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -23,7 +24,7 @@ use serde_json::Value;
 use sluice_core::anyvalue::hex;
 use sluice_core::store::{
     Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
-    Trace, TraceId, TraceQuery, TraceReader, TraceSummary,
+    Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -714,6 +715,89 @@ impl TraceReader for PgReader {
             }
         }
         Ok(merged.into_values().collect())
+    }
+
+    async fn trace_logs(&self, id: &TraceId) -> Result<Vec<TraceLog>, ReadError> {
+        let hex_id = hex(id);
+        // The trace's time range, an hour wider each side, bounds the partitions read.
+        let bounds = sqlx::query(concat!(
+            "SELECT ",
+            micros!("start_time - interval '1 hour'"),
+            ", ",
+            micros!("end_time + interval '1 hour'"),
+            " FROM traces WHERE trace_id = $1"
+        ))
+        .bind(&hex_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut q = QueryBuilder::new(concat!(
+            "SELECT ",
+            micros!("time"),
+            ", ",
+            micros!("observed_time"),
+            ", severity_number, severity_text, body, body_kind, event_name, span_id, flags, \
+             service_name, attributes::text, dropped_attributes_count FROM logs WHERE trace_id = "
+        ));
+        q.push_bind(hex_id);
+        if let Some(row) = bounds {
+            q.push(" AND time >= ");
+            q.push_bind(Timestamp::from_unix_nanos(nanos(
+                row.try_get(0).unwrap_or_default(),
+            )));
+            q.push(" AND time <= ");
+            q.push_bind(Timestamp::from_unix_nanos(nanos(
+                row.try_get(1).unwrap_or(i64::MAX / 1000),
+            )));
+        }
+        q.push(" ORDER BY time, log_id");
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let body: Option<String> = r.try_get(4).ok().flatten();
+                let kind: String = r.try_get(5).unwrap_or_default();
+                let body = match (body, kind.as_str()) {
+                    (None, _) | (_, "empty") => None,
+                    (Some(text), "string") => Some(AnyValue {
+                        value: Some(Kind::StringValue(text)),
+                    }),
+                    (Some(text), _) => Some(any_value(
+                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                    )),
+                };
+                TraceLog {
+                    service: service_name(r.try_get(9).ok().flatten()),
+                    record: LogRecord {
+                        time_unix_nano: nanos(r.try_get(0).unwrap_or_default()),
+                        observed_time_unix_nano: r
+                            .try_get::<Option<i64>, _>(1)
+                            .ok()
+                            .flatten()
+                            .map_or(0, nanos),
+                        severity_number: i32::from(r.try_get::<i16, _>(2).unwrap_or_default()),
+                        severity_text: r.try_get(3).unwrap_or_default(),
+                        body,
+                        event_name: r.try_get(6).unwrap_or_default(),
+                        span_id: r
+                            .try_get::<Option<&str>, _>(7)
+                            .ok()
+                            .flatten()
+                            .map(unhex)
+                            .unwrap_or_default(),
+                        trace_id: id.to_vec(),
+                        flags: u32::try_from(r.try_get::<i32, _>(8).unwrap_or_default())
+                            .unwrap_or(0),
+                        attributes: attributes(r.try_get(10).unwrap_or_default()),
+                        dropped_attributes_count: count(r.try_get(11).unwrap_or_default()),
+                    },
+                }
+            })
+            .collect())
     }
 
     async fn token_usage(

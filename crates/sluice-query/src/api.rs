@@ -256,9 +256,35 @@ pub(crate) async fn trace_data(api: &Api, id: &str) -> Result<Value, Failure> {
         }
     }
     spans.sort_by_key(|(start, _)| *start);
+    let logs = api.read(|r| async move { r.trace_logs(&id).await }).await?;
+    let logs: Vec<Value> = logs
+        .iter()
+        .map(|l| {
+            let record = &l.record;
+            let time = crate::memory::log_time(record);
+            let mut body = String::new();
+            sluice_core::anyvalue::write_json(
+                &mut body,
+                record.body.as_ref().and_then(|b| b.value.as_ref()),
+                false,
+            );
+            json!({
+                "time": rfc3339(time),
+                "time_unix_nano": time.to_string(),
+                "severity_number": record.severity_number,
+                "severity_text": record.severity_text,
+                "body": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+                "event_name": record.event_name,
+                "span_id": (!record.span_id.is_empty()).then(|| hex(&record.span_id)),
+                "service": l.service,
+                "attributes": attributes(&record.attributes),
+            })
+        })
+        .collect();
     Ok(json!({
         "trace_id": hex(&id),
         "spans": spans.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        "logs": logs,
     }))
 }
 

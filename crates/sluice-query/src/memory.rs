@@ -1,5 +1,6 @@
-//! The `memory` exporter: recent traces kept in memory, bounded in bytes, the oldest trace
-//! evicted first (and counted), for the query service to read when no database runs.
+//! The `memory` exporter: recent traces (and the log records that carry their trace ids) kept
+//! in memory, bounded in bytes, the oldest trace evicted first (and counted), for the query
+//! service to read when no database runs.
 //!
 //! Spans are grouped by trace as they arrive; a trace keeps its place in the eviction order from
 //! its first span, so a long trace still growing is evicted as old. Searches scan the store
@@ -10,9 +11,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use metrics::{Counter, Gauge};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde::Deserialize;
@@ -21,7 +24,7 @@ use sluice_config::ByteSize;
 use sluice_config::Problem;
 use sluice_core::store::{
     Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
-    Trace, TraceId, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
+    Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
@@ -65,7 +68,9 @@ struct Entry {
     seq: u64,
     /// Its spans, by arrival.
     spans: Vec<ResourceSpans>,
-    /// Their encoded size.
+    /// The trace's log records, by arrival.
+    logs: Vec<TraceLog>,
+    /// The encoded size of its spans and logs.
     bytes: usize,
 }
 
@@ -146,10 +151,67 @@ impl MemoryStore {
                 Entry {
                     seq,
                     spans: Vec::new(),
+                    logs: Vec::new(),
                     bytes: 0,
                 }
             });
             entry.spans.extend(parts);
+            entry.bytes += bytes;
+            inner.bytes += bytes;
+        }
+        self.evict(&mut inner);
+        #[allow(clippy::cast_precision_loss)]
+        self.held.set(inner.bytes as f64);
+    }
+
+    /// Stores the log records of an OTLP logs request that carry a trace id, with their trace
+    /// (they are evicted with it); records outside any trace are not kept.
+    pub fn insert_logs(&self, request: ExportLogsServiceRequest) {
+        let mut by_trace: HashMap<TraceId, Vec<TraceLog>> = HashMap::new();
+        for resource_logs in request.resource_logs {
+            let service = resource_logs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    AnyValueKind::StringValue(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "unknown_service".to_owned());
+            for scope_logs in resource_logs.scope_logs {
+                for record in scope_logs.log_records {
+                    let Ok(id) = TraceId::try_from(record.trace_id.as_slice()) else {
+                        continue;
+                    };
+                    if id == [0; 16] {
+                        continue;
+                    }
+                    by_trace.entry(id).or_default().push(TraceLog {
+                        service: service.clone(),
+                        record,
+                    });
+                }
+            }
+        }
+        let mut inner = self.lock();
+        for (id, logs) in by_trace {
+            let bytes: usize = logs
+                .iter()
+                .map(|l| l.record.encoded_len() + l.service.len())
+                .sum();
+            let inner = &mut *inner;
+            let entry = inner.traces.entry(id).or_insert_with(|| {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                inner.order.push_back((id, seq));
+                Entry {
+                    seq,
+                    spans: Vec::new(),
+                    logs: Vec::new(),
+                    bytes: 0,
+                }
+            });
+            entry.logs.extend(logs);
             entry.bytes += bytes;
             inner.bytes += bytes;
         }
@@ -269,6 +331,15 @@ fn attribute(attributes: &[KeyValue], key: &str) -> String {
         .find(|a| a.key == key)
         .map(|a| sluice_core::anyvalue::to_string(a.value.as_ref().and_then(value)))
         .unwrap_or_default()
+}
+
+/// A record's time, or its observed time when it has none.
+pub(crate) fn log_time(record: &LogRecord) -> u64 {
+    if record.time_unix_nano == 0 {
+        record.observed_time_unix_nano
+    } else {
+        record.time_unix_nano
+    }
 }
 
 /// A token count attribute: an int (or a whole, non-negative double), else nothing.
@@ -507,6 +578,17 @@ impl TraceReader for MemoryStore {
             .collect())
     }
 
+    async fn trace_logs(&self, id: &TraceId) -> Result<Vec<TraceLog>, ReadError> {
+        let inner = self.lock();
+        let mut logs = inner
+            .traces
+            .get(id)
+            .map(|e| e.logs.clone())
+            .unwrap_or_default();
+        logs.sort_by_key(|l| log_time(&l.record));
+        Ok(logs)
+    }
+
     async fn token_usage(
         &self,
         service: Option<&str>,
@@ -611,14 +693,25 @@ struct MemoryExporter {
 #[async_trait]
 impl Consumer for MemoryExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        if batch.signal() != Signal::Traces {
-            return Ok(());
-        }
         let store = Arc::clone(&self.store);
         sluice_core::blocking::off_workers(batch.size(), OFF_WORKERS_ABOVE, move || {
-            let request = ExportTraceServiceRequest::decode(batch.data().clone())
-                .map_err(|e| ConsumeError::invalid(format!("undecodable trace batch: {e}")))?;
-            store.insert(request);
+            match batch.signal() {
+                Signal::Traces => {
+                    let request =
+                        ExportTraceServiceRequest::decode(batch.data().clone()).map_err(|e| {
+                            ConsumeError::invalid(format!("undecodable trace batch: {e}"))
+                        })?;
+                    store.insert(request);
+                }
+                Signal::Logs => {
+                    let request =
+                        ExportLogsServiceRequest::decode(batch.data().clone()).map_err(|e| {
+                            ConsumeError::invalid(format!("undecodable logs batch: {e}"))
+                        })?;
+                    store.insert_logs(request);
+                }
+                Signal::Metrics => {}
+            }
             Ok(())
         })
         .await
@@ -637,7 +730,7 @@ impl ExporterFactory for MemoryExporterFactory {
     }
 
     fn signals(&self) -> &'static [&'static str] {
-        &["traces"]
+        &["traces", "logs"]
     }
 
     fn helper_defaults(&self) -> Option<HelperSettings> {

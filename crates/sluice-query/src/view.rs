@@ -233,7 +233,7 @@ async fn trace(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response 
                 &api,
                 "trace.html",
                 StatusCode::OK,
-                json!({"trace_id": found["trace_id"], "spans": rows, "total": human(total)}),
+                json!({"trace_id": found["trace_id"], "spans": rows, "total": human(total), "logs": found["logs"]}),
             )
         }
         Err(f) => failed(&api, "trace.html", &f, json!({"trace_id": id, "spans": []})),
