@@ -715,8 +715,8 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
     .await;
 
     let window = proto::TraceQueryParameters {
-        start_time_min: Some(proto::Timestamp::from_nanos(base - 1_000_000_000)),
-        start_time_max: Some(proto::Timestamp::from_nanos(now_nanos() + 1_000_000_000)),
+        start_time_min: Some(proto::timestamp(base - 1_000_000_000)),
+        start_time_max: Some(proto::timestamp(now_nanos() + 1_000_000_000)),
         ..Default::default()
     };
     for (port, store) in [(mem_grpc, "memory"), (pg_grpc, "postgres")] {

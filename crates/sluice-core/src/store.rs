@@ -13,6 +13,16 @@ use async_trait::async_trait;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
+/// OTLP's span kinds by number, as Jaeger's APIs and the `spans.kind` column name them.
+pub const SPAN_KINDS: [&str; 6] = [
+    "unspecified",
+    "internal",
+    "server",
+    "client",
+    "producer",
+    "consumer",
+];
+
 /// A trace id, as its 16 bytes.
 pub type TraceId = [u8; 16];
 

@@ -30,15 +30,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::types::{Jsonb, Timestamp};
 
-/// The `spans.kind` values, by OTLP `SpanKind` number.
-const KINDS: [&str; 6] = [
-    "unspecified",
-    "internal",
-    "server",
-    "client",
-    "producer",
-    "consumer",
-];
+// The `spans.kind` values, by OTLP `SpanKind` number.
+use sluice_core::store::SPAN_KINDS as KINDS;
 
 /// The service of spans whose resource names none, as the Jaeger translation names it.
 const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -58,6 +51,17 @@ pub(crate) struct PgReader {
 impl PgReader {
     pub(crate) fn new(pool: PgPool) -> Self {
         PgReader { pool }
+    }
+
+    /// Runs a built query; every row.
+    async fn fetch(
+        &self,
+        mut q: QueryBuilder<Postgres>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, ReadError> {
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failed(&e))
     }
 }
 
@@ -295,11 +299,7 @@ impl TraceReader for PgReader {
             q.push(" AND kind = ");
             q.push_bind(name);
         }
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         let mut out: Vec<Operation> = rows
             .iter()
             .map(|r| Operation {
@@ -539,11 +539,7 @@ impl TraceReader for PgReader {
         push_conditions(&mut q, query);
         q.push(" GROUP BY s.trace_id ORDER BY latest DESC, s.trace_id LIMIT ");
         q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -632,11 +628,7 @@ impl TraceReader for PgReader {
         }
         q.push(format!(" ORDER BY {order} DESC, t.trace_id DESC LIMIT "));
         q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -677,11 +669,7 @@ impl TraceReader for PgReader {
             push_service(&mut q, "service_name", service);
         }
         q.push(" GROUP BY 1, 2");
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         // Spans without a service.name are grouped under unknown_service, as the APIs name it.
         let mut merged: BTreeMap<(String, String), OperationStats> = BTreeMap::new();
         for r in &rows {
@@ -751,11 +739,7 @@ impl TraceReader for PgReader {
             )));
         }
         q.push(" ORDER BY time, log_id");
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -840,11 +824,7 @@ impl TraceReader for PgReader {
              WHERE u.input IS NOT NULL OR u.output IS NOT NULL \
              GROUP BY 1, 2, 3, 4, 5",
         );
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -893,11 +873,7 @@ impl TraceReader for PgReader {
             push_service(&mut q, "s.service_name", service);
         }
         q.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2");
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| failed(&e))?;
+        let rows = self.fetch(q).await?;
         Ok(rows
             .iter()
             .map(|r| ErrorGroup {

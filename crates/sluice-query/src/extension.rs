@@ -481,15 +481,7 @@ fn v1_ok(data: Value) -> Response {
     json_body(&jaeger_json::envelope(data)).into_response()
 }
 
-/// OTLP's span kind names as Jaeger's APIs write them.
-const SPAN_KINDS: [&str; 6] = [
-    "unspecified",
-    "internal",
-    "server",
-    "client",
-    "producer",
-    "consumer",
-];
+use sluice_core::store::SPAN_KINDS;
 
 pub(crate) fn kind_name(kind: i32) -> &'static str {
     usize::try_from(kind)

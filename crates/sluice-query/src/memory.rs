@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde::Deserialize;
@@ -83,6 +84,37 @@ struct Inner {
     bytes: usize,
 }
 
+impl Inner {
+    /// Trace `id`'s entry, made (and placed last in the eviction order) when new.
+    fn entry(&mut self, id: TraceId) -> &mut Entry {
+        let Inner {
+            traces,
+            order,
+            next_seq,
+            ..
+        } = self;
+        traces.entry(id).or_insert_with(|| {
+            let seq = *next_seq;
+            *next_seq += 1;
+            order.push_back((id, seq));
+            Entry {
+                seq,
+                spans: Vec::new(),
+                logs: Vec::new(),
+                bytes: 0,
+            }
+        })
+    }
+
+    /// Counts `bytes` more held for trace `id`.
+    fn grow(&mut self, id: TraceId, bytes: usize) {
+        if let Some(entry) = self.traces.get_mut(&id) {
+            entry.bytes += bytes;
+            self.bytes += bytes;
+        }
+    }
+}
+
 /// Recent traces in memory.
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -143,25 +175,10 @@ impl MemoryStore {
         let mut inner = self.lock();
         for (id, parts) in by_trace {
             let bytes: usize = parts.iter().map(Message::encoded_len).sum();
-            let inner = &mut *inner;
-            let entry = inner.traces.entry(id).or_insert_with(|| {
-                let seq = inner.next_seq;
-                inner.next_seq += 1;
-                inner.order.push_back((id, seq));
-                Entry {
-                    seq,
-                    spans: Vec::new(),
-                    logs: Vec::new(),
-                    bytes: 0,
-                }
-            });
-            entry.spans.extend(parts);
-            entry.bytes += bytes;
-            inner.bytes += bytes;
+            inner.entry(id).spans.extend(parts);
+            inner.grow(id, bytes);
         }
-        self.evict(&mut inner);
-        #[allow(clippy::cast_precision_loss)]
-        self.held.set(inner.bytes as f64);
+        self.settle(&mut inner);
     }
 
     /// Stores the log records of an OTLP logs request that carry a trace id, with their trace
@@ -169,15 +186,7 @@ impl MemoryStore {
     pub fn insert_logs(&self, request: ExportLogsServiceRequest) {
         let mut by_trace: HashMap<TraceId, Vec<TraceLog>> = HashMap::new();
         for resource_logs in request.resource_logs {
-            let service = resource_logs
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-                    AnyValueKind::StringValue(s) if !s.is_empty() => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "unknown_service".to_owned());
+            let service = service_of_resource(resource_logs.resource.as_ref()).to_owned();
             for scope_logs in resource_logs.scope_logs {
                 for record in scope_logs.log_records {
                     let Ok(id) = TraceId::try_from(record.trace_id.as_slice()) else {
@@ -199,23 +208,15 @@ impl MemoryStore {
                 .iter()
                 .map(|l| l.record.encoded_len() + l.service.len())
                 .sum();
-            let inner = &mut *inner;
-            let entry = inner.traces.entry(id).or_insert_with(|| {
-                let seq = inner.next_seq;
-                inner.next_seq += 1;
-                inner.order.push_back((id, seq));
-                Entry {
-                    seq,
-                    spans: Vec::new(),
-                    logs: Vec::new(),
-                    bytes: 0,
-                }
-            });
-            entry.logs.extend(logs);
-            entry.bytes += bytes;
-            inner.bytes += bytes;
+            inner.entry(id).logs.extend(logs);
+            inner.grow(id, bytes);
         }
-        self.evict(&mut inner);
+        self.settle(&mut inner);
+    }
+
+    /// Evicts what is over the bounds and reports what is held.
+    fn settle(&self, inner: &mut Inner) {
+        self.evict(inner);
         #[allow(clippy::cast_precision_loss)]
         self.held.set(inner.bytes as f64);
     }
@@ -255,9 +256,12 @@ impl MemoryStore {
 
 /// A resource's `service.name`, or `unknown_service` as the Jaeger translation names it.
 pub(crate) fn service_of(resource_spans: &ResourceSpans) -> &str {
-    resource_spans
-        .resource
-        .as_ref()
+    service_of_resource(resource_spans.resource.as_ref())
+}
+
+/// A resource's `service.name`, or `unknown_service`.
+fn service_of_resource(resource: Option<&Resource>) -> &str {
+    resource
         .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
         .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
             AnyValueKind::StringValue(s) if !s.is_empty() => Some(s.as_str()),
@@ -819,18 +823,7 @@ mod tests {
     }
 
     fn query() -> TraceQuery {
-        TraceQuery {
-            service: None,
-            operation: None,
-            attributes: Vec::new(),
-            status: None,
-            text: None,
-            min_duration: None,
-            max_duration: None,
-            start_min: 0,
-            start_max: u64::MAX,
-            limit: 100,
-        }
+        TraceQuery::window(0, u64::MAX, 100)
     }
 
     #[tokio::test]

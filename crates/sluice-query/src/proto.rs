@@ -8,50 +8,23 @@
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-/// `google.protobuf.Timestamp`.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct Timestamp {
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
+/// `google.protobuf.Timestamp` and `Duration`, as the `jaeger` exporter's messages declare them.
+pub use sluice_jaeger::proto::{Duration, Timestamp};
 
-impl Timestamp {
-    /// From Unix nanoseconds.
-    pub fn from_nanos(nanos: u64) -> Self {
-        Timestamp {
-            seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
-            nanos: i32::try_from(nanos % 1_000_000_000).unwrap_or(0),
-        }
-    }
-
-    /// Unix nanoseconds (0 before the epoch).
-    pub fn nanos(self) -> u64 {
-        u64::try_from(self.seconds)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::try_from(self.nanos).unwrap_or(0))
+/// A `Timestamp` from Unix nanoseconds.
+pub fn timestamp(nanos: u64) -> Timestamp {
+    Timestamp {
+        seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
+        nanos: i32::try_from(nanos % 1_000_000_000).unwrap_or(0),
     }
 }
 
-/// `google.protobuf.Duration`.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct Duration {
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-impl Duration {
-    /// Nanoseconds (0 when negative).
-    pub fn nanos(self) -> u64 {
-        u64::try_from(self.seconds)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::try_from(self.nanos).unwrap_or(0))
-    }
+/// Unix nanoseconds of a `Timestamp`, or nanoseconds of a `Duration` (0 when negative).
+pub fn nanos(seconds: i64, nanos: i32) -> u64 {
+    u64::try_from(seconds)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(nanos).unwrap_or(0))
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

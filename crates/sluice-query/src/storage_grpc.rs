@@ -150,7 +150,10 @@ fn query(
             "start_time_min and start_time_max are required",
         ));
     };
-    let (start_min, start_max) = (min.nanos(), max.nanos());
+    let (start_min, start_max) = (
+        proto::nanos(min.seconds, min.nanos),
+        proto::nanos(max.seconds, max.nanos),
+    );
     if start_min > start_max {
         return Err(Status::invalid_argument(
             "start_time_min is after start_time_max",
@@ -172,11 +175,11 @@ fn query(
         text: None,
         min_duration: p
             .duration_min
-            .map(proto::Duration::nanos)
+            .map(|d| proto::nanos(d.seconds, d.nanos))
             .filter(|d| *d > 0),
         max_duration: p
             .duration_max
-            .map(proto::Duration::nanos)
+            .map(|d| proto::nanos(d.seconds, d.nanos))
             .filter(|d| *d > 0),
         start_min,
         start_max,
@@ -231,8 +234,12 @@ impl StorageService {
             }
             proto::GET_DEPENDENCIES => {
                 let request: proto::GetDependenciesRequest = decode(&body)?;
-                let start = request.start_time.map_or(0, proto::Timestamp::nanos);
-                let end = request.end_time.map_or(u64::MAX, proto::Timestamp::nanos);
+                let start = request
+                    .start_time
+                    .map_or(0, |t| proto::nanos(t.seconds, t.nanos));
+                let end = request
+                    .end_time
+                    .map_or(u64::MAX, |t| proto::nanos(t.seconds, t.nanos));
                 let deps = api
                     .read(|r| async move { r.dependencies(start, end).await })
                     .await?;
@@ -274,8 +281,8 @@ impl StorageService {
                     let range = match (params.start_time, params.end_time) {
                         (None, None) => None,
                         (s, e) => Some((
-                            s.map_or(0, proto::Timestamp::nanos),
-                            e.map_or(u64::MAX, proto::Timestamp::nanos),
+                            s.map_or(0, |t| proto::nanos(t.seconds, t.nanos)),
+                            e.map_or(u64::MAX, |t| proto::nanos(t.seconds, t.nanos)),
                         )),
                     };
                     out.extend(
