@@ -134,6 +134,22 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         .await
         .unwrap();
     form.submit().await.unwrap();
+    // The submit returns before the next page has loaded: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !browser
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("status=error")
+        || browser
+            .find(Locator::Css("#traces tbody tr"))
+            .await
+            .is_err()
+    {
+        assert!(Instant::now() < deadline, "the search's page did not load");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let failed: Vec<String> = (0..25)
         .rev()
         .filter(|i| i % 5 == 0)
@@ -152,7 +168,20 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         .unwrap();
     let mut seen = attrs(&browser, "#traces tbody tr", "data-trace-id").await;
     while let Ok(older) = browser.find(Locator::Id("older")).await {
+        let href = older.attr("href").await.unwrap().unwrap();
+        // Follow it as a person would, then wait until the next page is the one shown.
         older.click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with(&href)
+        {
+            assert!(Instant::now() < deadline, "the next page did not load");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         seen.extend(attrs(&browser, "#traces tbody tr", "data-trace-id").await);
     }
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
@@ -170,8 +199,18 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         .click()
         .await
         .unwrap();
-    let url = browser.current_url().await.unwrap();
-    assert!(url.path().ends_with(&ids[20]), "{url}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !browser
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with(&ids[20])
+        || browser.find(Locator::Css("#waterfall")).await.is_err()
+    {
+        assert!(Instant::now() < deadline, "the trace's page did not load");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The waterfall: the root, then its child one level in, with the child's parent named.
     let spans = attrs(&browser, "#waterfall tr.span", "data-span-id").await;
     let depths = attrs(&browser, "#waterfall tr.span", "data-depth").await;
