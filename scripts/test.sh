@@ -80,6 +80,7 @@ cargo test --workspace --all-targets "$@"
 bench/run.sh --smoke
 bench/postgres.sh --smoke
 bench/kafka.sh --smoke
+bench/query.sh --smoke
 
 # Every fuzz target, briefly, from its committed seeds: a crash fails the run.
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-10}"

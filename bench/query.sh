@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The query service over PostgreSQL at scale: SPANS spans (default 10 million) sent through
+# sluice by the load generator into a throwaway cluster, then the latencies of the reads the
+# issue names, measured from outside over HTTP (curl), each repeated and reported as p50/p99.
+#
+#   bench/query.sh            release build; SPANS RATE READS knobs; report in target/bench-query/
+#   bench/query.sh --smoke    debug build, 20k spans, 5 reads each: the script runs end to end
+#
+# Load: OTLP/gRPC -> batch (1000) -> postgres exporter (4 connections), the load generator at
+# RATE spans/s (default 30000, above what the exporter stores on 2 cores, so back-pressure
+# holds the rest) with --fresh-trace-ids and --fresh-timestamps, so no span repeats and the
+# spans are spread over the load's wall time (all of them inside "the last hour" and "the last
+# day": the searches see every span, the hardest case). The load stops once SPANS are stored.
+#
+# Reads (the `jaeger_query` extension on the same sluice, after ANALYZE):
+#   trace by id      GET /api/traces/{id} (Jaeger v1), READS random stored traces
+#   search, 1 hour   GET /api/sluice/traces?service=S&lookback=1h&limit=20, and the Jaeger v1
+#                    /api/traces?service=S&lookback=1h&limit=20, READS each over the services
+#   percentiles, 24h GET /api/sluice/operations?lookback=24h (every service and operation)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+. bench/lib.sh
+
+smoke=0
+[ "${1:-}" = "--smoke" ] && smoke=1
+SPANS=${SPANS:-10000000}
+RATE=${RATE:-30000}
+READS=${READS:-100}
+if [ $smoke = 1 ]; then
+  SPANS=20000; RATE=5000; READS=5
+  out=${OUT:-$root/target/bench-query-smoke}
+else
+  out=${OUT:-$root/target/bench-query}
+fi
+pgdir=$out/pg
+build_binaries
+rm -rf "$out"
+mkdir -p "$out"
+
+sluice_pid=""; load_pid=""
+cleanup() {
+  [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
+  [ -n "$sluice_pid" ] && kill "$sluice_pid" 2>/dev/null || true
+  scripts/pg.sh stop "$pgdir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+eval "$(scripts/pg.sh start "$pgdir")"
+q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
+
+grpc=$(free_port); metrics=$(free_port); query=$(free_port)
+cat > "$out/sluice.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: 127.0.0.1:$grpc}
+processors:
+  batch: {send_batch_size: 1000, timeout: 200ms}
+exporters:
+  postgres:
+    endpoint: $DATABASE_URL
+    pool: {max_connections: 4}
+    sending_queue: {num_consumers: 4, queue_size: 100}
+    query: {statement_timeout: 60s}
+extensions:
+  jaeger_query:
+    storage: {traces: postgres}
+    http: {endpoint: 127.0.0.1:$query}
+    timeout: 60s
+service:
+  extensions: [jaeger_query]
+  pipelines:
+    traces: {receivers: [otlp], processors: [batch], exporters: [postgres]}
+  telemetry:
+    metrics: {address: 127.0.0.1:$metrics}
+EOF
+"$bin/sluice" --config "$out/sluice.yaml" > "$out/sluice.log" 2>&1 &
+sluice_pid=$!
+wait_port "$grpc"; wait_port "$query"
+
+# Load until SPANS are stored (the loadgen is stopped then; back-pressure refuses the excess).
+seconds=$(python3 -c "print(int($SPANS / $RATE * 3) + 60)")
+"$bin/sluice-loadgen" send --endpoint "http://127.0.0.1:$grpc" --rate "$RATE" --items 100 \
+  --concurrency 8 --duration "${seconds}s" --fresh-trace-ids --fresh-timestamps \
+  > "$out/loadgen.json" 2> "$out/loadgen.log" &
+load_pid=$!
+started=$(date +%s)
+stored() { curl -s "http://127.0.0.1:$metrics/metrics" | awk '/^otelcol_exporter_sent_spans/ { s += $2 } END { printf "%d", s }'; }
+while [ "$(stored)" -lt "$SPANS" ]; do
+  if ! kill -0 "$load_pid" 2>/dev/null; then echo "bench/query.sh: the load generator ended early" >&2; break; fi
+  sleep 1
+done
+kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; load_pid=""
+sleep 2
+load_seconds=$(( $(date +%s) - started ))
+q -c "ANALYZE"
+spans=$(q -c "SELECT count(*) FROM spans")
+traces=$(q -c "SELECT count(*) FROM traces")
+size=$(q -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
+echo "bench/query.sh: $spans spans in $traces traces stored in ${load_seconds}s; database $size" >&2
+
+# Times READS requests to each URL in the file $1 (one per line); prints "p50 p99 max" in ms.
+time_urls() {
+  while read -r url; do
+    curl -s -o "$out/last.json" -w '%{http_code} %{time_total}\n' "$url"
+  done < "$1" > "$1.times"
+  python3 - "$1.times" <<'EOF'
+import math, sys
+rows = [l.split() for l in open(sys.argv[1])]
+bad = [r for r in rows if r[0] != "200"]
+if bad:
+    sys.exit(f"non-200 answers: {bad[:3]}")
+t = sorted(float(r[1]) * 1000 for r in rows)
+pick = lambda p: t[max(0, math.ceil(p * len(t)) - 1)]
+print(f"{pick(0.5):.1f} {pick(0.99):.1f} {t[-1]:.1f}")
+EOF
+}
+
+base="http://127.0.0.1:$query"
+q -c "SELECT trace_id FROM traces ORDER BY random() LIMIT $READS" | sed "s|^|$base/api/traces/|" > "$out/by_id.urls"
+services=$(curl -s "$base/api/services" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["data"]))')
+: > "$out/search.urls"; : > "$out/search_v1.urls"
+for i in $(seq 1 "$READS"); do
+  set -- $services; n=$#; k=$(( (i % n) + 1 )); s=${!k}
+  echo "$base/api/sluice/traces?service=$s&lookback=1h&limit=20" >> "$out/search.urls"
+  echo "$base/api/traces?service=$s&lookback=1h&limit=20" >> "$out/search_v1.urls"
+done
+reads_24h=$(( READS < 10 ? READS : 10 ))
+for _ in $(seq 1 "$reads_24h"); do echo "$base/api/sluice/operations?lookback=24h"; done > "$out/operations.urls"
+
+by_id=$(time_urls "$out/by_id.urls")
+search=$(time_urls "$out/search.urls")
+search_v1=$(time_urls "$out/search_v1.urls")
+operations=$(time_urls "$out/operations.urls")
+python3 - "$spans" "$traces" "$size" "$load_seconds" "$by_id" "$search" "$search_v1" "$operations" "$READS" "$reads_24h" <<'EOF' | tee "$out/report.md"
+import sys
+spans, traces, size, secs, by_id, search, search_v1, ops, reads, reads_24h = sys.argv[1:]
+row = lambda name, r, n, target: "| {} | {} | {} | {} | {} | {} |".format(name, n, *r.split(), target)
+print(f"{int(spans):,} spans in {int(traces):,} traces ({size}), loaded through sluice in {secs} s\n")
+print("| read | requests | p50 ms | p99 ms | max ms | target (p99) |")
+print("| --- | ---: | ---: | ---: | ---: | --- |")
+print(row("trace by id (`/api/traces/{id}`)", by_id, reads, "< 20 ms"))
+print(row("search, last hour, one service (`/api/sluice/traces`, limit 20)", search, reads, "< 100 ms"))
+print(row("search, last hour, one service (Jaeger v1 `/api/traces`, limit 20)", search_v1, reads, "< 100 ms"))
+print(row("p50/p95/p99 per operation, 24 hours (`/api/sluice/operations`)", ops, reads_24h, "< 500 ms"))
+EOF
+if [ $smoke = 1 ]; then
+  [ "$spans" -ge 20000 ] || { echo "bench/query.sh --smoke: only $spans spans stored" >&2; exit 1; }
+fi
