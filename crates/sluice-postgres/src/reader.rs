@@ -526,29 +526,6 @@ impl TraceReader for PgReader {
             .collect())
     }
 
-    async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, ReadError> {
-        let mut q =
-            QueryBuilder::new("SELECT s.trace_id, max(s.start_time) AS latest FROM spans s");
-        if !query.attributes.is_empty() {
-            q.push(" JOIN resources r ON r.resource_id = s.resource_id");
-        }
-        q.push(" WHERE s.start_time >= ");
-        q.push_bind(Timestamp::from_unix_nanos(query.start_min));
-        q.push(" AND s.start_time <= ");
-        q.push_bind(Timestamp::from_unix_nanos(query.start_max));
-        push_conditions(&mut q, query);
-        q.push(" GROUP BY s.trace_id ORDER BY latest DESC, s.trace_id LIMIT ");
-        q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = self.fetch(q).await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let text: &str = r.try_get(0).ok()?;
-                TraceId::try_from(unhex(text).as_slice()).ok()
-            })
-            .collect())
-    }
-
     async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, ReadError> {
         let rows = sqlx::query(
             "SELECT p.service_name, c.service_name, count(*) \

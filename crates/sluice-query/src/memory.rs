@@ -462,28 +462,6 @@ impl TraceReader for MemoryStore {
             .collect())
     }
 
-    async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, ReadError> {
-        let inner = self.lock();
-        // Each qualifying trace with the latest start among its matching spans.
-        let mut found: Vec<(u64, TraceId)> = inner
-            .traces
-            .iter()
-            .filter_map(|(id, entry)| {
-                spans(entry)
-                    .filter(|(r, s)| matches(query, r, s))
-                    .map(|(_, s)| s.start_time_unix_nano)
-                    .max()
-                    .map(|start| (start, *id))
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(found
-            .into_iter()
-            .take(query.limit)
-            .map(|(_, id)| id)
-            .collect())
-    }
-
     async fn dependencies(&self, start: u64, end: u64) -> Result<Vec<Dependency>, ReadError> {
         let inner = self.lock();
         let mut calls: HashMap<(String, String), u64> = HashMap::new();
