@@ -1,0 +1,61 @@
+//! The `memory` exporter's cost per span on ingest: decoding a batch of the load generator's spans
+//! (1,000, as the batch processor builds them from 10 requests) and filing them by trace,
+//! eviction included once the store is full; against decoding the same batch with prost alone,
+//! for scale. And what a search of a full store costs.
+//!
+//! `cargo bench -p sluice-query`
+
+use std::hint::black_box;
+
+// The sluice binary's allocator: these steps allocate, and glibc's malloc would dominate.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use sluice_core::Signal;
+use sluice_core::store::{TraceQuery, TraceReader};
+use sluice_query::MemoryStore;
+
+fn benches(c: &mut Criterion) {
+    let now = sluice_fixtures::now_nanos();
+    let data = sluice_fixtures::pool(Signal::Traces, 100, 10, now).concat();
+    let spans = ExportTraceServiceRequest::decode(&data[..])
+        .unwrap()
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum::<usize>();
+    let mut g = c.benchmark_group("memory_store_1000_spans");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.bench_function("prost_decode", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(black_box(&data[..])).unwrap())
+    });
+    // A 16 MiB store, kept full: every insert evicts about as much as it adds.
+    let store = MemoryStore::new("bench", 16 << 20, 0);
+    g.bench_function("decode_and_insert", |b| {
+        b.iter(|| store.insert(ExportTraceServiceRequest::decode(black_box(&data[..])).unwrap()))
+    });
+    g.finish();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let held = store.len();
+    let mut g = c.benchmark_group("memory_store_search");
+    g.throughput(Throughput::Elements(held as u64));
+    let query = TraceQuery::window(0, u64::MAX, 20);
+    g.bench_function("find_trace_ids_full_store", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(store.find_trace_ids(black_box(&query)))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
