@@ -69,6 +69,23 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// Waits (up to 10 s) until the page shown has `url_part` in its URL and an element `css`: a
+/// click or a submit returns before the page it leads to has loaded.
+async fn wait_for_page(browser: &Client, url_part: &str, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.current_url().await.unwrap();
+        if url.as_str().contains(url_part) && browser.find(Locator::Css(css)).await.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page at {url_part} with {css}: {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `data-*` attribute `name` of every element `css` selects.
 async fn attrs(browser: &Client, css: &str, name: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -135,21 +152,7 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         .unwrap();
     form.submit().await.unwrap();
     // The submit returns before the next page has loaded: wait for it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !browser
-        .current_url()
-        .await
-        .unwrap()
-        .as_str()
-        .contains("status=error")
-        || browser
-            .find(Locator::Css("#traces tbody tr"))
-            .await
-            .is_err()
-    {
-        assert!(Instant::now() < deadline, "the search's page did not load");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_page(&browser, "status=error", "#traces tbody tr").await;
     let failed: Vec<String> = (0..25)
         .rev()
         .filter(|i| i % 5 == 0)
@@ -171,17 +174,7 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         let href = older.attr("href").await.unwrap().unwrap();
         // Follow it as a person would, then wait until the next page is the one shown.
         older.click().await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !browser
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with(&href)
-        {
-            assert!(Instant::now() < deadline, "the next page did not load");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_page(&browser, &href, "#traces").await;
         seen.extend(attrs(&browser, "#traces tbody tr", "data-trace-id").await);
     }
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
@@ -199,18 +192,7 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !browser
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with(&ids[20])
-        || browser.find(Locator::Css("#waterfall")).await.is_err()
-    {
-        assert!(Instant::now() < deadline, "the trace's page did not load");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_page(&browser, &ids[20], "#waterfall").await;
     // The waterfall: the root, then its child one level in, with the child's parent named.
     let spans = attrs(&browser, "#waterfall tr.span", "data-span-id").await;
     let depths = attrs(&browser, "#waterfall tr.span", "data-depth").await;
