@@ -1,8 +1,8 @@
 //! Jaeger's v2 remote storage API (`jaeger.storage.v2`, from jaeger-idl
 //! `proto/storage/v2/trace_storage.proto` and `dependency_storage.proto`), written as prost
-//! structs. Field numbers and types are the IDL's; `TraceQueryParameters.filter` (experimental,
-//! behind a Jaeger feature gate) is not declared, so a request carrying it is read without it,
-//! and `pagination` is refused when asked for (see the service).
+//! structs. Field numbers and types are the IDL's. `TraceQueryParameters.filter` (experimental,
+//! behind a Jaeger feature gate) is kept as its encoded bytes: a request carrying one is refused,
+//! never read without it; so is `pagination` (see the service).
 
 #![allow(missing_docs)]
 
@@ -93,6 +93,9 @@ pub struct TraceQueryParameters {
     pub duration_max: Option<Duration>,
     #[prost(int32, tag = "8")]
     pub search_depth: i32,
+    /// `jaeger.expression.v1.Call`, encoded: only whether one was sent matters here.
+    #[prost(bytes = "vec", tag = "9")]
+    pub filter: Vec<u8>,
     #[prost(message, optional, tag = "10")]
     pub pagination: Option<Pagination>,
 }

@@ -137,6 +137,13 @@ fn query(
     max_limit: usize,
 ) -> Result<TraceQuery, Status> {
     let p = params.ok_or_else(|| Status::invalid_argument("query is required"))?;
+    // A search that would be widened by ignoring part of it is refused: Capabilities declares
+    // no structured-filter support, so Jaeger sends none, and anything else asking gets told.
+    if !p.filter.is_empty() {
+        return Err(Status::invalid_argument(
+            "structured filters are not supported; use service_name, operation_name, attributes and durations",
+        ));
+    }
     if p.pagination
         .as_ref()
         .is_some_and(|page| page.page_size > 0 || !page.page_token.is_empty())
@@ -412,5 +419,45 @@ mod tests {
             .chain((0..3).map(|i| (2, i)))
             .collect();
         assert_eq!(seen, want, "every span once, in order, chunks consecutive");
+    }
+
+    #[test]
+    fn searches_it_cannot_honour_whole_are_refused_not_widened() {
+        let window = proto::TraceQueryParameters {
+            start_time_min: Some(proto::timestamp(1)),
+            start_time_max: Some(proto::timestamp(2)),
+            ..Default::default()
+        };
+        assert!(query(Some(window.clone()), 100).is_ok());
+        for (asked, needle) in [
+            (
+                proto::TraceQueryParameters {
+                    filter: vec![0x0a, 0x02, 0x65, 0x71],
+                    ..window.clone()
+                },
+                "structured filters",
+            ),
+            (
+                proto::TraceQueryParameters {
+                    pagination: Some(proto::Pagination {
+                        page_size: 10,
+                        page_token: String::new(),
+                    }),
+                    ..window.clone()
+                },
+                "pagination",
+            ),
+            (
+                proto::TraceQueryParameters {
+                    start_time_min: None,
+                    ..window.clone()
+                },
+                "start_time_min",
+            ),
+        ] {
+            let status = query(Some(asked), 100).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains(needle), "{status:?}");
+        }
     }
 }
