@@ -111,16 +111,21 @@ fn service_name(name: Option<String>) -> String {
         .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned())
 }
 
-/// Pushes the condition selecting the spans of `service`.
-fn push_service(q: &mut QueryBuilder<Postgres>, column: &str, service: &str) {
+/// Pushes the condition selecting the spans of `service` in `column`, one of this file's
+/// constant column names (the service itself is always bound).
+fn push_service(q: &mut QueryBuilder<Postgres>, column: &'static str, service: &str) {
     if service == UNKNOWN_SERVICE {
-        q.push(format!(
-            " AND ({column} IS NULL OR {column} = '' OR {column} = "
-        ));
+        q.push(" AND (")
+            .push(column)
+            .push(" IS NULL OR ")
+            .push(column)
+            .push(" = '' OR ")
+            .push(column)
+            .push(" = ");
         q.push_bind(service.to_owned());
         q.push(")");
     } else {
-        q.push(format!(" AND {column} = "));
+        q.push(" AND ").push(column).push(" = ");
         q.push_bind(service.to_owned());
     }
 }
@@ -169,7 +174,7 @@ fn push_conditions(q: &mut QueryBuilder<Postgres>, query: &TraceQuery) {
         q.push(" AND (false");
         for candidate in attribute_candidates(key, text) {
             for table in ["s", "r"] {
-                q.push(format!(" OR {table}.attributes @> "));
+                q.push(" OR ").push(table).push(".attributes @> ");
                 q.push_bind(Jsonb(candidate.clone()));
             }
         }
@@ -594,7 +599,7 @@ impl TraceReader for PgReader {
             SortBy::Duration => "t.duration_ns",
         };
         if let Some(cursor) = after {
-            q.push(format!(" AND ({order}, t.trace_id) < ("));
+            q.push(" AND (").push(order).push(", t.trace_id) < (");
             match sort {
                 SortBy::Start => q.push_bind(Timestamp::from_unix_nanos(cursor.key)),
                 SortBy::Duration => q.push_bind(i64::try_from(cursor.key).unwrap_or(i64::MAX)),
@@ -603,7 +608,9 @@ impl TraceReader for PgReader {
             q.push_bind(hex(&cursor.id));
             q.push(")");
         }
-        q.push(format!(" ORDER BY {order} DESC, t.trace_id DESC LIMIT "));
+        q.push(" ORDER BY ")
+            .push(order)
+            .push(" DESC, t.trace_id DESC LIMIT ");
         q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
         let rows = self.fetch(q).await?;
         Ok(rows
