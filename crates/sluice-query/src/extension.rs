@@ -270,11 +270,11 @@ impl Extension for JaegerQuery {
         };
         let mut tasks = vec![
             listen(
-                &self.id,
+                settings(&self.id, "http", false),
                 &http.endpoint,
                 http.tls.as_ref(),
+                &format!("extensions.{}.http.tls", self.id),
                 auth(&http.auth, "http")?,
-                "http",
                 router(Arc::clone(&api)),
                 &shutdown,
             )
@@ -286,11 +286,11 @@ impl Extension for JaegerQuery {
             };
             tasks.push(
                 listen(
-                    &self.id,
+                    settings(&self.id, "remote_storage", true),
                     &remote.endpoint,
                     remote.tls.as_ref(),
+                    &format!("extensions.{}.remote_storage.tls", self.id),
                     auth(&remote.auth, "remote_storage")?,
-                    "remote_storage",
                     service,
                     &shutdown,
                 )
@@ -302,13 +302,23 @@ impl Extension for JaegerQuery {
     }
 }
 
-/// Binds `endpoint` and serves `service` there until `shutdown`.
+/// The settings of listener `key` (`http`, or `remote_storage`: gRPC, which speaks HTTP/2 only,
+/// and then its refusals are gRPC statuses).
+fn settings(id: &str, key: &str, grpc: bool) -> sluice_net::ServerSettings {
+    sluice_net::ServerSettings {
+        http2_only: grpc,
+        ..sluice_net::ServerSettings::side(&format!("{id}/{key}"))
+    }
+}
+
+/// Binds `endpoint` and serves `service` there until `shutdown`; `tls` is configured at
+/// `tls_path`.
 async fn listen<S, B>(
-    id: &str,
+    settings: sluice_net::ServerSettings,
     endpoint: &str,
     tls: Option<&sluice_net::TlsServerConfig>,
+    tls_path: &str,
     auth: Option<sluice_net::ServerAuth>,
-    key: &str,
     service: S,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<()>, BuildError>
@@ -324,24 +334,15 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let tls = sluice_net::TlsServerConfig::for_listener(
-        tls,
-        &format!("extensions.{id}.{key}.tls"),
-        &["h2", "http/1.1"],
-        shutdown,
-    )?;
+    let tls =
+        sluice_net::TlsServerConfig::for_listener(tls, tls_path, &["h2", "http/1.1"], shutdown)?;
     let listener = tokio::net::TcpListener::bind(endpoint)
         .await
         .map_err(|source| BuildError::Bind {
             endpoint: endpoint.to_owned(),
             source,
         })?;
-    tracing::info!(endpoint = ?listener.local_addr().ok(), "jaeger query listening ({key})");
-    let settings = sluice_net::ServerSettings {
-        // gRPC speaks HTTP/2 only, and its refusals are gRPC statuses.
-        http2_only: key == "remote_storage",
-        ..sluice_net::ServerSettings::side(&format!("{id}/{key}"))
-    };
+    tracing::info!(endpoint = ?listener.local_addr().ok(), listener = %settings.name, "jaeger query listening");
     Ok(tokio::spawn(sluice_net::serve(
         listener,
         settings,
@@ -641,8 +642,8 @@ async fn v1_find_traces(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) ->
     match found.await {
         Ok(traces) => v1_ok(Value::Array(
             traces
-                .iter()
-                .map(|(id, t)| jaeger_json::trace(id, t))
+                .into_iter()
+                .map(|(id, t)| jaeger_json::trace(&id, t))
                 .collect(),
         )),
         Err(f) => f.v1(),
@@ -686,7 +687,7 @@ async fn v1_trace(
     };
     let result = async { one_trace(&api, &id, range.await?).await };
     match result.await {
-        Ok((id, trace)) => v1_ok(json!([jaeger_json::trace(&id, &trace)])),
+        Ok((id, trace)) => v1_ok(json!([jaeger_json::trace(&id, trace)])),
         Err(f) => f.v1(),
     }
 }

@@ -60,9 +60,9 @@ fn key_values(kvs: &[proto::KeyValue]) -> Value {
 }
 
 /// One trace in Jaeger's JSON.
-pub fn trace(id: &TraceId, trace: &Trace) -> Value {
+pub fn trace(id: &TraceId, trace: Trace) -> Value {
     let batches = sluice_jaeger::translate(&ExportTraceServiceRequest {
-        resource_spans: trace.resource_spans.clone(),
+        resource_spans: trace.resource_spans,
     });
     let mut processes: Vec<proto::Process> = Vec::new();
     let mut spans = Vec::new();
