@@ -110,13 +110,7 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
     let sluice = Sluice::start(ports, &config);
     let base = (now_nanos() - 600_000_000_000) / 1000 * 1000;
     let (request, ids) = checkout_traces(base);
-    let sent = Ports {
-        grpc,
-        http: 0,
-        metrics: 0,
-        health: 0,
-    };
-    crate::postgres::send_traces(&sent, request.clone()).await;
+    crate::postgres::send_traces(grpc, request.clone()).await;
     sink.wait_for(Duration::from_secs(20), "the spans", |r| {
         r.span_count() >= 50
     })

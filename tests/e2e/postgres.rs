@@ -129,8 +129,9 @@ async fn wait_count(pool: &PgPool, sql: &str, want: i64, sluice: &Sluice) -> i64
     }
 }
 
-pub(crate) async fn send_traces(ports: &Ports, request: ExportTraceServiceRequest) {
-    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
+/// Exports `request` to the OTLP/gRPC receiver on port `grpc`; panics unless it is accepted.
+pub(crate) async fn send_traces(grpc: u16, request: ExportTraceServiceRequest) {
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
         .await
         .unwrap();
     client
@@ -345,7 +346,7 @@ async fn every_span_and_log_field_round_trips() {
         ),
     );
     let base = (now_nanos() / 1_000_000_000 - 60) * 1_000_000_000;
-    send_traces(&ports, rich_traces(base)).await;
+    send_traces(ports.grpc, rich_traces(base)).await;
     let mut logs = LogsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap();
@@ -670,7 +671,7 @@ async fn traces_assemble_across_batches_and_replays_change_nothing() {
     single.reverse();
     let trace = hex(&id(0x4b, 1, 16));
     for (i, part) in single.iter().enumerate() {
-        send_traces(&ports, part.clone()).await;
+        send_traces(ports.grpc, part.clone()).await;
         wait_count(&pool, "SELECT count(*) FROM spans", i as i64 + 1, &sluice).await;
         let (span_count, root): (i32, Option<String>) =
             sqlx::query_as("SELECT span_count, root_span_name FROM traces WHERE trace_id = $1")
@@ -682,9 +683,9 @@ async fn traces_assemble_across_batches_and_replays_change_nothing() {
         assert_eq!(root.is_some(), i == single.len() - 1, "the root came last");
     }
     // Replay everything, once whole and once span by span.
-    send_traces(&ports, request.clone()).await;
+    send_traces(ports.grpc, request.clone()).await;
     for part in &single {
-        send_traces(&ports, part.clone()).await;
+        send_traces(ports.grpc, part.clone()).await;
     }
     sluice
         .wait_metric(
@@ -760,8 +761,8 @@ async fn retention_drops_whole_partitions_and_their_traces() {
     {
         let ports = Ports::new();
         let sluice = Sluice::start(ports, &config(&ports, &url, extra));
-        send_traces(&ports, old).await;
-        send_traces(&ports, recent.clone()).await;
+        send_traces(ports.grpc, old).await;
+        send_traces(ports.grpc, recent.clone()).await;
         wait_count(&pool, "SELECT count(*) FROM spans", 6, &sluice).await;
         assert_eq!(count(&pool, "SELECT count(*) FROM traces").await, 2);
     }
@@ -778,7 +779,7 @@ async fn retention_drops_whole_partitions_and_their_traces() {
     // A new process runs maintenance when it first connects; the old hour is past retention.
     let ports = Ports::new();
     let sluice = Sluice::start(ports, &config(&ports, &url, extra));
-    send_traces(&ports, recent).await;
+    send_traces(ports.grpc, recent).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while count(&pool, "SELECT count(*) FROM spans").await != 3
         || count(&pool, "SELECT count(*) FROM traces").await != 1
@@ -821,7 +822,7 @@ async fn migrations_apply_twice_and_a_missing_schema_is_a_permanent_error() {
     let (empty_url, empty) = fresh_database(&server_url(), "nomigrate").await;
     let ports = Ports::new();
     let sluice = Sluice::start(ports, &config(&ports, &empty_url, "    migrate: false\n"));
-    send_traces(&ports, rich_traces(now_nanos())).await;
+    send_traces(ports.grpc, rich_traces(now_nanos())).await;
     sluice
         .wait_metric(
             "otelcol_exporter_send_failed_spans{exporter=\"postgres\"}",
@@ -846,7 +847,7 @@ async fn migrations_apply_twice_and_a_missing_schema_is_a_permanent_error() {
     // migrate: false against a migrated database works.
     let ports = Ports::new();
     let sluice = Sluice::start(ports, &config(&ports, &url, "    migrate: false\n"));
-    send_traces(&ports, rich_traces(now_nanos())).await;
+    send_traces(ports.grpc, rich_traces(now_nanos())).await;
     wait_count(&pool, "SELECT count(*) FROM spans", 3, &sluice).await;
 }
 
@@ -1127,7 +1128,7 @@ async fn the_readme_queries_answer_from_data_sent_through_sluice() {
         &config(&ports, &url, "    promoted_attributes: [enduser.id]\n"),
     );
     let (traces, logs) = readme_data(now_nanos());
-    send_traces(&ports, traces).await;
+    send_traces(ports.grpc, traces).await;
     LogsServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap()

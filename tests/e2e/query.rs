@@ -258,13 +258,7 @@ async fn both_stores_answer_jaegers_apis_with_every_field_that_was_sent() {
     let base = now_nanos() - 60_000_000_000;
     let rich = rich_traces(base);
     let rich_id = hex(&rich.resource_spans[0].scope_spans[0].spans[0].trace_id);
-    let sent = Ports {
-        grpc,
-        http: 0,
-        metrics: 0,
-        health: 0,
-    };
-    crate::postgres::send_traces(&sent, rich).await;
+    crate::postgres::send_traces(grpc, rich).await;
     let python = run_script(&[
         "--endpoint",
         &format!("http://127.0.0.1:{grpc}"),
@@ -597,8 +591,6 @@ fn chunk_traces(chunks: &[ExportTraceServiceRequest]) -> Vec<(Vec<u8>, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_both_stores() {
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
     use sluice_query::proto;
 
     let (url, _admin) = fresh_database(&server_url(), "storage").await;
@@ -619,12 +611,7 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
                 "http: {{endpoint: 127.0.0.1:{mem}}}\n    remote_storage: {{endpoint: 127.0.0.1:{mem_grpc}}}\n"
             ),
         );
-    let sent = Ports {
-        grpc: ports.grpc,
-        http: 0,
-        metrics: 0,
-        health: 0,
-    };
+    let grpc = ports.grpc;
     let sluice = Sluice::start(ports, &text);
 
     // One trace of 10,000 spans (about 2.7 MB), sent in ten requests; its root is called from a
@@ -632,28 +619,10 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
     let base = now_nanos() - 30_000_000_000;
     let big_id = vec![0xb1; 16];
     let small_id = vec![0x5a; 16];
-    let resource = |service: &str| {
-        Some(Resource {
-            attributes: vec![crate::support::kv(
-                "service.name",
-                crate::support::string(service),
-            )],
-            ..Default::default()
-        })
-    };
-    let request = |service: &str, spans: Vec<Span>| ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: resource(service),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+
     crate::postgres::send_traces(
-        &sent,
-        request(
+        grpc,
+        service_request(
             "frontend",
             vec![Span {
                 trace_id: big_id.clone(),
@@ -691,11 +660,11 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
                 }
             })
             .collect();
-        crate::postgres::send_traces(&sent, request("backend", spans)).await;
+        crate::postgres::send_traces(grpc, service_request("backend", spans)).await;
     }
     crate::postgres::send_traces(
-        &sent,
-        request(
+        grpc,
+        service_request(
             "backend",
             vec![Span {
                 trace_id: small_id.clone(),
@@ -879,13 +848,34 @@ async fn jaegers_remote_storage_api_streams_a_10000_span_trace_in_chunks_from_bo
     drop(sluice);
 }
 
+/// A request of `spans` from `service`, under one resource and one scope.
+fn service_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![crate::support::kv(
+                    "service.name",
+                    crate::support::string(service),
+                )],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
 /// 25 `checkout` traces one second apart: a `POST /pay` root lasting (i + 1) × 10 ms with a
 /// 5 ms `db` child; every fifth fails with a `PaymentError` exception, every seventh records a
 /// `TimeoutError`; `user.id` is `u{i % 3}`.
 pub(crate) fn checkout_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
-    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Status;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     use crate::support::{kv, string};
     let mut spans = Vec::new();
@@ -948,20 +938,7 @@ pub(crate) fn checkout_traces(base: u64) -> (ExportTraceServiceRequest, Vec<Stri
             ..Default::default()
         });
     }
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", string("checkout"))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    (request, ids)
+    (service_request("checkout", spans), ids)
 }
 
 /// Every page of a search, following `next_cursor`; the trace ids in order.
@@ -993,16 +970,11 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
     let ports = Ports::new();
     let (pg, mem) = (free_port(), free_port());
     let text = config(&ports, &url, &url, sink.grpc_port, pg, mem);
-    let sent = Ports {
-        grpc: ports.grpc,
-        http: ports.http,
-        metrics: 0,
-        health: 0,
-    };
+    let (grpc, http) = (ports.grpc, ports.http);
     let sluice = Sluice::start(ports, &text);
     let base = (now_nanos() - 120_000_000_000) / 1000 * 1000;
     let (request, ids) = checkout_traces(base);
-    crate::postgres::send_traces(&sent, request.clone()).await;
+    crate::postgres::send_traces(grpc, request.clone()).await;
     // Two log records inside the first trace (a structured one first), one outside any trace.
     let logs = {
         use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -1053,7 +1025,7 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
             }],
         }
     };
-    let mut logs_client = opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient::connect(format!("http://127.0.0.1:{}", sent.grpc))
+    let mut logs_client = opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient::connect(format!("http://127.0.0.1:{}", grpc))
         .await
         .unwrap();
     logs_client.export(logs).await.unwrap();
@@ -1247,7 +1219,7 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
     let body = export.bytes().await.unwrap();
     let before = sink.snapshot().span_count();
     let posted = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/traces", sent.http))
+        .post(format!("http://127.0.0.1:{}/v1/traces", http))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -1335,9 +1307,6 @@ async fn the_query_service_admits_only_what_its_authenticator_admits() {
 /// 1,000 out) and an unpriced embedding (300 in); and a span whose token count is text, which
 /// counts for nothing.
 fn agent_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-
     use crate::support::{kv, string};
     let llm = |trace: &[u8],
                n: u32,
@@ -1433,20 +1402,7 @@ fn agent_traces(base: u64) -> (ExportTraceServiceRequest, Vec<String>) {
     text.attributes[2] = crate::support::kv("gen_ai.usage.input_tokens", string("12"));
     spans.push(text);
     ids.push(hex(&id));
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", string("agents"))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    (request, ids)
+    (service_request("agents", spans), ids)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1465,16 +1421,11 @@ async fn token_usage_and_cost_per_model_operation_workflow_and_trace_from_both_s
             "    storage: {traces: memory}\n",
             &format!("    storage: {{traces: memory}}\n{prices}"),
         );
-    let sent = Ports {
-        grpc: ports.grpc,
-        http: 0,
-        metrics: 0,
-        health: 0,
-    };
+    let grpc = ports.grpc;
     let sluice = Sluice::start(ports, &text);
     let base = (now_nanos() - 60_000_000_000) / 1000 * 1000;
     let (request, ids) = agent_traces(base);
-    crate::postgres::send_traces(&sent, request).await;
+    crate::postgres::send_traces(grpc, request).await;
     sink.wait_for(Duration::from_secs(20), "the spans", |r| {
         r.span_count() >= 16
     })
