@@ -354,7 +354,7 @@ where
 }
 
 /// The routes, over `api`.
-pub fn router(api: Arc<Api>) -> Router {
+pub(crate) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/api/services", get(v1_services))
         .route(
@@ -375,7 +375,7 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 /// What the handlers share: the store to read and the bounds on reading it.
-pub struct Api {
+pub(crate) struct Api {
     stores: Arc<Stores>,
     storage: String,
     max_limit: usize,

@@ -19,7 +19,7 @@ use sluice_jaeger::proto::{self, SpanRefType, ValueType};
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
 /// A trace id as Jaeger writes it.
-pub fn trace_id(id: &[u8]) -> String {
+pub(crate) fn trace_id(id: &[u8]) -> String {
     if id.len() == 16 && id[..8].iter().all(|b| *b == 0) {
         hex(&id[8..])
     } else {
@@ -60,7 +60,7 @@ fn key_values(kvs: &[proto::KeyValue]) -> Value {
 }
 
 /// One trace in Jaeger's JSON.
-pub fn trace(id: &TraceId, trace: Trace) -> Value {
+pub(crate) fn trace(id: &TraceId, trace: Trace) -> Value {
     let batches = sluice_jaeger::translate(&ExportTraceServiceRequest {
         resource_spans: trace.resource_spans,
     });
@@ -136,13 +136,13 @@ fn span_json(span: &proto::Span, process_id: &str) -> Value {
 }
 
 /// Jaeger's response envelope around `data`.
-pub fn envelope(data: Value) -> Value {
+pub(crate) fn envelope(data: Value) -> Value {
     let total = data.as_array().map_or(0, Vec::len);
     json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": Value::Null})
 }
 
 /// Jaeger's error envelope.
-pub fn error(code: u16, message: &str) -> Value {
+pub(crate) fn error(code: u16, message: &str) -> Value {
     json!({
         "data": Value::Null,
         "total": 0,

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The decoded `key=value` pairs of a query string, in order (a key may repeat).
-pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
     raw.unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -45,7 +45,7 @@ fn decode(text: &str) -> String {
 }
 
 /// The first value of `key`, if given and not empty.
-pub fn first<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, v)| k == key && !v.is_empty())
@@ -53,7 +53,7 @@ pub fn first<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// Every non-empty value of `key`.
-pub fn all<'a>(params: &'a [(String, String)], key: &'a str) -> impl Iterator<Item = &'a str> {
+pub(crate) fn all<'a>(params: &'a [(String, String)], key: &'a str) -> impl Iterator<Item = &'a str> {
     params
         .iter()
         .filter(move |(k, v)| k == key && !v.is_empty())
@@ -64,7 +64,7 @@ pub fn all<'a>(params: &'a [(String, String)], key: &'a str) -> impl Iterator<It
 ///
 /// # Errors
 /// A message naming the value.
-pub fn go_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn go_duration(text: &str) -> Result<u64, String> {
     let bad = || format!("`{text}` is not a duration (such as 1.5s, 250ms or 1h30m)");
     if text == "0" {
         return Ok(0);
@@ -107,7 +107,7 @@ pub fn go_duration(text: &str) -> Result<u64, String> {
 ///
 /// # Errors
 /// A message naming the value.
-pub fn lookback(text: &str) -> Result<u64, String> {
+pub(crate) fn lookback(text: &str) -> Result<u64, String> {
     if let Some(days) = text.strip_suffix('d')
         && let Ok(days) = days.parse::<u64>()
     {
@@ -122,7 +122,7 @@ pub fn lookback(text: &str) -> Result<u64, String> {
 ///
 /// # Errors
 /// A message naming the parameter.
-pub fn micros(name: &str, text: &str) -> Result<u64, String> {
+pub(crate) fn micros(name: &str, text: &str) -> Result<u64, String> {
     text.parse::<u64>()
         .ok()
         .and_then(|us| us.checked_mul(1000))
@@ -133,7 +133,7 @@ pub fn micros(name: &str, text: &str) -> Result<u64, String> {
 ///
 /// # Errors
 /// A message naming the parameter.
-pub fn rfc3339(name: &str, text: &str) -> Result<u64, String> {
+pub(crate) fn rfc3339(name: &str, text: &str) -> Result<u64, String> {
     let bad = || format!("parameter `{name}`: `{text}` is not an RFC 3339 time");
     let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z').trim_end_matches('z'))
         .ok()
@@ -171,7 +171,7 @@ fn parse_offset(text: &str) -> Option<SystemTime> {
 }
 
 /// Now, in Unix nanoseconds.
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
