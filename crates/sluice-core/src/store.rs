@@ -386,23 +386,25 @@ impl Stores {
     }
 }
 
+/// A trace id that is not 1 to 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("trace id `{0}` is not hex (1 to 32 hex digits)")]
+pub struct InvalidTraceId(pub String);
+
 /// Parses a trace id written as 32 hex digits (either case; shorter ids are left-padded with
 /// zeros, as Jaeger accepts 64-bit ids).
 ///
 /// # Errors
-/// A message naming what is wrong.
-pub fn parse_trace_id(text: &str) -> Result<TraceId, String> {
-    if text.is_empty() || text.len() > 32 {
-        return Err(format!("trace id `{text}` is not 1 to 32 hex digits"));
-    }
-    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("trace id `{text}` is not hex"));
+/// [`InvalidTraceId`] naming the text.
+pub fn parse_trace_id(text: &str) -> Result<TraceId, InvalidTraceId> {
+    let invalid = || InvalidTraceId(text.to_owned());
+    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
     }
     let padded = format!("{text:0>32}");
     let mut id = [0u8; 16];
     for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&padded[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("trace id `{text}` is not hex"))?;
+        *byte = u8::from_str_radix(&padded[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
     }
     Ok(id)
 }

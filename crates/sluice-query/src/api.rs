@@ -69,11 +69,11 @@ fn rfc3339(nanos: u64) -> String {
 fn window(params: &[(String, String)]) -> Result<(u64, u64), Failure> {
     let bad = Failure::BadRequest;
     let end = match first(params, "end") {
-        Some(t) => params::rfc3339("end", t).map_err(bad)?,
+        Some(t) => params::rfc3339("end", t)?,
         None => params::now(),
     };
     let start = match first(params, "start") {
-        Some(t) => params::rfc3339("start", t).map_err(bad)?,
+        Some(t) => params::rfc3339("start", t)?,
         None => match first(params, "lookback") {
             Some(l) => end.saturating_sub(
                 params::lookback(l).map_err(|m| bad(format!("parameter `lookback`: {m}")))?,
@@ -187,7 +187,7 @@ pub(crate) async fn search_data(api: &Api, params: &[(String, String)]) -> Resul
 }
 
 async fn read_trace(api: &Api, id: &str) -> Result<(TraceId, Trace), Failure> {
-    let id = store::parse_trace_id(id).map_err(Failure::BadRequest)?;
+    let id = store::parse_trace_id(id).map_err(Failure::from)?;
     api.read(|r| async move { r.traces(&[id], None).await })
         .await?
         .into_iter()

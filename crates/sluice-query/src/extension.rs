@@ -438,6 +438,18 @@ pub(crate) enum Failure {
     Unavailable(String),
 }
 
+impl From<crate::params::BadParam> for Failure {
+    fn from(bad: crate::params::BadParam) -> Failure {
+        Failure::BadRequest(bad.0)
+    }
+}
+
+impl From<sluice_core::store::InvalidTraceId> for Failure {
+    fn from(invalid: sluice_core::store::InvalidTraceId) -> Failure {
+        Failure::BadRequest(invalid.to_string())
+    }
+}
+
 impl Failure {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
@@ -585,11 +597,10 @@ fn v1_query(api: &Api, params: &[(String, String)]) -> Result<TraceQuery, Failur
     };
     let end = first(params, "end")
         .map(|t| params::micros("end", t))
-        .transpose()
-        .map_err(bad)?
+        .transpose()?
         .unwrap_or_else(params::now);
     let start = match first(params, "start") {
-        Some(t) => params::micros("start", t).map_err(bad)?,
+        Some(t) => params::micros("start", t)?,
         None => {
             let back = match first(params, "lookback").filter(|l| *l != "custom") {
                 Some(l) => {
@@ -619,7 +630,7 @@ fn v1_query(api: &Api, params: &[(String, String)]) -> Result<TraceQuery, Failur
 
 fn trace_ids(texts: impl Iterator<Item = impl AsRef<str>>) -> Result<Vec<TraceId>, Failure> {
     texts
-        .map(|t| sluice_core::store::parse_trace_id(t.as_ref()).map_err(Failure::BadRequest))
+        .map(|t| sluice_core::store::parse_trace_id(t.as_ref()).map_err(Failure::from))
         .collect()
 }
 
@@ -677,11 +688,8 @@ async fn v1_trace(
         let end = first(&params, "end")
             .map(|t| params::micros("end", t))
             .transpose();
-        match (
-            start.map_err(Failure::BadRequest)?,
-            end.map_err(Failure::BadRequest)?,
-        ) {
-            (None, None) => Ok(None),
+        match (start.map_err(Failure::from)?, end.map_err(Failure::from)?) {
+            (None, None) => Ok::<_, Failure>(None),
             (s, e) => Ok(Some((s.unwrap_or(0), e.unwrap_or(u64::MAX)))),
         }
     };
@@ -771,7 +779,7 @@ fn v3_query(api: &Api, params: &[(String, String)]) -> Result<TraceQuery, Failur
     let time = |camel: &str, snake: &str| {
         let text = v3_param(params, camel, snake)
             .ok_or_else(|| bad(format!("parameter `query.{camel}` is required")))?;
-        params::rfc3339(&format!("query.{camel}"), text).map_err(bad)
+        params::rfc3339(&format!("query.{camel}"), text).map_err(Failure::from)
     };
     let start_min = time("startTimeMin", "start_time_min")?;
     let start_max = time("startTimeMax", "start_time_max")?;
@@ -864,12 +872,12 @@ async fn v3_trace(
             .or(first(&params, "start_time"))
             .map(|t| params::rfc3339("startTime", t))
             .transpose()
-            .map_err(Failure::BadRequest)?;
+            .map_err(Failure::from)?;
         let end = first(&params, "endTime")
             .or(first(&params, "end_time"))
             .map(|t| params::rfc3339("endTime", t))
             .transpose()
-            .map_err(Failure::BadRequest)?;
+            .map_err(Failure::from)?;
         let range = match (start, end) {
             (None, None) => None,
             (s, e) => Some((s.unwrap_or(0), e.unwrap_or(u64::MAX))),

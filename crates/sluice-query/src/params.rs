@@ -3,6 +3,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A parameter value the APIs cannot read; the message names the parameter or the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadParam(pub(crate) String);
+
 /// The decoded `key=value` pairs of a query string, in order (a key may repeat).
 pub(crate) fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
     raw.unwrap_or("")
@@ -53,7 +58,10 @@ pub(crate) fn first<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a
 }
 
 /// Every non-empty value of `key`.
-pub(crate) fn all<'a>(params: &'a [(String, String)], key: &'a str) -> impl Iterator<Item = &'a str> {
+pub(crate) fn all<'a>(
+    params: &'a [(String, String)],
+    key: &'a str,
+) -> impl Iterator<Item = &'a str> {
     params
         .iter()
         .filter(move |(k, v)| k == key && !v.is_empty())
@@ -64,8 +72,12 @@ pub(crate) fn all<'a>(params: &'a [(String, String)], key: &'a str) -> impl Iter
 ///
 /// # Errors
 /// A message naming the value.
-pub(crate) fn go_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("`{text}` is not a duration (such as 1.5s, 250ms or 1h30m)");
+pub(crate) fn go_duration(text: &str) -> Result<u64, BadParam> {
+    let bad = || {
+        BadParam(format!(
+            "`{text}` is not a duration (such as 1.5s, 250ms or 1h30m)"
+        ))
+    };
     if text == "0" {
         return Ok(0);
     }
@@ -107,13 +119,13 @@ pub(crate) fn go_duration(text: &str) -> Result<u64, String> {
 ///
 /// # Errors
 /// A message naming the value.
-pub(crate) fn lookback(text: &str) -> Result<u64, String> {
+pub(crate) fn lookback(text: &str) -> Result<u64, BadParam> {
     if let Some(days) = text.strip_suffix('d')
         && let Ok(days) = days.parse::<u64>()
     {
         return days
             .checked_mul(86_400_000_000_000)
-            .ok_or_else(|| format!("lookback `{text}` is too long"));
+            .ok_or_else(|| BadParam(format!("lookback `{text}` is too long")));
     }
     go_duration(text)
 }
@@ -122,19 +134,27 @@ pub(crate) fn lookback(text: &str) -> Result<u64, String> {
 ///
 /// # Errors
 /// A message naming the parameter.
-pub(crate) fn micros(name: &str, text: &str) -> Result<u64, String> {
+pub(crate) fn micros(name: &str, text: &str) -> Result<u64, BadParam> {
     text.parse::<u64>()
         .ok()
         .and_then(|us| us.checked_mul(1000))
-        .ok_or_else(|| format!("parameter `{name}`: `{text}` is not Unix microseconds"))
+        .ok_or_else(|| {
+            BadParam(format!(
+                "parameter `{name}`: `{text}` is not Unix microseconds"
+            ))
+        })
 }
 
 /// An RFC 3339 time (Jaeger v3's `query.start_time_min`) in Unix nanoseconds.
 ///
 /// # Errors
 /// A message naming the parameter.
-pub(crate) fn rfc3339(name: &str, text: &str) -> Result<u64, String> {
-    let bad = || format!("parameter `{name}`: `{text}` is not an RFC 3339 time");
+pub(crate) fn rfc3339(name: &str, text: &str) -> Result<u64, BadParam> {
+    let bad = || {
+        BadParam(format!(
+            "parameter `{name}`: `{text}` is not an RFC 3339 time"
+        ))
+    };
     let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z').trim_end_matches('z'))
         .ok()
         .filter(|_| text.ends_with(['Z', 'z']))
