@@ -31,12 +31,31 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::sync::watch;
 
-/// A port nobody listens on right now.
+/// The first port of the range the tests take theirs from, and how many it holds: below the
+/// kernel's ephemeral range (32768-60999 by default), where outgoing connections and `bind(0)`
+/// listeners get theirs. A port chosen with `bind(0)` and released until sluice binds it could
+/// be taken meanwhile by any process's outgoing connection (CI saw `Address already in use`);
+/// one from here cannot.
+const PORTS_FROM: u32 = 20_000;
+const PORTS: u32 = 12_000;
+
+/// The next port to try, counted across the run, so no two tests are handed the same one.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A port nobody listens on right now, handed to no other test of this run, and outside the
+/// range the kernel hands out by itself.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // Each run starts at its own place in the range, so a leftover of an earlier run is unlikely
+    // to be met.
+    let start = std::process::id() * 97 % PORTS;
+    for _ in 0..PORTS {
+        let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(PORTS_FROM + (start + n) % PORTS).expect("a port below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{PORTS_FROM}+{PORTS}");
 }
 
 /// Ports of one sluice instance.
@@ -50,17 +69,12 @@ pub(crate) struct Ports {
 
 impl Ports {
     pub(crate) fn new() -> Self {
-        // Held together until all four are known, so that the operating system cannot hand the
-        // same port out twice (it did: health and HTTP once got one port).
-        let listeners: Vec<TcpListener> = (0..4)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
-            .collect();
-        let port = |i: usize| listeners[i].local_addr().expect("a bound port").port();
+        // Four distinct ports: `free_port` never hands one out twice in a run.
         Ports {
-            grpc: port(0),
-            http: port(1),
-            metrics: port(2),
-            health: port(3),
+            grpc: free_port(),
+            http: free_port(),
+            metrics: free_port(),
+            health: free_port(),
         }
     }
 
