@@ -25,6 +25,7 @@ mod real_deployment;
 mod redaction;
 mod rust_sdk;
 mod sampling;
+mod span_stats;
 mod spanmetrics;
 mod support;
 mod tenants;

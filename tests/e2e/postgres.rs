@@ -815,7 +815,8 @@ async fn migrations_apply_twice_and_a_missing_schema_is_a_permanent_error() {
     sluice_postgres::MIGRATOR.run(&pool).await.unwrap();
     assert_eq!(
         count(&pool, "SELECT count(*) FROM _sqlx_migrations").await,
-        1
+        2,
+        "0001 (traces and logs) and 0002 (span statistics), once each"
     );
 
     // migrate: false against an empty database: said clearly, not retried forever.
@@ -1184,6 +1185,14 @@ async fn the_readme_queries_answer_from_data_sent_through_sluice() {
             ],
         ),
         // Grouped by hour and service; the data may straddle an hour boundary (checked below).
+        (
+            0,
+            &[
+                "\"service_name\": \"checkout\"",
+                "\"service_name\": \"payments\"",
+            ],
+        ),
+        // The same from the rollups.
         (
             0,
             &[

@@ -150,7 +150,8 @@ pub struct OperationStats {
     /// How many with status ERROR.
     pub errors: u64,
     /// Duration percentiles (nanoseconds), each the first duration whose rank reaches the
-    /// fraction (PostgreSQL's `percentile_disc`): p50, p95, p99.
+    /// fraction (PostgreSQL's `percentile_disc`): p50, p95, p99. Exact in the memory store;
+    /// within 4.33% in PostgreSQL, which reads them from its rollups' histograms.
     pub percentiles: [u64; 3],
 }
 
@@ -207,6 +208,20 @@ pub mod genai {
     pub const SYSTEM: &str = "gen_ai.system";
     /// The provider under its newer name.
     pub const PROVIDER: &str = "gen_ai.provider.name";
+}
+
+/// Nanoseconds in a minute.
+pub const MINUTE_NANOS: u64 = 60_000_000_000;
+
+/// The whole minutes covering `[start, end]` (Unix nanoseconds): the first minute's start and
+/// the end of the last, exclusive. Per-operation statistics are kept per minute, so they are
+/// asked for and answered over whole minutes.
+#[must_use]
+pub fn whole_minutes(start: u64, end: u64) -> (u64, u64) {
+    (
+        start - start % MINUTE_NANOS,
+        (end - end % MINUTE_NANOS).saturating_add(MINUTE_NANOS),
+    )
 }
 
 /// The percentiles `OperationStats` reports.
@@ -325,8 +340,10 @@ pub trait TraceReader: Send + Sync {
         after: Option<Cursor>,
     ) -> Result<Vec<TraceSummary>, ReadError>;
 
-    /// Per service and operation, the spans starting in `[start, end]` (of `service` when
-    /// given), sorted by service and operation.
+    /// Per service and operation, the spans starting in the whole minutes covering
+    /// `[start, end]` ([`whole_minutes`]; of `service` when given), sorted by service and
+    /// operation. Counts are exact; a store may read percentiles from histograms, within a
+    /// relative error it documents.
     async fn operation_stats(
         &self,
         service: Option<&str>,

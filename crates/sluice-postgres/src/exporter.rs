@@ -21,9 +21,9 @@ use sluice_core::{
     Batch, BuildError, BuiltExporter, ExportError, Exporter, ExporterFactory, HelperSettings,
     Signal, check_typed, typed,
 };
-use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{PostgresConfig, redacted};
 use crate::error::{NO_PARTITION, export_error, retryable_sqlstate, sqlstate};
 use crate::metrics as names;
+use crate::stats;
 use crate::translate::{self, LogRows, ResourceRows, TraceRows};
 use crate::types::Timestamp;
 
@@ -75,7 +76,19 @@ WITH resource_rows AS (
                          $37::text[], $38::text[], $39::jsonb[], $40::integer[], $41::integer[],
                          $42::integer[])
     ON CONFLICT DO NOTHING
-    RETURNING trace_id, parent_span_id, name, service_name, start_time, end_time, status_code
+    RETURNING trace_id, parent_span_id, name, service_name, start_time, end_time, duration_ns,
+              status_code
+), stat_rows AS (
+    -- The new spans' statistics, one row per minute, service and name (migration 0002).
+    INSERT INTO span_stats_pending (minute, service_name, name, spans, errors, buckets, counts)
+    SELECT minute, service_name, name, sum(n)::bigint, sum(e)::bigint,
+           array_agg(bucket ORDER BY bucket), array_agg(n ORDER BY bucket)
+    FROM (SELECT date_trunc('minute', start_time, 'UTC') AS minute,
+                 coalesce(service_name, '') AS service_name, name,
+                 sluice_duration_bucket(duration_ns) AS bucket, count(*) AS n,
+                 count(*) FILTER (WHERE status_code = 'error') AS e
+          FROM span_rows GROUP BY 1, 2, 3, 4) AS b
+    GROUP BY 1, 2, 3
 ), per_trace AS (
     SELECT trace_id,
            min(start_time) AS start_time,
@@ -234,12 +247,26 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if dropped > 0 || traces > 0 {
+        // Statistics go with the spans they count (an hour row once all of its hour is gone).
+        let stats = sqlx::query(
+            "WITH bound AS (SELECT coalesce(\
+                 (SELECT min(lower_bound) FROM sluice_partitions('spans'::regclass)), $1) AS t), \
+             minutes AS (DELETE FROM span_stats_minute WHERE minute < (SELECT t FROM bound) \
+                         RETURNING 1), \
+             hours AS (DELETE FROM span_stats_hour \
+                       WHERE hour + interval '1 hour' <= (SELECT t FROM bound) RETURNING 1) \
+             SELECT (SELECT count(*) FROM minutes) + (SELECT count(*) FROM hours)",
+        )
+        .bind(horizon)
+        .fetch_one(&self.pool)
+        .await?;
+        let stats: i64 = stats.try_get(0)?;
+        if dropped > 0 || traces > 0 || stats > 0 {
             self.partitions
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clear();
-            tracing::info!(exporter = %self.id, partitions = dropped, traces, "retention dropped old data");
+            tracing::info!(exporter = %self.id, partitions = dropped, traces, stats, "retention dropped old data");
         }
         Ok(())
     }
@@ -389,6 +416,32 @@ async fn maintenance_loop(store: Arc<Store>, shutdown: CancellationToken) {
                 failures += 1;
                 let retryable = sqlstate(&e).is_none_or(|c| retryable_sqlstate(&c));
                 tracing::warn!(exporter = %store.id, error = %e, failures, retryable, "partition maintenance failed, will try again");
+            }
+        }
+    }
+}
+
+/// Folds pending span statistics into the rollups every [`stats::FOLD_PERIOD`], once the schema
+/// is ready, until `shutdown`. A failed fold leaves the rows pending (readers count them), and
+/// the next one takes them.
+async fn fold_loop(store: Arc<Store>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(stats::FOLD_PERIOD) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if store.ready.get().is_none() {
+            continue;
+        }
+        match stats::fold(&store.pool).await {
+            Ok(moved) => {
+                failures = 0;
+                tracing::trace!(exporter = %store.id, ?moved, "span statistics folded");
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(exporter = %store.id, error = %e, failures, "folding span statistics failed, will try again");
             }
         }
     }
@@ -587,10 +640,10 @@ impl Exporter for PostgresExporter {
     }
 
     fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        vec![tokio::spawn(maintenance_loop(
-            Arc::clone(&self.store),
-            shutdown,
-        ))]
+        vec![
+            tokio::spawn(maintenance_loop(Arc::clone(&self.store), shutdown.clone())),
+            tokio::spawn(fold_loop(Arc::clone(&self.store), shutdown)),
+        ]
     }
 }
 

@@ -8,6 +8,7 @@ mod error;
 mod exporter;
 pub mod metrics;
 mod reader;
+pub mod stats;
 mod translate;
 mod types;
 

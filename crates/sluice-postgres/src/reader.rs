@@ -23,11 +23,12 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde_json::Value;
 use sluice_core::anyvalue::hex;
 use sluice_core::store::{
-    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
-    Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary,
+    Cursor, Dependency, ErrorGroup, MINUTE_NANOS, Operation, OperationStats, ReadError, SortBy,
+    TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, whole_minutes,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
+use crate::stats::Stats;
 use crate::types::{Jsonb, Timestamp};
 
 // The `spans.kind` values, by OTLP `SpanKind` number.
@@ -635,58 +636,84 @@ impl TraceReader for PgReader {
             .collect())
     }
 
+    /// From the rollups (migration 0002): hour
+    /// rows for the whole hours inside, minute rows for the rest, and the pending rows not
+    /// folded yet. Counts are exact; percentiles come from the duration histograms, within
+    /// [`crate::stats::RELATIVE_ERROR`] of `percentile_disc`'s.
     async fn operation_stats(
         &self,
         service: Option<&str>,
         start: u64,
         end: u64,
     ) -> Result<Vec<OperationStats>, ReadError> {
-        let mut q = QueryBuilder::new(
-            "SELECT service_name, name, count(*), count(*) FILTER (WHERE status_code = 'error'), \
-             percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ns) \
-             FROM spans WHERE start_time >= ",
-        );
-        q.push_bind(Timestamp::from_unix_nanos(start));
-        q.push(" AND start_time <= ");
-        q.push_bind(Timestamp::from_unix_nanos(end));
+        const HOUR: u64 = 60 * MINUTE_NANOS;
+        let (first_minute, after_last_minute) = whole_minutes(start, end);
+        // Whole hours [first_hour, after_last_hour) inside the window; none when it is shorter.
+        let first_hour = first_minute.div_ceil(HOUR).saturating_mul(HOUR);
+        let after_last_hour = after_last_minute - after_last_minute % HOUR;
+        let (first_hour, after_last_hour) = if first_hour < after_last_hour {
+            (first_hour, after_last_hour)
+        } else {
+            (after_last_minute, after_last_minute)
+        };
+        let at = |t: u64| Timestamp::from_unix_nanos(t);
+        let columns = "SELECT service_name, name, spans, errors, buckets, counts FROM ";
+        let mut q = QueryBuilder::new(columns);
+        q.push("span_stats_hour WHERE hour >= ");
+        q.push_bind(at(first_hour));
+        q.push(" AND hour < ");
+        q.push_bind(at(after_last_hour));
         if let Some(service) = service {
             push_service(&mut q, "service_name", service);
         }
-        q.push(" GROUP BY 1, 2");
+        q.push(" UNION ALL ").push(columns);
+        q.push("span_stats_minute WHERE ((minute >= ");
+        q.push_bind(at(first_minute));
+        q.push(" AND minute < ");
+        q.push_bind(at(first_hour));
+        q.push(") OR (minute >= ");
+        q.push_bind(at(after_last_hour));
+        q.push(" AND minute < ");
+        q.push_bind(at(after_last_minute));
+        q.push("))");
+        if let Some(service) = service {
+            push_service(&mut q, "service_name", service);
+        }
+        q.push(" UNION ALL ").push(columns);
+        q.push("span_stats_pending WHERE minute >= ");
+        q.push_bind(at(first_minute));
+        q.push(" AND minute < ");
+        q.push_bind(at(after_last_minute));
+        if let Some(service) = service {
+            push_service(&mut q, "service_name", service);
+        }
         let rows = self.fetch(q).await?;
         // Spans without a service.name are grouped under unknown_service, as the APIs name it.
-        let mut merged: BTreeMap<(String, String), OperationStats> = BTreeMap::new();
+        let mut merged: BTreeMap<(String, String), Stats> = BTreeMap::new();
         for r in &rows {
-            let service = service_name(r.try_get(0).ok().flatten());
-            let operation: String = r.try_get(1).unwrap_or_default();
-            let count = u64::try_from(r.try_get::<i64, _>(2).unwrap_or_default()).unwrap_or(0);
-            let errors = u64::try_from(r.try_get::<i64, _>(3).unwrap_or_default()).unwrap_or(0);
-            let p: Vec<i64> = r.try_get(4).unwrap_or_default();
-            let p = |i: usize| p.get(i).and_then(|v| u64::try_from(*v).ok()).unwrap_or(0);
-            let stats = OperationStats {
-                service: service.clone(),
-                operation: operation.clone(),
-                count,
-                errors,
-                percentiles: [p(0), p(1), p(2)],
-            };
-            // Two rows name one key only when NULL, '' or the literal name it: the larger
-            // group's percentiles stand for both (they cannot be merged exactly).
-            match merged.entry((service, operation)) {
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert(stats);
-                }
-                std::collections::btree_map::Entry::Occupied(mut slot) => {
-                    let m = slot.get_mut();
-                    if count > m.count {
-                        m.percentiles = stats.percentiles;
-                    }
-                    m.count += count;
-                    m.errors += errors;
-                }
-            }
+            let key = (
+                service_name(r.try_get(0).ok()),
+                r.try_get::<String, _>(1).unwrap_or_default(),
+            );
+            let buckets: Vec<i16> = r.try_get(4).unwrap_or_default();
+            let counts: Vec<i64> = r.try_get(5).unwrap_or_default();
+            merged.entry(key).or_default().add(
+                r.try_get(2).unwrap_or_default(),
+                r.try_get(3).unwrap_or_default(),
+                &buckets,
+                &counts,
+            );
         }
-        Ok(merged.into_values().collect())
+        Ok(merged
+            .into_iter()
+            .map(|((service, operation), s)| OperationStats {
+                service,
+                operation,
+                count: s.spans,
+                errors: s.errors,
+                percentiles: s.percentiles([0.5, 0.95, 0.99]),
+            })
+            .collect())
     }
 
     async fn trace_logs(&self, id: &TraceId) -> Result<Vec<TraceLog>, ReadError> {

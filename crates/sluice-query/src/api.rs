@@ -332,6 +332,8 @@ pub(crate) async fn operations_data(
     let stats = api
         .read(|r| async move { r.operation_stats(service.as_deref(), start, end).await })
         .await?;
+    // Statistics are kept per minute: the answer covers, and names, the whole minutes.
+    let (start, end) = sluice_core::store::whole_minutes(start, end);
     {
         {
             #[allow(clippy::cast_precision_loss)]

@@ -26,6 +26,7 @@ use sluice_config::Problem;
 use sluice_core::store::{
     Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
     Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
+    whole_minutes,
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
@@ -540,10 +541,11 @@ impl Inner {
         start: u64,
         end: u64,
     ) -> Result<Vec<OperationStats>, ReadError> {
+        let (start, after) = whole_minutes(start, end);
         let mut groups: BTreeMap<(String, String), (u64, Vec<u64>)> = BTreeMap::new();
         for (r, span) in self.traces.values().flat_map(spans) {
             let name = service_of(r);
-            if !(start..=end).contains(&span.start_time_unix_nano)
+            if !(start..after).contains(&span.start_time_unix_nano)
                 || service.is_some_and(|s| s != name)
             {
                 continue;
