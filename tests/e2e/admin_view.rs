@@ -278,6 +278,20 @@ async fn the_admin_view_searches_shows_a_trace_as_a_waterfall_and_groups_errors_
         "{table}"
     );
     assert!(table.contains("20.0%"), "the error rate: {table}");
+    // Each row's throughput line, labelled with its numbers: 25 spans of each operation in
+    // the last hour, cut into 2-minute steps.
+    let lines = browser
+        .find_all(Locator::Css("#operations svg.spark"))
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 2, "a throughput line per operation");
+    for line in lines {
+        let label = line.attr("aria-label").await.unwrap().unwrap_or_default();
+        assert!(
+            label.starts_with("Spans per 2 min over the window: from 0 to "),
+            "{label}"
+        );
+    }
     screenshot(&browser, "operations").await;
 
     // A trace that does not exist is a page that says so, with a 404.

@@ -1139,6 +1139,51 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
             &format!("{store} db p99"),
         );
 
+        // Throughput per interval: per whole minute, exact, zeros included.
+        let (status, answer) = get(
+            port,
+            &format!("/api/sluice/operations?service=checkout&{window}&step=1m"),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let first = (base - 1_000_000_000) / 60_000_000_000 * 60_000_000_000;
+        let after = answer["end"].as_str().unwrap();
+        let pay = answer["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["operation"] == "POST /pay")
+            .unwrap();
+        let series = pay["series"].as_array().unwrap();
+        let mut want = vec![(0u64, 0u64); series.len()];
+        for i in 0..25u64 {
+            let k = usize::try_from((base + i * 1_000_000_000 - first) / 60_000_000_000).unwrap();
+            want[k].0 += 1;
+            want[k].1 += u64::from(i % 5 == 0);
+        }
+        let got: Vec<(u64, u64)> = series
+            .iter()
+            .map(|p| (p["count"].as_u64().unwrap(), p["errors"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(got, want, "{store}: {answer}");
+        assert_eq!(series[0]["start"], rfc3339(first), "{store}");
+        assert!(
+            series.len() >= 3 && rfc3339(first + series.len() as u64 * 60_000_000_000) == after,
+            "{store}: {answer}"
+        );
+        for bad in ["step=90s", "step=0m", "step=fast", "step=1m&lookback=2d"] {
+            let (status, answer) = get(
+                port,
+                &format!("/api/sluice/operations?service=checkout&{bad}"),
+            )
+            .await;
+            assert_eq!(status, 400, "{store} {bad}: {answer}");
+            assert!(
+                answer.to_string().contains("step"),
+                "{store} {bad}: {answer}"
+            );
+        }
+
         // Errors grouped by exception, the most frequent first, with the newest trace.
         let (_, answer) = get(port, &format!("/api/sluice/errors?{window}")).await;
         let groups = answer["errors"].as_array().unwrap();

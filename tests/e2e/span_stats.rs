@@ -276,6 +276,68 @@ async fn per_operation_statistics_from_rollups_match_the_stored_spans_across_col
         let got = answered(query, *start, *stop).await;
         assert_eq!(got, before, "{what}: folding changed the answer");
     }
+    // Throughput per 10 minutes over 4 hours, against the spans counted per interval.
+    let (first, after) = whole_minutes(end - 4 * HOUR, end);
+    let step = 10 * MINUTE;
+    let rows = sqlx::query(
+        "SELECT coalesce(nullif(service_name, ''), 'unknown_service'), name, \
+         ((extract(epoch FROM start_time) * 1e9)::bigint - $1) / $3, count(*), \
+         count(*) FILTER (WHERE status_code = 'error') \
+         FROM spans WHERE start_time >= to_timestamp($1 / 1e9) AND start_time < to_timestamp($2 / 1e9) \
+         GROUP BY 1, 2, 3",
+    )
+    .bind(i64::try_from(first).unwrap())
+    .bind(i64::try_from(after).unwrap())
+    .bind(i64::try_from(step).unwrap())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let intervals = usize::try_from((after - first).div_ceil(step)).unwrap();
+    let mut want: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+    for r in &rows {
+        let counts = want
+            .entry((r.get(0), r.get(1)))
+            .or_insert_with(|| vec![(0, 0); intervals]);
+        let k = usize::try_from(r.get::<i64, _>(2)).unwrap();
+        counts[k] = (
+            u64::try_from(r.get::<i64, _>(3)).unwrap(),
+            u64::try_from(r.get::<i64, _>(4)).unwrap(),
+        );
+    }
+    let rfc = |t: u64| {
+        humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_nanos(t)).to_string()
+    };
+    let answer: Json = reqwest::get(format!(
+        "http://127.0.0.1:{query}/api/sluice/operations?start={}&end={}&step=10m",
+        rfc(end - 4 * HOUR),
+        rfc(end)
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let got: BTreeMap<(String, String), Vec<(u64, u64)>> = answer["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                (
+                    o["service"].as_str().unwrap().to_owned(),
+                    o["operation"].as_str().unwrap().to_owned(),
+                ),
+                o["series"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p["count"].as_u64().unwrap(), p["errors"].as_u64().unwrap()))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "throughput per 10 minutes");
+
     let whole = exact(&pool, end - 4 * HOUR, end).await;
     assert!(
         whole.contains_key(&("unknown_service".to_owned(), "op0".to_owned())),

@@ -155,6 +155,18 @@ pub struct OperationStats {
     pub percentiles: [u64; 3],
 }
 
+/// Span and error counts of one service's operation, per interval of a series
+/// ([`series_intervals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationSeries {
+    /// The service.
+    pub service: String,
+    /// The span name.
+    pub operation: String,
+    /// Per interval, in order: spans, and spans with status ERROR.
+    pub counts: Vec<(u64, u64)>,
+}
+
 /// Exception events of one type and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorGroup {
@@ -222,6 +234,30 @@ pub fn whole_minutes(start: u64, end: u64) -> (u64, u64) {
         start - start % MINUTE_NANOS,
         (end - end % MINUTE_NANOS).saturating_add(MINUTE_NANOS),
     )
+}
+
+/// The most intervals a series may have.
+pub const MAX_SERIES_INTERVALS: u64 = 1440;
+
+/// The intervals of a series over the whole minutes covering `[start, end]` cut into `step`s
+/// (a whole number of minutes, the last interval possibly shorter): the first minute's start
+/// and how many intervals.
+///
+/// # Errors
+/// A message when `step` is not a positive whole number of minutes, or cuts the window into
+/// more than [`MAX_SERIES_INTERVALS`].
+pub fn series_intervals(start: u64, end: u64, step: u64) -> Result<(u64, usize), String> {
+    if step == 0 || !step.is_multiple_of(MINUTE_NANOS) {
+        return Err("a step is a whole number of minutes".into());
+    }
+    let (first, after) = whole_minutes(start, end);
+    let n = (after - first).div_ceil(step);
+    if n > MAX_SERIES_INTERVALS {
+        return Err(format!(
+            "the window holds {n} steps; at most {MAX_SERIES_INTERVALS} are answered"
+        ));
+    }
+    Ok((first, usize::try_from(n).unwrap_or(usize::MAX)))
 }
 
 /// The percentiles `OperationStats` reports.
@@ -350,6 +386,17 @@ pub trait TraceReader: Send + Sync {
         start: u64,
         end: u64,
     ) -> Result<Vec<OperationStats>, ReadError>;
+
+    /// Per service and operation (of `service` when given), span and error counts per `step`
+    /// over the whole minutes covering `[start, end]`, as [`series_intervals`] cuts them
+    /// (checked before this is called); sorted by service and operation. Exact.
+    async fn operation_series(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+        step: u64,
+    ) -> Result<Vec<OperationSeries>, ReadError>;
 
     /// The log records of trace `id`, by time.
     async fn trace_logs(&self, id: &TraceId) -> Result<Vec<TraceLog>, ReadError>;

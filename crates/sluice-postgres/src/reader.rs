@@ -23,8 +23,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde_json::Value;
 use sluice_core::anyvalue::hex;
 use sluice_core::store::{
-    Cursor, Dependency, ErrorGroup, MINUTE_NANOS, Operation, OperationStats, ReadError, SortBy,
-    TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, whole_minutes,
+    Cursor, Dependency, ErrorGroup, MINUTE_NANOS, Operation, OperationSeries, OperationStats,
+    ReadError, SortBy, TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary,
+    series_intervals, whole_minutes,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -712,6 +713,71 @@ impl TraceReader for PgReader {
                 count: s.spans,
                 errors: s.errors,
                 percentiles: s.percentiles([0.5, 0.95, 0.99]),
+            })
+            .collect())
+    }
+
+    /// From the minute rows and the pending ones, summed per interval in PostgreSQL.
+    async fn operation_series(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+        step: u64,
+    ) -> Result<Vec<OperationSeries>, ReadError> {
+        let (first, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
+        let after = whole_minutes(start, end).1;
+        let at = Timestamp::from_unix_nanos;
+        let mut q = QueryBuilder::new(
+            "SELECT service_name, name, \
+             ((extract(epoch FROM minute) * 1000000000)::bigint - ",
+        );
+        q.push_bind(i64::try_from(first).unwrap_or(i64::MAX));
+        q.push(") / ");
+        q.push_bind(i64::try_from(step).unwrap_or(i64::MAX));
+        q.push(
+            " AS k, sum(spans)::bigint, sum(errors)::bigint FROM (\
+             SELECT minute, service_name, name, spans, errors FROM span_stats_minute \
+             WHERE minute >= ",
+        );
+        q.push_bind(at(first));
+        q.push(" AND minute < ");
+        q.push_bind(at(after));
+        if let Some(service) = service {
+            push_service(&mut q, "service_name", service);
+        }
+        q.push(
+            " UNION ALL SELECT minute, service_name, name, spans, errors FROM span_stats_pending \
+             WHERE minute >= ",
+        );
+        q.push_bind(at(first));
+        q.push(" AND minute < ");
+        q.push_bind(at(after));
+        if let Some(service) = service {
+            push_service(&mut q, "service_name", service);
+        }
+        q.push(") AS s GROUP BY 1, 2, 3");
+        let rows = self.fetch(q).await?;
+        let mut groups: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        for r in &rows {
+            let counts = groups
+                .entry((
+                    service_name(r.try_get(0).ok()),
+                    r.try_get::<String, _>(1).unwrap_or_default(),
+                ))
+                .or_insert_with(|| vec![(0, 0); n]);
+            let k = usize::try_from(r.try_get::<i64, _>(2).unwrap_or(-1)).unwrap_or(usize::MAX);
+            if let Some(slot) = counts.get_mut(k) {
+                slot.0 += u64::try_from(r.try_get::<i64, _>(3).unwrap_or_default()).unwrap_or(0);
+                slot.1 += u64::try_from(r.try_get::<i64, _>(4).unwrap_or_default()).unwrap_or(0);
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((service, operation), counts)| OperationSeries {
+                service,
+                operation,
+                counts,
             })
             .collect())
     }

@@ -55,6 +55,61 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The default store (64 MiB) full of small traces: every span of the batch gets a fresh
+    // trace id in groups of 10, so the store holds many traces of 10 spans, as a service's
+    // ordinary traffic would fill it. Searches read every trace: their cost grows with it.
+    let store = MemoryStore::new("bench", 64 << 20, 0);
+    let template = ExportTraceServiceRequest::decode(&data[..]).unwrap();
+    let mut next_trace = 0u64;
+    while store.bytes() < 60 << 20 {
+        let mut request = template.clone();
+        for span in request
+            .resource_spans
+            .iter_mut()
+            .flat_map(|r| &mut r.scope_spans)
+            .flat_map(|s| &mut s.spans)
+        {
+            next_trace += 1;
+            span.trace_id = [(next_trace / 10).to_be_bytes(), [0x5a; 8]].concat();
+        }
+        store.insert(request);
+    }
+    let held = next_trace;
+    eprintln!(
+        "memory store of small traces: {} traces, {held} spans inserted, {} MiB held",
+        store.len(),
+        store.bytes() >> 20
+    );
+    let mut g = c.benchmark_group("memory_store_64mib_small_traces");
+    g.throughput(Throughput::Elements(store.len() as u64));
+    g.sample_size(20);
+    let newest = TraceQuery::window(0, u64::MAX, 20);
+    g.bench_function("newest_20", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(store.find_trace_ids(black_box(&newest)))
+                .unwrap()
+        })
+    });
+    let mut failed = TraceQuery::window(0, u64::MAX, 20);
+    failed.status = Some(2);
+    failed.min_duration = Some(u64::MAX / 2);
+    g.bench_function("no_match_scans_every_span", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(store.find_trace_ids(black_box(&failed)))
+                .unwrap()
+        })
+    });
+    g.bench_function("operation_stats_all", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(store.operation_stats(None, 0, u64::MAX / 2))
+                .unwrap()
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(group, benches);

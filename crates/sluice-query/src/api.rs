@@ -329,9 +329,34 @@ pub(crate) async fn operations_data(
 ) -> Result<Value, Failure> {
     let (start, end) = window(params)?;
     let service = first(params, "service").map(str::to_owned);
+    let step = match first(params, "step") {
+        None => None,
+        Some(text) => {
+            let step = params::lookback(text)
+                .map_err(|m| Failure::BadRequest(format!("parameter `step`: {}", m.0)))?;
+            sluice_core::store::series_intervals(start, end, step)
+                .map_err(|m| Failure::BadRequest(format!("parameter `step`: {m}")))?;
+            Some(step)
+        }
+    };
+    let name = service.clone();
     let stats = api
-        .read(|r| async move { r.operation_stats(service.as_deref(), start, end).await })
+        .read(|r| async move { r.operation_stats(name.as_deref(), start, end).await })
         .await?;
+    let mut series: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+    if let Some(step) = step {
+        let found = api
+            .read(|r| async move {
+                r.operation_series(service.as_deref(), start, end, step)
+                    .await
+            })
+            .await?;
+        series.extend(
+            found
+                .into_iter()
+                .map(|s| ((s.service, s.operation), s.counts)),
+        );
+    }
     // Statistics are kept per minute: the answer covers, and names, the whole minutes.
     let (start, end) = sluice_core::store::whole_minutes(start, end);
     {
@@ -343,7 +368,7 @@ pub(crate) async fn operations_data(
                 .map(|s| {
                     #[allow(clippy::cast_precision_loss)]
                     let (count, errors) = (s.count as f64, s.errors as f64);
-                    json!({
+                    let mut row = json!({
                         "service": s.service,
                         "operation": s.operation,
                         "count": s.count,
@@ -353,12 +378,42 @@ pub(crate) async fn operations_data(
                         "p95_ns": s.percentiles[1],
                         "p99_ns": s.percentiles[2],
                         "per_second": count / seconds,
-                    })
+                    });
+                    if let Some(step) = step {
+                        let counts = series
+                            .get(&(s.service.clone(), s.operation.clone()))
+                            .map_or(&[][..], Vec::as_slice);
+                        row["series"] = interval_counts(start, end, step, counts);
+                    }
+                    row
                 })
                 .collect();
             Ok(json!({"start": rfc3339(start), "end": rfc3339(end), "operations": rows}))
         }
     }
+}
+
+/// One operation's series: per interval its start, spans, errors and spans per second (the
+/// last interval may be shorter than `step`; intervals missing from `counts` had no spans).
+fn interval_counts(first: u64, after: u64, step: u64, counts: &[(u64, u64)]) -> Value {
+    let n = (after - first).div_ceil(step);
+    Value::Array(
+        (0..n)
+            .map(|k| {
+                let from = first + k * step;
+                let (spans, errors) = usize::try_from(k)
+                    .ok()
+                    .and_then(|k| counts.get(k))
+                    .copied()
+                    .unwrap_or_default();
+                #[allow(clippy::cast_precision_loss)]
+                let seconds = ((from + step).min(after) - from) as f64 / 1e9;
+                #[allow(clippy::cast_precision_loss)]
+                let per_second = spans as f64 / seconds;
+                json!({"start": rfc3339(from), "count": spans, "errors": errors, "per_second": per_second})
+            })
+            .collect(),
+    )
 }
 
 /// `GET /api/sluice/errors`: exception events over the window grouped by type and message,

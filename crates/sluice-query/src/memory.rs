@@ -24,9 +24,9 @@ use serde_json::Value;
 use sluice_config::ByteSize;
 use sluice_config::Problem;
 use sluice_core::store::{
-    Cursor, Dependency, ErrorGroup, Operation, OperationStats, ReadError, SortBy, TokenUsage,
-    Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
-    whole_minutes,
+    Cursor, Dependency, ErrorGroup, Operation, OperationSeries, OperationStats, ReadError, SortBy,
+    TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
+    series_intervals, whole_minutes,
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
@@ -535,6 +535,43 @@ impl Inner {
         Ok(out)
     }
 
+    fn operation_series(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+        step: u64,
+    ) -> Result<Vec<OperationSeries>, ReadError> {
+        let (first, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
+        let after = whole_minutes(start, end).1;
+        let mut groups: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        for (r, span) in self.traces.values().flat_map(spans) {
+            let name = service_of(r);
+            let t = span.start_time_unix_nano;
+            if !(first..after).contains(&t) || service.is_some_and(|s| s != name) {
+                continue;
+            }
+            let counts = groups
+                .entry((name.to_owned(), span.name.clone()))
+                .or_insert_with(|| vec![(0, 0); n]);
+            let k = usize::try_from((t - first) / step).unwrap_or(usize::MAX);
+            if let Some(slot) = counts.get_mut(k) {
+                slot.0 += 1;
+                if span.status.as_ref().is_some_and(|s| s.code == 2) {
+                    slot.1 += 1;
+                }
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((service, operation), counts)| OperationSeries {
+                service,
+                operation,
+                counts,
+            })
+            .collect())
+    }
+
     fn operation_stats(
         &self,
         service: Option<&str>,
@@ -728,6 +765,18 @@ impl TraceReader for MemoryStore {
     ) -> Result<Vec<OperationStats>, ReadError> {
         let service = service.map(str::to_owned);
         self.scan(move |inner| inner.operation_stats(service.as_deref(), start, end))
+            .await
+    }
+
+    async fn operation_series(
+        &self,
+        service: Option<&str>,
+        start: u64,
+        end: u64,
+        step: u64,
+    ) -> Result<Vec<OperationSeries>, ReadError> {
+        let service = service.map(str::to_owned);
+        self.scan(move |inner| inner.operation_series(service.as_deref(), start, end, step))
             .await
     }
 

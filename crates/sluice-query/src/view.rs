@@ -259,9 +259,36 @@ async fn errors(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Respons
     }
 }
 
+/// The points of a 120 × 24 SVG polyline drawing `counts` left to right, the highest at the
+/// top; a flat line at the bottom when all are zero.
+fn sparkline(counts: &[u64]) -> String {
+    let high = counts.iter().max().copied().unwrap_or(0).max(1);
+    let last = counts.len().saturating_sub(1).max(1);
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            #[allow(clippy::cast_precision_loss)]
+            let (x, y) = (
+                i as f64 * 120.0 / last as f64,
+                23.0 - *c as f64 * 22.0 / high as f64,
+            );
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 async fn operations(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Response {
-    let params = with_lookback(params::parse_query(raw.as_deref()), "1h");
+    const MINUTE: u64 = sluice_core::store::MINUTE_NANOS;
+    let mut params = with_lookback(params::parse_query(raw.as_deref()), "1h");
     let lookback = first(&params, "lookback").unwrap_or("window").to_owned();
+    // About 30 points of throughput per operation, each a whole number of minutes.
+    let window = params::lookback(&lookback).unwrap_or(60 * MINUTE);
+    let step = (window / 30).div_ceil(MINUTE).max(1);
+    if first(&params, "step").is_none() {
+        params.push(("step".into(), format!("{step}m")));
+    }
     match api::operations_data(&api, &params).await {
         Ok(found) => {
             let rows: Vec<Value> = found["operations"]
@@ -275,6 +302,19 @@ async fn operations(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Res
                     }
                     o["per_second"] =
                         json!(format!("{:.2}", o["per_second"].as_f64().unwrap_or(0.0)));
+                    if let Some(series) = o["series"].as_array() {
+                        let counts: Vec<u64> =
+                            series.iter().filter_map(|p| p["count"].as_u64()).collect();
+                        o["spark"] = json!(sparkline(&counts));
+                        let (low, high) = (
+                            counts.iter().min().copied().unwrap_or(0),
+                            counts.iter().max().copied().unwrap_or(0),
+                        );
+                        o["spark_label"] = json!(format!(
+                            "Spans per {step} min over the window: from {low} to {high}, {} in the last",
+                            counts.last().copied().unwrap_or(0)
+                        ));
+                    }
                     o["error_rate"] = json!(format!(
                         "{:.1}%",
                         o["error_rate"].as_f64().unwrap_or(0.0) * 100.0
