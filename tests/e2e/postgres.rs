@@ -801,6 +801,23 @@ async fn retention_drops_whole_partitions_and_their_traces() {
         [hex(&id(0x02, 1, 16))]
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM span_events").await, 2);
+    // The span statistics went with the spans: minute and hour rows count the 3 left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for unit in ["minute", "hour"] {
+        // Table names from the two constants.
+        let counted = format!(
+            "SELECT coalesce(sum(spans), 0)::bigint FROM (SELECT spans FROM span_stats_{unit} \
+             UNION ALL SELECT spans FROM span_stats_pending) AS s"
+        );
+        while count(&pool, &counted).await != 3 {
+            assert!(
+                Instant::now() < deadline,
+                "{unit} statistics: {}",
+                count(&pool, &counted).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     assert!(
         sluice.logs().contains("retention dropped old data"),
         "{}",

@@ -254,8 +254,11 @@ impl Store {
              minutes AS (DELETE FROM span_stats_minute WHERE minute < (SELECT t FROM bound) \
                          RETURNING 1), \
              hours AS (DELETE FROM span_stats_hour \
-                       WHERE hour + interval '1 hour' <= (SELECT t FROM bound) RETURNING 1) \
-             SELECT (SELECT count(*) FROM minutes) + (SELECT count(*) FROM hours)",
+                       WHERE hour + interval '1 hour' <= (SELECT t FROM bound) RETURNING 1), \
+             pending AS (DELETE FROM span_stats_pending WHERE minute < (SELECT t FROM bound) \
+                         RETURNING 1) \
+             SELECT (SELECT count(*) FROM minutes) + (SELECT count(*) FROM hours) \
+                  + (SELECT count(*) FROM pending)",
         )
         .bind(horizon)
         .fetch_one(&self.pool)

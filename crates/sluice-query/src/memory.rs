@@ -519,20 +519,33 @@ impl Inner {
         after: Option<Cursor>,
     ) -> Result<Vec<TraceSummary>, ReadError> {
         let conditions = query.has_span_conditions();
-        let mut out: Vec<TraceSummary> = self
+        // Keys first, without allocating; only the page's traces are summarized.
+        let mut hits: Vec<((u64, TraceId), &TraceId, &Entry)> = self
             .traces
             .iter()
-            .map(|(id, entry)| (summarize(id, entry), entry))
-            .filter(|(summary, entry)| {
-                (query.start_min..=query.start_max).contains(&summary.start)
-                    && (!conditions || spans(entry).any(|(r, s)| matches(query, r, s)))
-                    && after.is_none_or(|c| (summary.key(sort), summary.id) < (c.key, c.id))
+            .filter_map(|(id, entry)| {
+                let (start, end) = spans(entry).fold((u64::MAX, 0), |(lo, hi), (_, s)| {
+                    (lo.min(s.start_time_unix_nano), hi.max(s.end_time_unix_nano))
+                });
+                let key = match sort {
+                    SortBy::Start => start,
+                    SortBy::Duration => end.saturating_sub(start),
+                };
+                ((query.start_min..=query.start_max).contains(&start)
+                    && after.is_none_or(|c| (key, *id) < (c.key, c.id))
+                    && (!conditions || spans(entry).any(|(r, s)| matches(query, r, s))))
+                .then_some(((key, *id), id, entry))
             })
-            .map(|(summary, _)| summary)
             .collect();
-        out.sort_unstable_by_key(|s| std::cmp::Reverse((s.key(sort), s.id)));
-        out.truncate(query.limit);
-        Ok(out)
+        if hits.len() > query.limit && query.limit > 0 {
+            hits.select_nth_unstable_by(query.limit - 1, |a, b| b.0.cmp(&a.0));
+        }
+        hits.truncate(query.limit);
+        hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
+        Ok(hits
+            .into_iter()
+            .map(|(_, id, entry)| summarize(id, entry))
+            .collect())
     }
 
     fn operation_series(
