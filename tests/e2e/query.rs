@@ -1602,3 +1602,79 @@ fn assert_near(got: &Json, exact: u64, relative: f64, what: &str) {
         "{what}: {got}, exact {exact}, off by {error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_counts_against_the_memory_limiter_and_holds_at_most_half_its_budget() {
+    let ports = Ports::new();
+    let text = format!(
+        "{common}processors:\n  memory_limiter:\n    check_interval: 100ms\n    limit_mib: 200\n  batch:\n    timeout: 50ms\nexporters:\n  memory:\n    max_bytes: 512MiB\nservice:\n  extensions: [health_check]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [memory_limiter, batch]\n      exporters: [memory]\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n",
+        common = ports.common(),
+        metrics = ports.metrics,
+    );
+    let grpc = ports.grpc;
+    let sluice = Sluice::start(ports, &text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let budget_mib = loop {
+        let bytes = sluice
+            .metric("sluice_memory_limiter_limit_bytes{processor=\"memory_limiter\",limit=\"in_flight\"}")
+            .await;
+        if bytes > 0.0 {
+            break bytes / 1024.0 / 1024.0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no in-flight budget reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // About 3 times the budget, as 1 MiB requests of distinct traces.
+    let requests = (budget_mib * 3.0) as usize;
+    for k in 1..=requests {
+        let request = crate::support::trace_request(100, &"t".repeat(k), 10_000);
+        let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+            format!("http://127.0.0.1:{grpc}"),
+        )
+        .await
+        .unwrap();
+        // A refusal under pressure is the limiter's to give; retry it as a client would.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Err(status) = client.export(request.clone()).await {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "refused for 20 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let held = sluice
+        .metric("sluice_memory_store_bytes{exporter=\"memory\"}")
+        .await;
+    let evicted = sluice
+        .metric("sluice_memory_store_evicted_traces{exporter=\"memory\"}")
+        .await;
+    let half = budget_mib * 1024.0 * 1024.0 / 2.0;
+    assert!(
+        held > half / 2.0 && held <= half,
+        "{held} bytes held, budget {budget_mib} MiB"
+    );
+    assert!(evicted > 0.0, "older traces made room");
+    // Once idle, what the limiter counts in flight is the store's reservation.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let in_flight = sluice
+            .metric("sluice_memory_limiter_in_flight_bytes{processor=\"memory_limiter\"}")
+            .await;
+        let held = sluice
+            .metric("sluice_memory_store_bytes{exporter=\"memory\"}")
+            .await;
+        if (in_flight - held).abs() < 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "in flight {in_flight}, store {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -154,7 +154,7 @@ pub struct Reservation {
 
 impl Reservation {
     /// The gate the bytes are held against.
-    pub(crate) fn gate(&self) -> &Arc<MemoryGate> {
+    pub fn gate(&self) -> &Arc<MemoryGate> {
         &self.gate
     }
 

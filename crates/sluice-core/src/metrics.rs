@@ -193,7 +193,8 @@ pub const MEMORY_LIMITER_IN_FLIGHT_BYTES: &str = "sluice_memory_limiter_in_fligh
 /// The memory limiters' measured memory (`processor`); sluice's own.
 pub const MEMORY_LIMITER_MEMORY_BYTES: &str = "sluice_memory_limiter_memory_bytes";
 /// The memory limiters' limits in bytes (`processor`, `limit`: `soft` refuses new data once the
-/// measured memory reaches it, `hard` once RSS does); sluice's own.
+/// measured memory reaches it, `hard` once RSS does, `in_flight` is the byte budget of data held
+/// in flight, the `memory` exporter's store included); sluice's own.
 pub const MEMORY_LIMITER_LIMIT_BYTES: &str = "sluice_memory_limiter_limit_bytes";
 /// Resident set size of the process.
 pub const PROCESS_MEMORY_RSS: &str = "otelcol_process_memory_rss";

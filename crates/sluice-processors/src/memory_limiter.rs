@@ -235,6 +235,7 @@ async fn watch(w: Watcher, shutdown: CancellationToken) {
     let used_gauge = metrics::gauge!(names::MEMORY_LIMITER_MEMORY_BYTES, "processor" => id.clone());
     let in_flight_gauge =
         metrics::gauge!(names::MEMORY_LIMITER_IN_FLIGHT_BYTES, "processor" => id.clone());
+    let budget_gauge = metrics::gauge!(names::MEMORY_LIMITER_LIMIT_BYTES, "processor" => id.clone(), "limit" => "in_flight");
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -246,6 +247,7 @@ async fn watch(w: Watcher, shutdown: CancellationToken) {
         let used = reading.allocated.map_or(reading.rss, |a| a + overhead);
         used_gauge.set(used as f64);
         in_flight_gauge.set(gate.in_flight() as f64);
+        budget_gauge.set(gate.budget() as f64);
         let refuse = used >= soft || reading.rss >= hard;
         if refuse != gate.is_refusing() {
             gate.set_refusing(refuse);

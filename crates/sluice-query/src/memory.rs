@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use metrics::{Counter, Gauge};
@@ -30,8 +31,10 @@ use sluice_core::store::{
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
-    ExporterFactory, HelperSettings, Signal,
+    ExporterFactory, HelperSettings, MemoryGate, Reservation, Signal,
 };
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Decoding and grouping a batch costs about a microsecond a span: large batches leave the
 /// async workers.
@@ -69,6 +72,13 @@ fn problems(path: &str, config: &MemoryConfig) -> Vec<Problem> {
     out
 }
 
+/// The most of a memory gate's budget the store holds: a half (`budget / GATE_SHARE`), so
+/// the other half is always there for data being received.
+const GATE_SHARE: usize = 2;
+
+/// A gate this full (or refusing) makes the store give memory back.
+const PRESSURE: f64 = 0.8;
+
 /// One stored trace.
 struct Entry {
     /// Its place in the eviction order.
@@ -88,6 +98,9 @@ struct Inner {
     order: VecDeque<(TraceId, u64)>,
     next_seq: u64,
     bytes: usize,
+    /// What the store holds, reserved on the memory gates of the pipelines that feed it, so
+    /// the memory limiters count it; one per gate.
+    reserved: Vec<Reservation>,
 }
 
 impl Inner {
@@ -239,18 +252,70 @@ impl MemoryStore {
         })
     }
 
-    /// Evicts what is over the bounds and reports what is held.
+    /// Reserves what the store holds on `gates` too, from now on: the memory gates of a
+    /// pipeline that feeds it (those a batch holds reservations against).
+    pub fn hold_on<'a>(&self, gates: impl Iterator<Item = &'a Arc<MemoryGate>>) {
+        let mut inner = self.lock();
+        for gate in gates {
+            if !inner.reserved.iter().any(|r| Arc::ptr_eq(r.gate(), gate)) {
+                // Zero bytes always fit; `settle` sizes it.
+                if let Ok(r) = gate.reserve(0) {
+                    inner.reserved.push(r);
+                }
+            }
+        }
+    }
+
+    /// Evicts what is over the bounds, reserves what is left on the gates, and reports it.
     fn settle(&self, inner: &mut Inner) {
-        self.evict(inner);
+        let mut limit = self.max_bytes;
+        for r in &inner.reserved {
+            limit = limit.min(r.gate().budget() / GATE_SHARE);
+        }
+        self.evict(inner, limit);
+        // What does not fit a gate (it is refusing, or in-flight data fills it) goes, oldest
+        // first: received data comes before recent traces.
+        for i in 0..inner.reserved.len() {
+            loop {
+                let bytes = inner.bytes;
+                if inner.reserved[i].resize(bytes).is_ok() {
+                    break;
+                }
+                let target = bytes / 2;
+                self.evict(inner, target);
+            }
+        }
         #[allow(clippy::cast_precision_loss)]
         self.held.set(inner.bytes as f64);
     }
 
-    /// Drops the oldest traces until the store is within its bounds.
-    fn evict(&self, inner: &mut Inner) {
-        while inner.bytes > self.max_bytes
-            || (self.max_traces > 0 && inner.traces.len() > self.max_traces)
+    /// Gives memory back while a gate it holds on is under pressure (80% full, or refusing):
+    /// halves the store each time it is called so. Run every second by the exporter, so a store
+    /// never keeps a memory limiter refusing.
+    pub fn relieve(&self) {
+        let mut inner = self.lock();
+        if inner
+            .reserved
+            .iter()
+            .any(|r| r.gate().pressure() >= PRESSURE)
+            && inner.bytes > 0
         {
+            let before = (inner.traces.len(), inner.bytes);
+            let target = inner.bytes / 2;
+            self.evict(&mut inner, target);
+            self.settle(&mut inner);
+            tracing::debug!(
+                traces = before.0 - inner.traces.len(),
+                bytes = before.1 - inner.bytes,
+                "memory store gave memory back under pressure"
+            );
+        }
+    }
+
+    /// Drops the oldest traces until the store holds at most `limit` bytes (and its trace
+    /// bound).
+    fn evict(&self, inner: &mut Inner, limit: usize) {
+        while inner.bytes > limit || (self.max_traces > 0 && inner.traces.len() > self.max_traces) {
             let Some((id, seq)) = inner.order.pop_front() else {
                 break;
             };
@@ -829,6 +894,7 @@ struct MemoryExporter {
 #[async_trait]
 impl Consumer for MemoryExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        self.store.hold_on(batch.gates());
         let store = Arc::clone(&self.store);
         sluice_core::blocking::off_workers(batch.size(), OFF_WORKERS_ABOVE, move || {
             match batch.signal() {
@@ -855,7 +921,23 @@ impl Consumer for MemoryExporter {
     }
 }
 
-impl DirectExporter for MemoryExporter {}
+impl DirectExporter for MemoryExporter {
+    /// Watches the gates' pressure every second ([`MemoryStore::relieve`]).
+    fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let store = Arc::clone(&self.store);
+        vec![tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                let store = Arc::clone(&store);
+                // Eviction frees under the lock: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || store.relieve()).await;
+            }
+        })]
+    }
+}
 
 /// The `memory` exporter type.
 pub struct MemoryExporterFactory;
@@ -956,6 +1038,71 @@ mod tests {
 
     fn query() -> TraceQuery {
         TraceQuery::window(0, u64::MAX, 100)
+    }
+
+    #[test]
+    fn the_store_is_reserved_on_the_gates_that_feed_it_and_holds_at_most_half_of_each() {
+        let gate = MemoryGate::new("memory_limiter", 40_000);
+        let store = MemoryStore::new("t", 1 << 20, 0);
+        store.hold_on([&gate].into_iter());
+        store.hold_on([&gate].into_iter());
+        for trace in 1..=100u8 {
+            store.insert(request("svc", trace, 10, u64::from(trace) * 1000, None));
+            assert_eq!(
+                gate.in_flight(),
+                store.bytes(),
+                "one reservation, the store's size"
+            );
+            assert!(store.bytes() <= 20_000, "{} bytes", store.bytes());
+        }
+        assert!(
+            store.bytes() > 10_000,
+            "it fills its share: {}",
+            store.bytes()
+        );
+        // The newest traces stay.
+        let held = store.len();
+        assert!(held < 100);
+        let newest = {
+            let inner = store.lock();
+            inner.traces.contains_key(&[100; 16]) && !inner.traces.contains_key(&[1; 16])
+        };
+        assert!(newest);
+    }
+
+    #[test]
+    fn under_pressure_the_store_gives_memory_back_until_it_is_empty() {
+        let gate = MemoryGate::new("memory_limiter", 1 << 20);
+        let store = MemoryStore::new("t", 1 << 20, 0);
+        store.hold_on([&gate].into_iter());
+        for trace in 1..=50u8 {
+            store.insert(request("svc", trace, 10, u64::from(trace) * 1000, None));
+        }
+        let full = store.bytes();
+        store.relieve();
+        assert_eq!(store.bytes(), full, "no pressure, nothing given back");
+
+        // In-flight data fills the gate past 80%: the store halves, and the gate sees it.
+        let data = gate.reserve((1 << 20) * 85 / 100 - full).unwrap();
+        store.relieve();
+        assert!(store.bytes() <= full / 2, "{} of {full}", store.bytes());
+        assert_eq!(gate.in_flight(), store.bytes() + data.bytes());
+        drop(data);
+
+        // The memory watcher refuses: every second the store halves again, down to nothing,
+        // so it never keeps the limiter refusing.
+        gate.set_refusing(true);
+        for _ in 0..64 {
+            store.relieve();
+        }
+        assert_eq!((store.bytes(), gate.in_flight()), (0, 0));
+        // While refusing, what arrives is not kept either.
+        store.insert(request("svc", 77, 10, 77_000, None));
+        assert_eq!((store.bytes(), gate.in_flight()), (0, 0));
+        gate.set_refusing(false);
+        store.insert(request("svc", 78, 10, 78_000, None));
+        assert!(store.bytes() > 0);
+        assert_eq!(gate.in_flight(), store.bytes());
     }
 
     #[tokio::test]
