@@ -178,3 +178,38 @@ EOF
 if [ $smoke = 1 ]; then
   [ "$spans" -ge 20000 ] || { echo "bench/query.sh --smoke: only $spans spans stored" >&2; exit 1; }
 fi
+
+# A full day of statistics. The load above fills a few minutes; a day of traffic leaves 1,440
+# minute rows and 24 hour rows per service and operation, whatever its span count. Synthetic
+# rows (40 buckets each) for every service and operation seen fill the 24 hours before the load,
+# then the 24-hour reads are timed again, with and without a series. Timing only: these rows
+# have no spans behind them.
+q -c "WITH ops AS (SELECT DISTINCT service_name, name FROM span_stats_minute UNION SELECT DISTINCT service_name, name FROM span_stats_pending),
+           first AS (SELECT least((SELECT min(minute) FROM span_stats_minute), (SELECT min(minute) FROM span_stats_pending)) AS t)
+      INSERT INTO span_stats_minute
+      SELECT m, o.service_name, o.name, 1000, 10,
+             (SELECT array_agg(b::smallint ORDER BY b) FROM generate_series(100, 139) AS b),
+             array_fill(25::bigint, ARRAY[40])
+      FROM ops AS o, first,
+           generate_series(date_trunc('minute', now() - interval '25 hours'), first.t - interval '1 minute', interval '1 minute') AS m
+      ON CONFLICT DO NOTHING"
+q -c "INSERT INTO span_stats_hour
+      SELECT date_trunc('hour', minute, 'UTC'), service_name, name, sum(spans), sum(errors),
+             (SELECT array_agg(b::smallint ORDER BY b) FROM generate_series(100, 139) AS b),
+             array_fill(sum(spans) / 40, ARRAY[40])
+      FROM span_stats_minute WHERE spans = 1000 AND errors = 10 GROUP BY 1, 2, 3
+      ON CONFLICT DO NOTHING"
+q -c "ANALYZE span_stats_minute; ANALYZE span_stats_hour"
+rows=$(q -c "SELECT (SELECT count(*) FROM span_stats_minute) || ' minute rows, ' || (SELECT count(*) FROM span_stats_hour) || ' hour rows'")
+for variant in "" "&step=1h" "&step=5m" "&step=1m"; do
+  for _ in $(seq 1 "$reads_24h"); do echo "$base/api/sluice/operations?lookback=24h$variant"; done > "$out/day.urls"
+  echo "| \`/api/sluice/operations?lookback=24h$variant\` | $reads_24h | $(time_urls "$out/day.urls" | sed 's/ / | /g') |"
+done > "$out/day.md"
+{
+  echo
+  echo "A full day of statistics ($rows; synthetic rows for the 24 hours before the load):"
+  echo
+  echo "| read | requests | p50 ms | p99 ms | max ms |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  cat "$out/day.md"
+} | tee -a "$out/report.md"

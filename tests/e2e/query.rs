@@ -1154,21 +1154,23 @@ async fn sluices_own_api_pages_filters_aggregates_groups_errors_exports_and_comp
             .iter()
             .find(|r| r["operation"] == "POST /pay")
             .unwrap();
-        let series = pay["series"].as_array().unwrap();
-        let mut want = vec![(0u64, 0u64); series.len()];
+        let counts = pay["series"]["count"].as_array().unwrap();
+        let mut want = vec![(0u64, 0u64); counts.len()];
         for i in 0..25u64 {
             let k = usize::try_from((base + i * 1_000_000_000 - first) / 60_000_000_000).unwrap();
             want[k].0 += 1;
             want[k].1 += u64::from(i % 5 == 0);
         }
-        let got: Vec<(u64, u64)> = series
+        let got: Vec<(u64, u64)> = counts
             .iter()
-            .map(|p| (p["count"].as_u64().unwrap(), p["errors"].as_u64().unwrap()))
+            .zip(pay["series"]["errors"].as_array().unwrap())
+            .map(|(n, e)| (n.as_u64().unwrap(), e.as_u64().unwrap()))
             .collect();
         assert_eq!(got, want, "{store}: {answer}");
-        assert_eq!(series[0]["start"], rfc3339(first), "{store}");
+        assert_eq!(answer["start"], rfc3339(first), "{store}");
+        assert_eq!(answer["step_seconds"], 60, "{store}");
         assert!(
-            series.len() >= 3 && rfc3339(first + series.len() as u64 * 60_000_000_000) == after,
+            counts.len() >= 3 && rfc3339(first + counts.len() as u64 * 60_000_000_000) == after,
             "{store}: {answer}"
         );
         for bad in ["step=90s", "step=0m", "step=fast", "step=1m&lookback=2d"] {

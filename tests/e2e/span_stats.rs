@@ -327,11 +327,12 @@ async fn per_operation_statistics_from_rollups_match_the_stored_spans_across_col
                     o["service"].as_str().unwrap().to_owned(),
                     o["operation"].as_str().unwrap().to_owned(),
                 ),
-                o["series"]
+                o["series"]["count"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|p| (p["count"].as_u64().unwrap(), p["errors"].as_u64().unwrap()))
+                    .zip(o["series"]["errors"].as_array().unwrap())
+                    .map(|(n, e)| (n.as_u64().unwrap(), e.as_u64().unwrap()))
                     .collect(),
             )
         })

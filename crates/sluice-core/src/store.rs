@@ -236,8 +236,9 @@ pub fn whole_minutes(start: u64, end: u64) -> (u64, u64) {
     )
 }
 
-/// The most intervals a series may have.
-pub const MAX_SERIES_INTERVALS: u64 = 1440;
+/// The most intervals a series may have: a day by the minute (1,441 whole minutes cover 24 hours
+/// that do not start on a minute) fits.
+pub const MAX_SERIES_INTERVALS: u64 = 1500;
 
 /// The intervals of a series over the whole minutes covering `[start, end]` cut into `step`s
 /// (a whole number of minutes, the last interval possibly shorter): the first minute's start

