@@ -152,10 +152,12 @@ for k, w in want.items():
     if (g["count"], g["errors"]) != (w["count"], w["errors"]):
         sys.exit(f"{k}: counts {g['count']}/{g['errors']} vs exact {w['count']}/{w['errors']}")
     for key, exact in zip(["p50_ns", "p95_ns", "p99_ns"], w["p"]):
-        worst = max(worst, abs(g[key] - exact) / max(exact, 1))
-if worst > 0.0433:
-    sys.exit(f"a percentile is off by {worst:.2%}")
-print(f"{len(want)} {sum(w['count'] for w in want.values())} {worst:.2%}")
+        off = abs(g[key] - exact) / max(exact, 1)
+        worst = max(worst, off)
+        # The stated bound, (2^(1/8) - 1) / (2^(1/8) + 1), plus half a nanosecond of rounding.
+        if off > 0.0432946175 + 0.5 / max(exact, 1):
+            sys.exit(f"{k} {key}: {g[key]} is {off:.4%} off the exact {exact}")
+print(f"{len(want)} {sum(w['count'] for w in want.values())} {worst:.3%}")
 EOF
 )
 echo "bench/query.sh: rollups vs exact: $check (operations, spans, worst percentile error); exact SQL ${exact_ms} ms" >&2
