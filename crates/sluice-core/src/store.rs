@@ -167,6 +167,51 @@ pub struct OperationSeries {
     pub counts: Vec<(u64, u64)>,
 }
 
+/// Span and error counts per service, operation and interval, as a store gathers them for
+/// [`TraceReader::operation_series`].
+#[derive(Debug, Default)]
+pub struct SeriesCounts {
+    intervals: usize,
+    groups: BTreeMap<(String, String), Vec<(u64, u64)>>,
+}
+
+impl SeriesCounts {
+    /// No counts yet, over `intervals` intervals.
+    pub fn new(intervals: usize) -> Self {
+        SeriesCounts {
+            intervals,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `spans` and `errors` to interval `k` of `service`'s `operation`; an interval past
+    /// the last is ignored.
+    pub fn add(&mut self, service: &str, operation: &str, k: usize, spans: u64, errors: u64) {
+        if k >= self.intervals {
+            return;
+        }
+        let key = (service.to_owned(), operation.to_owned());
+        let counts = self
+            .groups
+            .entry(key)
+            .or_insert_with(|| vec![(0, 0); self.intervals]);
+        counts[k].0 += spans;
+        counts[k].1 += errors;
+    }
+
+    /// The series, sorted by service and operation.
+    pub fn into_series(self) -> Vec<OperationSeries> {
+        self.groups
+            .into_iter()
+            .map(|((service, operation), counts)| OperationSeries {
+                service,
+                operation,
+                counts,
+            })
+            .collect()
+    }
+}
+
 /// Exception events of one type and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorGroup {
@@ -241,13 +286,13 @@ pub fn whole_minutes(start: u64, end: u64) -> (u64, u64) {
 pub const MAX_SERIES_INTERVALS: u64 = 1500;
 
 /// The intervals of a series over the whole minutes covering `[start, end]` cut into `step`s
-/// (a whole number of minutes, the last interval possibly shorter): the first minute's start
-/// and how many intervals.
+/// (a whole number of minutes, the last interval possibly shorter): the first minute's start,
+/// the end of the last minute (exclusive), and how many intervals.
 ///
 /// # Errors
 /// A message when `step` is not a positive whole number of minutes, or cuts the window into
 /// more than [`MAX_SERIES_INTERVALS`].
-pub fn series_intervals(start: u64, end: u64, step: u64) -> Result<(u64, usize), String> {
+pub fn series_intervals(start: u64, end: u64, step: u64) -> Result<(u64, u64, usize), String> {
     if step == 0 || !step.is_multiple_of(MINUTE_NANOS) {
         return Err("a step is a whole number of minutes".into());
     }
@@ -258,7 +303,7 @@ pub fn series_intervals(start: u64, end: u64, step: u64) -> Result<(u64, usize),
             "the window holds {n} steps; at most {MAX_SERIES_INTERVALS} are answered"
         ));
     }
-    Ok((first, usize::try_from(n).unwrap_or(usize::MAX)))
+    Ok((first, after, usize::try_from(n).unwrap_or(usize::MAX)))
 }
 
 /// The percentiles `OperationStats` reports.

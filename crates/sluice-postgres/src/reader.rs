@@ -24,8 +24,8 @@ use serde_json::Value;
 use sluice_core::anyvalue::hex;
 use sluice_core::store::{
     Cursor, Dependency, ErrorGroup, MINUTE_NANOS, Operation, OperationSeries, OperationStats,
-    ReadError, SortBy, TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary,
-    series_intervals, whole_minutes,
+    ReadError, SeriesCounts, SortBy, TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader,
+    TraceSummary, series_intervals, whole_minutes,
 };
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -129,6 +129,24 @@ fn push_service(q: &mut QueryBuilder<Postgres>, column: &'static str, service: &
     } else {
         q.push(" AND ").push(column).push(" = ");
         q.push_bind(service.to_owned());
+    }
+}
+
+/// Pushes ` WHERE` the rows of the statistics rollups whose `column` (one of this file's
+/// constant names) falls in `[from, to)`, of `service` when given (both bound).
+fn push_range(
+    q: &mut QueryBuilder<Postgres>,
+    column: &'static str,
+    from: u64,
+    to: u64,
+    service: Option<&str>,
+) {
+    q.push(" WHERE ").push(column).push(" >= ");
+    q.push_bind(Timestamp::from_unix_nanos(from));
+    q.push(" AND ").push(column).push(" < ");
+    q.push_bind(Timestamp::from_unix_nanos(to));
+    if let Some(service) = service {
+        push_service(q, "service_name", service);
     }
 }
 
@@ -657,36 +675,32 @@ impl TraceReader for PgReader {
         } else {
             (after_last_minute, after_last_minute)
         };
-        let at = |t: u64| Timestamp::from_unix_nanos(t);
-        let columns = "SELECT service_name, name, spans, errors, buckets, counts FROM ";
-        let mut q = QueryBuilder::new(columns);
-        q.push("span_stats_hour WHERE hour >= ");
-        q.push_bind(at(first_hour));
-        q.push(" AND hour < ");
-        q.push_bind(at(after_last_hour));
-        if let Some(service) = service {
-            push_service(&mut q, "service_name", service);
-        }
-        q.push(" UNION ALL ").push(columns);
-        q.push("span_stats_minute WHERE ((minute >= ");
-        q.push_bind(at(first_minute));
-        q.push(" AND minute < ");
-        q.push_bind(at(first_hour));
-        q.push(") OR (minute >= ");
-        q.push_bind(at(after_last_hour));
-        q.push(" AND minute < ");
-        q.push_bind(at(after_last_minute));
-        q.push("))");
-        if let Some(service) = service {
-            push_service(&mut q, "service_name", service);
-        }
-        q.push(" UNION ALL ").push(columns);
-        q.push("span_stats_pending WHERE minute >= ");
-        q.push_bind(at(first_minute));
-        q.push(" AND minute < ");
-        q.push_bind(at(after_last_minute));
-        if let Some(service) = service {
-            push_service(&mut q, "service_name", service);
+        let mut q = QueryBuilder::new("");
+        for (i, (table, column, from, to)) in [
+            ("span_stats_hour", "hour", first_hour, after_last_hour),
+            ("span_stats_minute", "minute", first_minute, first_hour),
+            (
+                "span_stats_minute",
+                "minute",
+                after_last_hour,
+                after_last_minute,
+            ),
+            (
+                "span_stats_pending",
+                "minute",
+                first_minute,
+                after_last_minute,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                q.push(" UNION ALL ");
+            }
+            q.push("SELECT service_name, name, spans, errors, buckets, counts FROM ")
+                .push(table);
+            push_range(&mut q, column, from, to, service);
         }
         let rows = self.fetch(q).await?;
         // Spans without a service.name are grouped under unknown_service, as the APIs name it.
@@ -725,8 +739,7 @@ impl TraceReader for PgReader {
         end: u64,
         step: u64,
     ) -> Result<Vec<OperationSeries>, ReadError> {
-        let (first, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
-        let after = whole_minutes(start, end).1;
+        let (first, after, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
         let at = Timestamp::from_unix_nanos;
         // date_bin on timestamps: a third cheaper than epoch arithmetic in numeric per row.
         let mut q = QueryBuilder::new(concat!(
@@ -741,50 +754,27 @@ impl TraceReader for PgReader {
         q.push_bind(at(first));
         q.push(
             ") AS bin, sum(spans)::bigint AS spans, sum(errors)::bigint AS errors FROM (\
-             SELECT minute, service_name, name, spans, errors FROM span_stats_minute \
-             WHERE minute >= ",
+             SELECT minute, service_name, name, spans, errors FROM span_stats_minute",
         );
-        q.push_bind(at(first));
-        q.push(" AND minute < ");
-        q.push_bind(at(after));
-        if let Some(service) = service {
-            push_service(&mut q, "service_name", service);
-        }
+        push_range(&mut q, "minute", first, after, service);
         q.push(
-            " UNION ALL SELECT minute, service_name, name, spans, errors FROM span_stats_pending \
-             WHERE minute >= ",
+            " UNION ALL SELECT minute, service_name, name, spans, errors FROM span_stats_pending",
         );
-        q.push_bind(at(first));
-        q.push(" AND minute < ");
-        q.push_bind(at(after));
-        if let Some(service) = service {
-            push_service(&mut q, "service_name", service);
-        }
+        push_range(&mut q, "minute", first, after, service);
         q.push(") AS s GROUP BY 1, 2, 3) AS g");
         let rows = self.fetch(q).await?;
-        let mut groups: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        let mut series = SeriesCounts::new(n);
         for r in &rows {
-            let counts = groups
-                .entry((
-                    service_name(r.try_get(0).ok()),
-                    r.try_get::<String, _>(1).unwrap_or_default(),
-                ))
-                .or_insert_with(|| vec![(0, 0); n]);
             let bin = nanos(r.try_get(2).unwrap_or_default());
-            let k = usize::try_from(bin.saturating_sub(first) / step).unwrap_or(usize::MAX);
-            if let Some(slot) = counts.get_mut(k) {
-                slot.0 += u64::try_from(r.try_get::<i64, _>(3).unwrap_or_default()).unwrap_or(0);
-                slot.1 += u64::try_from(r.try_get::<i64, _>(4).unwrap_or_default()).unwrap_or(0);
-            }
+            series.add(
+                &service_name(r.try_get(0).ok()),
+                &r.try_get::<String, _>(1).unwrap_or_default(),
+                usize::try_from(bin.saturating_sub(first) / step).unwrap_or(usize::MAX),
+                u64::try_from(r.try_get::<i64, _>(3).unwrap_or_default()).unwrap_or(0),
+                u64::try_from(r.try_get::<i64, _>(4).unwrap_or_default()).unwrap_or(0),
+            );
         }
-        Ok(groups
-            .into_iter()
-            .map(|((service, operation), counts)| OperationSeries {
-                service,
-                operation,
-                counts,
-            })
-            .collect())
+        Ok(series.into_series())
     }
 
     async fn trace_logs(&self, id: &TraceId) -> Result<Vec<TraceLog>, ReadError> {

@@ -25,9 +25,9 @@ use serde_json::Value;
 use sluice_config::ByteSize;
 use sluice_config::Problem;
 use sluice_core::store::{
-    Cursor, Dependency, ErrorGroup, Operation, OperationSeries, OperationStats, ReadError, SortBy,
-    TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader, TraceSummary, percentiles_disc,
-    series_intervals, whole_minutes,
+    Cursor, Dependency, ErrorGroup, Operation, OperationSeries, OperationStats, ReadError,
+    SeriesCounts, SortBy, TokenUsage, Trace, TraceId, TraceLog, TraceQuery, TraceReader,
+    TraceSummary, percentiles_disc, series_intervals, whole_minutes,
 };
 use sluice_core::{
     Batch, BuildError, BuiltExporter, ConsumeError, Consumer, DirectExporter, ExporterContext,
@@ -620,34 +620,19 @@ impl Inner {
         end: u64,
         step: u64,
     ) -> Result<Vec<OperationSeries>, ReadError> {
-        let (first, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
-        let after = whole_minutes(start, end).1;
-        let mut groups: BTreeMap<(String, String), Vec<(u64, u64)>> = BTreeMap::new();
+        let (first, after, n) = series_intervals(start, end, step).map_err(ReadError::Invalid)?;
+        let mut series = SeriesCounts::new(n);
         for (r, span) in self.traces.values().flat_map(spans) {
             let name = service_of(r);
             let t = span.start_time_unix_nano;
             if !(first..after).contains(&t) || service.is_some_and(|s| s != name) {
                 continue;
             }
-            let counts = groups
-                .entry((name.to_owned(), span.name.clone()))
-                .or_insert_with(|| vec![(0, 0); n]);
+            let failed = span.status.as_ref().is_some_and(|s| s.code == 2);
             let k = usize::try_from((t - first) / step).unwrap_or(usize::MAX);
-            if let Some(slot) = counts.get_mut(k) {
-                slot.0 += 1;
-                if span.status.as_ref().is_some_and(|s| s.code == 2) {
-                    slot.1 += 1;
-                }
-            }
+            series.add(name, &span.name, k, 1, u64::from(failed));
         }
-        Ok(groups
-            .into_iter()
-            .map(|((service, operation), counts)| OperationSeries {
-                service,
-                operation,
-                counts,
-            })
-            .collect())
+        Ok(series.into_series())
     }
 
     fn operation_stats(
