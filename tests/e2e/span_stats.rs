@@ -188,6 +188,33 @@ fn config(ports: &Ports, url: &str, query: Option<u16>) -> String {
     )
 }
 
+/// The spans stored so far; 0 until the first exporter has migrated the fresh database.
+async fn stored_spans(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM spans")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Waits until no statistics row is pending: the collectors have folded them all.
+async fn wait_folded(pool: &PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM span_stats_pending")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} statistics rows still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_operation_statistics_from_rollups_match_the_stored_spans_across_collectors_and_replays()
  {
@@ -214,13 +241,26 @@ async fn per_operation_statistics_from_rollups_match_the_stored_spans_across_col
         if i % 10 == 0 {
             send_traces(again, request.clone()).await;
         }
+        if i == requests.len() / 2 {
+            // The first half stored and folded before the rest arrives: the second half's
+            // statistics merge into rows that exist, minute and hour alike.
+            let sent = i64::try_from((i + 1) * 100).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stored_spans(&pool).await < sent {
+                assert!(Instant::now() < deadline, "the first half was not stored");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            wait_folded(&pool).await;
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM span_stats_hour")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert!(rows > 0, "the first half was folded");
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let stored: i64 = loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM spans")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let n = stored_spans(&pool).await;
         if n >= 6_000 || Instant::now() > deadline {
             break n;
         }
@@ -257,21 +297,7 @@ async fn per_operation_statistics_from_rollups_match_the_stored_spans_across_col
         assert_matches(&got, &exact(&pool, start, stop).await, what);
         first_answers.push(got);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM span_stats_pending")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} statistics rows still pending"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_folded(&pool).await;
     for ((what, start, stop), before) in windows.iter().zip(first_answers) {
         let got = answered(query, *start, *stop).await;
         assert_eq!(got, before, "{what}: folding changed the answer");

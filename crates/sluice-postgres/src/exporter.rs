@@ -479,7 +479,8 @@ impl Metrics {
     }
 }
 
-/// One per exporter id, for traces and logs alike: one pool, one maintenance task.
+/// One per exporter id, for traces and logs alike: one pool, one maintenance task, one fold of
+/// span statistics.
 struct PostgresExporter {
     store: Arc<Store>,
     traces: Metrics,

@@ -655,10 +655,9 @@ impl TraceReader for PgReader {
             .collect())
     }
 
-    /// From the rollups (migration 0002): hour
-    /// rows for the whole hours inside, minute rows for the rest, and the pending rows not
-    /// folded yet. Counts are exact; percentiles come from the duration histograms, within
-    /// [`crate::stats::RELATIVE_ERROR`] of `percentile_disc`'s.
+    /// From the rollups (migration 0002): hour rows for the whole hours inside, minute rows for
+    /// the rest, and the pending rows not folded yet. Counts are exact; percentiles come from
+    /// the duration histograms, within [`crate::stats::RELATIVE_ERROR`] of `percentile_disc`'s.
     async fn operation_stats(
         &self,
         service: Option<&str>,
